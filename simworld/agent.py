@@ -1,0 +1,85 @@
+"""The agent protocol: ``async def act(view) -> Message``.
+
+An agent plays one role of one episode. It is built per episode from the scenario's agent spec
+(`roles.<role>.agent`), validated by the agent class's `Params` model, with its own seeded RNG.
+Scripted agents return at once; LLM agents await a model. An agent may return a
+:class:`~simworld.types.Message` or plain text (parsed as a Llama 3 assistant turn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from simworld.types import Message, ToolSpec
+
+if TYPE_CHECKING:
+    from simworld.episode import Episode
+    from simworld.task import TaskInstance
+
+
+class AgentParams(BaseModel):
+    """Base of agent parameter models: `type` is the registry name; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+@dataclass
+class View:
+    """What one role sees when it is its turn to act."""
+
+    role: str
+    kind: str
+    system: str
+    tools: list[ToolSpec]
+    private: dict[str, Any]
+    persona: str
+    turn: int
+    max_turns: int
+    episode: Episode = field(repr=False)
+    task: TaskInstance = field(repr=False)
+
+    @property
+    def messages(self) -> list[Message]:
+        """The conversation from this role's perspective (own turns `assistant`, others `user`)."""
+        return self.episode.perspective(self.role)
+
+    @property
+    def events(self) -> list[Message]:
+        """The global event log (for scripted agents that track state by event index)."""
+        return self.episode.events
+
+    def visible_since(self, index: int) -> list[Message]:
+        """Events visible to this role from global index `index` on."""
+        return [e for e in self.episode.events[index:] if e.audience in (None, self.role)]
+
+
+class Agent:
+    """Base class of agents. Subclasses set `Params` and implement `act`."""
+
+    type_name: ClassVar[str] = ""
+    Params: ClassVar[type[AgentParams]] = AgentParams
+
+    def __init__(self, params: AgentParams, role: str, rng: np.random.Generator) -> None:
+        self.params = params
+        self.role = role
+        self.rng = rng
+
+    @property
+    def agent_id(self) -> str:
+        """A stable id of this agent's configuration, recorded in provenance."""
+        extra = self.params.model_dump(exclude={"type"}, exclude_defaults=True)
+        if not extra:
+            return self.type_name
+        return self.type_name + "(" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + ")"
+
+    def provenance(self) -> dict[str, Any]:
+        """Anything worth recording about how this agent produced its turns (models, usage)."""
+        return {}
+
+    async def act(self, view: View) -> Message | str:
+        raise NotImplementedError

@@ -1,0 +1,36 @@
+"""User-facing errors: each becomes one clear line and exit code 2 at the CLI."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SimworldError(Exception):
+    """An error caused by the user's input (scenario, arguments, files). Printed as one line."""
+
+    exit_code = 2
+
+
+class ScenarioError(SimworldError):
+    """A scenario failed validation. `problems` holds every problem, one line each."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + ("; ".join(problems) if len(problems) == 1 else f"{len(problems)} problems"))
+
+
+class UnknownName(SimworldError):
+    """An unknown world, task, tool, agent or scorer name."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind, self.name = kind, name
+        super().__init__(f"unknown {kind} {name!r}{suggest(name, known)}")
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """`"; did you mean 'x'?"` for the closest known name, or `""`."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

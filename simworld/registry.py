@@ -1,0 +1,124 @@
+"""Registries for worlds, tasks, agents and scorers, filled by decorators.
+
+A new world is one module plus one decorator::
+
+    @register_world("retail")
+    class RetailWorld(World): ...
+
+    @register_task("retail", "cancel_pending_order")
+    class CancelPendingOrder(TaskGenerator): ...
+
+    @register_agent("oracle")
+    class SupportOracle(Agent): ...
+
+    @register_scorer("state_match")
+    def state_match(traj, task) -> Score: ...
+
+Built-in modules are imported on first lookup (`load_builtins`), so `simworld --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from simworld.errors import UnknownName
+
+T = TypeVar("T")
+
+WORLDS: dict[str, Any] = {}
+TASKS: dict[str, dict[str, Any]] = {}
+AGENTS: dict[str, Any] = {}
+SCORERS: dict[str, Any] = {}
+
+# Modules that register built-in components. Importing each is cheap except for Numba kernels,
+# which are compiled lazily (cache=True) on first call.
+BUILTIN_MODULES = [
+    "simworld.environments.retail",
+    "simworld.environments.negotiation",
+    "simworld.agents",
+    "simworld.scoring",
+]
+
+_loaded = False
+
+
+def load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name in BUILTIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # A module that is not written yet (or an optional part) is simply absent; a missing
+            # dependency *inside* an existing module is a real error.
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+
+
+def register_world(name: str) -> Callable[[T], T]:
+    def deco(cls: T) -> T:
+        WORLDS[name] = cls
+        cls.name = name  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def register_task(world: str, name: str) -> Callable[[T], T]:
+    def deco(cls: T) -> T:
+        TASKS.setdefault(world, {})[name] = cls
+        cls.name = name  # type: ignore[attr-defined]
+        cls.world = world  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def register_agent(name: str) -> Callable[[T], T]:
+    def deco(cls: T) -> T:
+        AGENTS[name] = cls
+        cls.type_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def register_scorer(name: str) -> Callable[[T], T]:
+    def deco(fn: T) -> T:
+        SCORERS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_world(name: str) -> Any:
+    load_builtins()
+    if name not in WORLDS:
+        raise UnknownName("world", name, WORLDS)
+    return WORLDS[name]
+
+
+def get_task(world: str, name: str) -> Any:
+    load_builtins()
+    tasks = TASKS.get(world, {})
+    if name not in tasks:
+        raise UnknownName(f"task for world {world!r}", name, tasks)
+    return tasks[name]
+
+
+def get_agent(name: str) -> Any:
+    load_builtins()
+    if name not in AGENTS:
+        raise UnknownName("agent", name, AGENTS)
+    return AGENTS[name]
+
+
+def get_scorer(name: str) -> Any:
+    load_builtins()
+    if name not in SCORERS:
+        raise UnknownName("scorer", name, SCORERS)
+    return SCORERS[name]

@@ -1,0 +1,399 @@
+"""Scenario YAML: schema, loading, validation against the registries, variations, overrides.
+
+`load_scenario(path, overrides)` returns a validated :class:`Scenario` or raises
+:class:`~simworld.errors.ScenarioError` listing every problem as
+``<yaml path> (line N): <message>`` with a suggestion for misspelt names.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from simworld import registry
+from simworld.errors import ScenarioError, SimworldError, suggest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorldSpec(_Strict):
+    type: str = Field(description="Registered world name, e.g. 'retail'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="World generation parameters.")
+    seed: int | None = Field(default=None, description="World seed (default: the scenario seed). "
+                             "All episodes share the world generated from it.")
+
+
+class TaskSpec(_Strict):
+    type: str = Field(description="Registered task generator of the world, e.g. 'cancel_pending_order'.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentSpec(BaseModel):
+    """`type` names a registered agent; the other keys are that agent's parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="Registered agent name, e.g. 'oracle', 'customer', 'llm'.")
+
+
+class RoleSpec(_Strict):
+    kind: Literal["user", "assistant"] = Field(description="'user' speaks as the user; 'assistant' "
+                                               "is the tool-using side.")
+    agent: AgentSpec
+    tools: list[str] = Field(default_factory=list, description="World tools this role may call.")
+    system_prompt: str = ""
+    persona: str = ""
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    world: WorldSpec
+    task: TaskSpec
+    roles: dict[str, RoleSpec]
+    first_speaker: str
+    max_turns: int = Field(default=40, ge=1, le=10_000)
+    scoring: list[str] = Field(default_factory=list)
+    episodes: int = Field(default=10, ge=0)
+    seed: int = 0
+    today: dt.date = Field(default=dt.date(2024, 9, 1), description="'Today Date' of the Llama 3 system "
+                           "prompt (never the wall clock).")
+    variations: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("variations")
+    @classmethod
+    def _nonempty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in v.items():
+            if not values:
+                raise ValueError(f"variation {path!r} has no values")
+        return v
+
+    @property
+    def content_hash(self) -> str:
+        body = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(body).hexdigest()[:16]
+
+    def role_order(self) -> list[str]:
+        """Turn order: the first speaker, then the other roles in declaration order."""
+        names = list(self.roles)
+        i = names.index(self.first_speaker)
+        return names[i:] + names[:i]
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the scenario format, for editors."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "simworld scenario"
+    return schema
+
+
+# ----------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _compose_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _compose_lines(value_node, path + (key,), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _compose_lines(item, path + (i,), lines)
+
+
+def read_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError([f"malformed YAML{where}: {problem}"], source) from None
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _compose_lines(node, (), lines)
+    return data, lines
+
+
+def format_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "(top level)"
+
+
+class _Problems:
+    def __init__(self, lines: dict[tuple[Any, ...], int], overrides: dict[str, str] | None = None) -> None:
+        self.lines = lines
+        self.overrides = overrides or {}
+        self.items: list[str] = []
+
+    def add(self, path: tuple[Any, ...], message: str) -> None:
+        dotted = format_path(path)
+        where = ""
+        for name in self.overrides:
+            if dotted == name or dotted.startswith(name + ".") or dotted.startswith(name + "["):
+                where = f" (from --set {name})"
+                break
+        if not where:
+            probe = path
+            while probe and probe not in self.lines:
+                probe = probe[:-1]
+            if probe in self.lines:
+                where = f" (line {self.lines[probe]})"
+        line = f"{dotted}{where}: {message}"
+        if line not in self.items:
+            self.items.append(line)
+
+
+def _pydantic_problems(exc: ValidationError, problems: _Problems, prefix: tuple[Any, ...] = (),
+                       known: dict[tuple[Any, ...], list[str]] | None = None) -> None:
+    for err in exc.errors():
+        loc = prefix + tuple(err.get("loc", ()))
+        kind = err.get("type", "")
+        if kind == "extra_forbidden":
+            parent = loc[:-1]
+            names = (known or {}).get(parent, [])
+            problems.add(loc, f"unknown field {loc[-1]!r}{suggest(str(loc[-1]), names)}")
+        elif kind == "missing":
+            problems.add(loc, "required field missing")
+        else:
+            problems.add(loc, err.get("msg", "invalid value"))
+
+
+def _model_fields(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+_SECTION_FIELDS = {
+    (): _model_fields(Scenario),
+    ("world",): _model_fields(WorldSpec),
+    ("task",): _model_fields(TaskSpec),
+}
+
+
+def _known_fields(data: dict[str, Any]) -> dict[tuple[Any, ...], list[str]]:
+    known = dict(_SECTION_FIELDS)
+    for role in (data.get("roles") or {}) if isinstance(data.get("roles"), dict) else {}:
+        known[("roles", role)] = _model_fields(RoleSpec)
+    return known
+
+
+# ----------------------------------------------------------------------------------------------
+# Dotted paths (variations and --set)
+
+
+def _split_path(dotted: str) -> list[str]:
+    parts = [p for p in dotted.split(".")]
+    if not dotted or any(not p for p in parts):
+        raise SimworldError(f"bad dotted path {dotted!r}")
+    return parts
+
+
+def get_path(data: Any, dotted: str) -> Any:
+    node = data
+    for part in _split_path(dotted):
+        if isinstance(node, list) and part.isdigit():
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(dotted)
+    return node
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = _split_path(dotted)
+    node: Any = data
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise SimworldError(f"--set {dotted}: {part!r} is not a mapping")
+        if not isinstance(node.get(part), (dict, list)):
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SimworldError(f"--set {dotted}: cannot set inside a {type(node).__name__}")
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SimworldError(f"--set {item!r}: expected dotted.path=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _split_path(key)
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Semantic validation against the registries
+
+
+def _check_semantics(sc: Scenario, problems: _Problems) -> None:
+    from simworld.world import World
+
+    registry.load_builtins()
+    world_cls: type[World] | None = registry.WORLDS.get(sc.world.type)
+    if world_cls is None:
+        problems.add(("world", "type"), f"unknown world {sc.world.type!r}{suggest(sc.world.type, registry.WORLDS)}")
+    else:
+        try:
+            world_cls.Params.model_validate(sc.world.params)
+        except ValidationError as exc:
+            _pydantic_problems(exc, problems, ("world", "params"),
+                               {("world", "params"): list(world_cls.Params.model_fields)})
+        tasks = registry.TASKS.get(sc.world.type, {})
+        task_cls = tasks.get(sc.task.type)
+        if task_cls is None:
+            problems.add(("task", "type"), f"unknown task {sc.task.type!r} for world {sc.world.type!r}"
+                         f"{suggest(sc.task.type, tasks)}")
+        else:
+            try:
+                task_cls.Params.model_validate(sc.task.params)
+            except ValidationError as exc:
+                _pydantic_problems(exc, problems, ("task", "params"),
+                                   {("task", "params"): list(task_cls.Params.model_fields)})
+    for role, spec in sc.roles.items():
+        if world_cls is not None:
+            for i, tool in enumerate(spec.tools):
+                if tool not in world_cls.tools:
+                    problems.add(("roles", role, "tools", i),
+                                 f"unknown tool {tool!r}{suggest(tool, world_cls.tools)}")
+        agent_cls = registry.AGENTS.get(spec.agent.type)
+        if agent_cls is None:
+            problems.add(("roles", role, "agent", "type"),
+                         f"unknown agent {spec.agent.type!r}{suggest(spec.agent.type, registry.AGENTS)}")
+        else:
+            try:
+                agent_cls.Params.model_validate(spec.agent.model_dump())
+            except ValidationError as exc:
+                _pydantic_problems(exc, problems, ("roles", role, "agent"),
+                                   {("roles", role, "agent"): list(agent_cls.Params.model_fields)})
+    if sc.first_speaker not in sc.roles:
+        problems.add(("first_speaker",), f"unknown role {sc.first_speaker!r}{suggest(sc.first_speaker, sc.roles)}")
+    for i, name in enumerate(sc.scoring):
+        if name not in registry.SCORERS:
+            problems.add(("scoring", i), f"unknown scorer {name!r}{suggest(name, registry.SCORERS)}")
+
+
+def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
+              overrides: dict[str, Any] | None = None) -> Scenario:
+    problems = _Problems(lines, {k: "" for k in (overrides or {})})
+    if not isinstance(data, dict):
+        raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        _pydantic_problems(exc, problems, (), _known_fields(data))
+        raise ScenarioError(problems.items, source) from None
+    _check_semantics(sc, problems)
+    # Every variation value must give a valid scenario too.
+    if not problems.items:
+        for path, values in sc.variations.items():
+            vpath = ("variations", path)
+            try:
+                get_path(data, path)
+            except (KeyError, SimworldError):
+                if not _settable(data, path):
+                    problems.add(vpath, f"path {path!r} does not exist in the scenario")
+                    continue
+            for i, value in enumerate(values):
+                trial = copy.deepcopy(data)
+                trial["variations"] = {}
+                try:
+                    set_path(trial, path, value)
+                    vsc = Scenario.model_validate(trial)
+                except (ValidationError, SimworldError) as exc:
+                    msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+                    problems.add(vpath + (i,), f"value {value!r} is invalid: {msg}")
+                    continue
+                sub = _Problems({})
+                _check_semantics(vsc, sub)
+                for item in sub.items:
+                    problems.add(vpath + (i,), f"value {value!r} is invalid: {item}")
+    if problems.items:
+        raise ScenarioError(problems.items, source)
+    return sc
+
+
+def _settable(data: dict[str, Any], dotted: str) -> bool:
+    """Variations may set agent or params keys that the YAML leaves at their defaults."""
+    parts = dotted.split(".")
+    if len(parts) >= 3 and parts[0] == "roles" and parts[2] == "agent":
+        return parts[1] in (data.get("roles") or {})
+    return len(parts) >= 2 and parts[0] in ("world", "task") and parts[1] == "params"
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read, override and validate a scenario file. Raises ScenarioError / SimworldError."""
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SimworldError(f"{source}: no such scenario file") from None
+    except IsADirectoryError:
+        raise SimworldError(f"{source}: is a directory, not a scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SimworldError(f"{source}: cannot read: {exc}") from None
+    data, lines = read_yaml(text, source)
+    return scenario_from_data(data, lines, source, overrides)
+
+
+def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = None, source: str = "<scenario>",
+                       overrides: dict[str, Any] | None = None) -> Scenario:
+    data = copy.deepcopy(data)
+    if overrides:
+        if not isinstance(data, dict):
+            raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
+        for key, value in overrides.items():
+            try:
+                set_path(data, key, value)
+            except SimworldError as exc:
+                raise ScenarioError([str(exc)], source) from None
+    return _validate(data, lines or {}, source, overrides)
+
+
+def apply_variation(sc: Scenario, variation: dict[str, Any]) -> Scenario:
+    """The scenario with one drawn value per variation path applied."""
+    if not variation:
+        return sc
+    data = sc.model_dump(mode="json")
+    for path, value in variation.items():
+        set_path(data, path, value)
+    data["variations"] = {}
+    return Scenario.model_validate(data)

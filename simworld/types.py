@@ -1,0 +1,154 @@
+"""Persisted data types: messages, tool calls, tool specs and trajectories.
+
+Everything that is written to disk is a pydantic model. One trajectory is one JSON line
+(`Trajectory.to_jsonl()`), written with orjson. The event log is *global*: every message of every
+role, and every tool result, in order. Per-role views (what role R saw, what R is trained on) are
+derived from it by :mod:`simworld.perspective`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolCall(_Model):
+    """One call of a tool: `arguments` is a dict (not a JSON string)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolSpec(_Model):
+    """A tool as a model sees it: name, description and JSON Schema of its parameters."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def openai(self) -> dict[str, Any]:
+        """The OpenAI / litellm `tools=[...]` entry."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+class Message(_Model):
+    """One event of an episode.
+
+    `speaker` is the scenario role whose turn this belongs to (for a tool result: the role that
+    called the tool; for a world notice: `"world"`). `role` is the chat role in the *global* log:
+    a role of kind `user` speaks as `user`, a role of kind `assistant` as `assistant`, tool results
+    are `tool`. `audience`, when set, limits who sees the event (tool results: the caller only).
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    speaker: str = ""
+    tool_call_id: str | None = None
+    name: str | None = None
+    error: bool = False
+    invalid: str | None = None
+    audience: str | None = None
+
+
+class TaskRecord(_Model):
+    """What the episode's task was: enough to re-score it without re-sampling."""
+
+    type: str
+    instance_id: str
+    goal: dict[str, Any] = Field(default_factory=dict)
+    private: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gold_plan: list[ToolCall] = Field(default_factory=list)
+    required_outputs: list[str] = Field(default_factory=list)
+    expected_state_hash: str = ""
+    should_refuse: bool = False
+
+
+class FieldDiff(_Model):
+    """One field where the final state differs from the expected one."""
+
+    table: str
+    row: str
+    field: str
+    expected: Any = None
+    actual: Any = None
+
+
+class Outcome(_Model):
+    success: bool = False
+    termination: str = ""
+    state_match: bool | None = None
+    diff: list[FieldDiff] = Field(default_factory=list)
+    outputs_stated: bool | None = None
+    missing_outputs: list[str] = Field(default_factory=list)
+    error: str | None = None
+    invalid_moves: int = 0
+    tool_errors: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class Provenance(_Model):
+    simworld_version: str
+    agent_ids: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    synthetic: bool = True
+    parent: str | None = None
+    fork_at: int | None = None
+
+
+class Trajectory(_Model):
+    schema_version: int = SCHEMA_VERSION
+    episode_id: str
+    scenario: str
+    scenario_hash: str
+    seed: int
+    episode_index: int = 0
+    variation: dict[str, Any] = Field(default_factory=dict)
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    world: dict[str, Any] = Field(default_factory=dict)
+    task: TaskRecord
+    system: dict[str, str] = Field(default_factory=dict)
+    tools: dict[str, list[str]] = Field(default_factory=dict)
+    events: list[Message] = Field(default_factory=list)
+    final_state_hash: str = ""
+    outcome: Outcome = Field(default_factory=Outcome)
+    provenance: Provenance
+
+    def to_jsonl(self) -> bytes:
+        """One JSON line (with the trailing newline)."""
+        return orjson.dumps(self.model_dump(mode="json")) + b"\n"
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> Trajectory:
+        return cls.model_validate(orjson.loads(line))
+
+
+TIMING_FIELDS = ("timings",)
+
+
+def strip_timings(record: dict[str, Any]) -> dict[str, Any]:
+    """A trajectory dict without its wall-clock fields, for determinism comparisons."""
+    out = dict(record)
+    prov = dict(out.get("provenance", {}))
+    prov.pop("timings", None)
+    models = prov.get("models")
+    if isinstance(models, dict):
+        prov["models"] = {k: {kk: vv for kk, vv in v.items() if kk not in ("latency_s", "latencies_s")}
+                          if isinstance(v, dict) else v for k, v in models.items()}
+    out["provenance"] = prov
+    return out
