@@ -1,0 +1,3 @@
+from simworld.cli import main
+
+main()
