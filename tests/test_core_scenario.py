@@ -1,0 +1,139 @@
+"""Scenario schema: every problem reported with YAML path, line and suggestion."""
+
+import textwrap
+
+import pytest
+
+import ledger_world
+from simworld.errors import ScenarioError, SimworldError
+from simworld.scenario import (apply_variation, json_schema, load_scenario, parse_overrides, scenario_from_data)
+
+GOOD = textwrap.dedent("""\
+    name: ledger_deposit
+    world:
+      type: ledger
+      params:
+        n_accounts: 20
+    task:
+      type: deposit
+    first_speaker: user
+    roles:
+      user:
+        kind: user
+        agent: {type: ledger_user}
+      clerk:
+        kind: assistant
+        agent:
+          type: ledger_clerk
+        tools:
+          - get_balance
+          - deposit
+    variations:
+      roles.user.agent.polite: [true, false]
+    """)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def problems(tmp_path, text, overrides=None):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, text), overrides)
+    return info.value.problems
+
+
+def test_good_scenario(tmp_path):
+    assert ledger_world  # registered
+    sc = load_scenario(write(tmp_path, GOOD))
+    assert sc.name == "ledger_deposit" and sc.role_order() == ["user", "clerk"]
+    assert len(sc.content_hash) == 16
+    assert apply_variation(sc, {"roles.user.agent.polite": False}).roles["user"].agent.polite is False
+
+
+def test_misspelt_tool_with_line_and_suggestion(tmp_path):
+    text = GOOD.replace("- deposit", "- depositt")
+    assert problems(tmp_path, text) == [
+        "roles.clerk.tools[1] (line 19): unknown tool 'depositt'; did you mean 'deposit'?"]
+
+
+def test_every_problem_is_reported(tmp_path):
+    text = GOOD.replace("type: ledger_clerk", "type: ledger_clark").replace("first_speaker: user",
+                                                                           "first_speaker: usr")
+    text = text.replace("type: deposit", "type: depost").replace("n_accounts: 20", "n_acounts: 20")
+    found = problems(tmp_path, text)
+    joined = "\n".join(found)
+    assert "roles.clerk.agent.type (line 16): unknown agent 'ledger_clark'; did you mean 'ledger_clerk'?" in found
+    assert "first_speaker (line 8): unknown role 'usr'; did you mean 'user'?" in found
+    assert "task.type (line 7): unknown task 'depost'" in joined
+    assert "world.params.n_acounts (line 5): unknown field 'n_acounts'; did you mean 'n_accounts'?" in found
+
+
+def test_unknown_top_level_key_and_wrong_type(tmp_path):
+    found = problems(tmp_path, GOOD + "max_turn: 3\nepisodes: lots\n")
+    assert "max_turn (line 22): unknown field 'max_turn'; did you mean 'max_turns'?" in found
+    assert any(p.startswith("episodes (line 23):") for p in found)
+
+
+def test_unknown_world(tmp_path):
+    found = problems(tmp_path, GOOD.replace("type: ledger\n", "type: ledgr\n"))
+    assert found[0] == "world.type (line 3): unknown world 'ledgr'; did you mean 'ledger'?"
+
+
+@pytest.mark.parametrize("text", ["name: [unclosed", "a: b: c", "\t- x", "- just\n- a list\n", "", "42"])
+def test_malformed_yaml_is_one_clear_problem(tmp_path, text):
+    found = problems(tmp_path, text)
+    assert found and all("\n" not in p for p in found)
+
+
+def test_agent_params_validated(tmp_path):
+    found = problems(tmp_path, GOOD.replace("agent: {type: ledger_user}", "agent: {type: ledger_user, polite: maybe}"))
+    assert any(p.startswith("roles.user.agent.polite (line 12):") for p in found)
+    found = problems(tmp_path, GOOD.replace("agent: {type: ledger_user}", "agent: {type: ledger_user, politr: 1}"))
+    assert "roles.user.agent.politr (line 12): unknown field 'politr'; did you mean 'polite'?" in found
+
+
+def test_bad_variation_value(tmp_path):
+    found = problems(tmp_path, GOOD.replace("[true, false]", "[true, sometimes]"))
+    assert any(p.startswith("variations.roles.user.agent.polite[1]") for p in found)
+    found = problems(tmp_path, GOOD.replace("roles.user.agent.polite", "roles.nobody.agent.polite"))
+    assert any("does not exist" in p for p in found)
+
+
+def test_overrides(tmp_path):
+    p = write(tmp_path, GOOD)
+    sc = load_scenario(p, parse_overrides(["world.params.n_accounts=7", "max_turns=9", "roles.clerk.tools=[deposit]"]))
+    assert sc.world.params["n_accounts"] == 7 and sc.max_turns == 9 and sc.roles["clerk"].tools == ["deposit"]
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p, parse_overrides(["max_turns=many"]))
+    assert info.value.problems[0].startswith("max_turns (from --set max_turns):")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p, parse_overrides(["roles.clerk.agent.type=nope"]))
+    assert "(from --set roles.clerk.agent.type)" in info.value.problems[0]
+    with pytest.raises(SimworldError):
+        parse_overrides(["no_equals_sign"])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SimworldError, match="no such scenario file"):
+        load_scenario(tmp_path / "nope.yaml")
+    with pytest.raises(SimworldError, match="is a directory"):
+        load_scenario(tmp_path)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    found = problems(tmp_path, "!!python/object/apply:os.system ['echo pwned']\n")
+    assert found and "malformed YAML" in found[0]
+
+
+def test_json_schema_describes_format():
+    schema = json_schema()
+    assert {"name", "world", "task", "roles", "first_speaker", "variations"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+
+
+def test_scenario_from_data_programmatic():
+    sc = scenario_from_data(ledger_world.scenario_data())
+    assert sc.roles["clerk"].tools == ["get_balance", "deposit", "hang_up"]
