@@ -2,3 +2,4 @@
 
 Importing this package registers the built-in agents.
 """
+from simworld.agents import llm as _llm  # noqa: F401

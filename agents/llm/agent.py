@@ -1,0 +1,233 @@
+"""`agent.type: llm`: any litellm model plays any role.
+
+The role's system prompt, persona and private brief come from the scenario and task (the engine
+builds `view.system`); the agent sends the role's perspective (`view.messages`) to the model and
+returns its reply as a Message. Roles of kind `user` also get the user-simulator rules
+(:data:`~simworld.agents.llm.prompts.USER_SIMULATOR`). Negotiation parties are ordinary tool-using
+roles: their preferences are in their brief, their moves are the world's tools.
+
+Modes:
+
+* ``tools`` (default): chat completion with the role's tools as JSON Schema (native function
+  calling); parallel tool calls are kept.
+* ``llama3``: raw text completion on the Llama 3 prompt simworld renders itself
+  (:func:`simworld.llama3.format.render_messages`, the export's serializer), the reply parsed by
+  :func:`simworld.llama3.parse.parse_assistant_turn`: a Llama model driven in its training format.
+
+API keys come only from environment variables: the provider's usual one (read by litellm) or the
+variable named by `api_key_env`. No parameter can hold a key, so none reaches a trajectory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from simworld.agent import Agent, AgentParams, View
+from simworld.agents.llm.client import CallStats, call_with_retries, litellm, redact
+from simworld.agents.llm.convert import openai_messages, reply_from_chat, reply_from_text
+from simworld.agents.llm.prompts import OPENING, private_facts, role_instructions
+from simworld.episode import AgentFailure
+from simworld.registry import register_agent
+from simworld.types import Message
+
+# Keys of `provider_params` that the agent sets itself or that would put a secret into a scenario.
+_MANAGED = frozenset({"model", "messages", "prompt", "tools", "api_base", "base_url", "timeout", "max_retries",
+                      "num_retries", "stream", "temperature", "top_p", "max_tokens", "seed", "stop"})
+_SECRETISH = re.compile(r"key|token|secret|password|authorization|credential", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LLAMA3_STOP = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"]
+# Providers whose OpenAI-compatible servers are often local and keyless.
+_OPENAI_COMPATIBLE = ("openai", "text-completion-openai")
+
+
+class LLMParams(AgentParams):
+    """Parameters of `agent.type: llm` (unknown keys are errors)."""
+
+    model: str = Field(min_length=1, description="litellm model id: 'openai/NAME' for any OpenAI-compatible "
+                       "server (with api_base), 'anthropic/...', 'ollama/...', 'hosted_vllm/...', ...")
+    api_base: str | None = Field(default=None, description="Server URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable holding the "
+                                    "API key (default: the provider's usual variable, read by litellm).")
+    mode: Literal["tools", "llama3"] = Field(default="tools", description="'tools': native function calling; "
+                                             "'llama3': raw completion on simworld's Llama 3 prompt.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1)
+    seed: int | None = Field(default=None, description="Sampling seed sent where the provider supports it; "
+                             "default: one drawn per episode from the episode's seeded RNG.")
+    max_retries: int = Field(default=4, ge=0, le=100, description="Retries of a failing model call (429, "
+                             "5xx, timeout, dropped connection) before the episode is recorded as failed.")
+    timeout: float = Field(default=60.0, gt=0.0, description="Seconds one model call may take.")
+    retry_backoff: float = Field(default=1.0, ge=0.0, description="First retry delay (s); doubles per retry, "
+                                 "with jitter.")
+    retry_backoff_max: float = Field(default=30.0, ge=0.0)
+    stop: list[str] = Field(default_factory=list, description="Extra stop sequences.")
+    instructions: str | None = Field(default=None, description="Text appended to the role's system prompt "
+                                     "('{stop}' becomes the stop marker). Default: the user-simulator rules "
+                                     "for roles of kind user, nothing otherwise.")
+    show_private: bool = Field(default=False, description="Also show the role's structured private "
+                               "information (the brief is always in the system prompt).")
+    provider_params: dict[str, Any] = Field(default_factory=dict, description="Extra litellm/provider "
+                                            "parameters, e.g. {top_k: 40} or {extra_body: {...}}.")
+
+    @field_validator("api_base")
+    @classmethod
+    def _no_credentials_in_url(cls, v: str | None) -> str | None:
+        if v is not None and re.search(r"://[^/]*@", v):
+            raise ValueError("api_base must not contain credentials; name an environment variable in api_key_env")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):
+            raise ValueError("api_key_env is the NAME of an environment variable (letters, digits, _), not a key")
+        return v
+
+    @field_validator("provider_params")
+    @classmethod
+    def _no_managed_or_secret(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if _SECRETISH.search(key):
+                raise ValueError(f"provider_params.{key}: secrets go in environment variables (see api_key_env)")
+            if key in _MANAGED:
+                raise ValueError(f"provider_params.{key}: set it as the agent parameter, not in provider_params")
+        return v
+
+
+@register_agent("llm")
+class LLMAgent(Agent):
+    """A role played by a model through litellm (see the module docstring)."""
+
+    Params = LLMParams
+    params: LLMParams
+
+    def __init__(self, params: LLMParams, role: str, rng: np.random.Generator) -> None:
+        super().__init__(params, role, rng)
+        self.stats = CallStats()
+        self.invalid_replies = 0
+        self.seed = params.seed if params.seed is not None else int(rng.integers(2**31 - 1))
+        self._instructions: str | None = None
+
+    @property
+    def agent_id(self) -> str:
+        return redact(super().agent_id)
+
+    # -- prompt
+    def prompt_messages(self, view: View) -> list[Message]:
+        """The messages sent to the model: the role's perspective, its system prompt extended by
+        the agent's instructions, and an opening cue when nothing was said to the role yet."""
+        msgs = list(view.messages)
+        extra = [role_instructions(view.kind, self.params.instructions)]
+        if self.params.show_private:
+            extra.append(private_facts(view.private))
+        addition = "\n\n".join(e for e in extra if e)
+        self._instructions = addition or None
+        if addition:
+            if msgs and msgs[0].role == "system":
+                msgs[0] = Message(role="system", content=(msgs[0].content + "\n\n" + addition).strip())
+            else:
+                msgs.insert(0, Message(role="system", content=addition))
+        if all(m.role == "system" for m in msgs):
+            msgs.append(Message(role="user", content=OPENING))
+        return msgs
+
+    # -- model calls
+    def _provider(self) -> str:
+        return self.params.model.split("/", 1)[0] if "/" in self.params.model else ""
+
+    def _api_key(self) -> str | None:
+        p = self.params
+        if p.api_key_env:
+            value = os.environ.get(p.api_key_env)
+            if not value:
+                raise AgentFailure(f"{self.role}: environment variable {p.api_key_env} (api_key_env) is not set")
+            return value
+        if p.api_base and self._provider() in _OPENAI_COMPATIBLE and not os.environ.get("OPENAI_API_KEY"):
+            return "no-key"  # a local OpenAI-compatible server needs none; the OpenAI client insists on one
+        return None
+
+    def _request(self) -> dict[str, Any]:
+        p = self.params
+        kwargs: dict[str, Any] = {"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens,
+                                  "seed": self.seed, "timeout": p.timeout, "max_retries": 0, "drop_params": True}
+        if p.top_p is not None:
+            kwargs["top_p"] = p.top_p
+        if p.api_base:
+            kwargs["api_base"] = p.api_base
+        key = self._api_key()
+        if key:
+            kwargs["api_key"] = key
+        kwargs.update(p.provider_params)
+        return kwargs
+
+    async def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        lm = litellm()
+        fn = getattr(lm, method)
+        p = self.params
+        return await call_with_retries(lambda: fn(**kwargs), stats=self.stats, max_retries=p.max_retries,
+                                       timeout=p.timeout, backoff=p.retry_backoff, backoff_max=p.retry_backoff_max,
+                                       what=f"{self.role}: model {p.model}")
+
+    async def act(self, view: View) -> Message:
+        messages = self.prompt_messages(view)
+        kwargs = self._request()
+        if self.params.mode == "llama3":
+            msg = await self._complete(view, messages, kwargs)
+        else:
+            msg = await self._chat(view, messages, kwargs)
+        if msg.invalid:
+            self.invalid_replies += 1
+        return msg
+
+    async def _chat(self, view: View, messages: list[Message], kwargs: dict[str, Any]) -> Message:
+        kwargs["messages"] = openai_messages(messages)
+        if view.tools:
+            kwargs["tools"] = [t.openai() for t in view.tools]
+        if self.params.stop:
+            kwargs["stop"] = list(self.params.stop)
+        response = await self._call("acompletion", kwargs)
+        try:
+            choice = response.choices[0]
+            message = choice.message
+            raw_calls = [(c.function.name, c.function.arguments) for c in (message.tool_calls or [])]
+            content = message.content
+            finish = choice.finish_reason
+        except (AttributeError, IndexError, TypeError):
+            return Message(role="assistant", content="", invalid="the model's response had no message")
+        return reply_from_chat(content, raw_calls, view.tools, finish)
+
+    async def _complete(self, view: View, messages: list[Message], kwargs: dict[str, Any]) -> Message:
+        from simworld.llama3.format import render_messages
+
+        kwargs["prompt"] = render_messages(messages, view.tools, view.episode.sc.today, add_generation_prompt=True)
+        kwargs["stop"] = _LLAMA3_STOP + list(self.params.stop)
+        response = await self._call("atext_completion", kwargs)
+        try:
+            text = response.choices[0].text or ""
+        except (AttributeError, IndexError, TypeError):
+            return Message(role="assistant", content="", invalid="the model's response had no text")
+        return reply_from_text(text, view.tools)
+
+    # -- provenance
+    def provenance(self) -> dict[str, Any]:
+        """Model id, provider parameters (never keys), usage, cost, per-call latency, retries."""
+        p = self.params
+        provider_params: dict[str, Any] = {"temperature": p.temperature, "max_tokens": p.max_tokens,
+                                           "seed": self.seed, "timeout": p.timeout, "max_retries": p.max_retries}
+        if p.top_p is not None:
+            provider_params["top_p"] = p.top_p
+        if p.stop:
+            provider_params["stop"] = list(p.stop)
+        provider_params.update(p.provider_params)
+        out: dict[str, Any] = {"model": p.model, "mode": p.mode,
+                               "api_base": redact(p.api_base) if p.api_base else None,
+                               "provider_params": provider_params, "instructions": self._instructions,
+                               "invalid_replies": self.invalid_replies}
+        out.update(self.stats.as_dict())
+        return out
