@@ -30,7 +30,8 @@ class TaskInstance:
     private: dict[str, dict[str, Any]]
     """What each role starts with, keyed by scenario role name or by role kind (`user`/`assistant`)."""
     gold_plan: list[ToolCall]
-    expected_state: State
+    expected_state: State | None
+    """The state the gold plan leads to, or None when no single end state is expected (negotiation)."""
     required_outputs: list[str] = field(default_factory=list)
     should_refuse: bool = False
     instructions: str = ""
@@ -49,7 +50,7 @@ class TaskInstance:
             private=self.private,
             gold_plan=self.gold_plan,
             required_outputs=self.required_outputs,
-            expected_state_hash=self.expected_state.state_hash(),
+            expected_state_hash=self.expected_state.state_hash() if self.expected_state is not None else "",
             should_refuse=self.should_refuse,
         )
 
