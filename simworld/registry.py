@@ -15,15 +15,19 @@ A new world is one module plus one decorator::
     def state_match(traj, task) -> Score: ...
 
 Built-in modules are imported on first lookup (`load_builtins`), so `simworld --help` stays fast.
+Third-party worlds, tasks, agents and scorers register the same way from their own modules, named
+in the ``SIMWORLD_PLUGINS`` environment variable (comma-separated module names) or declared as
+``simworld.plugins`` entry points by an installed package; `load_builtins` imports them too.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from simworld.errors import UnknownName
+from simworld.errors import SimworldError, UnknownName
 
 T = TypeVar("T")
 
@@ -41,6 +45,9 @@ BUILTIN_MODULES = [
     "simworld.scoring",
 ]
 
+PLUGINS_ENV = "SIMWORLD_PLUGINS"
+PLUGINS_ENTRY_POINTS = "simworld.plugins"
+
 _loaded = False
 
 
@@ -57,6 +64,30 @@ def load_builtins() -> None:
             # dependency *inside* an existing module is a real error.
             if exc.name is None or not name.startswith(exc.name):
                 raise
+    load_plugins()
+
+
+def plugin_modules() -> list[str]:
+    """Module names from ``$SIMWORLD_PLUGINS`` (comma-separated), in order."""
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
+def load_plugins() -> None:
+    """Import third-party registration modules: ``$SIMWORLD_PLUGINS`` and ``simworld.plugins`` entry points."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGINS_ENTRY_POINTS):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plugin is one clear line, not a traceback
+            raise SimworldError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    for name in plugin_modules():
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise SimworldError(f"{PLUGINS_ENV}: cannot import plugin module {name!r}: "
+                                f"{type(exc).__name__}: {exc}") from exc
 
 
 def register_world(name: str) -> Callable[[T], T]:

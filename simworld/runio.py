@@ -15,7 +15,9 @@ A torn last line (a crash mid-write) is skipped by readers and repaired by `run`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,124 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writer side (used by `simworld run`)
+
+SCENARIO_FILE = "scenario.yaml"
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"
+_SHARD_NAME = re.compile(r"^trajectories-(\d{6})-(\d{3})\.jsonl$")
+
+
+def shard_name(session: int, worker: int) -> str:
+    """Shard file name of one worker in one session. Sessions sort in order of writing, so that
+    "the last record per episode id" is the last one in sorted shard order."""
+    return f"trajectories-{session:06d}-{worker:03d}.jsonl"
+
+
+def next_session(run_dir: str | Path) -> int:
+    """The session number for the next `run` into `run_dir` (1 for a new directory)."""
+    sessions = [int(m.group(1)) for p in Path(run_dir).glob(SHARD_GLOB) if (m := _SHARD_NAME.match(p.name))]
+    return max(sessions, default=0) + 1
+
+
+def foreign_jsonl(run_dir: str | Path) -> list[Path]:
+    """Files directly in `run_dir` ending in .jsonl that are not shards written by `run`."""
+    return sorted(p for p in Path(run_dir).glob("*.jsonl") if not _SHARD_NAME.match(p.name))
+
+
+def scan_shard(path: Path, on_record: Callable[[dict[str, Any]], None]) -> tuple[int, int]:
+    """Parse every record of a shard, in order, passing each to `on_record`.
+
+    Returns (bytes of the valid prefix, file size). The valid prefix ends after the last line that
+    is complete and decodes; anything after it is a torn or corrupt tail (a crash mid-write) that
+    :func:`truncate_tail` removes. Memory holds one record at a time.
+    """
+    good_end = offset = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            offset += len(line)
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("episode_id"), str):
+                on_record(record)
+                good_end = offset
+    return good_end, offset
+
+
+def truncate_tail(path: Path, keep: int) -> None:
+    """Cut a shard back to its first `keep` bytes (dropping a torn last line)."""
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class ShardWriter:
+    """Appends trajectory lines to one shard file.
+
+    Each line is one ``write`` system call on an ``O_APPEND`` descriptor (no user-space buffer, so
+    a crash loses at most the line being written, which readers skip and resume repairs). The file
+    is fsynced every `sync_interval` seconds and on `close`. A failed write (disk full, file size
+    limit) is cut back so the shard ends on a whole line, then the OSError propagates.
+    """
+
+    def __init__(self, path: str | Path, sync_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.sync_interval = sync_interval
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.lines = 0
+        self._last_sync = time.monotonic()
+        _fsync_dir(self.path.parent)
+
+    def write(self, line: bytes) -> None:
+        view = memoryview(line)
+        try:
+            written = os.write(self.fd, view)
+            while written < len(view):  # a short write: the disk filled up mid-line
+                written += os.write(self.fd, view[written:])
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass  # the torn line stays; readers skip it and the next run repairs it
+            raise
+        self.size += len(line)
+        self.lines += 1
+        now = time.monotonic()
+        if now - self._last_sync >= self.sync_interval:
+            os.fsync(self.fd)
+            self._last_sync = now
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

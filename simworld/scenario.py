@@ -147,6 +147,11 @@ class _Problems:
         self.lines = lines
         self.overrides = overrides or {}
         self.items: list[str] = []
+        self._order: dict[str, int] = {}
+
+    def in_file_order(self) -> list[str]:
+        """Problems sorted by YAML line (--set problems first), else in the order found."""
+        return sorted(self.items, key=lambda item: self._order.get(item, 0))
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
         dotted = format_path(path)
@@ -155,15 +160,18 @@ class _Problems:
             if dotted == name or dotted.startswith(name + ".") or dotted.startswith(name + "["):
                 where = f" (from --set {name})"
                 break
+        lineno = 0
         if not where:
             probe = path
             while probe and probe not in self.lines:
                 probe = probe[:-1]
             if probe in self.lines:
-                where = f" (line {self.lines[probe]})"
+                lineno = self.lines[probe]
+                where = f" (line {lineno})"
         line = f"{dotted}{where}: {message}"
         if line not in self.items:
             self.items.append(line)
+            self._order[line] = lineno
 
 
 def _pydantic_problems(exc: ValidationError, problems: _Problems, prefix: tuple[Any, ...] = (),
@@ -264,49 +272,68 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def _check_semantics(sc: Scenario, problems: _Problems) -> None:
+    _check_semantics_data(sc.model_dump(), problems)
+
+
+def _params_problems(model: type[BaseModel], value: Any, path: tuple[Any, ...], problems: _Problems) -> None:
+    try:
+        model.model_validate(value if value is not None else {})
+    except ValidationError as exc:
+        _pydantic_problems(exc, problems, path, {path: list(model.model_fields)})
+
+
+def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
+    """Check names against the registries on raw scenario data.
+
+    Works on data that failed the structural schema too (every part that has the right shape is
+    checked), so that a file's problems are all reported at once.
+    """
     from simworld.world import World
 
     registry.load_builtins()
-    world_cls: type[World] | None = registry.WORLDS.get(sc.world.type)
-    if world_cls is None:
-        problems.add(("world", "type"), f"unknown world {sc.world.type!r}{suggest(sc.world.type, registry.WORLDS)}")
-    else:
-        try:
-            world_cls.Params.model_validate(sc.world.params)
-        except ValidationError as exc:
-            _pydantic_problems(exc, problems, ("world", "params"),
-                               {("world", "params"): list(world_cls.Params.model_fields)})
-        tasks = registry.TASKS.get(sc.world.type, {})
-        task_cls = tasks.get(sc.task.type)
+    world = data.get("world") if isinstance(data.get("world"), dict) else {}
+    task = data.get("task") if isinstance(data.get("task"), dict) else {}
+    roles = data.get("roles") if isinstance(data.get("roles"), dict) else {}
+    world_type, task_type = world.get("type"), task.get("type")
+    world_cls: type[World] | None = None
+    if isinstance(world_type, str):
+        world_cls = registry.WORLDS.get(world_type)
+        if world_cls is None:
+            problems.add(("world", "type"), f"unknown world {world_type!r}{suggest(world_type, registry.WORLDS)}")
+        elif isinstance(world.get("params", {}), dict):
+            _params_problems(world_cls.Params, world.get("params"), ("world", "params"), problems)
+    if world_cls is not None and isinstance(task_type, str):
+        tasks = registry.TASKS.get(world_type, {})
+        task_cls = tasks.get(task_type)
         if task_cls is None:
-            problems.add(("task", "type"), f"unknown task {sc.task.type!r} for world {sc.world.type!r}"
-                         f"{suggest(sc.task.type, tasks)}")
-        else:
-            try:
-                task_cls.Params.model_validate(sc.task.params)
-            except ValidationError as exc:
-                _pydantic_problems(exc, problems, ("task", "params"),
-                                   {("task", "params"): list(task_cls.Params.model_fields)})
-    for role, spec in sc.roles.items():
-        if world_cls is not None:
-            for i, tool in enumerate(spec.tools):
-                if tool not in world_cls.tools:
+            problems.add(("task", "type"), f"unknown task {task_type!r} for world {world_type!r}"
+                         f"{suggest(task_type, tasks)}")
+        elif isinstance(task.get("params", {}), dict):
+            _params_problems(task_cls.Params, task.get("params"), ("task", "params"), problems)
+    for role, spec in roles.items():
+        if not isinstance(spec, dict):
+            continue
+        tools = spec.get("tools")
+        if world_cls is not None and isinstance(tools, list):
+            for i, tool in enumerate(tools):
+                if isinstance(tool, str) and tool not in world_cls.tools:
                     problems.add(("roles", role, "tools", i),
                                  f"unknown tool {tool!r}{suggest(tool, world_cls.tools)}")
-        agent_cls = registry.AGENTS.get(spec.agent.type)
+        agent = spec.get("agent")
+        if not isinstance(agent, dict) or not isinstance(agent.get("type"), str):
+            continue
+        agent_cls = registry.AGENTS.get(agent["type"])
         if agent_cls is None:
             problems.add(("roles", role, "agent", "type"),
-                         f"unknown agent {spec.agent.type!r}{suggest(spec.agent.type, registry.AGENTS)}")
+                         f"unknown agent {agent['type']!r}{suggest(agent['type'], registry.AGENTS)}")
         else:
-            try:
-                agent_cls.Params.model_validate(spec.agent.model_dump())
-            except ValidationError as exc:
-                _pydantic_problems(exc, problems, ("roles", role, "agent"),
-                                   {("roles", role, "agent"): list(agent_cls.Params.model_fields)})
-    if sc.first_speaker not in sc.roles:
-        problems.add(("first_speaker",), f"unknown role {sc.first_speaker!r}{suggest(sc.first_speaker, sc.roles)}")
-    for i, name in enumerate(sc.scoring):
-        if name not in registry.SCORERS:
+            _params_problems(agent_cls.Params, agent, ("roles", role, "agent"), problems)
+    first = data.get("first_speaker")
+    if isinstance(first, str) and isinstance(data.get("roles"), dict) and first not in roles:
+        problems.add(("first_speaker",), f"unknown role {first!r}{suggest(first, roles)}")
+    scoring = data.get("scoring")
+    for i, name in enumerate(scoring if isinstance(scoring, list) else []):
+        if isinstance(name, str) and name not in registry.SCORERS:
             problems.add(("scoring", i), f"unknown scorer {name!r}{suggest(name, registry.SCORERS)}")
 
 
@@ -315,22 +342,22 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
     problems = _Problems(lines, {k: "" for k in (overrides or {})})
     if not isinstance(data, dict):
         raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
+    sc: Scenario | None = None
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         _pydantic_problems(exc, problems, (), _known_fields(data))
-        raise ScenarioError(problems.items, source) from None
-    _check_semantics(sc, problems)
-    # Every variation value must give a valid scenario too.
-    if not problems.items:
+    # Semantic checks run on whatever has the right shape, so every problem is listed at once.
+    _check_semantics_data(data, problems)
+    variations = data.get("variations")
+    if isinstance(variations, dict):
+        for path in variations:
+            if isinstance(path, str) and not _path_exists(data, path):
+                problems.add(("variations", path), f"path {path!r} does not exist in the scenario")
+    # Every variation value must give a valid scenario too (only checkable on a valid base).
+    if sc is not None and not problems.items:
         for path, values in sc.variations.items():
             vpath = ("variations", path)
-            try:
-                get_path(data, path)
-            except (KeyError, SimworldError):
-                if not _settable(data, path):
-                    problems.add(vpath, f"path {path!r} does not exist in the scenario")
-                    continue
             for i, value in enumerate(values):
                 trial = copy.deepcopy(data)
                 trial["variations"] = {}
@@ -345,16 +372,31 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
                 _check_semantics(vsc, sub)
                 for item in sub.items:
                     problems.add(vpath + (i,), f"value {value!r} is invalid: {item}")
-    if problems.items:
-        raise ScenarioError(problems.items, source)
+    if problems.items or sc is None:
+        raise ScenarioError(problems.in_file_order() or ["(top level): invalid scenario"], source)
     return sc
+
+
+def _path_exists(data: dict[str, Any], dotted: str) -> bool:
+    try:
+        get_path(data, dotted)
+        return True
+    except (KeyError, SimworldError):
+        return _settable(data, dotted)
 
 
 def _settable(data: dict[str, Any], dotted: str) -> bool:
     """Variations may set agent or params keys that the YAML leaves at their defaults."""
     parts = dotted.split(".")
+    if len(parts) == 1:
+        return parts[0] in Scenario.model_fields
+    roles = data.get("roles") if isinstance(data.get("roles"), dict) else {}
+    if len(parts) == 2 and parts[0] in ("world", "task"):
+        return parts[1] in (WorldSpec if parts[0] == "world" else TaskSpec).model_fields
+    if len(parts) == 3 and parts[0] == "roles" and parts[2] in RoleSpec.model_fields:
+        return parts[1] in roles
     if len(parts) >= 3 and parts[0] == "roles" and parts[2] == "agent":
-        return parts[1] in (data.get("roles") or {})
+        return parts[1] in roles
     return len(parts) >= 2 and parts[0] in ("world", "task") and parts[1] == "params"
 
 

@@ -1,0 +1,123 @@
+"""`simworld list`: the registered worlds, tasks, tools, agents and scorers, and scenario files."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import click
+
+SECTIONS = ("worlds", "tasks", "tools", "agents", "scorers", "scenarios")
+
+
+def scenario_dirs() -> list[Path]:
+    """Where scenario files are looked for: ./scenarios, then the source tree of the installed package."""
+    import simworld
+
+    candidates = [Path.cwd() / "scenarios", Path(simworld.__file__).resolve().parent.parent / "scenarios"]
+    out: list[Path] = []
+    for d in candidates:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def find_scenarios() -> list[Path]:
+    seen: set[Path] = set()
+    out: list[Path] = []
+    for d in scenario_dirs():
+        for f in sorted(d.rglob("*")):
+            if f.suffix in (".yaml", ".yml") and f.is_file() and f.resolve() not in seen:
+                seen.add(f.resolve())
+                out.append(f)
+    return out
+
+
+def _doc(obj: Any, width: int = 72) -> str:
+    """First line of the object's own docstring (not one inherited from a base class)."""
+    own = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    doc = inspect.cleandoc(own) if isinstance(own, str) else ""
+    return _clip(doc.splitlines()[0] if doc else "", width)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _rows(rows: list[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "")
+            for r in rows]
+
+
+def section_lines(what: str) -> list[str]:
+    from simworld import registry
+
+    if what == "worlds":
+        return _rows([(name, f"{len(cls.tools)} tools, {len(registry.TASKS.get(name, {}))} tasks", _doc(cls))
+                      for name, cls in sorted(registry.WORLDS.items())])
+    if what == "tasks":
+        return _rows([(f"{world}/{name}", _doc(cls)) for world, tasks in sorted(registry.TASKS.items())
+                      for name, cls in sorted(tasks.items())])
+    if what == "tools":
+        rows = []
+        for world, cls in sorted(registry.WORLDS.items()):
+            for name, tool in sorted(cls.tools.items()):
+                flow = ", ".join(tool.consumes) + " -> " + ", ".join(tool.produces) if (tool.consumes or tool.produces) else ""
+                rows.append((f"{world}.{name}", "write" if tool.writes else "read", _clip(flow, 40),
+                             _clip(tool.description.splitlines()[0], 60)))
+        return _rows(rows)
+    if what == "agents":
+        rows = []
+        for name, cls in sorted(registry.AGENTS.items()):
+            params = [f for f in cls.Params.model_fields if f != "type"]
+            rows.append((name, _clip(("params: " + ", ".join(params)) if params else "", 50), _doc(cls)))
+        return _rows(rows)
+    if what == "scorers":
+        return _rows([(name, _doc(fn)) for name, fn in sorted(registry.SCORERS.items())])
+    rows = []
+    from simworld.scenario import read_yaml
+
+    for path in find_scenarios():
+        try:
+            data, _ = read_yaml(path.read_text(encoding="utf-8"), str(path))
+        except Exception as exc:  # a broken file is listed, not fatal
+            rows.append((_shown(path), "", f"(unreadable: {str(exc).splitlines()[0][:80]})"))
+            continue
+        if not isinstance(data, dict):
+            rows.append((_shown(path), "", "(not a scenario mapping)"))
+            continue
+        world = data.get("world", {}) if isinstance(data.get("world"), dict) else {}
+        task = data.get("task", {}) if isinstance(data.get("task"), dict) else {}
+        rows.append((_shown(path), str(data.get("name", "?")),
+                     f"{world.get('type', '?')}/{task.get('type', '?')}"))
+    return _rows(rows)
+
+
+@click.command("list")
+@click.argument("what", required=False, type=click.Choice(SECTIONS + ("all",)), default="all")
+def command(what: str) -> None:
+    """List registered worlds, tasks, tools, agents, scorers, and scenario files.
+
+    Scenario files are looked for under ./scenarios and the scenarios/ folder of the simworld
+    source tree. Third-party components registered by modules in $SIMWORLD_PLUGINS are listed too.
+    """
+    from simworld import registry
+
+    registry.load_builtins()
+    sections = SECTIONS if what == "all" else (what,)
+    for i, name in enumerate(sections):
+        if len(sections) > 1:
+            click.echo(("\n" if i else "") + name)
+        for line in section_lines(name):
+            click.echo(line if len(sections) > 1 else line[2:])

@@ -1,0 +1,30 @@
+"""`simworld schema`: the JSON Schema of the scenario format (for editors and linters)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("schema")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=str), default=None,
+              help="Write to this file instead of standard output.")
+def command(output: str | None) -> None:
+    """Print the JSON Schema of scenario YAML files.
+
+    Point an editor at it (e.g. `# yaml-language-server: $schema=scenario.schema.json`) to get
+    completion and checking of scenario files as you type.
+    """
+    from simworld.errors import SimworldError
+    from simworld.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise SimworldError(f"cannot write {output}: {exc.strerror or exc}") from None

@@ -1,0 +1,604 @@
+"""The batch runner behind `simworld run`: episodes of one scenario into one run directory.
+
+* **Independent specs.** A run is the episode specs ``0..episodes-1`` of a scenario (ids, seeds
+  and variations from :func:`~simworld.episode.episode_specs`); each episode depends only on its
+  spec, so the trajectories are the same whatever the worker count or concurrency.
+* **Workers.** `workers` > 1 forks processes (spawn where fork is unavailable); each runs the same
+  local runner on its share of the specs and appends to its own shard. The generated world is
+  built once in the parent before forking, so workers share its memory.
+* **Concurrency.** Within a process, up to `concurrency` episodes run on one asyncio loop (model
+  calls overlap). A scenario whose agents are all scripted runs synchronously, with no loop.
+* **Resume.** Re-running into the same directory skips episodes that have a record, repairs a torn
+  last line, and re-runs episodes recorded as failed by their agent (`termination == "error"`).
+  Each run appends to new shards (a *session*); readers keep the last record per episode id.
+  A directory holding a different resolved scenario is refused.
+* **Errors.** A full disk or an unwritable directory ends the run with one line; every record
+  already written stays intact. An exception inside an episode (a bug in a world or agent, not an
+  :class:`~simworld.episode.AgentFailure`) stops the run naming the episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+import simworld
+from simworld import registry
+from simworld.episode import EpisodeSpec, episode_specs, run_episode, run_episode_sync
+from simworld.errors import SimworldError
+from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
+                            scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
+from simworld.scenario import Scenario, load_scenario, parse_overrides
+from simworld.summary import EpisodeStats, RunSummary, episode_stats
+
+MANIFEST_FORMAT = "simworld.run/1"
+DEFAULT_LLM_CONCURRENCY = 8
+DEBUG_ENV = "SIMWORLD_DEBUG"
+
+
+class EpisodeCrash(SimworldError):
+    """An episode raised an unexpected exception (a bug in a world, task or agent)."""
+
+    exit_code = 1
+
+
+class RunInterrupted(SimworldError):
+    """The run was stopped (Ctrl-C, SIGTERM); what was written stays and the run resumes."""
+
+    exit_code = 130
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolving the scenario
+
+
+def resolve_scenario(path: str | Path, sets: Iterable[str] = (), seed: int | None = None,
+                     max_retries: int | None = None) -> Scenario:
+    """The scenario a `run` command means: file + ``--set`` overrides + ``--seed`` + ``--max-retries``.
+
+    `seed` replaces the scenario's seed (it names the episodes and, unless the world has its own
+    seed, generates the world). `max_retries` is set on every role whose agent has a
+    ``max_retries`` parameter, unless a ``--set`` already sets it there.
+    """
+    overrides = parse_overrides(list(sets))
+    if seed is not None:
+        overrides["seed"] = seed
+    sc = load_scenario(path, overrides)
+    if max_retries is None:
+        return sc
+    extra = {}
+    for role, spec in sc.roles.items():
+        key = f"roles.{role}.agent.max_retries"
+        if key not in overrides and "max_retries" in registry.get_agent(spec.agent.type).Params.model_fields:
+            extra[key] = max_retries
+    return load_scenario(path, {**overrides, **extra}) if extra else sc
+
+
+def scenario_yaml(sc: Scenario) -> bytes:
+    """The resolved scenario as YAML (what a run directory's ``scenario.yaml`` holds)."""
+    return yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False, allow_unicode=True,
+                          width=100).encode()
+
+
+def is_scripted(sc: Scenario) -> bool:
+    """True when no role's agent calls a model (its Params has no `model` field): no event loop needed."""
+    for spec in sc.roles.values():
+        cls = registry.get_agent(spec.agent.type)
+        scripted = getattr(cls, "scripted", None)
+        if scripted is False or (scripted is None and "model" in cls.Params.model_fields):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Run directory
+
+
+def _os_problem(what: str, path: Path, exc: OSError) -> SimworldError:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on device"
+    elif exc.errno == errno.EFBIG:
+        reason = "file size limit exceeded"
+    return SimworldError(f"cannot {what} {path}: {reason}")
+
+
+@dataclass
+class _Prior:
+    """What earlier sessions left in a run directory."""
+
+    latest: dict[int, EpisodeStats] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)
+    records: int = 0
+
+
+class RunDir:
+    """A run directory opened for writing: locked, checked against the scenario, tails repaired."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_fd = -1
+
+    def open(self, sc: Scenario, lock_wait_s: float = 5.0) -> None:
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise SimworldError(f"--out {p}: exists and is not a directory")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_problem("create output directory", p, exc) from None
+        if not os.access(p, os.R_OK | os.W_OK | os.X_OK):
+            raise SimworldError(f"cannot write to output directory {p}: permission denied")
+        try:
+            self._lock_fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _os_problem("write to output directory", p, exc) from None
+        # Workers of a killed run notice within one episode that their parent is gone; wait for them.
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.close()
+                    raise SimworldError(f"{p}: another simworld run is writing to this directory") from None
+                time.sleep(0.1)
+        self._check_scenario(sc)
+
+    def _check_scenario(self, sc: Scenario) -> None:
+        p = self.path
+        existing = p / SCENARIO_FILE
+        if existing.exists():
+            try:
+                data = yaml.safe_load(existing.read_bytes())
+                old_hash = Scenario.model_validate(data).content_hash
+            except Exception as exc:  # any damage to the file: refuse rather than guess
+                raise SimworldError(f"{existing}: unreadable resolved scenario ({type(exc).__name__}); "
+                                    "use a new --out directory") from None
+            if old_hash != sc.content_hash:
+                raise SimworldError(f"{p} holds a run of a different scenario (hash {old_hash}, this command's "
+                                    f"is {sc.content_hash}); use another --out directory or the same scenario, "
+                                    "--set and --seed options")
+            return
+        foreign = foreign_jsonl(p)
+        if foreign:
+            raise SimworldError(f"{p}: holds {foreign[0].name} but no {SCENARIO_FILE}; not a simworld run "
+                                "directory (use an empty or new --out directory)")
+        if shard_paths(p):
+            raise SimworldError(f"{p}: holds trajectory shards but no {SCENARIO_FILE}; cannot tell which "
+                                "scenario they belong to")
+        try:
+            write_atomic(existing, scenario_yaml(sc))
+        except OSError as exc:
+            raise _os_problem("write", existing, exc) from None
+
+    def scan(self) -> _Prior:
+        """Read earlier sessions' records (latest per episode) and cut torn or corrupt tails."""
+        prior = _Prior()
+        foreign = foreign_jsonl(self.path)
+        if foreign:
+            raise SimworldError(f"{self.path}: {foreign[0].name} is not a simworld shard; nothing but "
+                                "trajectory shards may end in .jsonl in a run directory")
+
+        def keep(record: dict[str, Any]) -> None:
+            stats = episode_stats(record)
+            prior.latest[stats.index] = stats
+            prior.records += 1
+
+        for path in shard_paths(self.path):
+            try:
+                good_end, size = scan_shard(path, keep)
+                if good_end < size:
+                    truncate_tail(path, good_end)
+                    prior.repaired.append(f"{path.name}: cut {size - good_end} bytes of a torn last line")
+            except OSError as exc:
+                raise _os_problem("read", path, exc) from None
+        return prior
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            return orjson.loads((self.path / MANIFEST_FILE).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        path = self.path / MANIFEST_FILE
+        try:
+            write_atomic(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        except OSError as exc:
+            raise _os_problem("write", path, exc) from None
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+# ----------------------------------------------------------------------------------------------
+# The local runner (one process)
+
+
+def specs_for(sc: Scenario, indices: Iterable[int], chunk: int = 256) -> Iterator[EpisodeSpec]:
+    """Episode specs for the given indices (ascending runs are generated together)."""
+    pending: list[int] = []
+
+    def flush() -> Iterator[EpisodeSpec]:
+        if pending:
+            yield from episode_specs(sc, len(pending), sc.seed, start=pending[0])
+            pending.clear()
+
+    for i in indices:
+        if pending and (i != pending[-1] + 1 or len(pending) >= chunk):
+            yield from flush()
+        pending.append(i)
+    yield from flush()
+
+
+def _crash(spec: EpisodeSpec, exc: BaseException) -> EpisodeCrash:
+    if os.environ.get(DEBUG_ENV):
+        import traceback
+
+        traceback.print_exception(exc)
+    hint = "" if os.environ.get(DEBUG_ENV) else f" (set {DEBUG_ENV}=1 for the traceback)"
+    return EpisodeCrash(f"episode {spec.episode_id} crashed: {type(exc).__name__}: {exc}{hint}")
+
+
+def _record(traj: Any) -> tuple[bytes, EpisodeStats]:
+    record = traj.model_dump(mode="json")
+    return orjson.dumps(record) + b"\n", episode_stats(record)
+
+
+def run_local(sc: Scenario, indices: Iterable[int], writer: ShardWriter, on_done: Callable[[EpisodeStats], None],
+              concurrency: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Run the episodes `indices` of `sc` in this process, appending each trajectory to `writer`.
+
+    `concurrency` None picks: synchronous for all-scripted scenarios, else an asyncio loop with
+    DEFAULT_LLM_CONCURRENCY episodes in flight.
+    """
+    if concurrency is None and is_scripted(sc):
+        for spec in specs_for(sc, indices):
+            if should_stop():
+                return
+            try:
+                traj = run_episode_sync(sc, spec)
+            except Exception as exc:
+                raise _crash(spec, exc) from exc
+            line, stats = _record(traj)
+            writer.write(line)
+            on_done(stats)
+        return
+    asyncio.run(_run_concurrent(sc, indices, writer, on_done, concurrency or DEFAULT_LLM_CONCURRENCY, should_stop))
+
+
+async def _run_concurrent(sc: Scenario, indices: Iterable[int], writer: ShardWriter,
+                          on_done: Callable[[EpisodeStats], None], concurrency: int,
+                          should_stop: Callable[[], bool]) -> None:
+    specs = specs_for(sc, indices)
+
+    async def lane() -> None:
+        for spec in specs:  # lanes share one iterator: each spec runs once
+            if should_stop():
+                return
+            try:
+                traj = await run_episode(sc, spec)
+            except Exception as exc:
+                raise _crash(spec, exc) from exc
+            line, stats = _record(traj)
+            writer.write(line)
+            on_done(stats)
+
+    await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker processes
+
+
+def _worker_main(worker: int, sc: Scenario, indices: list[int], shard: Path, concurrency: int | None,
+                 events: Any, stop: Any, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; lines are never torn by Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    registry.load_builtins()
+    batch: list[EpisodeStats] = []
+    last = time.monotonic()
+
+    def on_done(stats: EpisodeStats) -> None:
+        nonlocal last
+        batch.append(stats)
+        now = time.monotonic()
+        if len(batch) >= 512 or now - last >= 0.1:
+            events.put(("stats", worker, list(batch)))
+            batch.clear()
+            last = now
+
+    def should_stop() -> bool:
+        return stop.is_set() or os.getppid() != parent_pid
+
+    writer = None
+    try:
+        writer = ShardWriter(shard)
+        run_local(sc, indices, writer, on_done, concurrency, should_stop)
+        writer.close()
+        events.put(("stats", worker, batch))
+        events.put(("done", worker, None))
+    except OSError as exc:
+        events.put(("stats", worker, batch))
+        events.put(("error", worker, (2, str(_os_problem("write", shard, exc)))))
+    except SimworldError as exc:
+        events.put(("stats", worker, batch))
+        events.put(("error", worker, (exc.exit_code, str(exc))))
+    except BaseException as exc:  # noqa: BLE001 - report anything, never hang the parent
+        events.put(("stats", worker, batch))
+        events.put(("error", worker, (1, f"worker {worker}: {type(exc).__name__}: {exc}")))
+    finally:
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+
+def _mp_context() -> Any:
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _run_workers(sc: Scenario, shares: list[list[int]], shards: list[Path], concurrency: int | None,
+                 on_done: Callable[[EpisodeStats], None], on_started: Callable[[], None]) -> None:
+    ctx = _mp_context()
+    events = ctx.Queue()
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_worker_main, name=f"simworld-worker-{k}",
+                         args=(k, sc, share, shards[k], concurrency, events, stop, os.getpid()), daemon=False)
+             for k, share in enumerate(shares)]
+    for proc in procs:
+        proc.start()
+    on_started()  # after forking: the progress display's thread must not be forked
+    finished: set[int] = set()
+    error: tuple[int, str] | None = None
+    interrupted = False
+
+    def handle(msg: tuple[str, int, Any]) -> None:
+        nonlocal error
+        kind, worker, payload = msg
+        if kind == "stats":
+            for stats in payload:
+                on_done(stats)
+        elif kind == "done":
+            finished.add(worker)
+        else:
+            finished.add(worker)
+            if error is None:
+                error = payload
+            stop.set()
+
+    try:
+        while len(finished) < len(procs):
+            try:
+                handle(events.get(timeout=0.2))
+                continue
+            except queue_mod.Empty:
+                pass
+            for k, proc in enumerate(procs):
+                if k not in finished and not proc.is_alive():
+                    with contextlib.suppress(queue_mod.Empty):
+                        while k not in finished:
+                            handle(events.get(timeout=0.5))
+                    if k not in finished:
+                        finished.add(k)
+                        stop.set()
+                        error = error or (1, f"worker {k} died (exit code {proc.exitcode})")
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        # Workers finish their current episode and exit; their records up to now are kept.
+        try:
+            while len(finished) < len(procs) and any(p.is_alive() for p in procs):
+                with contextlib.suppress(queue_mod.Empty):
+                    handle(events.get(timeout=0.2))
+        except KeyboardInterrupt:
+            for proc in procs:
+                proc.terminate()
+    finally:
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        with contextlib.suppress(queue_mod.Empty, OSError, ValueError):
+            while True:
+                handle(events.get_nowait())
+        events.close()
+    if interrupted:
+        raise KeyboardInterrupt
+    if error:
+        exc = SimworldError(error[1])
+        exc.exit_code = error[0]
+        raise exc
+
+
+# ----------------------------------------------------------------------------------------------
+# A whole run
+
+
+@dataclass
+class RunResult:
+    """What `run_batch` did: the summary over all requested episodes and this session's counts.
+
+    `status` is ``complete`` or ``interrupted`` (Ctrl-C / SIGTERM: re-run the command to resume).
+    """
+
+    status: str
+    summary: RunSummary
+    requested: int
+    new: int
+    skipped: int
+    retried: int
+    repaired: list[str]
+    elapsed_s: float
+    session: int
+    shards: list[Path]
+
+    @property
+    def episodes_per_s(self) -> float:
+        return self.new / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _signals_for_run() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C; past a file-size limit write() fails with EFBIG (a clear
+    error) instead of SIGXFSZ killing the process."""
+
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    wanted = {signal.SIGTERM: raise_interrupt}
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    previous = {}
+    try:
+        for sig, handler in wanted.items():
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, workers: int = 1,
+              concurrency: int | None = None, source: str = "", overrides: dict[str, Any] | None = None,
+              command: list[str] | None = None,
+              on_start: Callable[[int, int], None] | None = None,
+              on_progress: Callable[[int], None] | None = None) -> RunResult:
+    """Run (or resume) the episodes ``0..episodes-1`` of `sc` into the run directory `out`.
+
+    `sc` is the resolved scenario (its `seed` is the run seed; see :func:`resolve_scenario`).
+    `on_start(total, already_done)` is called once before episodes run and `on_progress(n)` as
+    episodes finish (for a progress bar). Ctrl-C or SIGTERM returns a result with status
+    ``interrupted``. Raises SimworldError (bad directory, full disk) or EpisodeCrash; whatever was
+    written before stays valid and a re-run resumes.
+    """
+    n = sc.episodes if episodes is None else int(episodes)
+    if n < 0:
+        raise SimworldError("--episodes must be ≥ 0")
+    if workers < 1:
+        raise SimworldError("--workers must be ≥ 1")
+    if concurrency is not None and concurrency < 1:
+        raise SimworldError("--concurrency must be ≥ 1")
+    rd = RunDir(out)
+    rd.open(sc)
+    started = time.perf_counter()
+    try:
+        prior = rd.scan()
+        summary = RunSummary()
+        pending: list[int] = []
+        retried = 0
+        for i in range(n):
+            stats = prior.latest.get(i)
+            if stats is None or stats.termination == "error":
+                pending.append(i)
+                retried += stats is not None
+            else:
+                summary.add(stats)
+        skipped = n - len(pending)
+        session = next_session(rd.path)
+        manifest = rd.read_manifest()
+        sessions = list(manifest.get("sessions", []))
+        this_session = {"session": session, "started": _now(), "status": "running", "episodes": n,
+                        "pending": len(pending), "retried": retried, "workers": workers,
+                        "concurrency": concurrency, "command": command or [], "repaired": prior.repaired}
+        base = {
+            "format": MANIFEST_FORMAT,
+            "simworld_version": simworld.__version__,
+            "scenario": {"name": sc.name, "hash": sc.content_hash, "source": source, "file": SCENARIO_FILE},
+            "seed": sc.seed,
+            "overrides": overrides or {},
+            "episodes": max(n, int(manifest.get("episodes", 0) or 0)),
+            "created": manifest.get("created", _now()),
+        }
+        rd.write_manifest({**base, "status": "running", "sessions": sessions + [this_session]})
+        new = 0
+
+        def on_done(stats: EpisodeStats) -> None:
+            nonlocal new
+            new += 1
+            summary.add(stats)
+            if on_progress is not None:
+                on_progress(1)
+
+        def announce() -> None:
+            if on_start is not None:
+                on_start(n, skipped)
+
+        status = "complete"
+        w = max(1, min(workers, len(pending)))
+        shards = [rd.path / shard_name(session, k) for k in range(w)] if pending else []
+        try:
+            with _signals_for_run():
+                if w > 1:
+                    _preload_world(sc)
+                    _run_workers(sc, [pending[k::w] for k in range(w)], shards, concurrency, on_done, announce)
+                else:
+                    announce()
+                    if pending:
+                        _run_in_process(sc, pending, shards[0], concurrency, on_done)
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            this_session.update(status=status, finished=_now(), new=new, elapsed_s=round(elapsed, 3))
+            with contextlib.suppress(SimworldError):  # a full disk must not hide the first error
+                rd.write_manifest({**base, "status": status, "sessions": sessions + [this_session],
+                                   "summary": summary.to_dict()})
+        return RunResult(status=status, summary=summary, requested=n, new=new, skipped=skipped,
+                         retried=retried, repaired=prior.repaired, elapsed_s=elapsed, session=session,
+                         shards=[s for s in shards if s.exists()])
+    finally:
+        rd.close()
+
+
+def _run_in_process(sc: Scenario, pending: list[int], shard: Path, concurrency: int | None,
+                    on_done: Callable[[EpisodeStats], None]) -> None:
+    try:
+        writer = ShardWriter(shard)
+    except OSError as exc:
+        raise _os_problem("write", shard, exc) from None
+    try:
+        run_local(sc, pending, writer, on_done, concurrency)
+    except OSError as exc:
+        raise _os_problem("write", shard, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            writer.close()
+
+
+def _preload_world(sc: Scenario) -> None:
+    """Build the world in the parent so forked workers share it (copy-on-write) instead of each building it."""
+    if _mp_context().get_start_method() != "fork":
+        return
+    world_cls = registry.get_world(sc.world.type)
+    world_cls.load(sc.world.params, sc.world.seed if sc.world.seed is not None else sc.seed)

@@ -1,0 +1,181 @@
+"""Run summaries: per-episode statistics folded into the one-screen table `simworld run` prints.
+
+Statistics come from trajectory records (the dicts stored in a run's shards), so a summary of a
+resumed run covers the episodes of earlier sessions too. When an episode's `outcome.metrics` has a
+string ``group`` (a negotiation's strategy pairing, say), the summary adds a table of the means of
+the numeric metrics per group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, NamedTuple
+
+
+class EpisodeStats(NamedTuple):
+    """What the summary needs from one trajectory (small: sent between processes)."""
+
+    index: int
+    success: bool
+    termination: str
+    tool_calls: int
+    turns: int
+    invalid_moves: int
+    tool_errors: int
+    error: str | None
+    group: str | None
+    metrics: tuple[tuple[str, float], ...]
+
+
+def episode_stats(record: dict[str, Any]) -> EpisodeStats:
+    """Statistics of one trajectory record (a `Trajectory.model_dump(mode="json")` dict)."""
+    outcome = record.get("outcome") or {}
+    tool_calls = turns = 0
+    for event in record.get("events") or ():
+        if event.get("speaker") != "world" and event.get("role") in ("user", "assistant"):
+            turns += 1
+            tool_calls += len(event.get("tool_calls") or ())
+    metrics = outcome.get("metrics") or {}
+    group = metrics.get("group")
+    numeric = tuple((k, float(v)) for k, v in sorted(metrics.items())
+                    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)))
+    return EpisodeStats(
+        index=int(record.get("episode_index", 0)),
+        success=bool(outcome.get("success")),
+        termination=str(outcome.get("termination") or ""),
+        tool_calls=tool_calls,
+        turns=turns,
+        invalid_moves=int(outcome.get("invalid_moves") or 0),
+        tool_errors=int(outcome.get("tool_errors") or 0),
+        error=outcome.get("error"),
+        group=group if isinstance(group, str) else None,
+        metrics=numeric,
+    )
+
+
+class _Means:
+    __slots__ = ("n", "successes", "sums", "counts")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.successes = 0
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, stats: EpisodeStats) -> None:
+        self.n += 1
+        self.successes += stats.success
+        for name, value in stats.metrics:
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def mean(self, name: str) -> float | None:
+        count = self.counts.get(name)
+        return self.sums[name] / count if count else None
+
+
+class RunSummary:
+    """Totals over episodes; `add` one EpisodeStats at a time, then `render` or `to_dict`."""
+
+    MAX_METRIC_COLUMNS = 8
+
+    def __init__(self) -> None:
+        self.episodes = 0
+        self.successes = 0
+        self.tool_calls = 0
+        self.turns = 0
+        self.invalid_moves = 0
+        self.tool_errors = 0
+        self.terminations: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.groups: dict[str, _Means] = {}
+
+    def add(self, stats: EpisodeStats) -> None:
+        self.episodes += 1
+        self.successes += stats.success
+        self.tool_calls += stats.tool_calls
+        self.turns += stats.turns
+        self.invalid_moves += stats.invalid_moves
+        self.tool_errors += stats.tool_errors
+        self.terminations[stats.termination or "?"] += 1
+        if stats.termination == "error":
+            self.errors[(stats.error or "unknown")[:160]] += 1
+        if stats.group is not None:
+            self.groups.setdefault(stats.group, _Means()).add(stats)
+
+    @property
+    def failed(self) -> int:
+        """Episodes recorded as failed by their agent (retried by a resumed run)."""
+        return self.terminations.get("error", 0)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    def metric_names(self) -> list[str]:
+        names: set[str] = set()
+        for means in self.groups.values():
+            names.update(means.counts)
+        return sorted(names)[: self.MAX_METRIC_COLUMNS]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able totals (stored in the run's manifest)."""
+        return {
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "success_rate": round(self.success_rate, 6),
+            "tool_calls": self.tool_calls,
+            "turns": self.turns,
+            "invalid_moves": self.invalid_moves,
+            "tool_errors": self.tool_errors,
+            "terminations": dict(sorted(self.terminations.items())),
+            "failed": self.failed,
+            "groups": {
+                g: {"episodes": m.n, "success_rate": round(m.successes / m.n, 6) if m.n else 0.0,
+                    **{k: round(v, 6) for k in sorted(m.counts) if (v := m.mean(k)) is not None}}
+                for g, m in sorted(self.groups.items())
+            },
+        }
+
+    def render(self, console: Any, title: str = "") -> None:
+        """Print the summary on a rich Console (one screen)."""
+        from rich.table import Table
+
+        n = self.episodes
+        per = (lambda x: f"{x / n:.2f} / episode") if n else (lambda x: "-")
+        table = Table(title=title or None, show_header=False, box=None, pad_edge=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("episodes", f"{n:,}")
+        table.add_row("success", f"{self.successes:,} / {n:,} ({100 * self.success_rate:.1f}%)")
+        table.add_row("tool calls", f"{self.tool_calls:,} ({per(self.tool_calls)})")
+        table.add_row("turns", f"{self.turns:,} ({per(self.turns)})")
+        table.add_row("invalid moves", f"{self.invalid_moves:,} ({per(self.invalid_moves)})")
+        table.add_row("tool errors", f"{self.tool_errors:,} ({per(self.tool_errors)})")
+        table.add_row("terminations", ", ".join(f"{k} {v:,}" for k, v in self.terminations.most_common()) or "-")
+        if self.errors:
+            shown = "; ".join(f"{reason} ({count:,})" for reason, count in self.errors.most_common(3))
+            more = len(self.errors) - 3
+            table.add_row("agent failures", shown + (f"; and {more} other reasons" if more > 0 else ""))
+        console.print(table)
+        if self.groups:
+            console.print(self._group_table())
+
+    def _group_table(self) -> Any:
+        from rich.table import Table
+
+        names = self.metric_names()
+        table = Table(title="per group (means)", title_justify="left")
+        table.add_column("group")
+        table.add_column("episodes", justify="right")
+        table.add_column("success", justify="right")
+        for name in names:
+            table.add_column(name, justify="right")
+        for group, means in sorted(self.groups.items()):
+            row = [group, f"{means.n:,}", f"{100 * means.successes / means.n:.1f}%"]
+            for name in names:
+                value = means.mean(name)
+                row.append("-" if value is None else f"{value:.3g}")
+            table.add_row(*row)
+        return table
