@@ -26,6 +26,8 @@ import argparse
 import asyncio
 import hashlib
 import itertools
+import json
+import re
 import sys
 import threading
 from collections import Counter
@@ -221,7 +223,11 @@ class ScriptedServer:
         if fault == "500":
             return _error(500, "Internal server error (injected)", "server_error")
         if fault == "hang":
-            await asyncio.sleep(self.hang_s)
+            assert self._stopped is not None
+            try:  # hang until hang_s passes or the server stops, whichever comes first
+                await asyncio.wait_for(self._stopped.wait(), self.hang_s)
+            except asyncio.TimeoutError:
+                pass
             return _error(504, "hung (injected)", "timeout")
         # drop: close the socket without an answer
         transport = request.transport
@@ -296,7 +302,62 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
-POLICIES: dict[str, Policy] = {"constant": constant_policy}
+def _numbers(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", text)]
+
+
+def _llama3_messages(prompt: str) -> list[tuple[str, str]]:
+    """(role header, content) of each message of a Llama 3 prompt (the open header excluded)."""
+    out = []
+    for piece in prompt.split("<|start_header_id|>")[1:]:
+        header, _, content = piece.partition("<|end_header_id|>\n\n")
+        out.append((header, content.removesuffix("<|eot_id|>").removesuffix("<|eom_id|>")))
+    return out[:-1] if out and out[-1][1] == "" else out
+
+
+def _request_text(turns: list[tuple[str, str]]) -> str:
+    """The customer's latest request: the last user message that is not an error notice."""
+    for role, content in reversed(turns):
+        if role == "user" and not content.startswith("Error:"):
+            return content
+    return ""
+
+
+def _clerk(last_role: str, last_content: str, request: str, as_text: bool) -> Reply:
+    if last_role in ("tool", "ipython"):
+        return text(f"Done. The balance is now {json.loads(last_content)['balance']}.")
+    nums = _numbers(request)
+    if len(nums) < 2:
+        return text("How can I help you?")
+    args = {"account": nums[-1], "amount": nums[0]}
+    return text(json.dumps({"name": "deposit", "parameters": args})) if as_text else calls(("deposit", args))
+
+
+def ledger_policy(endpoint: str, body: dict[str, Any]) -> Reply:
+    """A competent model for the ledger world of ``tests/ledger_world.py``, on either side.
+
+    Clerk (a request with tools, or a raw Llama 3 prompt): deposits what the customer asked for,
+    then states the new balance. Customer (a chat request without tools): asks for the deposit in
+    its brief, then says thanks and stops.
+    """
+    if endpoint == "completions":
+        turns = _llama3_messages(str(body.get("prompt", "")))
+        last = turns[-1] if turns else ("", "")
+        return _clerk(last[0], last[1], _request_text(turns), as_text=True)
+    messages = body.get("messages", [])
+    turns = [(m.get("role", ""), m.get("content") or "") for m in messages]
+    if body.get("tools"):
+        last = turns[-1] if turns else ("", "")
+        return _clerk(last[0], last[1], _request_text(turns), as_text=False)
+    system = turns[0][1] if turns and turns[0][0] == "system" else ""
+    if not any(role == "assistant" for role, _ in turns):
+        amount, account = (_numbers(system.split("deposit", 1)[-1]) + [0, 0])[:2]
+        return text(f"Hi, please deposit {amount} into account {account}.")
+    return text("Great, thank you! " + STOP)
+
+
+STOP = "###STOP###"
+POLICIES: dict[str, Policy] = {"constant": constant_policy, "ledger": ledger_policy}
 
 
 def main(argv: list[str] | None = None) -> None:

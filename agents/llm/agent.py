@@ -65,7 +65,8 @@ class LLMParams(AgentParams):
     timeout: float = Field(default=60.0, gt=0.0, description="Seconds one model call may take.")
     retry_backoff: float = Field(default=1.0, ge=0.0, description="First retry delay (s); doubles per retry, "
                                  "with jitter.")
-    retry_backoff_max: float = Field(default=30.0, ge=0.0)
+    retry_backoff_max: float = Field(default=30.0, ge=0.0, description="Longest wait between retries, a "
+                                     "server's Retry-After included.")
     stop: list[str] = Field(default_factory=list, description="Extra stop sequences.")
     instructions: str | None = Field(default=None, description="Text appended to the role's system prompt "
                                      "('{stop}' becomes the stop marker). Default: the user-simulator rules "

@@ -1,0 +1,142 @@
+"""Provider faults: retries with backoff, failures recorded with a reason, a 20%-fault batch where
+every episode is accounted for, and API keys that never leak."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import ledger_world
+from llm_server import FAULTS, Reply, ScriptedServer, ledger_policy
+from simworld.agents.llm.client import redact
+from simworld.episode import episode_specs, run_episode
+from simworld.scenario import scenario_from_data
+from simworld.types import Trajectory
+
+
+def llm(server: ScriptedServer, **extra: Any) -> dict[str, Any]:
+    return {"type": "llm", "model": "openai/test-model", "api_base": server.base_url, "retry_backoff": 0.01,
+            "retry_backoff_max": 0.05, "timeout": 5.0, **extra}
+
+
+def ledger(clerk: dict[str, Any], user: dict[str, Any] | None = None):
+    data = ledger_world.scenario_data()
+    data["roles"]["clerk"]["agent"] = clerk
+    if user is not None:
+        data["roles"]["user"]["agent"] = user
+    return scenario_from_data(data)
+
+
+def run_batch(sc, n: int) -> list[Trajectory]:
+    async def main() -> list[Trajectory]:
+        return list(await asyncio.gather(*(run_episode(sc, spec) for spec in episode_specs(sc, n))))
+
+    return asyncio.run(main())
+
+
+def first_attempt_fails(kind: str):
+    return lambda endpoint, body, n: kind if n == 0 else None
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_is_retried_and_the_episode_completes(fault):
+    with ScriptedServer(ledger_policy, fault_plan=first_attempt_fails(fault), hang_s=10) as server:
+        (t,) = run_batch(ledger(llm(server, timeout=0.5)), 1)
+    assert t.outcome.success, t.outcome
+    prov = t.provenance.models["clerk"]
+    assert prov["calls"] == 2 and prov["retries"] == 2  # each of the two calls failed once
+    assert sum(prov["failed_attempts"].values()) == 2
+    assert server.faults_injected[fault] == 2
+    assert len(server.requests) == 4
+
+
+def test_backoff_grows_and_honours_retry_after():
+    plan = lambda endpoint, body, n: "429" if n < 2 else None  # noqa: E731
+    with ScriptedServer(ledger_policy, fault_plan=plan, retry_after=0.2) as server:
+        started = time.perf_counter()
+        (t,) = run_batch(ledger(llm(server, retry_backoff=0.0, retry_backoff_max=1.0)), 1)
+        took = time.perf_counter() - started
+    assert t.outcome.success and t.provenance.models["clerk"]["retries"] == 4
+    assert took >= 4 * 0.2 * 0.99  # the server's Retry-After, not the zero backoff, spaced the retries
+
+
+def test_retries_exhausted_records_failure_with_reason():
+    always = lambda endpoint, body, n: "500"  # noqa: E731
+    with ScriptedServer(ledger_policy, fault_plan=always) as server:
+        (t,) = run_batch(ledger(llm(server, max_retries=2)), 1)
+    assert not t.outcome.success and t.outcome.termination == "error"
+    assert "clerk: model openai/test-model: still failing after 3 attempts: InternalServerError" in t.outcome.error
+    assert len(server.requests) == 3
+    prov = t.provenance.models["clerk"]
+    assert prov["retries"] == 2 and prov["calls"] == 0 and prov["failed_attempts"] == {"InternalServerError": 3}
+    assert [e.speaker for e in t.events] == ["user"]  # the episode is recorded up to the failure
+
+
+def test_max_retries_zero_means_one_attempt():
+    with ScriptedServer(ledger_policy, fault_plan=first_attempt_fails("429")) as server:
+        (t,) = run_batch(ledger(llm(server, max_retries=0)), 1)
+    assert t.outcome.termination == "error" and "after 1 attempt:" in t.outcome.error
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_client_errors_are_not_retried(status):
+    with ScriptedServer(lambda e, b: Reply(status=status, error_message=f"nope {status}")) as server:
+        (t,) = run_batch(ledger(llm(server, max_retries=5)), 1)
+    assert t.outcome.termination == "error" and f"nope {status}" in t.outcome.error
+    assert len(server.requests) == 1
+
+
+def test_batch_with_20_percent_faults_accounts_for_every_episode():
+    n = 40
+    with ScriptedServer(ledger_policy, fault_rate=0.2, seed=7, hang_s=10) as server:
+        sc = ledger(llm(server, max_retries=1, timeout=0.5), user=llm(server, max_retries=1, timeout=0.5))
+        trajectories = run_batch(sc, n)
+    assert sorted(t.episode_id for t in trajectories) == sorted(s.episode_id for s in episode_specs(sc, n))
+    completed = [t for t in trajectories if t.outcome.error is None]
+    failed = [t for t in trajectories if t.outcome.error is not None]
+    assert completed and failed, (len(completed), len(failed))  # seed 7 gives both
+    for t in completed:
+        assert t.outcome.termination == "user_stop" and t.outcome.success
+    for t in failed:
+        assert t.outcome.termination == "error" and "still failing after 2 attempts" in t.outcome.error
+    assert set(server.faults_injected) == set(FAULTS)
+    retried = sum(m["retries"] for t in trajectories for m in t.provenance.models.values())
+    assert retried >= sum(server.faults_injected.values()) - len(failed) * 2
+
+
+SECRET = "sk-simworld-TEST-3f9a8b7c6d5e4f3a2b1c"
+
+
+def test_api_key_never_appears_in_trajectories_logs_or_errors(monkeypatch, caplog, capfd):
+    """The worst case: a server that echoes the Authorization header in its error messages."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+
+    def echoing(endpoint, body):
+        if "account 1" in str(body):
+            return Reply(status=401, error_message="bad key: Bearer " + SECRET)
+        return ledger_policy(endpoint, body)
+
+    caplog.set_level(logging.DEBUG)
+    with ScriptedServer(echoing, fault_rate=0.3, faults=("429", "500"), seed=3) as server:
+        sc = ledger(llm(server, max_retries=1), user=llm(server, max_retries=1))
+        trajectories = run_batch(sc, 12)
+    assert any(h.get("Authorization") == "Bearer " + SECRET for h in server.headers), "the key was used"
+    assert any(t.outcome.error for t in trajectories), "some episodes failed, with reasons"
+    dumped = b"".join(t.to_jsonl() for t in trajectories).decode()
+    out, err = capfd.readouterr()
+    for where, text in (("trajectories", dumped), ("logs", caplog.text), ("stdout", out), ("stderr", err)):
+        assert SECRET not in text, where
+        assert SECRET[3:] not in text, where
+    assert "bad key: Bearer ***" in dumped
+
+
+def test_redact_covers_env_keys_bearer_tokens_and_urls(monkeypatch):
+    monkeypatch.setenv("MY_PROVIDER_API_KEY", "abcdef-123456-plain")
+    text = redact("key abcdef-123456-plain; Authorization: Bearer tok_1234567890; http://user:pw@host/v1 sk-ant-0123456789ab")
+    assert "abcdef-123456-plain" not in text and "tok_1234567890" not in text and "pw@" not in text
+    assert "0123456789ab" not in text and "http://***@host/v1" in text
