@@ -27,7 +27,7 @@ from simworld.agent import Agent
 from simworld.episode import Episode, EpisodeSpec, episode_specs
 from simworld.errors import SimworldError, suggest
 from simworld.scenario import Scenario, load_scenario, scenario_from_data
-from simworld.types import Message, Outcome, ToolSpec, Trajectory
+from simworld.types import Message, Outcome, Trajectory
 
 CHARSET = string.printable
 OBSERVATION_FIELDS = ("system", "tools", "conversation", "last")
