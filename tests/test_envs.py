@@ -90,6 +90,23 @@ def test_tool_call_as_text_and_as_message_do_the_same(ledger):
     assert results[0] == results[1] == results[2]
 
 
+def test_prompt_is_the_llama3_text_of_the_next_turn(ledger):
+    from simworld.llama3.format import render_messages as render_llama3
+
+    env = SimworldAEC(ledger)
+    clerk_turn(env)
+    env.step('{"name": "get_balance", "parameters": {"account": 3}}')
+    ep = env.episode
+    exact = env.session.prompt("clerk")
+    assert exact == render_llama3(ep.perspective("clerk"), ep.tools_of("clerk"), ep.sc.today, add_generation_prompt=True)
+    assert "Environment: ipython" in exact and '"name": "get_balance"' in exact and "<|start_header_id|>ipython" in exact
+    obs = env.observe("clerk")
+    assert obs["prompt"] == printable(exact) and obs["prompt"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert "Bonjour" in obs["prompt"] and "d'accord" in obs["prompt"]  # the user's text, made printable
+    user_prompt = env.observe("user")["prompt"]
+    assert "Environment: ipython" not in user_prompt and "get_balance" not in user_prompt  # not the user's tools
+
+
 def test_unknown_tool_and_bad_arguments_are_tool_errors(ledger):
     env = SimworldAEC(ledger)
     clerk_turn(env)
@@ -114,7 +131,7 @@ def test_long_text_is_cut_with_a_mark():
 
 
 def test_observation_limits_hold_for_every_field():
-    limits = {"system": 16, "tools": 40, "conversation": 64, "last": 32}
+    limits = {"system": 16, "tools": 40, "conversation": 64, "last": 32, "prompt": 60}
     env = SimworldAEC(pie_scenario_data(), max_chars=limits)
     env.reset(seed=4)
     for agent in env.agent_iter():
@@ -124,6 +141,7 @@ def test_observation_limits_hold_for_every_field():
         env.step(None if terminated or truncated else env.agent_action())
     obs = env.observe("seller")
     assert obs["tools"].endswith("[...]") and obs["conversation"].startswith("[...]\n")
+    assert obs["prompt"].startswith("[...]\n") and obs["prompt"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
     with pytest.raises(SimworldError, match="did you mean 'last'"):
         SimworldAEC(pie_scenario_data(), max_chars={"lsat": 100})
     with pytest.raises(SimworldError, match="at least 7"):
@@ -281,7 +299,7 @@ def test_render_and_close(ledger):
     play_with_scenario_agents(env, 0)
     text = env.render()
     assert text.splitlines()[0].endswith("done: user_stop")
-    assert "[clerk] {\"name\": \"deposit\"" in text and "clerk <- deposit:" in text
+    assert '[clerk] {"type": "function", "name": "deposit"' in text and "clerk <- deposit:" in text
     assert text.splitlines()[-1].startswith("outcome: success=True")
     quiet = ToolUseEnv(ledger)
     quiet.reset(seed=0)

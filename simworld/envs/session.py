@@ -26,17 +26,23 @@ from gymnasium import spaces
 from simworld.agent import Agent
 from simworld.episode import Episode, EpisodeSpec, episode_specs
 from simworld.errors import SimworldError, suggest
+from simworld.llama3.format import render_messages as render_llama3
+from simworld.llama3.format import render_tool_calls
 from simworld.scenario import Scenario, load_scenario, scenario_from_data
 from simworld.types import Message, Outcome, Trajectory
 
 CHARSET = string.printable
-OBSERVATION_FIELDS = ("system", "tools", "conversation", "last")
+OBSERVATION_FIELDS = ("system", "tools", "conversation", "last", "prompt")
 """Observation keys: the role's system prompt, its tools (JSON list of OpenAI-style function
-specs), the conversation so far from its perspective, and what it was told since it last acted."""
+specs), the conversation so far from its perspective, what it was told since it last acted, and
+the Llama 3.1 prompt of its next turn (system message with tool definitions, the conversation,
+an open assistant header: feed it to a model and step with the completion)."""
 
-MAX_CHARS: dict[str, int] = {"system": 16_384, "tools": 65_536, "conversation": 65_536, "last": 16_384}
+MAX_CHARS: dict[str, int] = {"system": 16_384, "tools": 65_536, "conversation": 65_536, "last": 16_384,
+                             "prompt": 131_072}
 """Default length limits of the observation fields (characters). Longer text is truncated:
-`conversation` and `last` keep their end, `system` and `tools` their start, with a `[...]` mark."""
+`conversation`, `last` and `prompt` keep their end, `system` and `tools` their start, with a
+`[...]` mark. `EpisodeSession.prompt` gives the exact prompt, neither cut nor made printable."""
 
 MAX_ACTION_CHARS = 4_096
 """Length limit of the `Text` action space (what `sample()` draws); longer actions are accepted."""
@@ -70,17 +76,11 @@ def fit(text: str, limit: int, keep_end: bool) -> str:
     return TRUNCATED + "\n" + text[-room:] if keep_end else text[:room] + "\n" + TRUNCATED
 
 
-def tool_call_text(msg: Message) -> str:
-    """A message's tool calls as the Llama 3 JSON turn that would produce them (a list for several)."""
-    objs = [{"name": c.name, "parameters": c.arguments} for c in msg.tool_calls]
-    return json.dumps(objs[0] if len(objs) == 1 else objs, ensure_ascii=True)
-
-
 def render_messages(messages: Sequence[Message]) -> str:
     """One role's perspective as plain text: a ``[role]`` header line per message, blank-line separated.
 
-    Tool results are headed ``[tool NAME]``; the role's own tool calls appear as the JSON it would
-    emit, so the text of an action and of its echo in the conversation are the same.
+    Tool results are headed ``[tool NAME]``; tool calls appear in Meta's Llama 3.1 JSON encoding,
+    which is also a valid action.
     """
     blocks = []
     for m in messages:
@@ -89,7 +89,7 @@ def render_messages(messages: Sequence[Message]) -> str:
         head = f"[tool {m.name}]" if m.role == "tool" else f"[{m.role}]"
         body = m.content
         if m.tool_calls:
-            body = (body + "\n" if body else "") + tool_call_text(m)
+            body = (body + "\n" if body else "") + render_tool_calls(m.tool_calls)
         blocks.append(head + "\n" + body)
     return "\n\n".join(blocks)
 
@@ -317,7 +317,8 @@ class EpisodeSession:
         ep = self._ep()
         cached = self._obs_cache.get(role)
         if cached is None or cached[0] != len(ep.events):
-            body = [m for m in ep.perspective(role) if m.role != "system"]
+            messages = ep.perspective(role)
+            body = [m for m in messages if m.role != "system"]
             own = [i for i, m in enumerate(body) if m.role == "assistant"]
             since = body[own[-1] + 1:] if own else body
             obs = {
@@ -325,10 +326,20 @@ class EpisodeSession:
                 "tools": self._tools_text[role],
                 "conversation": fit(printable(render_messages(body)), self.max_chars["conversation"], keep_end=True),
                 "last": fit(printable(render_messages(since)), self.max_chars["last"], keep_end=True),
+                "prompt": fit(printable(self._prompt(ep, role, messages)), self.max_chars["prompt"], keep_end=True),
             }
             cached = (len(ep.events), obs)
             self._obs_cache[role] = cached
         return dict(cached[1])
+
+    @staticmethod
+    def _prompt(ep: Episode, role: str, messages: Sequence[Message]) -> str:
+        return render_llama3(messages, ep.tools_of(role), ep.sc.today, add_generation_prompt=True)
+
+    def prompt(self, role: str) -> str:
+        """The exact Llama 3.1 prompt of `role`'s next turn (not truncated, not made printable)."""
+        ep = self._ep()
+        return self._prompt(ep, role, ep.perspective(role))
 
     def info(self) -> dict[str, Any]:
         """Step information shared by every role (a new dict each call)."""
@@ -353,7 +364,7 @@ class EpisodeSession:
             else:
                 text = e.content
                 if e.tool_calls:
-                    text = (text + " " if text else "") + tool_call_text(e)
+                    text = (text + " " if text else "") + render_tool_calls(e.tool_calls)
                 lines.append(f"[{e.speaker}] {text}" + (f"  (invalid: {e.invalid})" if e.invalid else ""))
         if ep.done:
             out = self.outcome()
