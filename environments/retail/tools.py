@@ -162,6 +162,13 @@ def _address(address1: str, address2: str, city: str, state: str, country: str, 
     return fields
 
 
+def _set_address(ctx: ToolContext, world: RetailWorld, table: str, row: int, fields: dict[str, str]) -> None:
+    """Store a changed address inline; an address equal to the generated one stores the base reference, so a
+    change that is undone leaves no trace in the state hash."""
+    base = int(world.data.tables[table]["address"][row])
+    ctx.state.set(table, "address", row, base if fields == world.address_row(base) else fields)
+
+
 # -- lookups ------------------------------------------------------------------------------------
 
 
@@ -316,7 +323,7 @@ def modify_pending_order_address(ctx: ToolContext, order_id: OrderId, address1: 
     world = _world(ctx)
     row = _order(world, order_id)
     _require_status(ctx, row, PENDING, "non-pending order cannot be modified")
-    ctx.state.set("orders", "address", row, _address(address1, address2, city, state, country, zip))
+    _set_address(ctx, world, "orders", row, _address(address1, address2, city, state, country, zip))
     return world.order_json(ctx.state, row)
 
 
@@ -326,7 +333,7 @@ def modify_user_address(ctx: ToolContext, user_id: UserId, address1: Address1, a
     """Modify the default address of a user. Ask for explicit confirmation (yes) first."""
     world = _world(ctx)
     row = _user(world, user_id)
-    ctx.state.set("users", "address", row, _address(address1, address2, city, state, country, zip))
+    _set_address(ctx, world, "users", row, _address(address1, address2, city, state, country, zip))
     return world.user_json(ctx.state, row)
 
 
