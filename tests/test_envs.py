@@ -165,6 +165,10 @@ def test_reset_seeds_and_episode_indexes(ledger):
     for bad in ({"episode": -1}, {"episode": "3"}, {"spec": "s"}):
         with pytest.raises(SimworldError):
             env.reset(options=bad)
+    aec = SimworldAEC(ledger)
+    for bad_seed in ("7", 1.5, True):
+        with pytest.raises(SimworldError, match="seed must be an integer"):
+            aec.reset(seed=bad_seed)
 
 
 def test_rewards_follow_the_outcome(ledger):
@@ -253,7 +257,10 @@ def test_gym_env_default_role_and_user_side(ledger):
     prov = env.trajectory().provenance
     assert prov.agent_ids == {"user": EXTERNAL, "clerk": "envtest_clerk"}
     # Stepping after the end changes nothing and does not raise.
-    assert env.step("more?")[2] is True and len(env.episode.events) == len(env.trajectory().events)
+    events = len(env.episode.events)
+    assert env.step("more?")[2] is True and len(env.episode.events) == events
+    with pytest.raises(SimworldError, match="episode is over"):
+        env.agent_action()
 
 
 def test_agent_failure_inside_the_gym_env_ends_the_episode(ledger):

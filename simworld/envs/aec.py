@@ -9,6 +9,7 @@ from gymnasium import logger, spaces
 from pettingzoo import AECEnv
 
 from simworld.envs.session import MAX_ACTION_CHARS, EpisodeSession
+from simworld.errors import SimworldError
 from simworld.types import Trajectory
 
 
@@ -45,8 +46,6 @@ class SimworldAEC(AECEnv):
                  max_action_chars: int = MAX_ACTION_CHARS) -> None:
         super().__init__()
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            from simworld.errors import SimworldError
-
             raise SimworldError(f"render_mode must be one of {self.metadata['render_modes']}, not {render_mode!r}")
         self.render_mode = render_mode
         self.session = EpisodeSession(scenario, max_chars, max_action_chars)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 
 from simworld.agent import Agent
@@ -238,6 +239,8 @@ class EpisodeSession:
             raise SimworldError(f"options['spec'] must be an EpisodeSpec, not {type(spec).__name__}")
         if spec is None:
             if seed is not None:
+                if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                    raise SimworldError(f"seed must be an integer, not {seed!r}")
                 self.run_seed = int(seed)
                 self.next_index = 0
             index = options.get("episode", self.next_index)
@@ -270,11 +273,13 @@ class EpisodeSession:
         ep = self._ep()
         role = ep.current
         suggested, self._suggested = self._suggested, None
+        if ep.done:
+            return
         if suggested is None or suggested[0] != role or suggested[1] is not action:
             self.external.add(role)
         ep.step(action)
 
-    def agent_action(self, role: str | None = None) -> Any:
+    def agent_action(self) -> Any:
         """The action the scenario's own agent takes as the current role (advancing that agent).
 
         Passing exactly this object to `step` records the role as played by its scenario agent;
@@ -282,20 +287,26 @@ class EpisodeSession:
         :class:`~simworld.episode.AgentFailure` when the agent cannot act.
         """
         ep = self._ep()
-        role = ep.current if role is None else role
-        if role != ep.current:
-            raise SimworldError(f"it is {ep.current!r}'s turn, not {role!r}'s")
+        role = ep.current
+        if ep.done:
+            raise SimworldError("the episode is over: no role is to act")
         action = self.driver.act(ep.agents[role], ep.view(role))
         self._suggested = (role, action)
         return action
 
     def fail(self, reason: str) -> None:
-        """End the episode as failed (the current role's agent could not act)."""
-        self._ep().fail(reason)
+        """End the episode as failed (the current role's agent could not act); no-op once over."""
+        ep = self._ep()
+        if not ep.done:
+            ep.fail(reason)
 
     def outcome(self) -> Outcome:
+        """The episode's outcome (computed once, when the episode is over)."""
+        ep = self._ep()
+        if not ep.done:
+            return ep.outcome()
         if self._outcome is None:
-            self._outcome = self._ep().outcome()
+            self._outcome = ep.outcome()
         return self._outcome
 
     def rewards(self) -> dict[str, float]:
