@@ -1,0 +1,452 @@
+"""The scripted retail customer: plays a :class:`CustomerBrief` against any support agent.
+
+It opens with what it wants (never with facts), then answers only what it is asked: identity when
+asked to authenticate, the order id (or, when it does not know it, a description of the order)
+when asked which order, items, new options, payment method, reason or address when asked for
+them. It says "yes" to a proposed change that matches its request and "no" (with the correction)
+to one that does not, moves on to its next request when the agent asks whether there is anything
+else, and ends the conversation with ``###STOP###`` when everything is handled or refused, when the
+agent transfers it, or when the conversation stalls.
+
+Styles: ``short`` (terse), ``long`` (polite, wordy), ``sloppy`` (lower case, chat abbreviations,
+extra typos). ``typo_rate`` adds keyboard slips to the words around facts, never to the facts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from simworld.agent import Agent, AgentParams, View
+from simworld.episode import STOP
+from simworld.registry import register_agent
+from simworld.types import Message
+
+from . import nlu
+from .text import Dice, Template, compile_bank, join_list
+
+SLOPPY_EXTRA_TYPOS = 0.04
+
+# Templates: {key: {"short": [...], "long": [...]}}; sloppy draws from both, rendered sloppily.
+_BANK: dict[str, dict[str, list[str]]] = {
+    "open.order_status": {
+        "short": ["Hi, can you tell me the {topics} of my order?", "What's the {topics} of my order?",
+                  "I need the {topics} of one of my orders."],
+        "long": ["Hello! I placed an order a while ago and I'd like to know its {topics}, if you could check "
+                 "that for me.", "Hi there, could you please look up one of my orders? I want to know the "
+                 "{topics}."],
+    },
+    "open.cancel": {
+        "short": ["I need to cancel an order.", "Hi, I want to cancel my order.", "Please cancel one of my orders."],
+        "long": ["Hello, I placed an order recently and I'd like to cancel it, please.",
+                 "Hi there! I need some help cancelling an order I made."],
+    },
+    "open.modify_address": {
+        "short": ["I need to change the shipping address of an order.", "Can you update the address on my order?"],
+        "long": ["Hi! I just placed an order but it's going to the wrong address. Could you change the shipping "
+                 "address for me?", "Hello, I'd like to update the delivery address on one of my pending orders."],
+    },
+    "open.modify_payment": {
+        "short": ["I want to change the payment method on an order.", "Can I switch how I pay for my order?"],
+        "long": ["Hi there, I'd like to change the payment method I used for one of my orders, please.",
+                 "Hello! Is it possible to pay for my pending order with a different payment method?"],
+    },
+    "open.modify_items": {
+        "short": ["I want to change some items in my order to different options.",
+                  "Can I switch an item in my pending order to a different option?"],
+        "long": ["Hi! I ordered something recently but picked the wrong options. Could I change the items "
+                 "before it ships?", "Hello, I'd like to modify the items of an order I haven't received yet, "
+                 "just different options of the same products."],
+    },
+    "open.return": {
+        "short": ["I want to return some items.", "I'd like to return something I bought.",
+                  "Need to return items from an order."],
+        "long": ["Hello, I received my order but I'd like to return some of the items, please.",
+                 "Hi there! Some things I ordered didn't work out for me, so I want to return them."],
+    },
+    "open.exchange": {
+        "short": ["I want to exchange an item I received.", "I'd like to exchange some items for other options."],
+        "long": ["Hi! I got my order but I'd like to exchange some items for a different option of the same "
+                 "product.", "Hello, could you help me exchange items from an order that was delivered?"],
+    },
+    "open.modify_user_address": {
+        "short": ["I moved, please update my default address.", "I need to change the address on my account."],
+        "long": ["Hi there, I recently moved and need to update the default address on my profile.",
+                 "Hello! Could you change the address on my account? I have a new place now."],
+    },
+    "next": {
+        "short": ["Yes, one more thing. ", "Yes. ", "Actually yes. "],
+        "long": ["Yes, actually, there is one more thing. ", "Yes please, I have another request. "],
+    },
+    "email": {
+        "short": ["{email}", "It's {email}.", "Email: {email}"],
+        "long": ["Sure, my email address is {email}.", "Of course! You can find me under {email}."],
+    },
+    "name_zip": {
+        "short": ["{first} {last}, zip {zip}.", "My name is {first} {last}, zip code {zip}."],
+        "long": ["Sure. My name is {first} {last} and my zip code is {zip}.",
+                 "Of course, I'm {first} {last}, and the zip code is {zip}."],
+    },
+    "no_email": {
+        "short": ["I don't remember my email. My name is {first} {last}, zip {zip}."],
+        "long": ["Hmm, I'm not sure which email I signed up with. My name is {first} {last} and my zip code "
+                 "is {zip}, does that work?"],
+    },
+    "order_id": {
+        "short": ["{order_id}", "It's {order_id}.", "Order {order_id}."],
+        "long": ["Sure, the order id is {order_id}.", "Let me check... yes, it's order {order_id}."],
+    },
+    "order_hint": {
+        "short": ["I don't have the order id. It's {hint}.", "Not sure of the number, it's {hint}."],
+        "long": ["I'm afraid I don't have the order number at hand. It's {hint}, if that helps.",
+                 "I can't find the order id anywhere, sorry. It should be {hint}."],
+    },
+    "items": {
+        "short": ["{items}.", "The {items}.", "These: {items}."],
+        "long": ["It's the {items}.", "I'd like to do that for the {items}, please."],
+    },
+    "new_items": {
+        "short": ["{new_items}.", "I want {new_items}."],
+        "long": ["I'd like {new_items}, please.", "Could I get {new_items} instead?"],
+    },
+    "payment": {
+        "short": ["{payment}.", "Use my {payment}.", "My {payment}."],
+        "long": ["Please use my {payment}.", "I'd like to use my {payment} for that."],
+    },
+    "ask_methods": {
+        "short": ["Which payment methods do I have on file?"],
+        "long": ["Hmm, I don't remember. Which payment methods do I have on file with you?"],
+    },
+    "reason.no longer needed": {
+        "short": ["I don't need it anymore.", "No longer needed.", "Changed my mind, don't need it."],
+        "long": ["I realised I don't need it anymore, to be honest.", "I simply no longer need it."],
+    },
+    "reason.ordered by mistake": {
+        "short": ["I ordered it by mistake.", "It was a mistake.", "Ordered by accident."],
+        "long": ["Honestly, I placed that order by mistake.", "I ordered it by accident, sorry about that."],
+    },
+    "reason.verbatim": {
+        "short": ["{reason}.", "The reason is {reason}."],
+        "long": ["Let's say {reason}.", "It would be {reason}."],
+    },
+    "address": {
+        "short": ["{address}", "It's {address}.", "New address: {address}"],
+        "long": ["Sure, the new address is {address}.", "Please use {address}."],
+    },
+    "yes": {
+        "short": ["Yes.", "Yes, go ahead.", "Yes please.", "Yes, correct.", "Yep, do it."],
+        "long": ["Yes, that's all correct. Please go ahead.", "Yes, please proceed. Thank you!",
+                 "Yes, that looks right to me."],
+    },
+    "no": {
+        "short": ["No, that's not right. ", "No. ", "Nope, that's wrong. "],
+        "long": ["No, wait, that's not what I asked for. ", "No, sorry, that's not quite right. "],
+    },
+    "correct.order": {"short": ["It's {order}."], "long": ["I meant {order}."]},
+    "correct.items": {"short": ["I meant the {items}."], "long": ["I was talking about the {items}."]},
+    "correct.new_items": {"short": ["I want {new_items}."], "long": ["What I want is {new_items}."]},
+    "correct.payment": {"short": ["Use my {payment}."], "long": ["I'd like to use my {payment}."]},
+    "correct.address": {"short": ["The address is {address}."], "long": ["The right address is {address}."]},
+    "correct.reason": {"short": ["The reason is {reason}."], "long": ["My reason is {reason}."]},
+    "correct.other": {"short": ["Let's try again."], "long": ["Could we go over it again?"]},
+    "accept_refusal": {
+        "short": ["Oh, okay. ", "I see. ", "Okay, understood. "],
+        "long": ["Oh, that's a pity, but I understand. ", "I see, thanks for explaining. "],
+    },
+    "bye": {
+        "short": ["No, that's all. Thanks!", "No thanks, that's it.", "That's everything, bye."],
+        "long": ["No, that's everything for today. Thank you so much for your help!",
+                 "Nope, that covers it. Thanks a lot, have a great day!"],
+    },
+    "bye_transfer": {
+        "short": ["Okay, thanks.", "Alright."],
+        "long": ["Okay, I'll wait for the human agent then. Thanks.", "Alright, thank you for transferring me."],
+    },
+    "bye_stalled": {
+        "short": ["This isn't working. I'll try later.", "Never mind, bye."],
+        "long": ["I don't think we're getting anywhere, so I'll try again another time. Goodbye.",
+                 "Sorry, I have to go now. I'll contact you again later."],
+    },
+    "confused": {
+        "short": ["Sorry, what do you need from me?", "I'm not sure what you mean.", "Sorry?"],
+        "long": ["I'm sorry, I'm not sure what you need from me. Could you rephrase that?",
+                 "Sorry, I didn't quite get that. What should I tell you?"],
+    },
+    "remind": {
+        "short": ["As I said: ", "Like I said, "],
+        "long": ["As I mentioned, ", "Just to repeat, "],
+    },
+}
+
+_PHRASES = {key: {style: tuple(Template(t) for t in texts) for style, texts in forms.items()}
+            for key, forms in _BANK.items()}
+_PHRASES_ANY = {key: compile_bank({"x": forms["short"] + forms["long"]})["x"] for key, forms in _BANK.items()}
+
+# What the support side says, read by pattern (lower case). Order matters: a confirmation mentions
+# items and payment methods too, so it is recognised first.
+_TRANSFER = re.compile(r"\btransferr?(?:ed|ing)? you\b|\bhuman agent\b|\bto a human\b")
+_CONFIRM = re.compile(r"\bconfirm\b|\bshall i\b|\bshould i (?:go ahead|proceed)\b|\bdo you want me to\b|"
+                      r"\bwould you like me to (?:proceed|go ahead)\b|\bis that (?:correct|right)\b|\(yes/no\)|"
+                      r"\bok to proceed\b|\bcan i go ahead\b")
+_ANYTHING_ELSE = re.compile(r"\banything else\b|\bsomething else\b|\banother request\b|\bother requests?\b|"
+                            r"\bhelp you with (?:anything|something) more\b")
+_GREETING = re.compile(r"\bhow (?:can|may) i (?:help|assist)\b|\bwhat can i do for you\b")
+_ASKS: list[tuple[str, re.Pattern[str]]] = [
+    ("identity", re.compile(r"\be-?mail\b|\bzip\b|\bauthenticat|\bverify your identity\b|\bidentify you\b")),
+    ("order", re.compile(r"\border (?:id|number)\b|\bwhich order\b|\bwhat order\b|\bwhich of your orders\b")),
+    ("new_items", re.compile(r"\bnew options?\b|\bwhich (?:options?|variants?)\b|\bwhat would you like "
+                             r"(?:instead|in exchange|them to be|it to be)\b|\b(?:exchange|swap|change) (?:it|them|"
+                             r"each one|each) (?:for|to|into)\b|\bwhat (?:do|would) you want instead\b")),
+    ("items", re.compile(r"\bwhich (?:items?|products?|ones?)\b|\bwhat items?\b")),
+    ("payment", re.compile(r"\bpayment method\b|\bwhich (?:card|method)\b|\bhow would you like to (?:pay|be "
+                           r"refunded|receive)\b|\brefund (?:go|be sent)\b")),
+    ("reason", re.compile(r"\breason\b|\bwhy\b")),
+    ("address", re.compile(r"\bnew (?:shipping |default |delivery )?address\b|\bwhich address\b|\bwhat(?:'s| is) the "
+                           r"(?:new )?address\b|\baddress (?:should|would you like)\b")),
+]
+_LIST_BOTH_REASONS = re.compile(r"no longer needed.*ordered by mistake|ordered by mistake.*no longer needed")
+_NOT_FOUND_EMAIL = re.compile(r"\b(?:couldn't|could not|can't|cannot|unable to) find\b.*\be-?mail\b|"
+                              r"\bno (?:account|user)\b")
+
+
+class CustomerParams(AgentParams):
+    style: Literal["short", "long", "sloppy"] = Field(default="short", description="How the customer writes.")
+    typo_rate: float = Field(default=0.0, ge=0.0, le=0.5, description="Chance of a typo per word of 4+ letters "
+                                                                       "(never inside ids, e-mails or numbers).")
+    clarify_rate: float = Field(default=0.15, ge=0.0, le=1.0, description="Chance of asking back instead of "
+                                                                          "answering (e.g. 'which payment "
+                                                                          "methods do I have?').")
+    patience: int = Field(default=3, ge=1, le=50, description="Unclear or repeated questions before the "
+                                                              "customer gives up and ends the conversation.")
+
+
+@register_agent("customer")
+class Customer(Agent):
+    """A scripted customer who reveals facts only when asked (see the module docstring)."""
+
+    Params = CustomerParams
+
+    def __init__(self, params: CustomerParams, role: str, rng: np.random.Generator) -> None:
+        super().__init__(params, role, rng)
+        self.dice = Dice(rng)
+        self.style = params.style
+        self.typo_rate = params.typo_rate + (SLOPPY_EXTRA_TYPOS if params.style == "sloppy" else 0.0)
+        self.seen = 0
+        self.brief: dict[str, Any] | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.current = 0
+        self.opened = False
+        self.gave_email = False
+        self.asked: dict[str, int] = {}
+        self.confused = 0
+        self.clarified = False
+
+    # -- phrasing
+    def say(self, key: str, values: dict[str, str] | None = None) -> str:
+        if self.style == "sloppy":
+            return self.dice.pick(_PHRASES_ANY[key]).render(values, self.dice, True, self.typo_rate)
+        return self.dice.pick(_PHRASES[key][self.style]).render(values, self.dice, False, self.typo_rate)
+
+    def message(self, text: str) -> Message:
+        return Message.model_construct(role="user", content=text, tool_calls=[], speaker="", tool_call_id=None,
+                                       name=None, error=False, invalid=None, audience=None)
+
+    # -- the turn
+    async def act(self, view: View) -> Message:
+        if self.brief is None:
+            self.brief = view.private
+            self.requests = list(view.private.get("requests") or [])
+        events = view.episode.events
+        heard = [e.content for e in events[self.seen:]
+                 if e.speaker != self.role and e.content and e.role != "tool" and e.audience in (None, self.role)]
+        self.seen = len(events)
+        if not self.requests:
+            return self.message(self.say("bye") + " " + STOP)
+        if not self.opened:
+            self.opened = True
+            return self.message(self.opening(self.requests[0]))
+        if view.turn >= view.max_turns - 2:
+            return self.message(self.say("bye_stalled") + " " + STOP)
+        return self.message(self.reply("\n".join(heard)))
+
+    def opening(self, request: dict[str, Any]) -> str:
+        values = None
+        if request["intent"] == "order_status":
+            topics = request.get("ask") or ["status"]
+            values = {"topics": join_list([t if t != "tracking" else "tracking number" for t in topics])}
+        return self.say("open." + request["intent"], values)
+
+    def reply(self, text: str) -> str:
+        low = text.lower()
+        request = self.requests[self.current]
+        if _TRANSFER.search(low):
+            return self.say("bye_transfer") + " " + STOP
+        if _CONFIRM.search(low):
+            return self.confirm(request, text)
+        if _ANYTHING_ELSE.search(low):
+            prefix = self.say("accept_refusal") if request.get("expect_refusal") else ""
+            self.current += 1
+            self.asked.clear()
+            self.clarified = False
+            if self.current < len(self.requests):
+                return prefix + self.say("next") + self.opening(self.requests[self.current])
+            return prefix + self.say("bye") + " " + STOP
+        answers = []
+        asked = [slot for slot, pattern in _ASKS if pattern.search(low)]
+        if "address" in asked and "identity" in asked and "mail" not in low:
+            asked.remove("identity")  # "the new address, with its zip code" is not an identity check
+        for slot in asked:
+            count = self.asked.get(slot, 0) + 1
+            self.asked[slot] = count
+            if count > self.params.patience:
+                return self.say("bye_stalled") + " " + STOP
+            answer = self.answer(slot, request, low)
+            if answer:
+                answers.append(answer)
+        if answers:
+            self.confused = 0
+            return " ".join(answers)
+        self.confused += 1
+        if self.confused > self.params.patience:
+            return self.say("bye_stalled") + " " + STOP
+        if _GREETING.search(low):
+            return self.say("remind") + self.opening(request)
+        return self.say("confused")
+
+    # -- answers to questions
+    def answer(self, slot: str, request: dict[str, Any], low: str) -> str:
+        if slot == "identity":
+            return self.identity(low)
+        if slot == "order":
+            if request.get("order_id") is None:
+                return ""
+            if request.get("knows_order_id", True):
+                return self.say("order_id", {"order_id": request["order_id"]})
+            return self.say("order_hint", {"hint": request.get("order_hint") or f"the one with the "
+                                                                                   f"{request.get('order_hint_product')}"})
+        if slot == "items":
+            return self.say("items", {"items": self.items_text(request["items"])}) if request.get("items") else ""
+        if slot == "new_items":
+            if not request.get("new_items"):
+                return ""
+            return self.say("new_items", {"new_items": self.new_items_text(request)})
+        if slot == "payment":
+            method = request.get("payment_method")
+            if method is None:
+                return ""
+            if not self.clarified and self.dice.chance(self.params.clarify_rate):
+                self.clarified = True
+                self.asked["payment"] -= 1  # asking back does not count as a repeated question
+                return self.say("ask_methods")
+            return self.say("payment", {"payment": method["description"]})
+        if slot == "reason":
+            reason = request.get("reason")
+            if not reason:
+                return ""
+            if _LIST_BOTH_REASONS.search(low):
+                return self.say("reason.verbatim", {"reason": reason})
+            return self.say("reason." + reason)
+        if slot == "address":
+            addr = request.get("address")
+            return self.say("address", {"address": nlu.format_address(addr)}) if addr else ""
+        return ""
+
+    def identity(self, low: str) -> str:
+        ident = self.brief["identity"]  # type: ignore[index]
+        names = {"first": ident["first_name"], "last": ident["last_name"], "zip": ident["zip"]}
+        wants_email = "mail" in low
+        wants_name = "zip" in low
+        email_failed = self.gave_email and _NOT_FOUND_EMAIL.search(low) is not None
+        if self.brief.get("knows_email", True) and wants_email and not email_failed \
+                and not (self.gave_email and wants_name):
+            self.gave_email = True
+            return self.say("email", {"email": ident["email"]})
+        if wants_email and not wants_name:
+            return self.say("no_email", names)
+        return self.say("name_zip", names)
+
+    @staticmethod
+    def item_text(item: dict[str, Any], form: int) -> str:
+        values = list(item["options"].values())
+        if form == 0:
+            return f"{item['name']} ({', '.join(values)})"
+        if form == 1:
+            return f"{item['name']} in {join_list(values)}"
+        return f"{item['name']} with " + join_list([f"{k} {v}" for k, v in item["options"].items()])
+
+    def items_text(self, items: list[dict[str, Any]]) -> str:
+        form = self.dice.below(3)
+        return join_list([self.item_text(i, form) for i in items])
+
+    def new_items_text(self, request: dict[str, Any]) -> str:
+        # only the wanted options, product by product in the order the items were named
+        form = self.dice.below(3)
+        return join_list(["the " + self.item_text(new, form) for new in request["new_items"]])
+
+    # -- confirmations
+    def confirm(self, request: dict[str, Any], text: str) -> str:
+        wrong = self.mismatch(request, text)
+        if wrong is None:
+            return self.say("yes")
+        fixes = {
+            "order": lambda: self.say("correct.order", {"order": request["order_id"] if request.get(
+                "knows_order_id", True) else (request.get("order_hint") or request["order_id"])}),
+            "items": lambda: self.say("correct.items", {"items": self.items_text(request["items"])}),
+            "new_items": lambda: self.say("correct.new_items", {"new_items": self.new_items_text(request)}),
+            "payment": lambda: self.say("correct.payment", {"payment": request["payment_method"]["description"]}),
+            "address": lambda: self.say("correct.address", {"address": nlu.format_address(request["address"])}),
+            "reason": lambda: self.say("correct.reason", {"reason": request["reason"]}),
+        }
+        return self.say("no") + fixes.get(wrong, lambda: self.say("correct.other"))()
+
+    def mismatch(self, request: dict[str, Any], text: str) -> str | None:
+        """Which part of a proposed change differs from the request (None: it matches)."""
+        low = text.lower()
+        if not _ACTION[request["intent"]].search(low):
+            return "other"
+        if request.get("order_id"):
+            ids = nlu.order_ids(text)
+            if ids and ids != [request["order_id"]]:
+                return "order"
+        items = request.get("items") or []
+        new_items = request.get("new_items") or []
+        if items:
+            stated = set(nlu.ITEM_ID.findall(text))
+            if stated:
+                if stated - {i["item_id"] for i in items} - {i["item_id"] for i in new_items}:
+                    return "items" if not new_items or not stated & {i["item_id"] for i in new_items} else "new_items"
+                if {i["item_id"] for i in items} - stated:
+                    return "items"
+                if {i["item_id"] for i in new_items} - stated:
+                    return "new_items"
+            elif not all(nlu.has_phrase(low, i["name"]) for i in items):
+                return "items"
+        method = request.get("payment_method")
+        if method:
+            ids = set(nlu.PAYMENT_ID.findall(text))
+            if ids and ids != {method["id"]}:
+                return "payment"
+            if not ids and method["description"].lower() not in low:
+                return "payment"
+        addr = request.get("address")
+        if addr and not (addr["address1"].lower() in low and addr["zip"] in text):
+            return "address"
+        reason = request.get("reason")
+        if reason and reason not in low:
+            return "reason"
+        return None
+
+
+_ACTION = {
+    "order_status": re.compile(r"."),
+    "cancel": re.compile(r"\bcancel"),
+    "modify_address": re.compile(r"\baddress\b"),
+    "modify_user_address": re.compile(r"\baddress\b"),
+    "modify_payment": re.compile(r"\bpayment\b|\bpay\b"),
+    "modify_items": re.compile(r"\b(?:modify|change|swap|switch|replace)"),
+    "return": re.compile(r"\breturn"),
+    "exchange": re.compile(r"\bexchang"),
+}
