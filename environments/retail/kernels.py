@@ -216,34 +216,31 @@ def cancel_refunds(pay_type, pay_amount, pay_method):
 @numba.njit(cache=True)
 def search_orders_scan(status, user, items, item_prices, var_product, want_status, want_user, want_product,
                        min_total, max_total, limit):
-    """Scan every order; filters < 0 mean 'any'. Returns (first `limit` matching rows, match count)."""
+    """Scan every order; filters < 0 mean 'any'. Returns (first `limit` matching rows, match count).
+
+    Empty lines hold variant -1 and price 0, so the line loop runs without data-dependent branches.
+    """
     n = status.shape[0]
     width = items.shape[1]
-    out = np.empty(max(limit, 0), dtype=np.int64)
+    limit = max(limit, 0)
+    out = np.empty(limit, dtype=np.int64)
+    lo = min_total if min_total >= 0 else -1
+    hi = max_total if max_total >= 0 else np.iinfo(np.int64).max
     count = 0
     for r in range(n):
         if want_status >= 0 and status[r] != want_status:
             continue
-        if want_user >= 0 and user[r] != want_user:
-            continue
         total = 0
-        has_product = want_product < 0
+        hit = want_product < 0
         for j in range(width):
             v = items[r, j]
-            if v >= 0:
-                total += item_prices[r, j]
-                if not has_product and var_product[v] == want_product:
-                    has_product = True
-        if not has_product:
-            continue
-        if min_total >= 0 and total < min_total:
-            continue
-        if max_total >= 0 and total > max_total:
-            continue
-        if count < limit:
-            out[count] = r
-        count += 1
-    return out[:min(count, max(limit, 0))], count
+            total += item_prices[r, j]
+            hit |= (v >= 0) & (var_product[max(v, 0)] == want_product)
+        if hit & (total >= lo) & (total <= hi) & ((want_user < 0) | (user[r] == want_user)):
+            if count < limit:
+                out[count] = r
+            count += 1
+    return out[:min(count, limit)], count
 
 
 @numba.njit(cache=True)

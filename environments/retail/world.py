@@ -13,6 +13,7 @@ Every lookup is a binary search (Numba kernel) on a sorted key column built once
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,9 @@ def money(cents: int) -> str:
     return f"{int(cents) / 100:.2f}"
 
 
+_DERIVED: weakref.WeakKeyDictionary[WorldData, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 @register_world("retail")
 class RetailWorld(World):
     """An online store with users, payment methods, products with variants, and orders.
@@ -65,12 +69,20 @@ class RetailWorld(World):
 
     def __init__(self, data: WorldData, params: RetailParams, seed: int) -> None:
         super().__init__(data, params, seed)
-        v = data.vocab
-        self.first_code = {name: i for i, name in enumerate(v["first_name"])}
-        self.last_code = {name: i for i, name in enumerate(v["last_name"])}
-        self.n_last = len(v["last_name"])
-        self.option_name_of_value = [s.split("=", 1)[0] for s in v["option_value"]]
-        self.option_text_of_value = [s.split("=", 1)[1] for s in v["option_value"]]
+        derived = _DERIVED.get(data)
+        if derived is None:  # built once per WorldData, not once per episode
+            v = data.vocab
+            derived = _DERIVED[data] = {
+                "first_code": {name: i for i, name in enumerate(v["first_name"])},
+                "last_code": {name: i for i, name in enumerate(v["last_name"])},
+                "option_name_of_value": [s.split("=", 1)[0] for s in v["option_value"]],
+                "option_text_of_value": [s.split("=", 1)[1] for s in v["option_value"]],
+            }
+        self.first_code = derived["first_code"]
+        self.last_code = derived["last_code"]
+        self.n_last = len(self.last_code)
+        self.option_name_of_value = derived["option_name_of_value"]
+        self.option_text_of_value = derived["option_text_of_value"]
         self.users = data.tables["users"]
         self.addresses = data.tables["addresses"]
         self.pm = data.tables["payment_methods"]
