@@ -142,8 +142,6 @@ class RunDir:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _os_problem("create output directory", p, exc) from None
-        if not os.access(p, os.R_OK | os.W_OK | os.X_OK):
-            raise SimworldError(f"cannot write to output directory {p}: permission denied")
         try:
             self._lock_fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -159,7 +157,11 @@ class RunDir:
                     self.close()
                     raise SimworldError(f"{p}: another simworld run is writing to this directory") from None
                 time.sleep(0.1)
-        self._check_scenario(sc)
+        try:
+            self._check_scenario(sc)
+        except BaseException:
+            self.close()
+            raise
 
     def _check_scenario(self, sc: Scenario) -> None:
         p = self.path
@@ -339,13 +341,13 @@ def _worker_main(worker: int, sc: Scenario, indices: list[int], shard: Path, con
         events.put(("done", worker, None))
     except OSError as exc:
         events.put(("stats", worker, batch))
-        events.put(("error", worker, (2, str(_os_problem("write", shard, exc)))))
+        events.put(("error", worker, (2, str(_os_problem("write", shard, exc)), False)))
     except SimworldError as exc:
         events.put(("stats", worker, batch))
-        events.put(("error", worker, (exc.exit_code, str(exc))))
+        events.put(("error", worker, (exc.exit_code, str(exc), isinstance(exc, EpisodeCrash))))
     except BaseException as exc:  # noqa: BLE001 - report anything, never hang the parent
         events.put(("stats", worker, batch))
-        events.put(("error", worker, (1, f"worker {worker}: {type(exc).__name__}: {exc}")))
+        events.put(("error", worker, (1, f"worker {worker}: {type(exc).__name__}: {exc}", False)))
     finally:
         if writer is not None:
             with contextlib.suppress(OSError):
@@ -369,7 +371,7 @@ def _run_workers(sc: Scenario, shares: list[list[int]], shards: list[Path], conc
         proc.start()
     on_started()  # after forking: the progress display's thread must not be forked
     finished: set[int] = set()
-    error: tuple[int, str] | None = None
+    error: tuple[int, str, bool] | None = None
     interrupted = False
 
     def handle(msg: tuple[str, int, Any]) -> None:
@@ -401,7 +403,7 @@ def _run_workers(sc: Scenario, shares: list[list[int]], shards: list[Path], conc
                     if k not in finished:
                         finished.add(k)
                         stop.set()
-                        error = error or (1, f"worker {k} died (exit code {proc.exitcode})")
+                        error = error or (1, f"worker {k} died (exit code {proc.exitcode})", False)
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
@@ -426,8 +428,9 @@ def _run_workers(sc: Scenario, shares: list[list[int]], shards: list[Path], conc
     if interrupted:
         raise KeyboardInterrupt
     if error:
-        exc = SimworldError(error[1])
-        exc.exit_code = error[0]
+        exit_code, message, crash = error
+        exc = EpisodeCrash(message) if crash else SimworldError(message)
+        exc.exit_code = exit_code
         raise exc
 
 

@@ -126,9 +126,14 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ScenarioError([f"malformed YAML{where}: {problem}"], source) from None
+    except RecursionError:
+        raise ScenarioError(["malformed YAML: nested too deeply"], source) from None
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _compose_lines(node, (), lines)
+        try:
+            _compose_lines(node, (), lines)
+        except RecursionError:
+            raise ScenarioError(["malformed YAML: nested too deeply"], source) from None
     return data, lines
 
 

@@ -56,8 +56,7 @@ def _rows(rows: list[tuple[str, ...]]) -> list[str]:
     if not rows:
         return ["  (none)"]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "")
-            for r in rows]
+    return [("  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1]).rstrip() for r in rows]
 
 
 def section_lines(what: str) -> list[str]:

@@ -56,7 +56,7 @@ class _ProgressBar:
 
 @click.command("run")
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=str),
+@click.option("--out", "-o", "out", required=True, metavar="DIR",
               help="Run directory (created; re-running the same command there resumes).")
 @click.option("--episodes", "-n", type=click.IntRange(min=0), default=None,
               help="Number of episodes (default: the scenario's `episodes`).")

@@ -29,9 +29,11 @@ def command(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
     Prints every problem as `FILE: yaml.path (line N): message`, with a suggestion for misspelt
     names, and exits with status 2 if there is any; prints an OK line per valid file otherwise.
     """
+    from simworld import registry
     from simworld.errors import ScenarioError, SimworldError
     from simworld.scenario import load_scenario, parse_overrides
 
+    registry.load_builtins()  # a broken plugin is one error for the whole command, not per file
     try:
         overrides = parse_overrides(sets)
     except SimworldError as exc:

@@ -1,0 +1,168 @@
+"""The `simworld` command line end to end (real subprocesses): run, list, schema, plugins, progress,
+bad input as one line, and a `--help` that imports nothing heavy."""
+
+import importlib.util
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+import runner_plugin
+from simworld.cli import COMMANDS
+from simworld.runio import iter_records
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("numba", "gymnasium", "pettingzoo", "litellm", "openai", "torch", "transformers", "trl")
+
+
+def simworld(*args, check=None, env=None, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "simworld", *map(str, args)], capture_output=True, text=True,
+                          env=env or runner_plugin.subprocess_env(), cwd=cwd, timeout=120)
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    return proc
+
+
+@pytest.fixture()
+def ledger_yaml(tmp_path):
+    return runner_plugin.write_scenario(tmp_path / "ledger.yaml")
+
+
+PRESENT = [name for name, (module, _) in COMMANDS.items() if importlib.util.find_spec(module) is not None]
+
+
+@pytest.mark.parametrize("args", [["--help"], *[[name, "--help"] for name in PRESENT]])
+def test_help_imports_nothing_heavy(args):
+    code = ("import sys\nfrom simworld.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in %r if m in sys.modules))" % (args, HEAVY))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []", proc.stdout[-400:]
+    assert "Usage:" in proc.stdout
+
+
+def test_run_end_to_end(ledger_yaml, tmp_path):
+    out = tmp_path / "runs" / "demo"
+    proc = simworld("run", ledger_yaml, "--episodes", 60, "--out", out, "--seed", 3, check=0)
+    for label in ("episodes", "success", "tool calls", "turns", "invalid moves", "tool errors", "terminations"):
+        assert label in proc.stdout
+    assert "60 / 60 (100.0%)" in proc.stdout and "user_stop 60" in proc.stdout
+    assert "episodes/s" in proc.stdout
+    assert proc.stderr == ""  # not a TTY: no progress bar
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["trajectories-000001-000.jsonl"]
+    records = list(iter_records(out))
+    assert len(records) == 60 and all(r["outcome"]["success"] for r in records)
+    assert {r["episode_id"].split("-")[1] for r in records} == {"s3"}
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["seed"] == 3 and manifest["sessions"][0]["command"][:2] == ["simworld", "run"]
+    # The same command again: nothing to do. Another scenario into the same directory: refused.
+    again = simworld("run", ledger_yaml, "--episodes", 60, "--out", out, "--seed", 3, check=0)
+    assert "0 run" in again.stdout and "60 already done" in again.stdout
+    other = simworld("run", ledger_yaml, "--episodes", 60, "--out", out, "--seed", 4, check=2)
+    assert other.stderr.count("\n") == 1 and "holds a run of a different scenario" in other.stderr
+    # The resolved scenario in the run directory runs as it is, to the same trajectories.
+    copy = tmp_path / "copy"
+    simworld("run", out / "scenario.yaml", "--episodes", 60, "--out", copy, "--workers", 2, check=0)
+    key = lambda r: r["episode_id"]  # noqa: E731
+    from simworld.types import strip_timings
+
+    assert sorted(map(strip_timings, iter_records(copy)), key=key) == sorted(map(strip_timings, records), key=key)
+
+
+def test_set_overrides_and_bad_input_are_one_line(ledger_yaml, tmp_path):
+    out = tmp_path / "o"
+    ok = simworld("run", ledger_yaml, "-n", 5, "--out", out, "--set", "task.params.amount=9", check=0)
+    assert "5 / 5" in ok.stdout
+    assert all(r["task"]["gold_plan"][0]["arguments"]["amount"] == 9 for r in iter_records(out))
+    cases = [
+        (("run", tmp_path / "missing.yaml", "--out", tmp_path / "x"), "no such scenario file"),
+        (("run", ledger_yaml, "--out", tmp_path / "x", "--set", "max_turns"), "expected dotted.path=value"),
+        (("run", ledger_yaml, "--out", tmp_path / "x", "--set", "max_turns=lots"),
+         "max_turns (from --set max_turns):"),
+        (("run", ledger_yaml, "--out", tmp_path / "x", "--set", "roles.clerk.agent.type=ledger_clark"),
+         "did you mean 'ledger_clerk'?"),
+        (("run", ledger_yaml, "--out", ledger_yaml), "exists and is not a directory"),
+        (("run", ledger_yaml, "--out", tmp_path / "x", "--episodes", "-1"), "Invalid value"),
+        (("run", ledger_yaml, "--out", tmp_path / "x", "--workers", "0"), "Invalid value"),
+        (("list", "planets"), "Invalid value"),
+    ]
+    for args, message in cases:
+        proc = simworld(*args, check=2)
+        assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, (args, proc.stderr)
+
+
+def test_broken_plugin_is_one_line(ledger_yaml, tmp_path):
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('half-written plugin')\n")
+    env = runner_plugin.subprocess_env(SIMWORLD_PLUGINS="runner_plugin,broken_plugin")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    proc = simworld("validate", ledger_yaml, check=2, env=env)
+    assert proc.stderr.strip() == ("error: SIMWORLD_PLUGINS: cannot import plugin module 'broken_plugin': "
+                                   "RuntimeError: half-written plugin")
+
+
+def test_list_shows_registries_and_scenario_files(tmp_path):
+    (tmp_path / "scenarios" / "bank").mkdir(parents=True)
+    runner_plugin.write_scenario(tmp_path / "scenarios" / "bank" / "deposit.yaml")
+    (tmp_path / "scenarios" / "bank" / "broken.yaml").write_text("name: [")
+    proc = simworld("list", check=0, cwd=tmp_path)
+    out = proc.stdout
+    for header in ("worlds", "tasks", "tools", "agents", "scorers", "scenarios"):
+        assert f"\n{header}\n" in "\n" + out
+    assert "ledger/deposit" in out and "flaky_clerk" in out and "sleepy_user" in out
+    assert "ledger.deposit" in out and "write" in out and "account_id -> balance" in out
+    assert "scenarios/bank/deposit.yaml" in out and "ledger_deposit" in out and "ledger/deposit" in out
+    assert "scenarios/bank/broken.yaml" in out and "unreadable" in out
+    tools = simworld("list", "tools", check=0, cwd=tmp_path).stdout
+    assert any(line.startswith("ledger.deposit ") for line in tools.splitlines()) and "worlds" not in tools
+    agents = simworld("list", "agents", check=0).stdout
+    assert any(line.startswith("sleepy_user") and "params: delay" in line for line in agents.splitlines())
+
+
+def test_schema_is_a_json_schema_that_checks_scenarios(tmp_path):
+    schema = json.loads(simworld("schema", check=0).stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(runner_plugin.scenario_data(), schema)
+    bad = runner_plugin.scenario_data()
+    bad["max_turn"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    simworld("schema", "--output", tmp_path / "s.json", check=0)
+    assert json.loads((tmp_path / "s.json").read_text()) == schema
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    scen = runner_plugin.write_scenario(tmp_path / "slow.yaml", user={"type": "sleepy_user", "delay": 0.002})
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "simworld", "run", str(scen), "-n", "150", "--out",
+                             str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=slave, env={**runner_plugin.subprocess_env(),
+                                                                      "COLUMNS": "120", "TERM": "xterm"})
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "episodes/s" in text and "150/150" in text
+    quiet = subprocess.run([sys.executable, "-m", "simworld", "run", str(scen), "-n", "5", "-q", "--out",
+                            str(tmp_path / "q")], capture_output=True, env=runner_plugin.subprocess_env())
+    assert quiet.returncode == 0 and quiet.stderr == b""

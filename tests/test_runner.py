@@ -1,0 +1,214 @@
+"""The batch runner in-process: run directory contract, determinism across workers and
+concurrency, agent failures and their retry, crashes, directory checks, the summary."""
+
+import os
+
+import orjson
+import pytest
+import yaml
+
+import runner_plugin
+from simworld.episode import episode_specs, run_episode_sync
+from simworld.errors import SimworldError
+from simworld.runio import iter_records, shard_paths
+from simworld.runner import EpisodeCrash, is_scripted, resolve_scenario, run_batch, scenario_yaml
+from simworld.scenario import Scenario, scenario_from_data
+from simworld.summary import RunSummary, episode_stats
+from simworld.types import strip_timings
+
+
+def scenario(**kwargs):
+    return scenario_from_data(runner_plugin.scenario_data(**kwargs))
+
+
+def stripped(run_dir):
+    """The run's latest records without timings, sorted by episode id: what must be reproducible."""
+    return sorted((orjson.dumps(strip_timings(r), option=orjson.OPT_SORT_KEYS) for r in iter_records(run_dir)))
+
+
+def test_run_directory_contract(tmp_path):
+    sc = scenario()
+    out = tmp_path / "run"
+    result = run_batch(sc, out, episodes=25)
+    assert result.status == "complete" and result.new == 25 and result.skipped == 0
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "manifest.json", "scenario.yaml",
+                                                     "trajectories-000001-000.jsonl"]
+    # The resolved scenario round-trips to the same content hash.
+    assert Scenario.model_validate(yaml.safe_load((out / "scenario.yaml").read_text())).content_hash == sc.content_hash
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["status"] == "complete" and manifest["scenario"]["hash"] == sc.content_hash
+    assert manifest["summary"]["episodes"] == 25 and manifest["sessions"][0]["new"] == 25
+    # Each line is exactly the engine's trajectory for that spec (timings aside).
+    lines = (out / "trajectories-000001-000.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 25
+    for spec, line in zip(episode_specs(sc, 25), lines):
+        direct = run_episode_sync(sc, spec)
+        assert strip_timings(orjson.loads(line)) == strip_timings(orjson.loads(direct.to_jsonl()))
+    assert result.summary.episodes == 25 and result.summary.successes == 25
+    assert result.summary.turns == 25 * 4 and result.summary.tool_calls == 25
+
+
+@pytest.mark.parametrize("workers,concurrency", [(2, None), (3, None), (1, 4), (2, 3)])
+def test_same_bytes_whatever_workers_and_concurrency(tmp_path, workers, concurrency):
+    sc = scenario(variations={"task.params.amount": [1, 2, 3, 7]}, seed=11)
+    run_batch(sc, tmp_path / "one", episodes=40)
+    result = run_batch(sc, tmp_path / "many", episodes=40, workers=workers, concurrency=concurrency)
+    assert result.new == 40
+    assert len(shard_paths(tmp_path / "many")) == workers
+    assert stripped(tmp_path / "one") == stripped(tmp_path / "many")
+    assert len(stripped(tmp_path / "one")) == 40
+    other = scenario(variations={"task.params.amount": [1, 2, 3, 7]}, seed=12)
+    run_batch(other, tmp_path / "other", episodes=40)
+    assert stripped(tmp_path / "other") != stripped(tmp_path / "one")
+
+
+def test_model_agents_run_concurrently_on_one_loop(tmp_path):
+    sc = scenario(clerk="awaiting_clerk")
+    assert not is_scripted(sc) and is_scripted(scenario())
+    runner_plugin.AwaitingClerk.max_in_flight = 0
+    result = run_batch(sc, tmp_path / "c", episodes=30, concurrency=6)
+    assert result.new == 30 and result.summary.successes == 30
+    assert runner_plugin.AwaitingClerk.max_in_flight == 6
+    runner_plugin.AwaitingClerk.max_in_flight = 0
+    run_batch(sc, tmp_path / "s", episodes=10, concurrency=1)
+    assert runner_plugin.AwaitingClerk.max_in_flight == 1
+    assert set(stripped(tmp_path / "s")) < set(stripped(tmp_path / "c"))
+
+
+def test_agent_failures_are_recorded_then_retried_on_resume(tmp_path, monkeypatch):
+    sc = scenario(clerk="flaky_clerk")
+    out = tmp_path / "run"
+    monkeypatch.setenv(runner_plugin.FAIL_ENV, "2,5")
+    first = run_batch(sc, out, episodes=8, workers=2)
+    assert first.summary.failed == 2 and first.summary.successes == 6
+    failed = {r["episode_index"]: r for r in iter_records(out) if r["outcome"]["termination"] == "error"}
+    assert sorted(failed) == [2, 5]
+    assert failed[2]["outcome"]["error"] == "model unavailable after 2 retries (HTTP 503)"
+    assert failed[2]["outcome"]["success"] is False
+    # The model is back: a re-run retries exactly the failed episodes and appends their records.
+    monkeypatch.setenv(runner_plugin.FAIL_ENV, "")
+    second = run_batch(sc, out, episodes=8)
+    assert (second.new, second.skipped, second.retried) == (2, 6, 2)
+    assert second.summary.failed == 0 and second.summary.successes == 8
+    all_records = list(iter_records(out, latest_only=False))
+    assert len(all_records) == 10  # append-only: the failed records are still there
+    latest = list(iter_records(out))
+    assert len(latest) == 8 and all(r["outcome"]["success"] for r in latest)
+    run_batch(sc, tmp_path / "clean", episodes=8)
+    assert stripped(out) == stripped(tmp_path / "clean")
+    third = run_batch(sc, out, episodes=8)
+    assert third.new == 0 and third.skipped == 8
+
+
+def test_extending_a_run_keeps_earlier_episodes(tmp_path):
+    sc = scenario()
+    run_batch(sc, tmp_path / "run", episodes=10)
+    more = run_batch(sc, tmp_path / "run", episodes=16)
+    assert (more.new, more.skipped) == (6, 10) and more.summary.episodes == 16
+    run_batch(sc, tmp_path / "clean", episodes=16)
+    assert stripped(tmp_path / "run") == stripped(tmp_path / "clean")
+
+
+def test_a_crash_in_an_episode_stops_the_run_with_one_line(tmp_path):
+    sc = scenario(clerk="broken_clerk")
+    out = tmp_path / "run"
+    with pytest.raises(EpisodeCrash, match=r"episode ledger_deposit-s0-000003 crashed: KeyError: 'bug in the agent'"):
+        run_batch(sc, out, episodes=6)
+    assert [r["episode_index"] for r in iter_records(out)] == [0, 1, 2]
+    assert orjson.loads((out / "manifest.json").read_bytes())["status"] == "failed"
+    with pytest.raises(EpisodeCrash, match="000003 crashed"):
+        run_batch(sc, tmp_path / "w", episodes=6, workers=2)
+    assert 3 not in {r["episode_index"] for r in iter_records(tmp_path / "w")}
+
+
+def test_refuses_a_directory_of_another_scenario(tmp_path):
+    out = tmp_path / "run"
+    run_batch(scenario(), out, episodes=3)
+    with pytest.raises(SimworldError, match="holds a run of a different scenario"):
+        run_batch(scenario(max_turns=11), out, episodes=3)
+    (out / "scenario.yaml").write_text("name: [broken")
+    with pytest.raises(SimworldError, match="unreadable resolved scenario"):
+        run_batch(scenario(), out, episodes=3)
+
+
+@pytest.mark.parametrize("setup,message", [
+    (lambda d: (d / "notes.jsonl").write_text("{}\n"), "not a simworld run directory"),
+    (lambda d: (d / "trajectories-000001-000.jsonl").write_text("{}\n"), "no scenario.yaml"),
+])
+def test_refuses_foreign_files(tmp_path, setup, message):
+    out = tmp_path / "run"
+    out.mkdir()
+    setup(out)
+    with pytest.raises(SimworldError, match=message):
+        run_batch(scenario(), out, episodes=2)
+
+
+def test_output_path_problems(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(SimworldError, match="exists and is not a directory"):
+        run_batch(scenario(), afile, episodes=1)
+    with pytest.raises(SimworldError, match="cannot create output directory"):
+        run_batch(scenario(), afile / "sub", episodes=1)
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    run_batch(scenario(), out, episodes=1)
+    fd = os.open(out / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        from simworld.runner import RunDir
+
+        with pytest.raises(SimworldError, match="another simworld run is writing"):
+            RunDir(out).open(scenario(), lock_wait_s=0.2)
+    finally:
+        os.close(fd)
+
+
+def test_max_retries_is_set_on_model_agents_only(tmp_path):
+    path = runner_plugin.write_scenario(tmp_path / "s.yaml", clerk="awaiting_clerk")
+    sc = resolve_scenario(path, max_retries=7)
+    assert sc.roles["clerk"].agent.max_retries == 7
+    assert "max_retries" not in sc.roles["user"].agent.model_dump()
+    sc = resolve_scenario(path, ["roles.clerk.agent.max_retries=1"], max_retries=7)
+    assert sc.roles["clerk"].agent.max_retries == 1
+    assert resolve_scenario(path, seed=42).seed == 42
+
+
+def test_scenario_yaml_is_deterministic():
+    sc = scenario(variations={"task.params.amount": [1, 2]})
+    assert scenario_yaml(sc) == scenario_yaml(scenario(variations={"task.params.amount": [1, 2]}))
+
+
+def test_summary_groups_and_failures():
+    def record(i, group, agreement, utility, termination="agreement", error=None):
+        return {"episode_index": i, "events": [
+            {"role": "user", "speaker": "buyer", "tool_calls": [{"id": "a", "name": "offer", "arguments": {}}]},
+            {"role": "tool", "speaker": "buyer", "content": "{}"},
+            {"role": "user", "speaker": "world", "content": "notice"},
+            {"role": "assistant", "speaker": "seller", "content": "ok"}],
+            "outcome": {"success": agreement, "termination": termination, "error": error, "invalid_moves": 1,
+                        "tool_errors": 0, "metrics": {"group": group, "agreement": agreement, "utility": utility,
+                                                      "note": "text is not averaged"}}}
+
+    summary = RunSummary()
+    for stats in [episode_stats(record(0, "tough-vs-tough", False, 0.0)),
+                  episode_stats(record(1, "tough-vs-tough", True, 0.5)),
+                  episode_stats(record(2, "soft-vs-tough", True, 0.9)),
+                  episode_stats(record(3, "soft-vs-tough", False, 0.0, "error", "HTTP 429 after 3 retries"))]:
+        summary.add(stats)
+    d = summary.to_dict()
+    assert d["episodes"] == 4 and d["turns"] == 8 and d["tool_calls"] == 4 and d["invalid_moves"] == 4
+    assert d["failed"] == 1 and d["terminations"] == {"agreement": 3, "error": 1}
+    assert d["groups"]["tough-vs-tough"] == {"episodes": 2, "success_rate": 0.5, "agreement": 0.5, "utility": 0.25}
+    assert d["groups"]["soft-vs-tough"]["utility"] == 0.45
+    from rich.console import Console
+
+    console = Console(record=True, width=100)
+    summary.render(console)
+    text = console.export_text()
+    assert "per group (means)" in text and "tough-vs-tough" in text and "HTTP 429 after 3 retries (1)" in text
+    assert "note" not in text

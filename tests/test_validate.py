@@ -1,0 +1,132 @@
+"""`simworld validate`: every problem of every file at once, with YAML path, line and suggestion;
+exit 2 on any problem, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+import runner_plugin  # noqa: F401  (registers the ledger world and test agents)
+import test_core_scenario
+from simworld.cli import main
+
+# The core tests' scenario, with a third tool and a scoring list (the line numbers below depend on it).
+GOOD = test_core_scenario.GOOD.replace("  - deposit\n", "  - deposit\n      - hang_up\n").replace(
+    "variations:", "scoring: []\nvariations:")
+
+
+def validate(capsys, *args):
+    """(exit code, stdout lines, stderr) of `simworld validate ARGS` run in this process."""
+    try:
+        main(["validate", *map(str, args)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out.splitlines(), err
+
+
+def write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_ok_file(tmp_path, capsys):
+    p = write(tmp_path, GOOD)
+    code, out, _ = validate(capsys, p)
+    assert code == 0
+    assert out == [f"{p}: OK: ledger_deposit: world ledger, task deposit, roles user (user: ledger_user), "
+                   "clerk (assistant: ledger_clerk), 1 variations"]
+
+
+def test_every_problem_at_once_in_file_order(tmp_path, capsys):
+    text = (GOOD.replace("- hang_up", "- hang_upp").replace("type: ledger_clerk", "type: ledger_clark")
+            .replace("kind: user", "kind: usr").replace("n_accounts: 20", "n_accounts: many")
+            .replace("scoring: []", "scoring: [state_matchh]").replace("first_speaker: user", "first_speaker: usr")
+            .replace("[true, false]", "[]") + "episodez: 3\n")
+    p = write(tmp_path, text)
+    code, out, err = validate(capsys, p)
+    assert code == 2 and err.strip() == "1 of 1 scenario file invalid"
+    assert out[:5] == [
+        f"{p}: world.params.n_accounts (line 5): Input should be a valid integer, unable to parse string as an integer",
+        f"{p}: first_speaker (line 8): unknown role 'usr'; did you mean 'user'?",
+        f"{p}: roles.user.kind (line 11): Input should be 'user' or 'assistant'",
+        f"{p}: roles.clerk.agent.type (line 16): unknown agent 'ledger_clark'; did you mean 'ledger_clerk'?",
+        f"{p}: roles.clerk.tools[2] (line 20): unknown tool 'hang_upp'; did you mean 'hang_up'?",
+    ]
+    # (a suggestion follows when a scorer with a close name is registered)
+    assert out[5].startswith(f"{p}: scoring[0] (line 21): unknown scorer 'state_matchh'")
+    assert out[6:] == [
+        f"{p}: variations (line 22): Value error, variation 'roles.user.agent.polite' has no values",
+        f"{p}: episodez (line 24): unknown field 'episodez'; did you mean 'episodes'?",
+    ]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name: [unclosed\n", "malformed YAML (line 2, column 1)"),
+    ("roles:\n  a: 1\n b: 2\n", "malformed YAML"),
+    ("- a\n- list\n", "(top level): a scenario must be a YAML mapping"),
+    ("", "(top level): a scenario must be a YAML mapping"),
+    ("!!python/object/apply:os.system ['true']\n", "malformed YAML"),
+    (GOOD.replace("type: ledger\n", "type: ledgr\n"), "world.type (line 3): unknown world 'ledgr'; did you mean 'ledger'?"),
+    (GOOD.replace("type: deposit", "type: deposti"), "task.type (line 7): unknown task 'deposti' for world 'ledger'; "
+                                                     "did you mean 'deposit'?"),
+    (GOOD.replace("roles:\n", "roles: 7\nx:\n"), "roles (line 9): Input should be a valid dictionary"),
+    (GOOD.replace("max_turns", "").replace("scoring: []", "max_turns: -3"), "max_turns (line 21): Input should be "
+                                                                           "greater than or equal to 1"),
+    (GOOD.replace("agent: {type: ledger_user}", "agent: {type: ledger_user, polite: perhaps}"),
+     "roles.user.agent.polite (line 12): Input should be a valid boolean"),
+    (GOOD.replace("[true, false]", "[true, perhaps]"), "variations.roles.user.agent.polite[1]"),
+    (GOOD.replace("roles.user.agent.polite", "roles.nobody.agent.polite"),
+     "path 'roles.nobody.agent.polite' does not exist in the scenario"),
+])
+def test_bad_files_are_named_problems(tmp_path, capsys, text, expected):
+    p = write(tmp_path, text)
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert any(line.startswith(f"{p}: ") and expected in line for line in out), out
+
+
+def test_several_files_and_directories(tmp_path, capsys):
+    good = write(tmp_path, GOOD, "a.yaml")
+    bad = write(tmp_path, GOOD.replace("- deposit", "- depositt"), "b.yaml")
+    code, out, err = validate(capsys, good, bad, tmp_path / "missing.yaml")
+    assert code == 2 and err.strip() == "2 of 3 scenario files invalid"
+    assert out[0].startswith(f"{good}: OK")
+    assert out[1] == f"{bad}: roles.clerk.tools[1] (line 19): unknown tool 'depositt'; did you mean 'deposit'?"
+    assert out[2] == f"{tmp_path / 'missing.yaml'}: no such scenario file"
+    code, out, _ = validate(capsys, tmp_path)
+    assert code == 2 and len(out) == 2 and out[0].startswith(f"{good}: OK")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, _ = validate(capsys, empty)
+    assert code == 2 and out == [f"error: no scenario files found in {empty}"]
+
+
+def test_set_is_validated_the_same_way(tmp_path, capsys):
+    p = write(tmp_path, GOOD)
+    code, out, _ = validate(capsys, p, "--set", "world.params.n_accounts=0", "--set", "roles.clerk.tools=[deposti]")
+    assert code == 2
+    assert f"{p}: roles.clerk.tools[0] (from --set roles.clerk.tools): unknown tool 'deposti'; did you mean " \
+           "'deposit'?" in out
+    assert any("world.params.n_accounts (from --set world.params.n_accounts): Input should be greater than" in line
+               for line in out)
+    code, out, _ = validate(capsys, p, "--set", "nothing")
+    assert code == 2 and out == ["error: --set 'nothing': expected dotted.path=value"]
+    code, out, _ = validate(capsys, p, "--set", "a..b=1")
+    assert code == 2 and out == ["error: bad dotted path 'a..b'"]
+    code, out, _ = validate(capsys, p, "--set", "max_turns=5")
+    assert code == 0 and out[0].startswith(f"{p}: OK")
+
+
+def test_real_process_never_prints_a_traceback(tmp_path):
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    deep = write(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml")
+    proc = subprocess.run([sys.executable, "-m", "simworld", "validate", str(binary), str(deep), str(tmp_path / "x")],
+                          capture_output=True, text=True, env=runner_plugin.subprocess_env(), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{binary}: cannot read") and lines[-1] == f"{tmp_path / 'x'}: no such scenario file"
