@@ -303,7 +303,11 @@ class Episode:
 
 async def run_episode(scenario: Scenario, spec: EpisodeSpec, agents: dict[str, Agent] | None = None) -> Trajectory:
     """Run one episode to the end with the scenario's agents (or `agents`)."""
-    ep = Episode(scenario, spec, agents=agents)
+    return await continue_episode(Episode(scenario, spec, agents=agents))
+
+
+async def continue_episode(ep: Episode) -> Trajectory:
+    """Let the episode's agents act until it ends, from wherever it is (a replayed prefix, for a fork)."""
     while not ep.done:
         role = ep.current
         try:

@@ -19,7 +19,7 @@ from simworld.llama3.format import (
     tool_definitions,
 )
 from simworld.types import Message, ToolCall, ToolSpec
-from llama3_oracle import reference_text
+from test_llama3_oracle import reference_text
 
 TODAY = dt.date(2024, 9, 21)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from simworld.llama3.format import render_messages, render_tool_calls
 from simworld.llama3.parse import ParseError, parse_assistant_turn
 from simworld.types import Message, ToolCall
-from llama3_oracle import chat_format
+from test_llama3_oracle import chat_format
 
 
 def calls_of(text):

@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import keyword
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from typing import Any, Literal
 
 from simworld.types import Message, ToolCall, ToolSpec
@@ -90,51 +89,56 @@ def tool_definitions(tools: Iterable[ToolSpec | dict[str, Any]]) -> str:
     Each parameter appears with its description (empty when the schema has none); like Meta's
     generator, types are written as ``"object"`` and parameters are listed in schema order.
     """
-    return _tool_definitions_cached(tuple(_spec_key(t) for t in tools))
-
-
-def _spec_key(tool: ToolSpec | dict[str, Any]) -> str:
-    name, description, parameters = _spec_fields(tool)
-    return json.dumps([name, description, parameters], sort_keys=False)
-
-
-@lru_cache(maxsize=256)
-def _tool_definitions_cached(keys: tuple[str, ...]) -> str:
     lines = ["Answer the user's question by making use of the following functions if needed.",
              "If none of the function can be used, please say so.",
              "Here is a list of functions in JSON format:"]
-    blocks = []
-    for key in keys:
-        name, description, parameters = json.loads(key)
-        props = parameters.get("properties") or {}
-        required = [p for p in props if p in set(parameters.get("required") or ())]
-        entries = []
-        for pname, pschema in props.items():
-            pdesc = (pschema or {}).get("description", "") if isinstance(pschema, dict) else ""
-            entries.append("\n".join([
-                "                {",
-                f'                    "{pname}": {{',
-                '                        "type": "object",',
-                f'                        "description": "{pdesc}"',
-                "                    }",
-                "                }",
-            ]))
-        blocks.append("\n".join([
-            "{",
-            '    "type": "function",',
-            '    "function": {',
-            f'        "name": "{name}",',
-            f'        "description": "{description}",',
-            '        "parameters": {',
-            '            "type": "object",',
-            '            "properties": [' + ("\n" + ",\n".join(entries) if entries else ""),
-            "            ],",
-            f'            "required": {_jinja_tojson(required)}',
-            "        }",
-            "    }",
-            "}",
+    blocks = "\n".join(_tool_block(t) for t in tools)
+    return "\n".join(lines) + "\n" + blocks + "\n\nReturn function calls in JSON format."
+
+
+_BLOCKS: dict[int, tuple[Any, str]] = {}
+
+
+def _tool_block(tool: ToolSpec | dict[str, Any]) -> str:
+    # Memoised per tool object (held in the cache, so its id cannot be reused): worlds hand out the
+    # same ToolSpec objects for every episode, and exports render millions of system prompts.
+    cached = _BLOCKS.get(id(tool))
+    if cached is not None and cached[0] is tool:
+        return cached[1]
+    name, description, parameters = _spec_fields(tool)
+    props = parameters.get("properties") or {}
+    required_set = set(parameters.get("required") or ())
+    required = [p for p in props if p in required_set]
+    entries = []
+    for pname, pschema in props.items():
+        pdesc = pschema.get("description", "") if isinstance(pschema, dict) else ""
+        entries.append("\n".join([
+            "                {",
+            f'                    "{pname}": {{',
+            '                        "type": "object",',
+            f'                        "description": "{pdesc}"',
+            "                    }",
+            "                }",
         ]))
-    return "\n".join(lines) + "\n" + "\n".join(blocks) + "\n\nReturn function calls in JSON format."
+    text = "\n".join([
+        "{",
+        '    "type": "function",',
+        '    "function": {',
+        f'        "name": "{name}",',
+        f'        "description": "{description}",',
+        '        "parameters": {',
+        '            "type": "object",',
+        '            "properties": [' + ("\n" + ",\n".join(entries) if entries else ""),
+        "            ],",
+        f'            "required": {_jinja_tojson(required)}',
+        "        }",
+        "    }",
+        "}",
+    ])
+    if len(_BLOCKS) >= 4096:
+        _BLOCKS.clear()
+    _BLOCKS[id(tool)] = (tool, text)
+    return text
 
 
 def _jinja_tojson(value: Any) -> str:

@@ -1,0 +1,69 @@
+"""`simworld export`: trajectories as training data (llama3, openai, trl, sharegpt, dpo) with a card."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
+
+
+@click.command("export")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="llama3", show_default=True,
+              help="Output format.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=str), help="Output JSONL file.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=None,
+              help="Keep trajectories whose mean score is at least this.")
+@click.option("--only-success", is_flag=True, help="Keep only successful episodes.")
+@click.option("--task-type", "task_types", multiple=True, metavar="TYPE", help="Keep only this task type (repeatable).")
+@click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="Keep only this scenario (repeatable).")
+@click.option("--no-dedup", is_flag=True, help="Keep exact and near duplicates.")
+@click.option("--no-near-dedup", is_flag=True, help="Remove exact duplicates only.")
+@click.option("--near-dup-bits", type=click.IntRange(0, 3), default=3, show_default=True,
+              help="SimHash bits two near duplicates may differ in.")
+@click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Fraction of task instances held out for validation (split by task instance).")
+@click.option("--val-out", type=click.Path(path_type=str), default=None,
+              help="Validation file (default: OUT with .validation.jsonl).")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
+@click.option("--mix", multiple=True, metavar="FILE:FRACTION",
+              help="Blend in external OpenAI-format conversations as this fraction of the output (repeatable).")
+@click.option("--tokenize", is_flag=True, help="llama3: add token ids and a token-level loss mask.")
+@click.option("--scorer", "scorers", multiple=True, metavar="NAME",
+              help="Scorers to compute when the run has no RUN/scores/scores.jsonl (default: the scenario's).")
+def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, only_success: bool,
+            task_types: tuple[str, ...], scenarios: tuple[str, ...], no_dedup: bool, no_near_dedup: bool,
+            near_dup_bits: int, validation: float, val_out: str | None, split_seed: int, mix: tuple[str, ...],
+            tokenize: bool, scorers: tuple[str, ...]) -> None:
+    """Export the trajectories of one or more RUNS as training data.
+
+    One sample per trajectory per assistant-side perspective (each party of a negotiation). Writes
+    OUT (and the validation split), plus a dataset card beside it (OUT stem + .card.md / .card.json).
+    Scores come from RUN/scores/scores.jsonl when `simworld score` wrote it, else are computed.
+    """
+    from rich.console import Console
+
+    from simworld.export import ExportOptions, export_runs
+
+    opts = ExportOptions(fmt=fmt, out=out, min_score=min_score, only_success=only_success, task_types=task_types,
+                         scenarios=scenarios, dedup=not no_dedup, near_dedup=not no_near_dedup,
+                         near_dup_bits=near_dup_bits, validation=validation, val_out=val_out, split_seed=split_seed,
+                         mix=mix, tokenize=tokenize, scorers=scorers,
+                         command="simworld " + shlex.join(sys.argv[1:]))
+    result = export_runs(runs, opts)
+    console = Console()
+    card = result.card
+    parts = [f"{n:,} {k}" for k, n in result.written.items()]
+    dup = card["duplicates_removed"]
+    console.print(f"exported {' + '.join(parts)} samples ({fmt}) -> "
+                  + ", ".join(str(p) for p in result.outputs.values()), highlight=False, soft_wrap=True)
+    notes = [f"duplicates removed: {dup['exact']:,} exact, {dup['near']:,} near"]
+    if card["filtered"]:
+        notes.append("filtered: " + ", ".join(f"{k} {v:,}" for k, v in card["filtered"].items()))
+    for m in card["mix"]:
+        notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
+    console.print("; ".join(notes), highlight=False, soft_wrap=True)
+    console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)

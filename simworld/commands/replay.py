@@ -1,0 +1,101 @@
+"""`simworld replay`: re-execute every recorded episode and verify results, hashes and outcomes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("replay")
+@click.argument("run", type=click.Path(path_type=str))
+@click.option("--episode", "episodes", multiple=True, metavar="ID", help="Replay only this episode (repeatable).")
+@click.option("--fork-at", type=click.IntRange(min=0), default=None, metavar="N",
+              help="With --episode and --out: restore the state after event N and continue with the agents "
+                   "given by --set.")
+@click.option("--out", type=click.Path(path_type=str), default=None,
+              help="Run directory for forked trajectories (created; appended to).")
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+              help="With --fork-at: scenario overrides for the continuation, e.g. "
+                   "--set roles.support.agent.type=llm.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only mismatches and the summary line.")
+def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str | None, sets: tuple[str, ...],
+            quiet: bool) -> None:
+    """Replay the episodes of RUN without calling any agent or model.
+
+    Regenerates each episode's world and task from its seed and the run's scenario, re-applies the
+    recorded actions, and checks every tool result and notice, the final state hash and the
+    outcome. Prints the first differing event of each mismatching episode and exits 1 if any.
+    """
+    from simworld.errors import SimworldError
+
+    if fork_at is not None:
+        if len(episodes) != 1 or out is None:
+            raise SimworldError("--fork-at needs exactly one --episode and an --out run directory")
+        _fork(run, episodes[0], fork_at, out, sets)
+        return
+    if sets or out:
+        raise SimworldError("--set and --out apply with --fork-at")
+    from simworld.replay import replay_run
+
+    wanted = set(episodes) if episodes else None
+    total = bad = events = 0
+    seen: set[str] = set()
+    for result in replay_run(run, wanted):
+        total += 1
+        seen.add(result.episode_id)
+        events += result.events_checked
+        if result.ok:
+            if not quiet:
+                click.echo(f"ok {result.episode_id} ({result.events_checked} events)")
+            continue
+        bad += 1
+        click.echo(f"MISMATCH {result.episode_id}: {result.mismatch.describe()}")
+    if wanted:
+        missing = sorted(wanted - seen)
+        if missing:
+            raise SimworldError(f"{run}: no episode {missing[0]!r}")
+    if not total:
+        raise SimworldError(f"{run}: no trajectories to replay")
+    click.echo(f"replayed {total:,} episodes ({events:,} events): "
+               + (f"{bad:,} mismatch{'es' if bad != 1 else ''}" if bad else "all match"))
+    if bad:
+        sys.exit(1)
+
+
+def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...]) -> None:
+    from pathlib import Path
+
+    from simworld.errors import SimworldError
+    from simworld.replay import fork_trajectory, load_run_scenario, parse_record
+    from simworld.runio import iter_records, write_atomic
+    from simworld.runner import scenario_yaml
+    from simworld.scenario import parse_overrides, scenario_from_data
+
+    scenario = load_run_scenario(run)
+    record = next((r for r in iter_records(run) if r.get("episode_id") == episode), None)
+    if record is None:
+        raise SimworldError(f"{run}: no episode {episode!r}")
+    traj = parse_record(record)
+    if isinstance(traj, str):
+        raise SimworldError(f"{run}: episode {episode}: {traj}")
+    agents_sc = scenario_from_data(scenario.model_dump(mode="json"), source=f"{run}/scenario.yaml",
+                                   overrides=parse_overrides(sets)) if sets else scenario
+    new = fork_trajectory(traj, scenario, fork_at, agents_sc)
+    dest = Path(out)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        sc_file = dest / "scenario.yaml"
+        if sc_file.exists():
+            existing = load_run_scenario(dest)
+            if existing.content_hash != agents_sc.content_hash:
+                raise SimworldError(f"{out} holds a run of another scenario; use a new --out directory")
+        else:
+            write_atomic(sc_file, scenario_yaml(agents_sc))
+        with open(dest / "trajectories-forks.jsonl", "ab") as fh:
+            fh.write(new.to_jsonl())
+    except OSError as exc:
+        raise SimworldError(f"cannot write {out}: {exc.strerror or exc}") from None
+    o = new.outcome
+    click.echo(f"forked {episode} at event {fork_at} -> {new.episode_id} in {out}: {len(new.events)} events, "
+               f"{'success' if o.success else 'failure'} ({o.termination})")

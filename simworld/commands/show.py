@@ -1,0 +1,64 @@
+"""`simworld show`: print trajectories of a run as a person reads them."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("show")
+@click.argument("run", type=click.Path(path_type=str))
+@click.option("--episode", "episodes", multiple=True, metavar="ID", help="Show this episode (repeatable).")
+@click.option("--failed", is_flag=True, help="Show failed episodes.")
+@click.option("--random", "sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Show N episodes drawn at random (reproducible with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True,
+              help="At most this many episodes (with --failed, or when listing).")
+@click.option("--perspective", metavar="ROLE", default=None,
+              help="Show what this assistant-side role's training sample is, instead of the global log.")
+@click.option("--format", "fmt", type=click.Choice(["pretty", "llama3", "messages"]), default="pretty",
+              show_default=True, help="With --perspective: llama3 prints the exact training text.")
+@click.option("--max-result", type=click.IntRange(min=0), default=600, show_default=True,
+              help="Truncate tool results and notices to about this many characters (0: never).")
+def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | None, seed: int, limit: int,
+            perspective: str | None, fmt: str, max_result: int) -> None:
+    """Print trajectories of RUN: speakers coloured by role, tool calls and results, outcome and scores.
+
+    Without --episode, --failed or --random, lists the run's first episodes.
+    """
+    from rich.console import Console
+
+    from simworld.errors import SimworldError
+    from simworld.export.source import ScoreLookup, compact_scores, iter_run_records, open_run
+    from simworld.show import listing, perspective_text, select_records, show_record
+
+    if sum(bool(x) for x in (episodes, failed, sample)) > 1:
+        raise SimworldError("use one of --episode, --failed and --random")
+    if fmt != "pretty" and perspective is None:
+        raise SimworldError(f"--format {fmt} needs --perspective ROLE")
+    info = open_run(run)
+    console = Console(highlight=False)
+    records = select_records(iter_run_records(info), episodes, failed, sample, seed,
+                             limit if not sample and not episodes else None)
+    lookup = ScoreLookup(info)
+    try:
+        if not (episodes or failed or sample) and perspective is None:
+            listing(console, records, lookup)
+            console.print("show one with --episode ID", style="dim")
+            return
+        if not records:
+            console.print("no episodes match")
+            return
+        for record in records:
+            scores = compact_scores(lookup.get(record))
+            if perspective is not None:
+                text = perspective_text(record, info, perspective, "llama3" if fmt == "pretty" else fmt, scores)
+                if fmt == "pretty":
+                    console.rule(f"{record['episode_id']} as {perspective} (llama3)")
+                    console.print(text, markup=False, soft_wrap=True)
+                else:
+                    click.echo(text)
+            else:
+                show_record(console, record, info, scores, max_result)
+    finally:
+        lookup.close()

@@ -1,0 +1,222 @@
+"""The dataset card written beside every export (``<out stem>.card.md`` and ``.card.json``).
+
+Counts per scenario / task type / perspective / split, success and score distributions, turns and
+tool calls per sample, tool and tool-transition coverage against the world's tool graph (edges of
+:meth:`~simworld.world.World.tool_transitions`) with what was never exercised, what the filters and
+the duplicate removal took out, the external data mixed in, and the exact command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+import simworld
+from simworld.export.source import RunInfo, Sample
+
+
+def _dist(counter: Counter[int]) -> dict[str, Any]:
+    n = sum(counter.values())
+    if not n:
+        return {"samples": 0}
+    items = sorted(counter.items())
+    total = sum(k * v for k, v in items)
+
+    def pct(p: float) -> int:
+        target, acc = p * n, 0
+        for k, v in items:
+            acc += v
+            if acc >= target:
+                return k
+        return items[-1][0]
+
+    return {"samples": n, "min": items[0][0], "mean": round(total / n, 3), "p50": pct(0.5), "p90": pct(0.9),
+            "max": items[-1][0]}
+
+
+class CardStats:
+    """Streaming statistics of an export (memory bounded by distinct values, not by samples)."""
+
+    def __init__(self) -> None:
+        self.by: dict[str, Counter[str]] = {k: Counter() for k in ("scenario", "task_type", "perspective", "split",
+                                                                    "source")}
+        self.success: Counter[str] = Counter()
+        self.score_bins = [0] * 11
+        self.scorer_sum: Counter[str] = Counter()
+        self.scorer_n: Counter[str] = Counter()
+        self.turns: Counter[int] = Counter()
+        self.tool_calls: Counter[int] = Counter()
+        self.tools_used: dict[str, Counter[str]] = {}
+        self.transitions_used: dict[str, Counter[tuple[str, str]]] = {}
+        self.offered: dict[str, dict[str, Any]] = {}
+        self.filtered: Counter[str] = Counter()
+        self.samples = 0
+        self.mix: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+
+    def add_run(self, run: RunInfo) -> None:
+        """Record the tools a run offers its assistant side (the coverage denominator)."""
+        names = sorted({t for role, spec in run.scenario.roles.items() if spec.kind == "assistant" for t in spec.tools})
+        entry = self.offered.setdefault(run.scenario.world.type, {"tools": set(), "edges": set()})
+        entry["tools"].update(names)
+        graph = run.world_cls.tool_transitions(names)
+        entry["edges"].update((a, b) for a, b in graph.edges)
+
+    def add(self, sample: Sample, split: str) -> None:
+        self.samples += 1
+        prov = sample.provenance
+        self.by["scenario"][str(prov.get("scenario", "external"))] += 1
+        self.by["task_type"][str(prov.get("task_type") or "external")] += 1
+        self.by["perspective"][sample.perspective] += 1
+        self.by["split"][split] += 1
+        self.by["source"]["synthetic" if sample.synthetic else "external"] += 1
+        if not sample.synthetic:
+            return
+        self.success["success" if sample.success else "failure"] += 1
+        value = float(sample.scores.get("value", 0.0))
+        self.score_bins[min(10, max(0, int(value * 10 + 1e-9)))] += 1
+        for name, v in sample.scores.items():
+            if name not in ("value", "passed") and isinstance(v, (int, float)):
+                self.scorer_sum[name] += v
+                self.scorer_n[name] += 1
+        errors = {m.get("tool_call_id"): bool(m.get("error")) for m in sample.messages if m["role"] == "tool"}
+        turns = calls = 0
+        sequence = []
+        for m in sample.messages:
+            if m["role"] != "assistant":
+                continue
+            turns += 1
+            for c in m.get("tool_calls") or ():
+                calls += 1
+                if not errors.get(c.get("id"), False):
+                    sequence.append(c["name"])
+        self.turns[turns] += 1
+        self.tool_calls[calls] += 1
+        used = self.tools_used.setdefault(sample.world, Counter())
+        used.update(sequence)
+        edges = self.transitions_used.setdefault(sample.world, Counter())
+        edges.update(zip(sequence, sequence[1:]))
+
+    def coverage(self) -> dict[str, Any]:
+        out = {}
+        for world, offered in sorted(self.offered.items()):
+            used = self.tools_used.get(world, Counter())
+            edges_used = self.transitions_used.get(world, Counter())
+            tools = sorted(offered["tools"])
+            edges = sorted(offered["edges"])
+            out[world] = {
+                "tools": {t: used.get(t, 0) for t in tools},
+                "tools_covered": sum(1 for t in tools if used.get(t)),
+                "tools_total": len(tools),
+                "never_exercised_tools": [t for t in tools if not used.get(t)],
+                "transitions": {f"{a} -> {b}": edges_used.get((a, b), 0) for a, b in edges},
+                "transitions_covered": sum(1 for e in edges if edges_used.get(e)),
+                "transitions_total": len(edges),
+                "never_exercised_transitions": [f"{a} -> {b}" for a, b in edges if not edges_used.get((a, b))],
+            }
+        return out
+
+    def as_dict(self, command: str, fmt: str, outputs: dict[str, str], duplicates: dict[str, int]) -> dict[str, Any]:
+        synth = sum(self.success.values())
+        return {
+            "format": fmt,
+            "command": command,
+            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "simworld_version": simworld.__version__,
+            "outputs": outputs,
+            "samples": self.samples,
+            "counts": {k: dict(sorted(v.items())) for k, v in self.by.items()},
+            "success_rate": round(self.success["success"] / synth, 6) if synth else None,
+            "score_histogram": {f"{i / 10:.1f}": n for i, n in enumerate(self.score_bins) if n},
+            "scorer_means": {k: round(self.scorer_sum[k] / self.scorer_n[k], 6) for k in sorted(self.scorer_n)},
+            "assistant_turns_per_sample": _dist(self.turns),
+            "tool_calls_per_sample": _dist(self.tool_calls),
+            "coverage": self.coverage(),
+            "filtered": dict(sorted(self.filtered.items())),
+            "duplicates_removed": duplicates,
+            "mix": self.mix,
+            **self.extra,
+        }
+
+
+def _table(title: str, rows: dict[str, Any]) -> list[str]:
+    if not rows:
+        return []
+    lines = [f"| {title} | samples |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:,} |" for k, v in rows.items()]
+    return lines + [""]
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """A person's view of the card."""
+    out = ["# Dataset card", "", f"Produced by `{card['command']}` (simworld {card['simworld_version']}, "
+           f"{card['created']}).", "", f"Format: **{card['format']}**; samples: **{card['samples']:,}**.", ""]
+    for name, path in card["outputs"].items():
+        out.append(f"- {name}: `{path}`")
+    out.append("")
+    for key, title in (("split", "split"), ("scenario", "scenario"), ("task_type", "task type"),
+                       ("perspective", "perspective"), ("source", "source")):
+        out += _table(title, card["counts"].get(key, {}))
+    out += ["## Outcomes and scores", ""]
+    if card["success_rate"] is not None:
+        out.append(f"Success rate: {card['success_rate']:.1%}")
+        out.append("")
+    if card["score_histogram"]:
+        out += ["| mean score | samples |", "| --- | ---: |"]
+        out += [f"| {k} | {v:,} |" for k, v in card["score_histogram"].items()]
+        out.append("")
+    if card["scorer_means"]:
+        out += ["| scorer | mean |", "| --- | ---: |"]
+        out += [f"| {k} | {v:.3f} |" for k, v in card["scorer_means"].items()]
+        out.append("")
+    for key, title in (("assistant_turns_per_sample", "Assistant turns per sample"),
+                       ("tool_calls_per_sample", "Tool calls per sample")):
+        d = card[key]
+        if d.get("samples"):
+            out.append(f"{title}: min {d['min']}, mean {d['mean']}, p50 {d['p50']}, p90 {d['p90']}, max {d['max']}")
+    out.append("")
+    out += ["## Tool coverage", ""]
+    for world, cov in card["coverage"].items():
+        out.append(f"World **{world}**: {cov['tools_covered']}/{cov['tools_total']} tools and "
+                   f"{cov['transitions_covered']}/{cov['transitions_total']} tool-to-tool transitions exercised.")
+        out.append("")
+        out += ["| tool | successful calls |", "| --- | ---: |"]
+        out += [f"| {t} | {n:,} |" for t, n in cov["tools"].items()]
+        out.append("")
+        if cov["never_exercised_tools"]:
+            out.append("Never exercised tools: " + ", ".join(cov["never_exercised_tools"]))
+            out.append("")
+        if cov["never_exercised_transitions"]:
+            out.append("Never exercised transitions: " + ", ".join(cov["never_exercised_transitions"]))
+            out.append("")
+    out += ["## Curation", ""]
+    dup = card["duplicates_removed"]
+    out.append(f"Duplicates removed: {dup.get('exact', 0):,} exact, {dup.get('near', 0):,} near.")
+    if card["filtered"]:
+        out.append("Filtered out: " + ", ".join(f"{k}: {v:,}" for k, v in card["filtered"].items()))
+    for m in card["mix"]:
+        out.append(f"Mixed in `{m['file']}`: {m['samples']:,} samples ({m['achieved']:.1%} of the output, "
+                   f"{m['requested']:.1%} requested), tagged synthetic: false.")
+    for key in ("dpo",):
+        if key in card:
+            out.append(f"DPO: {card[key]}")
+    out.append("")
+    return "\n".join(out)
+
+
+def card_paths(out: Path) -> tuple[Path, Path]:
+    stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".card.md"), out.with_name(stem + ".card.json")
+
+
+def write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
+    from simworld.runio import write_atomic
+
+    md, js = card_paths(out)
+    write_atomic(js, orjson.dumps(card, option=orjson.OPT_INDENT_2) + b"\n")
+    write_atomic(md, render_markdown(card).encode())
+    return md, js

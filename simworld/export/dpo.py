@@ -1,0 +1,93 @@
+"""Preference pairs (`--format dpo`) from trajectories of the same task and seed whose scores differ.
+
+Trajectories of one task instance played from the same episode seed (the same scenario run with
+other agents, or forks of one episode, which share their history up to the fork point) are
+grouped per perspective. For each group whose best and worst scores differ, one pair is written
+in TRL's conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
+continuation of the higher-scored trajectory) and ``rejected`` (the lower-scored one), messages as
+in ``--format trl``.
+
+The first pass keeps (episode, score) per trajectory; the second holds only the paired samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from simworld.export.card import CardStats, write_card
+from simworld.export.formats import trl_line
+from simworld.export.pipeline import ExportOptions, ExportResult, _Outputs, _synthetic_samples
+from simworld.export.source import RunInfo, Sample
+
+
+def _key(sample: Sample) -> tuple[Any, ...]:
+    p = sample.provenance
+    return (p["scenario"], p["instance_id"], p["seed"], sample.perspective)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["role"] == b["role"] and a["content"] == b["content"] and \
+        [(c["name"], c.get("arguments")) for c in a.get("tool_calls") or ()] == \
+        [(c["name"], c.get("arguments")) for c in b.get("tool_calls") or ()]
+
+
+def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> ExportResult:
+    stats = CardStats()
+    for run in runs:
+        stats.add_run(run)
+    groups: dict[tuple[Any, ...], list[tuple[float, str]]] = {}
+    for sample in _synthetic_samples(runs, opts, stats):
+        groups.setdefault(_key(sample), []).append((float(sample.scores.get("value", 0.0)), sample.id))
+    wanted: dict[str, tuple[tuple[Any, ...], str]] = {}
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda m: (-m[0], m[1]))
+        (best, best_id), (worst, worst_id) = members[0], members[-1]
+        if best > worst:
+            wanted[best_id] = (key, "chosen")
+            wanted[worst_id] = (key, "rejected")
+    held: dict[tuple[Any, ...], dict[str, Sample]] = {}
+    stats2 = CardStats()
+    for sample in _synthetic_samples(runs, opts, stats2):
+        hit = wanted.get(sample.id)
+        if hit is not None:
+            sample.record = None
+            held.setdefault(hit[0], {})[hit[1]] = sample
+    outputs = _Outputs({"train": out})
+    pairs = identical = 0
+    try:
+        for key in sorted(held, key=str):
+            both = held[key]
+            if len(both) != 2:
+                continue
+            chosen, rejected = both["chosen"], both["rejected"]
+            a, b = trl_line(chosen)["messages"], trl_line(rejected)["messages"]
+            n = 0
+            while n < min(len(a), len(b)) and _same(a[n], b[n]):
+                n += 1
+            if n == len(a) or n == len(b):
+                identical += 1
+                continue
+            outputs.write("train", {
+                "id": f"{chosen.id}>{rejected.id}",
+                "prompt": a[:n], "chosen": a[n:], "rejected": b[n:],
+                **({"tools": chosen.tools_openai} if chosen.tools_openai else {}),
+                "scores": {"chosen": chosen.scores, "rejected": rejected.scores},
+                "provenance": {"chosen": chosen.provenance, "rejected": rejected.provenance},
+                "synthetic": True,
+            })
+            stats.add(chosen, "train")
+            pairs += 1
+        outputs.commit()
+    except BaseException:
+        outputs.abort()
+        raise
+    stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
+                          "skipped_identical": identical}
+    card = stats.as_dict(opts.command, "dpo", {"train": str(out)}, {"exact": 0, "near": 0})
+    result = ExportResult(outputs={"train": out}, written=dict(outputs.count), card=card)
+    result.card_paths = write_card(out, card)
+    return result

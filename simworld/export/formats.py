@@ -1,0 +1,189 @@
+"""Training-data formats. Each turns a :class:`~simworld.export.source.Sample` into one JSON line.
+
+* ``llama3``: ``{"id", "perspective", "text", "messages", "tools", "scores", "mask", "provenance",
+  "synthetic"}``. `text` is Meta's Llama 3.1 format (:mod:`simworld.llama3.format`) and equals
+  the decoded output of llama-models' ``ChatFormat`` for `messages`; `mask` holds the character
+  spans ``[start, end)`` of the perspective's (valid) assistant turns, end token included. With
+  tokenization, ``tokens`` and ``token_mask`` too (:mod:`simworld.export.masks`).
+* ``openai``: chat fine-tuning lines: ``messages`` (assistant ``tool_calls`` with ``arguments`` as
+  a JSON string, ``tool`` messages with ``tool_call_id``), top-level ``tools``; an assistant turn
+  the environment rejected gets ``"weight": 0``.
+* ``trl``: Hugging Face conversational format (``arguments`` as a dict), shaped for the Llama
+  3.1 chat template shipped with TRL: one tool call per assistant message (parallel calls are
+  split, each followed by its result), text that accompanied a call is dropped (the template
+  cannot show it), no empty ``tools`` or ``tool_calls`` keys, and the conversation opens with a
+  user turn (an empty one is added for a role that spoke first).
+* ``sharegpt``: LLaMA-Factory style: ``conversations`` of ``human`` / ``gpt`` / ``function_call``
+  / ``observation`` alternating as LLaMA-Factory requires, ``system``, ``tools`` as a JSON string.
+* ``dpo``: see :mod:`simworld.export.dpo`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from simworld.export.source import Sample
+from simworld.llama3.format import llama3_messages, render_normalized
+
+FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
+
+
+def _meta(sample: Sample) -> dict[str, Any]:
+    return {"id": sample.id, "perspective": sample.perspective, "scores": sample.scores,
+            "provenance": sample.provenance, "synthetic": sample.synthetic}
+
+
+def _call_parts(call: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    return call.get("id") or "", call["name"], call.get("arguments") or {}
+
+
+def llama3_line(sample: Sample, tokenizer: Any = None) -> dict[str, Any]:
+    normalized = llama3_messages(sample.messages, sample.tools, sample.today)
+    text, spans = render_normalized(normalized)
+    line = {"id": sample.id, "perspective": sample.perspective, "text": text, "messages": normalized,
+            "tools": sample.tools_openai, "scores": sample.scores, "mask": spans,
+            "provenance": sample.provenance, "synthetic": sample.synthetic}
+    if tokenizer is not None:
+        from simworld.export.masks import token_masks
+
+        line["tokens"], line["token_mask"] = token_masks(normalized, tokenizer)
+    return line
+
+
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m["role"]
+        if role == "assistant":
+            msg: dict[str, Any] = {"role": "assistant"}
+            calls = m.get("tool_calls")
+            if calls:
+                if m["content"]:
+                    msg["content"] = m["content"]
+                msg["tool_calls"] = [{"id": cid, "type": "function",
+                                      "function": {"name": name, "arguments": json.dumps(args)}}
+                                     for cid, name, args in map(_call_parts, calls)]
+            else:
+                msg["content"] = m["content"]
+            if m.get("invalid"):
+                msg["weight"] = 0
+            out.append(msg)
+        elif role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.get("tool_call_id") or "", "content": m["content"]})
+        else:
+            out.append({"role": role, "content": m["content"]})
+    return out
+
+
+def openai_line(sample: Sample) -> dict[str, Any]:
+    line: dict[str, Any] = {"messages": openai_messages(sample.messages)}
+    if sample.tools_openai:
+        line["tools"] = sample.tools_openai
+    line.update(_meta(sample))
+    return line
+
+
+def one_call_per_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages where each assistant turn makes at most one call, followed by its result.
+
+    Text that accompanied calls is dropped; the order of results follows the calls.
+    """
+    out: list[dict[str, Any]] = []
+    i, n = 0, len(messages)
+    while i < n:
+        m = messages[i]
+        i += 1
+        calls = m.get("tool_calls") if m["role"] == "assistant" else None
+        if not calls:
+            out.append(m)
+            continue
+        results = {}
+        while i < n and messages[i]["role"] == "tool":
+            results.setdefault(messages[i].get("tool_call_id"), messages[i])
+            i += 1
+        ids = set()
+        for call in calls:
+            ids.add(call.get("id"))
+            out.append({"role": "assistant", "content": "", "tool_calls": [call],
+                        **({"invalid": m["invalid"]} if m.get("invalid") else {})})
+            if call.get("id") in results:
+                out.append(results[call.get("id")])
+        out.extend(r for cid, r in results.items() if cid not in ids)
+    return out
+
+
+def _opens_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    if head < len(messages) and messages[head]["role"] != "user":
+        return messages[:head] + [{"role": "user", "content": ""}] + messages[head:]
+    return messages
+
+
+def trl_line(sample: Sample) -> dict[str, Any]:
+    msgs: list[dict[str, Any]] = []
+    for m in _opens_with_user(one_call_per_turn(sample.messages)):
+        role = m["role"]
+        if role == "assistant" and m.get("tool_calls"):
+            _, name, args = _call_parts(m["tool_calls"][0])
+            msgs.append({"role": "assistant", "content": "",
+                         "tool_calls": [{"type": "function", "function": {"name": name, "arguments": args}}]})
+        elif role == "tool":
+            item = {"role": "tool", "content": m["content"]}
+            if m.get("name"):
+                item["name"] = m["name"]
+            msgs.append(item)
+        else:
+            msgs.append({"role": role, "content": m["content"]})
+    line: dict[str, Any] = {"messages": msgs}
+    if sample.tools_openai:
+        line["tools"] = sample.tools_openai
+    line.update(_meta(sample))
+    return line
+
+
+_IN = ("human", "observation")
+
+
+def sharegpt_line(sample: Sample) -> dict[str, Any]:
+    system = ""
+    turns: list[dict[str, str]] = []
+
+    def put(tag: str, value: str) -> None:
+        slot_in = len(turns) % 2 == 0  # LLaMA-Factory: even slots human/observation, odd gpt/function_call
+        if (tag in _IN) != slot_in:
+            if tag in _IN:  # two inputs in a row: one input
+                turns[-1]["value"] = (turns[-1]["value"] + "\n\n" + value).strip("\n")
+                return
+            turns.append({"from": "human", "value": ""})  # two outputs in a row (or a role that spoke first)
+        turns.append({"from": tag, "value": value})
+
+    for m in one_call_per_turn(sample.messages):
+        role = m["role"]
+        if role == "system":
+            system = m["content"]
+        elif role == "user":
+            put("human", m["content"])
+        elif role == "tool":
+            put("observation", m["content"])
+        elif m.get("tool_calls"):
+            _, name, args = _call_parts(m["tool_calls"][0])
+            put("function_call", json.dumps({"name": name, "arguments": args}))
+        else:
+            put("gpt", m["content"])
+    tools = [t["function"] for t in sample.tools_openai]
+    line: dict[str, Any] = {"conversations": turns, "system": system, "tools": json.dumps(tools) if tools else ""}
+    line.update(_meta(sample))
+    return line
+
+
+def format_line(fmt: str, sample: Sample, tokenizer: Any = None) -> dict[str, Any]:
+    if fmt == "llama3":
+        return llama3_line(sample, tokenizer)
+    if fmt == "openai":
+        return openai_line(sample)
+    if fmt == "trl":
+        return trl_line(sample)
+    if fmt == "sharegpt":
+        return sharegpt_line(sample)
+    raise ValueError(f"unknown format {fmt!r}")

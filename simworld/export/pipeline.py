@@ -1,0 +1,239 @@
+"""`simworld export`: stream runs into a training file, curated, with a dataset card beside it.
+
+Records are read one at a time from each run's shards and written as they are formatted; what
+stays in memory is per-episode offsets (the run reader's), the duplicate indexes (a few bytes per
+kept sample) and the card's counters. Output goes to a temporary file renamed into place at the
+end, so a failed export leaves no partial file and never touches an earlier one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from simworld.errors import SimworldError
+from simworld.export.card import CardStats, write_card
+from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
+from simworld.export.formats import FORMATS, format_line
+from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, iter_run_records, open_run,
+                                    samples_of)
+from simworld.llama3.format import contains_special_token
+
+
+@dataclass
+class ExportOptions:
+    """Everything `simworld export` can be asked (see its --help)."""
+
+    fmt: str = "llama3"
+    out: str = "export.jsonl"
+    min_score: float | None = None
+    only_success: bool = False
+    task_types: tuple[str, ...] = ()
+    scenarios: tuple[str, ...] = ()
+    dedup: bool = True
+    near_dedup: bool = True
+    near_dup_bits: int = 3
+    validation: float = 0.0
+    val_out: str | None = None
+    split_seed: int = 0
+    mix: tuple[str, ...] = ()
+    tokenize: bool = False
+    scorers: tuple[str, ...] = ()
+    today: dt.date | None = None
+    command: str = ""
+
+
+@dataclass
+class ExportResult:
+    outputs: dict[str, Path] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    card_paths: tuple[Path, ...] = ()
+
+
+def validation_path(out: Path) -> Path:
+    stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".validation.jsonl")
+
+
+class _Outputs:
+    """Temporary output files, renamed into place on commit, removed on failure."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+        self.tmp = {k: p.with_name(f".{p.name}.tmp-{os.getpid()}") for k, p in paths.items()}
+        self.fh: dict[str, BinaryIO] = {}
+        self.count = {k: 0 for k in paths}
+        try:
+            for k, p in self.tmp.items():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                self.fh[k] = open(p, "wb", buffering=1 << 20)
+        except OSError as exc:
+            self.abort()
+            raise SimworldError(f"cannot write {paths[k]}: {exc.strerror or exc}") from None
+
+    def write(self, key: str, line: dict[str, Any]) -> None:
+        try:
+            self.fh[key].write(orjson.dumps(line) + b"\n")
+        except OSError as exc:
+            raise SimworldError(f"cannot write {self.paths[key]}: {exc.strerror or exc}") from None
+        self.count[key] += 1
+
+    def commit(self) -> None:
+        try:
+            for k, fh in self.fh.items():
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+            for k, p in self.tmp.items():
+                os.replace(p, self.paths[k])
+        except OSError as exc:
+            self.abort()
+            raise SimworldError(f"cannot write {self.paths[k]}: {exc.strerror or exc}") from None
+
+    def abort(self) -> None:
+        for fh in self.fh.values():
+            try:
+                fh.close()
+            except OSError:
+                pass
+        for p in self.tmp.values():
+            p.unlink(missing_ok=True)
+
+
+def _check_out(out: Path, runs: Sequence[RunInfo]) -> None:
+    for run in runs:
+        if out.parent.resolve() == run.path.resolve() and out.name.endswith(".jsonl"):
+            raise SimworldError(f"--out {out}: a run directory may hold no other .jsonl file than its shards; "
+                                "write the export elsewhere")
+    if out.exists() and out.is_dir():
+        raise SimworldError(f"--out {out} is a directory")
+
+
+def _has_special_tokens(sample: Sample) -> bool:
+    for m in sample.messages:
+        if contains_special_token(m["content"]):
+            return True
+        for c in m.get("tool_calls") or ():
+            if contains_special_token(orjson.dumps(c.get("arguments") or {}).decode()):
+                return True
+    return False
+
+
+def _keep_record(record: dict[str, Any], opts: ExportOptions, stats: CardStats) -> bool:
+    if opts.scenarios and record.get("scenario") not in opts.scenarios:
+        stats.filtered["scenario"] += 1
+        return False
+    if opts.task_types and (record.get("task") or {}).get("type") not in opts.task_types:
+        stats.filtered["task_type"] += 1
+        return False
+    if opts.only_success and not (record.get("outcome") or {}).get("success"):
+        stats.filtered["not_successful"] += 1
+        return False
+    return True
+
+
+def _synthetic_samples(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats) -> Iterator[Sample]:
+    for run in runs:
+        lookup = ScoreLookup(run)
+        try:
+            for record in iter_run_records(run):
+                if not _keep_record(record, opts, stats):
+                    continue
+                scores = compact_scores(lookup.get(record))
+                if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
+                    stats.filtered["below_min_score"] += 1
+                    continue
+                yield from samples_of(run, record, scores)
+        finally:
+            stats.extra.setdefault("scores_computed_during_export", 0)
+            stats.extra["scores_computed_during_export"] += lookup.computed
+            lookup.close()
+
+
+def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportResult:
+    """Export the runs' trajectories in `opts.fmt` to `opts.out` (+ validation split, + card)."""
+    if opts.fmt not in FORMATS:
+        raise SimworldError(f"unknown format {opts.fmt!r}; one of {', '.join(FORMATS)}")
+    if not run_dirs:
+        raise SimworldError("no run directory given")
+    if opts.tokenize and opts.fmt != "llama3":
+        raise SimworldError("--tokenize applies to --format llama3")
+    if not 0 <= opts.validation < 1:
+        raise SimworldError("--validation must be a fraction in [0, 1)")
+    runs = [open_run(d, opts.scorers) for d in run_dirs]
+    out = Path(opts.out)
+    _check_out(out, runs)
+    mixes = [parse_mix(m) for m in opts.mix]
+    if sum(f for _, f in mixes) >= 1:
+        raise SimworldError("--mix fractions must add up to less than 1")
+    today = opts.today or runs[0].today
+    for path, _ in mixes:
+        for _ in iter_external(path, today):  # validate every line before writing anything
+            pass
+    if opts.fmt == "dpo":
+        from simworld.export.dpo import export_dpo
+
+        return export_dpo(runs, opts, out)
+    tokenizer = None
+    if opts.tokenize:
+        from simworld.export.masks import LlamaTokenizer
+
+        tokenizer = LlamaTokenizer()
+    stats = CardStats()
+    for run in runs:
+        stats.add_run(run)
+    dedup = Deduplicator(near=opts.near_dedup, max_bits=opts.near_dup_bits) if opts.dedup else None
+    paths = {"train": out}
+    if opts.validation > 0:
+        paths["validation"] = Path(opts.val_out) if opts.val_out else validation_path(out)
+    outputs = _Outputs(paths)
+    externals = [(path, frac, iter_external(path, today)) for path, frac in mixes]
+    mix_stats = [{"file": str(path), "requested": frac, "samples": 0, "exhausted": False} for path, frac in mixes]
+    total_frac = sum(f for _, f in mixes)
+    synthetic_written = 0
+
+    def emit(sample: Sample) -> bool:
+        if _has_special_tokens(sample):
+            stats.filtered["special_tokens_in_text"] += 1
+            return False
+        if dedup is not None and not dedup.keep(sample):
+            return False
+        split = split_of(sample.split_key, opts.validation, opts.split_seed)
+        outputs.write(split, format_line(opts.fmt, sample, tokenizer))
+        stats.add(sample, split)
+        return True
+
+    try:
+        for sample in _synthetic_samples(runs, opts, stats):
+            if not emit(sample):
+                continue
+            synthetic_written += 1
+            for k, (path, frac, it) in enumerate(externals):
+                # External samples make up `frac` of the output: frac / (1 - total) per synthetic one.
+                while not mix_stats[k]["exhausted"] and \
+                        mix_stats[k]["samples"] < frac / (1 - total_frac) * synthetic_written:
+                    ext = next(it, None)
+                    if ext is None:
+                        mix_stats[k]["exhausted"] = True
+                    elif emit(ext):
+                        mix_stats[k]["samples"] += 1
+        outputs.commit()
+    except BaseException:
+        outputs.abort()
+        raise
+    total = stats.samples
+    for m in mix_stats:
+        m["achieved"] = m["samples"] / total if total else 0.0
+    stats.mix = mix_stats
+    duplicates = {"exact": dedup.removed_exact if dedup else 0, "near": dedup.removed_near if dedup else 0}
+    card = stats.as_dict(opts.command, opts.fmt, {k: str(p) for k, p in paths.items()}, duplicates)
+    result = ExportResult(outputs=paths, written=dict(outputs.count), card=card)
+    result.card_paths = write_card(out, card)
+    return result

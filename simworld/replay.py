@@ -1,0 +1,225 @@
+"""Replay: re-execute recorded episodes and check that the record is what the world produces.
+
+For each trajectory the world is regenerated from its parameters and seed and the task from the
+scenario and the episode seed (so the state, the task and the tool RNG are the ones the episode
+had). The recorded actions (every user/assistant message, with its tool calls) are then applied
+through the same turn engine, :class:`~simworld.episode.Episode`, without any agent or model.
+Every event the engine produces (tool results, notices, error observations) must equal the
+recorded one, and so must the final state hash and the outcome. The first difference is reported
+with the episode id and the event index.
+
+`fork` replays a prefix (through event N) and lets other agents continue from that state; the
+new trajectory records its parent episode and the fork point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from simworld.episode import Episode, EpisodeSpec, continue_episode
+from simworld.errors import SimworldError
+from simworld.runio import iter_records
+from simworld.scenario import Scenario, load_scenario
+from simworld.types import Message, Trajectory
+
+SCENARIO_FILE = "scenario.yaml"
+
+
+@dataclass
+class Mismatch:
+    """Where a replay first differs from the record."""
+
+    where: str
+    """``event 7``, ``final_state_hash``, ``outcome``, ``task``, ``world``, ``record``."""
+    field: str = ""
+    recorded: Any = None
+    replayed: Any = None
+
+    def describe(self, limit: int = 160) -> str:
+        def short(v: Any) -> str:
+            text = v if isinstance(v, str) else orjson.dumps(v, default=str).decode()
+            return text if len(text) <= limit else text[:limit] + "…"
+
+        what = f"{self.where}" + (f" {self.field}" if self.field else "")
+        if self.recorded is None and self.replayed is None:
+            return what
+        return f"{what}: recorded {short(self.recorded)} but replay gives {short(self.replayed)}"
+
+
+@dataclass
+class ReplayResult:
+    episode_id: str
+    mismatch: Mismatch | None = None
+    events_checked: int = 0
+    episode: Episode | None = field(default=None, repr=False)
+    """The replayed episode (its final state and the task's expected state), when it could be built."""
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatch is None
+
+
+def episode_for(traj: Trajectory, scenario: Scenario, episode_id: str | None = None,
+                make_agents: bool = False) -> Episode:
+    """A fresh Episode with the trajectory's world, task and RNGs (no agents unless asked)."""
+    spec = EpisodeSpec(episode_id=episode_id or traj.episode_id, index=traj.episode_index, seed=traj.seed,
+                       variation=dict(traj.variation))
+    return Episode(scenario, spec, make_agents=make_agents)
+
+
+def _first_field_diff(recorded: Message, replayed: Message) -> tuple[str, Any, Any] | None:
+    if recorded == replayed:
+        return None
+    a, b = recorded.model_dump(), replayed.model_dump()
+    for key in a:
+        if a[key] != b[key]:
+            return key, a[key], b[key]
+    return "message", a, b
+
+
+def _check_setup(traj: Trajectory, ep: Episode) -> Mismatch | None:
+    fingerprint = traj.world.get("fingerprint")
+    if fingerprint and fingerprint != ep.world.data.fingerprint:
+        return Mismatch("world", "fingerprint", fingerprint, ep.world.data.fingerprint)
+    task = ep.task.record().model_dump(mode="json")
+    recorded = traj.task.model_dump(mode="json")
+    if task != recorded:
+        key = next((k for k in recorded if recorded[k] != task.get(k)), "task")
+        return Mismatch("task", key, recorded.get(key), task.get(key))
+    return None
+
+
+def _apply(traj: Trajectory, ep: Episode, upto: int | None = None) -> Mismatch | None:
+    """Step the recorded actions through `ep`, comparing every event; stop after event `upto`."""
+    events = traj.events
+    last = len(events) - 1 if upto is None else upto
+    for i in range(last + 1):
+        ev = events[i]
+        if i == len(ep.events):
+            # The engine waits for an action: the record must hold one from the current role.
+            if ep.done:
+                return Mismatch(f"event {i}", "", "an event after the episode ended",
+                                f"the episode ended ({ep.termination})")
+            if ev.role not in ("user", "assistant") or ev.speaker != ep.current:
+                return Mismatch(f"event {i}", "speaker", f"{ev.speaker} ({ev.role})", f"{ep.current} to act")
+            ep.step(Message(role=ev.role, content=ev.content, tool_calls=list(ev.tool_calls), invalid=ev.invalid))
+        diff = _first_field_diff(ev, ep.events[i])
+        if diff is not None:
+            return Mismatch(f"event {i}", diff[0], diff[1], diff[2])
+    return None
+
+
+def replay_trajectory(traj: Trajectory, scenario: Scenario) -> ReplayResult:
+    """Re-execute one recorded episode; the result names the first difference, if any."""
+    if traj.scenario_hash and traj.scenario_hash != scenario.content_hash:
+        return ReplayResult(traj.episode_id, Mismatch("scenario", "hash", traj.scenario_hash, scenario.content_hash))
+    ep = episode_for(traj, scenario)
+    result = ReplayResult(traj.episode_id, episode=ep)
+    result.mismatch = _check_setup(traj, ep) or _apply(traj, ep)
+    if result.mismatch is not None:
+        return result
+    result.events_checked = len(traj.events)
+    if len(ep.events) > len(traj.events):
+        extra = ep.events[len(traj.events)]
+        result.mismatch = Mismatch(f"event {len(traj.events)}", "", "no event (end of record)",
+                                   f"{extra.role} from {extra.speaker}: {extra.content[:80]}")
+        return result
+    if not ep.done and traj.outcome.termination == "error":
+        ep.fail(traj.outcome.error or "error")
+    if not ep.done:
+        result.mismatch = Mismatch("termination", "", traj.outcome.termination or "(none)",
+                                   f"the episode is still running ({ep.current} to act)")
+        return result
+    final_hash = ep.state.state_hash()
+    if final_hash != traj.final_state_hash:
+        result.mismatch = Mismatch("final_state_hash", "", traj.final_state_hash, final_hash)
+        return result
+    outcome = ep.outcome().model_dump(mode="json")
+    recorded = traj.outcome.model_dump(mode="json")
+    if outcome != recorded:
+        key = next((k for k in recorded if recorded[k] != outcome.get(k)), "outcome")
+        result.mismatch = Mismatch("outcome", key, recorded.get(key), outcome.get(key))
+    return result
+
+
+def load_run_scenario(run_dir: str | Path) -> Scenario:
+    """The resolved scenario of a run directory (its ``scenario.yaml``)."""
+    path = Path(run_dir) / SCENARIO_FILE
+    if not Path(run_dir).is_dir():
+        raise SimworldError(f"{run_dir}: not a run directory")
+    if not path.exists():
+        raise SimworldError(f"{run_dir}: no {SCENARIO_FILE}; not a simworld run directory")
+    return load_scenario(path)
+
+
+def parse_record(record: dict[str, Any]) -> Trajectory | str:
+    """A Trajectory, or one line saying why the record is not one."""
+    try:
+        return Trajectory.model_validate(record)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        return f"not a valid trajectory: {loc}: {err.get('msg', 'invalid')}"
+
+
+def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None,
+               scenario: Scenario | None = None) -> Iterator[ReplayResult]:
+    """Replay the (latest) record of every episode of a run, or only of `episode_ids`."""
+    sc = scenario or load_run_scenario(run_dir)
+    for record in iter_records(run_dir):
+        eid = str(record.get("episode_id", ""))
+        if episode_ids is not None and eid not in episode_ids:
+            continue
+        traj = parse_record(record)
+        if isinstance(traj, str):
+            yield ReplayResult(eid, Mismatch("record", "", traj))
+            continue
+        yield replay_trajectory(traj, sc)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forking
+
+
+def turn_boundaries(traj: Trajectory) -> list[int]:
+    """Event indices after which the next recorded event is an action (where a fork may start)."""
+    return [i - 1 for i, ev in enumerate(traj.events)
+            if i > 0 and ev.role in ("user", "assistant") and ev.speaker in traj.agents]
+
+
+def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_scenario: Scenario) -> Trajectory:
+    """Replay `traj` through event `fork_at`, then continue with the agents of `agents_scenario`.
+
+    `agents_scenario` is the run's scenario with other agents (``--set roles.R.agent.type=...``);
+    its world and task must be the same. The new episode id is ``<parent>-fork<N>-<hash>``;
+    ``provenance.parent`` and ``provenance.fork_at`` record where it came from.
+    """
+    n = len(traj.events)
+    if not 0 <= fork_at < n:
+        raise SimworldError(f"{traj.episode_id}: --fork-at {fork_at} is outside the record's events 0..{n - 1}")
+    bounds = turn_boundaries(traj)
+    if fork_at not in bounds and fork_at != n - 1:
+        before = max((b for b in bounds if b < fork_at), default=None)
+        after = min((b for b in bounds if b > fork_at), default=None)
+        options = " or ".join(str(b) for b in (before, after) if b is not None)
+        raise SimworldError(f"{traj.episode_id}: event {fork_at} is inside a turn; fork at a turn boundary"
+                            + (f" ({options})" if options else ""))
+    if traj.scenario_hash and traj.scenario_hash != scenario.content_hash:
+        raise SimworldError(f"{traj.episode_id}: the record is of another scenario than the run's scenario.yaml")
+    new_id = f"{traj.episode_id}-fork{fork_at}-{agents_scenario.content_hash[:6]}"
+    ep = episode_for(traj, agents_scenario, episode_id=new_id, make_agents=True)
+    problem = _check_setup(traj, ep) or _apply(traj, ep, upto=fork_at)
+    if problem is not None:
+        raise SimworldError(f"{traj.episode_id}: cannot fork: replay differs at {problem.describe()}")
+    if len(ep.events) != fork_at + 1:
+        raise SimworldError(f"{traj.episode_id}: event {fork_at} is inside a turn")
+    new = asyncio.run(continue_episode(ep))
+    prov = new.provenance.model_copy(update={"parent": traj.episode_id, "fork_at": fork_at})
+    return new.model_copy(update={"provenance": prov})

@@ -1,0 +1,142 @@
+"""Scores, the scoring context, and running registered scorers with arguments injected by name.
+
+A scorer is a plain function registered with ``@register_scorer(name)``. It declares the inputs
+it wants by parameter name (like verifiers' ``Rubric`` reward functions) and returns a
+:class:`Score`, or None when it does not apply to the trajectory (a negotiation metric on a
+retail episode)::
+
+    @register_scorer("state_match")
+    def state_match(traj: Trajectory, outcome: Outcome) -> Score: ...
+
+Injectable names:
+
+* ``traj`` (:class:`~simworld.types.Trajectory`), ``task`` (its TaskRecord), ``outcome``,
+  ``events`` (the global event log);
+* ``kinds``: ``{role: "user" | "assistant"}``;
+* ``world``: the registered World class of the trajectory's world;
+* ``ctx``: the :class:`ScoringContext` (scenario, replayed states).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from simworld import registry
+from simworld.scenario import Scenario
+from simworld.types import Trajectory
+
+
+class Score(BaseModel):
+    """One scorer's verdict: `value` in [0, 1], `passed`, and whatever explains it in `details`."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(ge=0.0, le=1.0)
+    passed: bool
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        return round(float(v), 6)
+
+
+def role_kinds(traj: Trajectory, scenario: Scenario | None = None) -> dict[str, str]:
+    """Kind of every role: from the scenario when given, else from how the role spoke in the log."""
+    if scenario is not None:
+        kinds = {role: spec.kind for role, spec in scenario.roles.items()}
+        if set(traj.agents) <= set(kinds):
+            return kinds
+    kinds = {}
+    for ev in traj.events:
+        if ev.role in ("user", "assistant") and ev.speaker in traj.agents:
+            kinds.setdefault(ev.speaker, ev.role)
+    for role in traj.agents:
+        # A role that never spoke: assume the tool-using side when it has tools.
+        kinds.setdefault(role, "assistant" if traj.tools.get(role) else "user")
+    return kinds
+
+
+class ScoringContext:
+    """What scorers share across trajectories: the scenario (if known) and replayed states."""
+
+    def __init__(self, scenario: Scenario | None = None) -> None:
+        self.scenario = scenario
+        self._replayed: tuple[str, Any] | None = None
+
+    def world_class(self, traj: Trajectory) -> Any:
+        return registry.get_world(str(traj.world.get("type", "")))
+
+    def replayed(self, traj: Trajectory) -> Any:
+        """The episode re-executed from the record (see :mod:`simworld.replay`), cached per trajectory."""
+        if self._replayed is not None and self._replayed[0] == traj.episode_id:
+            return self._replayed[1]
+        from simworld.replay import replay_trajectory
+
+        if self.scenario is None:
+            from simworld.errors import SimworldError
+
+            raise SimworldError(f"{traj.episode_id}: scoring this needs the run's scenario.yaml")
+        result = replay_trajectory(traj, self.scenario)
+        self._replayed = (traj.episode_id, result)
+        return result
+
+
+_PARAMS: dict[Callable[..., Any], tuple[str, ...]] = {}
+INJECTABLE = ("traj", "task", "outcome", "events", "kinds", "world", "ctx")
+
+
+def _params(fn: Callable[..., Any]) -> tuple[str, ...]:
+    names = _PARAMS.get(fn)
+    if names is None:
+        names = tuple(inspect.signature(fn).parameters)
+        unknown = [n for n in names if n not in INJECTABLE]
+        if unknown:
+            raise TypeError(f"scorer {fn.__name__}: cannot inject {', '.join(unknown)} (known: {', '.join(INJECTABLE)})")
+        _PARAMS[fn] = names
+    return names
+
+
+def score_trajectory(traj: Trajectory, names: Iterable[str], ctx: ScoringContext) -> dict[str, Score]:
+    """Run the named scorers on one trajectory; scorers that do not apply are left out."""
+    out: dict[str, Score] = {}
+    kinds: dict[str, str] | None = None
+    for name in names:
+        fn = registry.get_scorer(name)
+        params = _params(fn)
+        kwargs: dict[str, Any] = {}
+        for p in params:
+            if p == "traj":
+                kwargs[p] = traj
+            elif p == "task":
+                kwargs[p] = traj.task
+            elif p == "outcome":
+                kwargs[p] = traj.outcome
+            elif p == "events":
+                kwargs[p] = traj.events
+            elif p == "kinds":
+                kinds = kinds if kinds is not None else role_kinds(traj, ctx.scenario)
+                kwargs[p] = kinds
+            elif p == "world":
+                kwargs[p] = ctx.world_class(traj)
+            elif p == "ctx":
+                kwargs[p] = ctx
+        score = fn(**kwargs)
+        if score is not None:
+            out[name] = score
+    return out
+
+
+def summary_value(scores: dict[str, Score]) -> float:
+    """One number per trajectory: the mean of its scorers' values (1.0 when nothing was scored)."""
+    if not scores:
+        return 1.0
+    return round(sum(s.value for s in scores.values()) / len(scores), 6)
+
+
+def all_passed(scores: dict[str, Score], success: bool) -> bool:
+    """A trajectory passes when the episode succeeded and every scorer passed."""
+    return success and all(s.passed for s in scores.values())

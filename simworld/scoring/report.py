@@ -1,0 +1,186 @@
+"""Scoring a whole run: per-episode score lines under ``RUN/scores/``, a table, and pass^k.
+
+``simworld score RUN`` streams the run's latest records, scores each with the scenario's scorers
+(or those asked for), and writes, atomically (temp file + rename; the shards are never touched):
+
+* ``RUN/scores/scores.jsonl`` (``scores-<names>.jsonl`` for a ``--scorer`` subset): one line per
+  episode, in the order :func:`~simworld.runio.iter_records` yields them;
+* ``RUN/scores/summary.json``: the table by task type and agent, and pass^k.
+
+pass^k (tau-bench): for a task instance tried n times with c passes, the chance that k draws
+without replacement all pass, C(c, k) / C(n, k), averaged over instances with n >= k. Repeated
+seeds of the same task share its ``task.instance_id``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from simworld import registry
+from simworld.errors import SimworldError
+from simworld.replay import load_run_scenario, parse_record
+from simworld.runio import iter_records, write_atomic
+from simworld.scenario import Scenario
+from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
+from simworld.types import Trajectory
+
+SCORES_DIR = "scores"
+SCORES_FILE = "scores.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def scorer_names(scenario: Scenario | None, requested: Iterable[str] = ()) -> list[str]:
+    """The scorers to run: those requested, else the scenario's `scoring`, else every registered one."""
+    registry.load_builtins()
+    names = list(dict.fromkeys(requested)) or (list(scenario.scoring) if scenario is not None else [])
+    if not names:
+        names = sorted(registry.SCORERS)
+    for name in names:
+        registry.get_scorer(name)  # unknown name: one clear error before any work
+    return names
+
+
+def agent_label(traj: Trajectory, kinds: dict[str, str]) -> str:
+    """The assistant side's agents, e.g. ``oracle`` or ``buyer=llm(model=x),seller=tough``."""
+    ids = traj.provenance.agent_ids or {r: str(a.get("type", "?")) for r, a in traj.agents.items()}
+    side = [r for r in ids if kinds.get(r) == "assistant"] or list(ids)
+    if len(side) == 1:
+        return ids[side[0]]
+    return ",".join(f"{r}={ids[r]}" for r in side)
+
+
+def score_line(traj: Trajectory, names: list[str], ctx: ScoringContext) -> dict[str, Any]:
+    """The stored score record of one trajectory."""
+    scores = score_trajectory(traj, names, ctx)
+    kinds = role_kinds(traj, ctx.scenario)
+    return {
+        "episode_id": traj.episode_id,
+        "scenario": traj.scenario,
+        "task_type": traj.task.type,
+        "instance_id": traj.task.instance_id,
+        "seed": traj.seed,
+        "agent": agent_label(traj, kinds),
+        "success": traj.outcome.success,
+        "passed": all_passed(scores, traj.outcome.success),
+        "value": summary_value(scores),
+        "scores": {n: s.model_dump() for n, s in scores.items()},
+    }
+
+
+def pass_hat_k(counts: Iterable[tuple[int, int]], k: int) -> float | None:
+    """Mean over tasks (n tries, c passes) with n >= k of C(c, k) / C(n, k)."""
+    vals = [math.comb(c, k) / math.comb(n, k) for n, c in counts if n >= k]
+    return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class _Row:
+    episodes: int = 0
+    success: int = 0
+    passed: int = 0
+    value: float = 0.0
+    per_scorer: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, line: dict[str, Any]) -> None:
+        self.episodes += 1
+        self.success += bool(line["success"])
+        self.passed += bool(line["passed"])
+        self.value += line["value"]
+        for name, s in line["scores"].items():
+            acc = self.per_scorer.setdefault(name, [0.0, 0])
+            acc[0] += s["value"]
+            acc[1] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        n = max(self.episodes, 1)
+        return {"episodes": self.episodes, "success_rate": self.success / n, "pass_rate": self.passed / n,
+                "mean_value": self.value / n,
+                "scorers": {k: v[0] / v[1] for k, v in sorted(self.per_scorer.items()) if v[1]}}
+
+
+class ScoreSummary:
+    """Streaming aggregate of score lines: rows by (task type, agent), totals, pass^k."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.rows: dict[tuple[str, str], _Row] = {}
+        self.total = _Row()
+        self.tries: dict[tuple[str, str, str], list[int]] = {}
+        self.bad_records: list[str] = []
+
+    def add(self, line: dict[str, Any]) -> None:
+        self.rows.setdefault((line["task_type"], line["agent"]), _Row()).add(line)
+        self.total.add(line)
+        key = (line["scenario"], line["agent"], line["instance_id"])
+        t = self.tries.setdefault(key, [0, 0])
+        t[0] += 1
+        t[1] += bool(line["passed"])
+
+    def pass_k(self) -> dict[str, float]:
+        max_n = max((n for n, _ in self.tries.values()), default=0)
+        out = {}
+        for k in range(1, min(max_n, 8) + 1):
+            v = pass_hat_k([tuple(t) for t in self.tries.values()], k)
+            if v is not None:
+                out[f"pass^{k}"] = round(v, 6)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scorers": self.names,
+            "rows": [{"task_type": t, "agent": a, **row.as_dict()} for (t, a), row in sorted(self.rows.items())],
+            "total": self.total.as_dict(),
+            "pass_k": self.pass_k(),
+            "task_instances": len(self.tries),
+            "bad_records": self.bad_records[:20],
+        }
+
+
+def iter_score_lines(run_dir: str | Path, names: list[str], scenario: Scenario,
+                     summary: ScoreSummary | None = None) -> Iterator[dict[str, Any]]:
+    ctx = ScoringContext(scenario)
+    for record in iter_records(run_dir):
+        traj = parse_record(record)
+        if isinstance(traj, str):
+            if summary is not None:
+                summary.bad_records.append(f"{record.get('episode_id', '?')}: {traj}")
+            continue
+        line = score_line(traj, names, ctx)
+        if summary is not None:
+            summary.add(line)
+        yield line
+
+
+def scores_path(run_dir: str | Path, names: list[str], scenario: Scenario | None) -> Path:
+    default = scorer_names(scenario)
+    fname = SCORES_FILE if names == default else "scores-" + "+".join(names) + ".jsonl"
+    return Path(run_dir) / SCORES_DIR / fname
+
+
+def score_run(run_dir: str | Path, requested: Iterable[str] = ()) -> tuple[ScoreSummary, Path]:
+    """Score every episode of a run; write the score lines and summary under ``RUN/scores/``."""
+    scenario = load_run_scenario(run_dir)
+    names = scorer_names(scenario, requested)
+    summary = ScoreSummary(names)
+    out = scores_path(run_dir, names, scenario)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as fh:
+            for line in iter_score_lines(run_dir, names, scenario, summary):
+                fh.write(orjson.dumps(line) + b"\n")
+        os.replace(tmp, out)
+        if out.name == SCORES_FILE:
+            write_atomic(out.parent / SUMMARY_FILE,
+                         orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SimworldError(f"cannot write scores under {out.parent}: {exc.strerror or exc}") from None
+    return summary, out
