@@ -157,7 +157,7 @@ def main() -> None:
     python_rate, python_res = rate(python_loop, py_queries, args.seconds)
     for a, b, c, d in zip(kernel_res, tool_res, numpy_res, python_res):
         assert a == b == c == d, "implementations disagree"
-    del dicts
+    dicts.clear()  # free the memory before printing
 
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores

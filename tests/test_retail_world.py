@@ -99,7 +99,20 @@ def test_params_reject_unknown_keys_and_impossible_sizes():
         RetailParams(n_orders=10, n_users=10**8)
     with pytest.raises(ValidationError):
         RetailParams(n_orders=0)
+    with pytest.raises(ValidationError, match="catalog"):
+        RetailParams(n_product_types=1, variants_per_product=3, max_items_per_order=5)
     assert RetailParams(n_orders=2000).users == 501
+
+
+def test_tiny_worlds_build_and_impossible_tasks_fail_with_one_clear_error():
+    from simworld.errors import SimworldError
+
+    tiny = RetailWorld.load({"n_orders": 3, "n_product_types": 1, "variants_per_product": 10,
+                             "status_mix": [0, 0, 1, 0]}, 0)
+    assert tiny.orders.n == 3 and set(tiny.orders["status"].tolist()) == {DELIVERED}
+    gen = get_task("retail", "cancel_pending_order")
+    with pytest.raises(SimworldError, match="no eligible order with status"):
+        gen(gen.Params()).sample(tiny, tiny.new_state(), np.random.default_rng(0))
 
 
 def test_generated_data_is_consistent(world):

@@ -65,6 +65,9 @@ class RetailParams(BaseModel):
         if self.users > capacity:
             raise ValueError(f"n_users {self.users} exceeds the {capacity} distinct user ids the name vocabulary "
                              "allows")
+        if self.n_product_types * self.variants_per_product < 2 * self.max_items_per_order:
+            raise ValueError("the catalog (n_product_types x variants_per_product) must hold at least twice "
+                             "max_items_per_order items")
         if min(self.status_mix) < 0 or sum(self.status_mix) <= 0:
             raise ValueError("status_mix must be four non-negative shares with a positive sum")
         return self

@@ -77,12 +77,16 @@ class RetailWorld(World):
                 "last_code": {name: i for i, name in enumerate(v["last_name"])},
                 "option_name_of_value": [s.split("=", 1)[0] for s in v["option_value"]],
                 "option_text_of_value": [s.split("=", 1)[1] for s in v["option_value"]],
+                "options": {},  # variant -> options dict, filled lazily (the catalog never changes)
+                "product_json": {},  # product -> get_product_details result, filled lazily
             }
         self.first_code = derived["first_code"]
         self.last_code = derived["last_code"]
         self.n_last = len(self.last_code)
         self.option_name_of_value = derived["option_name_of_value"]
         self.option_text_of_value = derived["option_text_of_value"]
+        self._options_cache: dict[int, dict[str, str]] = derived["options"]
+        self._product_cache: dict[int, dict[str, Any]] = derived["product_json"]
         self.users = data.tables["users"]
         self.addresses = data.tables["addresses"]
         self.pm = data.tables["payment_methods"]
@@ -280,11 +284,12 @@ class RetailWorld(World):
         }
 
     def options_of(self, variant: int) -> dict[str, str]:
-        out = {}
-        for code in self.variants["options"][variant]:
-            if code >= 0:
-                out[self.option_name_of_value[code]] = self.option_text_of_value[code]
-        return out
+        out = self._options_cache.get(variant)
+        if out is None:
+            out = self._options_cache[variant] = {
+                self.option_name_of_value[c]: self.option_text_of_value[c]
+                for c in self.variants["options"][variant].tolist() if c >= 0}
+        return dict(out)
 
     def product_name(self, product: int) -> str:
         return self.data.vocab["product_name"][self.products["name"][product]]
@@ -340,12 +345,18 @@ class RetailWorld(World):
         return out
 
     def product_json(self, product: int) -> dict[str, Any]:
+        """get_product_details of a product (catalog data is read-only, so it is built once per world)."""
+        cached = self._product_cache.get(product)
+        if cached is not None:
+            return cached
         variants = {}
         for v in self.product_variants(product):
             variants[self.item_id(v)] = {"item_id": self.item_id(v), "options": self.options_of(v),
                                          "available": bool(self.variants["available"][v]),
                                          "price": dollars(self.variants["price"][v])}
-        return {"name": self.product_name(product), "product_id": self.product_id(product), "variants": variants}
+        out = {"name": self.product_name(product), "product_id": self.product_id(product), "variants": variants}
+        self._product_cache[product] = out
+        return out
 
     def order_total(self, state: State, row: int) -> int:
         return int(state.get("orders", "item_prices", row).sum())
