@@ -110,8 +110,9 @@ class Request(_Model):
                                                                         "that pays or receives the price "
                                                                         "difference; return: where the refund "
                                                                         "goes.")
-    ask: list[str] = Field(default_factory=list, description="order_status: what the customer wants to be told, "
-                                                             "from 'status', 'total', 'items', 'tracking'.")
+    ask: list[str] = Field(default_factory=list, description="order_status: what the customer wants to be told: "
+                                                             "'status' (the status name) and 'total' (the sum of "
+                                                             "the order's item prices, dollars with two decimals).")
     expect_refusal: bool = Field(default=False, description="True when store policy forbids this request: the "
                                                             "support side must refuse and not write.")
     refusal_reason: str = Field(default="", description="Why policy forbids it (for judges and reports).")
