@@ -185,28 +185,38 @@ _PHRASES = {key: {style: tuple(Template(t) for t in texts) for style, texts in f
             for key, forms in _BANK.items()}
 _PHRASES_ANY = {key: compile_bank({"x": forms["short"] + forms["long"]})["x"] for key, forms in _BANK.items()}
 
-# What the support side says, read by pattern (lower case). Order matters: a confirmation mentions
-# items and payment methods too, so it is recognised first.
-_TRANSFER = re.compile(r"\btransferr?(?:ed|ing)? you\b|\bhuman agent\b|\bto a human\b")
-_CONFIRM = re.compile(r"\bconfirm\b|\bshall i\b|\bshould i (?:go ahead|proceed)\b|\bdo you want me to\b|"
-                      r"\bwould you like me to (?:proceed|go ahead)\b|\bis that (?:correct|right)\b|\(yes/no\)|"
-                      r"\bok to proceed\b|\bcan i go ahead\b")
-_ANYTHING_ELSE = re.compile(r"\banything else\b|\bsomething else\b|\banother request\b|\bother requests?\b|"
-                            r"\bhelp you with (?:anything|something) more\b")
-_GREETING = re.compile(r"\bhow (?:can|may) i (?:help|assist)\b|\bwhat can i do for you\b")
-_ASKS: list[tuple[str, re.Pattern[str]]] = [
-    ("identity", re.compile(r"\be-?mail\b|\bzip\b|\bauthenticat|\bverify your identity\b|\bidentify you\b")),
-    ("order", re.compile(r"\border (?:id|number)\b|\bwhich order\b|\bwhat order\b|\bwhich of your orders\b")),
-    ("new_items", re.compile(r"\bnew options?\b|\bwhich (?:options?|variants?)\b|\bwhat would you like "
-                             r"(?:instead|in exchange|them to be|it to be)\b|\b(?:exchange|swap|change) (?:it|them|"
-                             r"each one|each) (?:for|to|into)\b|\bwhat (?:do|would) you want instead\b")),
-    ("items", re.compile(r"\bwhich (?:items?|products?|ones?)\b|\bwhat items?\b")),
-    ("payment", re.compile(r"\bpayment method\b|\bwhich (?:card|method)\b|\bhow would you like to (?:pay|be "
-                           r"refunded|receive)\b|\brefund (?:go|be sent)\b")),
-    ("reason", re.compile(r"\breason\b|\bwhy\b")),
-    ("address", re.compile(r"\bnew (?:shipping |default |delivery )?address\b|\bwhich address\b|\bwhat(?:'s| is) the "
-                           r"(?:new )?address\b|\baddress (?:should|would you like)\b")),
+# What the support side says, read as phrases (lower case). A confirmation mentions items and
+# payment methods too, so `reply` looks at it first.
+_CUES: list[tuple[str, nlu.Phrases]] = [
+    ("transfer", nlu.Phrases("(transferred|transferring|transfer) you", "human agent", "to a human")),
+    ("confirm", nlu.Phrases("confirm", "shall i", "should i (go ahead|proceed)", "do you want me to",
+                            "would you like me to (proceed|go ahead)", "is that (correct|right)", "(yes/no)",
+                            "ok to proceed", "can i go ahead")),
+    ("anything_else", nlu.Phrases("(anything|something) else", "another request", "other (request|requests)",
+                                  "help you with (anything|something) more")),
+    ("greeting", nlu.Phrases("how (can|may) i (help|assist)", "what can i do for you")),
+    # questions, in the order answers are given
+    ("identity", nlu.Phrases("email", "e-mail", "zip", "authenticat*", "verify your identity", "identify you")),
+    ("order", nlu.Phrases("order (id|number)", "(which|what) order", "which of your orders")),
+    ("new_items", nlu.Phrases("new (option|options)", "which (option|options|variant|variants)",
+                              "what would you like (instead|in exchange|them to be|it to be)",
+                              "(exchange|swap|change) (it|them|each one|each) (for|to|into)",
+                              "what (do|would) you want instead")),
+    ("items", nlu.Phrases("(which|what) (item|items)", "which (product|products|one|ones)")),
+    ("payment", nlu.Phrases("payment method", "which (card|method)",
+                            "how would you like to (pay|be refunded|receive)", "refund (go|be sent)")),
+    ("reason", nlu.Phrases("reason", "why")),
+    ("address", nlu.Phrases("new (shipping|default|delivery|) address", "which address",
+                            "(what's|what is) the (new|) address", "address (should|would you like)")),
 ]
+_QUESTIONS = [name for name, _ in _CUES[4:]]
+
+
+def cues(low: str) -> set[str]:
+    """Which cues a (lower-case) support message contains."""
+    return {name for name, phrases in _CUES if phrases.search(low)}
+
+
 _LIST_BOTH_REASONS = re.compile(r"no longer needed.*ordered by mistake|ordered by mistake.*no longer needed")
 _NOT_FOUND_EMAIL = re.compile(r"\b(?:couldn't|could not|can't|cannot|unable to) find\b.*\be-?mail\b|"
                               r"\bno (?:account|user)\b")
@@ -251,8 +261,7 @@ class Customer(Agent):
         return self.dice.pick(_PHRASES[key][self.style]).render(values, self.dice, False, self.typo_rate)
 
     def message(self, text: str) -> Message:
-        return Message.model_construct(role="user", content=text, tool_calls=[], speaker="", tool_call_id=None,
-                                       name=None, error=False, invalid=None, audience=None)
+        return Message(role="user", content=text, tool_calls=[])
 
     # -- the turn
     async def act(self, view: View) -> Message:
@@ -282,11 +291,12 @@ class Customer(Agent):
     def reply(self, text: str) -> str:
         low = text.lower()
         request = self.requests[self.current]
-        if _TRANSFER.search(low):
+        found = cues(low)
+        if "transfer" in found:
             return self.say("bye_transfer") + " " + STOP
-        if _CONFIRM.search(low):
+        if "confirm" in found:
             return self.confirm(request, text)
-        if _ANYTHING_ELSE.search(low):
+        if "anything_else" in found:
             prefix = self.say("accept_refusal") if request.get("expect_refusal") else ""
             self.current += 1
             self.asked.clear()
@@ -295,7 +305,7 @@ class Customer(Agent):
                 return prefix + self.say("next") + self.opening(self.requests[self.current])
             return prefix + self.say("bye") + " " + STOP
         answers = []
-        asked = [slot for slot, pattern in _ASKS if pattern.search(low)]
+        asked = [slot for slot in _QUESTIONS if slot in found]
         if "address" in asked and "identity" in asked and "mail" not in low:
             asked.remove("identity")  # "the new address, with its zip code" is not an identity check
         for slot in asked:
@@ -312,7 +322,7 @@ class Customer(Agent):
         self.confused += 1
         if self.confused > self.params.patience:
             return self.say("bye_stalled") + " " + STOP
-        if _GREETING.search(low):
+        if "greeting" in found:
             return self.say("remind") + self.opening(request)
         return self.say("confused")
 

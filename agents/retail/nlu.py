@@ -79,6 +79,48 @@ def format_address(addr: dict[str, str]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Phrase cues: plain substring search with word boundaries (several times faster than a regex
+# alternation whose branches all start with \b)
+
+_ALTERNATIVES = re.compile(r"\(([^()]*\|[^()]*)\)")
+
+
+def expand(pattern: str) -> list[str]:
+    """'(swap|change) (it|them) for' -> ['swap it for', 'swap them for', 'change it for', ...]."""
+    m = _ALTERNATIVES.search(pattern)
+    if m is None:
+        return [" ".join(pattern.split())]
+    head, tail = pattern[:m.start()], pattern[m.end():]
+    return [p for alt in m.group(1).split("|") for p in expand(head + alt + tail)]
+
+
+class Phrases:
+    """Does a lower-case text contain one of these phrases as whole words? A phrase ending in '*'
+    matches as a prefix ('authenticat*' matches 'authenticate')."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, *patterns: str) -> None:
+        items = []
+        for pattern in patterns:
+            for phrase in expand(pattern):
+                prefix = phrase.endswith("*")
+                items.append((phrase.rstrip("*"), prefix))
+        self.items = tuple(items)
+
+    def search(self, low: str) -> bool:
+        n = len(low)
+        for phrase, prefix in self.items:
+            i = low.find(phrase)
+            while i >= 0:
+                end = i + len(phrase)
+                if (i == 0 or not low[i - 1].isalnum()) and (prefix or end == n or not low[end].isalnum()):
+                    return True
+                i = low.find(phrase, i + 1)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
 # Keywords with typos
 
 
@@ -114,7 +156,10 @@ def _typo_map() -> dict[str, str]:
 def normalize(text: str) -> str:
     """Lower-cased text with misspelt keywords restored ('cancle my ordr' -> 'cancel my order')."""
     fixes = _typo_map()
-    return _WORD.sub(lambda m: fixes.get(m.group().lower(), m.group().lower()), text)
+    low = text.lower()
+    if fixes.keys().isdisjoint(_WORD.findall(low)):
+        return low  # the common case: nothing misspelt
+    return _WORD.sub(lambda m: fixes.get(m.group(), m.group()), low)
 
 
 def search_fuzzy(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:

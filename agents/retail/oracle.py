@@ -190,14 +190,12 @@ class SupportOracle(Agent):
 
     def text(self, content: str, awaiting: set[str] | None = None) -> Message:
         self.awaiting = awaiting or set()
-        return Message.model_construct(role="assistant", content=content, tool_calls=[], speaker="",
-                                       tool_call_id=None, name=None, error=False, invalid=None, audience=None)
+        return Message(role="assistant", content=content, tool_calls=[])
 
     def call(self, name: str, arguments: dict[str, Any]) -> Message:
-        call = ToolCall.model_construct(id="call", name=name, arguments=arguments)
+        call = ToolCall(id="call", name=name, arguments=arguments)
         self.pending = call
-        return Message.model_construct(role="assistant", content="", tool_calls=[self.emit(call)], speaker="",
-                                       tool_call_id=None, name=None, error=False, invalid=None, audience=None)
+        return Message(role="assistant", content="", tool_calls=[self.emit(call)])
 
     def emit(self, call: ToolCall) -> ToolCall:
         """The call actually sent (the noisy oracle corrupts some)."""
@@ -240,12 +238,13 @@ class SupportOracle(Agent):
                 return
             self.awaiting = {"confirm"}
             return
-        found = nlu.email(text)
-        if found:
-            self.email = found
-        nz = nlu.name_and_zip(text)
-        if nz:
-            self.name_zip = nz
+        if self.user_id is None:
+            found = nlu.email(text)
+            if found:
+                self.email = found
+            nz = nlu.name_and_zip(text)
+            if nz:
+                self.name_zip = nz
         if req.intent is None:
             req.intent = nlu.intent(text)
             if req.intent is not None:
@@ -265,7 +264,7 @@ class SupportOracle(Agent):
                 req.asks["list_methods"] = 1
             else:
                 req.payment_text, req.payment_id = text, None
-        if req.intent == "cancel" and ("reason" in awaiting or req.reason is None):
+        if req.intent == "cancel" and ("reason" in awaiting or req.text == text):
             req.reason = nlu.cancel_reason(text) or req.reason
         if req.intent in ("modify_address", "modify_user_address"):
             req.address = nlu.address(text) or req.address
@@ -273,11 +272,11 @@ class SupportOracle(Agent):
     def take_correction(self, text: str) -> None:
         """The customer said no to a proposed change: re-read whatever the correction restates."""
         req = self.req
-        req.amount = req.amount_expr = None
         touched = False
         ids = nlu.order_ids(text)
         if ids and ids[0] != req.order_id:
             req.order_ref, req.order_id, req.items, req.new_items = ids[0], None, None, None
+            req.amount = req.amount_expr = None
             touched = True
         order = self.orders.get(req.order_id or "")
         if order and nlu.mentions(text, {i["name"] for i in order["items"]}):
@@ -285,6 +284,7 @@ class SupportOracle(Agent):
                 req.new_items_text, req.new_items = text, None
             else:
                 req.items_text, req.items, req.new_items = text, None, None
+            req.amount = req.amount_expr = None  # amounts follow the items
             touched = True
         if req.intent in ("return", "exchange", "modify_items", "modify_payment") and _payment_words(text):
             req.payment_text, req.payment_id = text, None
@@ -568,7 +568,7 @@ class SupportOracle(Agent):
         args = self.collect(intent)
         if isinstance(args, Message):
             return args
-        proposal = ToolCall.model_construct(id="proposal", name=WRITE_TOOL[intent], arguments=args)
+        proposal = ToolCall(id="proposal", name=WRITE_TOOL[intent], arguments=args)
         req.proposal = proposal
         return self.text(self.say("confirm", {"action": self.describe_change(intent, args)}), {"confirm"})
 
