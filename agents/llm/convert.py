@@ -35,7 +35,9 @@ def openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 item["name"] = m.name
             out.append(item)
         elif m.role == "assistant" and m.tool_calls and not m.invalid:
-            out.append({"role": "assistant", "content": m.content or None, "tool_calls": [
+            # content "" rather than None: litellm drops None keys, and some servers' chat templates
+            # (llama.cpp's chatml-function-calling) then fail on the missing field.
+            out.append({"role": "assistant", "content": m.content, "tool_calls": [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": arguments_json(c.arguments)}}
                 for c in m.tool_calls]})
         else:
