@@ -1,0 +1,318 @@
+"""Scripted negotiation strategies, usable as either party of a bargaining world.
+
+Every strategy reads its own utility spec from its private info and the public offer record, and
+answers with a Message: a sentence in natural language and one protocol tool call (sometimes an
+explicit ``reject_offer`` before a counter-offer, or an information tool on its first turn).
+
+A strategy decides a *target utility* for its next offer and offers, among its outcomes whose
+utility lies in ``[target, target + window]``, the one closest to the opponent's last offer (so
+concessions move towards the opponent). It accepts the standing offer when that is worth at least
+what its own next offer would be (AC_next), and never when the offer is worth less than its
+reservation value (net of the deadline cost). When no offers are left, it accepts an offer at or
+above its reservation value and otherwise walks away.
+
+* ``time_based``: target ``u(t) = r + (1 - r)(1 - t^e)`` at normalised time t (t = 0 at the
+  first offer, 1 at the last), reservation r; ``boulware`` (e = 4, concedes late), ``linear``
+  (e = 1), ``conceder`` (e = 0.25, concedes early) are the same with other default exponents.
+* ``tit_for_tat``: concedes, in its own utility, what the opponent's last offer conceded to it
+  (times `factor`); `initial_concession` after the opponent's first offer breaks a deadlock.
+* ``random_offer``: a uniformly random outcome worth at least its reservation value.
+* ``hardliner``: never offers or accepts less than ``r + aspiration (1 - r)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from simworld.agent import Agent, AgentParams, View
+from simworld.agents.negotiation.phrasing import choose, phrase
+from simworld.environments.negotiation.kernels import select_offer
+from simworld.environments.negotiation.space import OutcomeSpace, UtilityModel, utility_model
+from simworld.environments.negotiation.world import BargainingWorld, NegotiationRecord, Offer, negotiation_record
+from simworld.episode import AgentFailure
+from simworld.registry import register_agent
+from simworld.types import Message, ToolCall
+
+INFO_TOOLS = ("check_market_price", "get_inventory", "check_policy")
+
+
+class StrategyParams(AgentParams):
+    window: float = Field(default=0.05, ge=0.0, le=1.0, description="Width of the utility band an offer "
+                          "is chosen from, above the target.")
+    reject_first: float = Field(default=0.25, ge=0.0, le=1.0, description="Probability of an explicit "
+                                "reject_offer before a counter-offer.")
+    research: bool = Field(default=True, description="Use an information tool (if granted) on the first turn.")
+
+
+def _call(name: str, **arguments: Any) -> ToolCall:
+    return ToolCall(id="call", name=name, arguments=arguments)
+
+
+class NegotiationStrategy(Agent):
+    """Base of the scripted strategies: protocol handling, acceptance rule and wording."""
+
+    Params = StrategyParams
+    params: StrategyParams
+
+    def __init__(self, params: StrategyParams, role: str, rng: np.random.Generator) -> None:
+        super().__init__(params, role, rng)
+        self._model: UtilityModel | None = None
+        self._researched = False
+        self._last_target: float | None = None
+        self._words: OutcomeSpace | None = None
+        self._record: NegotiationRecord | None = None
+
+    # -- what a strategy decides
+    def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
+        """Net utility the next offer should be worth (at least the reservation value)."""
+        raise NotImplementedError
+
+    def band_width(self) -> float:
+        """How far above its target an offer may be (the band the closest-to-opponent offer comes from)."""
+        return self.params.window
+
+    def final_threshold(self, model: UtilityModel) -> float:
+        """What the last offer of an episode must be worth (net) to be accepted."""
+        return model.reservation
+
+    def choose_outcome(self, record: NegotiationRecord, model: UtilityModel, target: float, cost: float) -> int:
+        """The outcome to offer for a net `target`: the closest in the band to the opponent's last offer."""
+        opponent = record.offers_by(record.counterpart(self.role))
+        ref = model.space.digits(opponent[-1].outcome) if opponent else np.full(len(model.space.names), -1, np.int64)
+        low = target + cost
+        space = model.space
+        return int(select_offer(model.sorted_utilities, model.order, space.sizes, space.strides, space.ordered, low,
+                                low + self.band_width(), ref))
+
+    # -- the turn
+    async def act(self, view: View) -> Message:
+        model = self._model or self._load(view)
+        private = view.private
+        cost = float(private.get("deadline_cost", 0.0))
+        record = self._record = negotiation_record(view.episode.state, int(private["max_rounds"]), self._record)
+        events = view.episode.events
+        last = events[-1] if events else None
+        if last is not None and last.role == "tool" and last.speaker == self.role and last.error:
+            # A scripted strategy never makes an invalid move; if the world refused one anyway,
+            # leave rather than loop.
+            return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
+        if self.params.research and not self._researched and not record.offers_by(self.role):
+            self._researched = True
+            call = self._research_call(view)
+            if call is not None:
+                return Message(role="assistant", content=choose(self.rng, "research"), tool_calls=[call])
+        other = record.counterpart(self.role)
+        standing = record.table if record.table is not None and record.table.by == other else None
+        next_cost = cost * record.offers  # the cost if my next offer (number offers + 1) is accepted
+        if standing is not None:
+            value = float(model.utilities[standing.outcome]) - cost * (standing.round - 1)
+            if record.offers >= record.max_rounds:
+                if value >= max(model.reservation, self.final_threshold(model)):
+                    return self._accept()
+                return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
+            target = max(self.target(record, model, next_cost), model.reservation)
+            if value >= model.reservation and value >= self.accept_threshold(record, model, target):
+                return self._accept()
+        elif record.offers >= record.max_rounds:
+            return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
+        else:
+            target = max(self.target(record, model, next_cost), model.reservation)
+        outcome = self.choose_outcome(record, model, target, next_cost)
+        self._last_target = target
+        return self._offer(record, model, outcome, standing)
+
+    def accept_threshold(self, record: NegotiationRecord, model: UtilityModel, target: float) -> float:
+        """Accept the standing offer when it is worth at least this (net); default AC_next."""
+        return target
+
+    # -- helpers
+    def _load(self, view: View) -> UtilityModel:
+        spec = view.private.get("utility")
+        if not isinstance(spec, dict):
+            raise AgentFailure(f"role {self.role!r} has no negotiation preferences: is it one of the parties in "
+                               "world.params.parties?")
+        self._model = utility_model(spec)
+        world = view.episode.world
+        # Offers are worded with the scenario's labels and phrases (the world's issue space).
+        self._words = world.space if isinstance(world, BargainingWorld) else self._model.space
+        return self._model
+
+    def _research_call(self, view: View) -> ToolCall | None:
+        granted = {t.name for t in view.tools}
+        world = view.episode.world
+        for name in INFO_TOOLS:
+            if name not in granted:
+                continue
+            if name == "check_market_price":
+                items = world.data.vocab.get("item") or []
+                if items:
+                    return _call(name, item=items[int(self.rng.integers(len(items)))])
+            elif name == "get_inventory" and world.params.inventory:
+                return _call(name)
+            elif name == "check_policy" and world.params.policies:
+                topics = sorted(world.params.policies)
+                return _call(name, topic=topics[int(self.rng.integers(len(topics)))])
+        return None
+
+    def _say(self, bank: str, *calls: ToolCall, terms: str = "") -> Message:
+        return Message(role="assistant", content=phrase(self.rng, bank, terms), tool_calls=list(calls))
+
+    def _accept(self) -> Message:
+        return self._say("accept", _call("accept_offer"))
+
+    def _offer(self, record: NegotiationRecord, model: UtilityModel, outcome: int, standing: Offer | None) -> Message:
+        terms = model.space.terms(outcome)
+        words = self._words.describe_outcome(outcome)
+        mine = record.offers_by(self.role)
+        if record.offers + 1 >= record.max_rounds:
+            bank = "final"
+        elif not record.history:
+            bank = "open"
+        elif standing is None:
+            bank = "repeat" if mine and mine[-1].outcome == outcome else "counter"
+        elif mine and model.utilities[outcome] < model.utilities[mine[-1].outcome] - 1e-12:
+            bank = "concede"
+        elif mine and mine[-1].outcome == outcome:
+            bank = "hold"
+        else:
+            bank = "counter" if mine else "open"
+        calls = [_call("make_offer", **terms)]
+        if standing is not None and self.rng.random() < self.params.reject_first:
+            calls.insert(0, _call("reject_offer", reason=choose(self.rng, "reject_reason")))
+        return self._say(bank, *calls, terms=words)
+
+
+class TimeBasedParams(StrategyParams):
+    exponent: float = Field(default=1.0, gt=0.0, le=100.0, description="Concession exponent e: e > 1 "
+                            "concedes late (Boulware), e < 1 early (Conceder).")
+
+
+def time_fraction(record: NegotiationRecord) -> float:
+    """Normalised time of the next offer: 0 at the first offer, 1 at the last allowed one."""
+    if record.max_rounds <= 1:
+        return 1.0
+    return min(1.0, record.offers / (record.max_rounds - 1))
+
+
+@register_agent("time_based")
+class TimeBased(NegotiationStrategy):
+    """Time-based concession: target u(t) = r + (1 - r)(1 - t^e)."""
+
+    Params = TimeBasedParams
+    params: TimeBasedParams
+
+    def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
+        r = model.reservation
+        return r + (1.0 - r) * (1.0 - time_fraction(record) ** self.params.exponent)
+
+
+class BoulwareParams(TimeBasedParams):
+    exponent: float = Field(default=4.0, gt=0.0, le=100.0)
+
+
+class ConcederParams(TimeBasedParams):
+    exponent: float = Field(default=0.25, gt=0.0, le=100.0)
+
+
+@register_agent("boulware")
+class Boulware(TimeBased):
+    """Time-based concession with e = 4: holds out and concedes near the deadline."""
+
+    Params = BoulwareParams
+
+
+@register_agent("linear")
+class Linear(TimeBased):
+    """Time-based concession with e = 1: concedes at a constant rate."""
+
+    Params = TimeBasedParams
+
+
+@register_agent("conceder")
+class Conceder(TimeBased):
+    """Time-based concession with e = 0.25: concedes early."""
+
+    Params = ConcederParams
+
+
+class TitForTatParams(StrategyParams):
+    factor: float = Field(default=1.0, ge=0.0, le=10.0, description="Multiple of the opponent's concession "
+                          "to reciprocate.")
+    initial_concession: float = Field(default=0.05, ge=0.0, le=1.0, description="Concession after the "
+                                      "opponent's first offer.")
+
+
+@register_agent("tit_for_tat")
+class TitForTat(NegotiationStrategy):
+    """Relative tit-for-tat: mirrors the opponent's concessions, measured in its own utility."""
+
+    Params = TitForTatParams
+    params: TitForTatParams
+
+    def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
+        previous = self._last_target if self._last_target is not None else 1.0
+        opponent = record.offers_by(record.counterpart(self.role))
+        if not opponent or self._last_target is None:
+            return previous
+        if len(opponent) == 1:
+            step = self.params.initial_concession
+        else:
+            u = model.utilities
+            step = self.params.factor * float(u[opponent[-1].outcome] - u[opponent[-2].outcome])
+        return float(min(1.0, max(model.reservation, previous - step)))
+
+
+class RandomOfferParams(StrategyParams):
+    rational: bool = Field(default=True, description="Only offer outcomes worth at least the reservation value.")
+
+
+@register_agent("random_offer")
+class RandomOffer(NegotiationStrategy):
+    """Baseline: offers a uniformly random (individually rational) outcome each round."""
+
+    Params = RandomOfferParams
+    params: RandomOfferParams
+
+    def __init__(self, params: RandomOfferParams, role: str, rng: np.random.Generator) -> None:
+        super().__init__(params, role, rng)
+        self._pick: int | None = None
+
+    def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
+        floor = model.reservation + cost if self.params.rational else -np.inf
+        n = model.order.shape[0]
+        start = min(int(np.searchsorted(model.sorted_utilities, floor)), n - 1)  # nothing above: the best
+        self._pick = int(model.order[start + int(self.rng.integers(n - start))])
+        return float(model.utilities[self._pick]) - cost
+
+    def choose_outcome(self, record: NegotiationRecord, model: UtilityModel, target: float, cost: float) -> int:
+        assert self._pick is not None
+        return self._pick
+
+
+class HardlinerParams(StrategyParams):
+    aspiration: float = Field(default=0.9, ge=0.0, le=1.0, description="Share of the surplus above the "
+                              "reservation value it insists on.")
+
+
+@register_agent("hardliner")
+class Hardliner(NegotiationStrategy):
+    """Never concedes: offers and accepts only terms worth r + aspiration (1 - r) or more."""
+
+    Params = HardlinerParams
+    params: HardlinerParams
+
+    def final_threshold(self, model: UtilityModel) -> float:
+        return model.reservation + self.params.aspiration * (1.0 - model.reservation)
+
+    def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
+        return self.final_threshold(model)
+
+    def band_width(self) -> float:
+        return 1.0
+
+
+__all__ = ["Boulware", "Conceder", "Hardliner", "Linear", "NegotiationStrategy", "RandomOffer", "TimeBased",
+           "TitForTat"]

@@ -1,0 +1,179 @@
+"""Numba kernels of the bargaining world: one call per analysis or per offer, over whole arrays.
+
+Outcomes are numbered in mixed radix over the issues, the last issue varying fastest, so outcome
+``o`` has digit ``d_i`` (the index of its value on issue ``i``) with
+``o = ((d_0 * n_1 + d_1) * n_2 + d_2) ...``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def enumerate_utilities(tables: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Utilities of every outcome for every party.
+
+    `tables[p, i, d]` is party p's weighted value of value d of issue i (weight folded in);
+    returns `u[p, o]`. The sum runs over issues in order, starting from 0.0.
+    """
+    n_parties = tables.shape[0]
+    n_issues = sizes.shape[0]
+    total = 1
+    for i in range(n_issues):
+        total *= sizes[i]
+    out = np.empty((n_parties, total))
+    digits = np.zeros(n_issues, np.int64)
+    for o in range(total):
+        for p in range(n_parties):
+            acc = 0.0
+            for i in range(n_issues):
+                acc += tables[p, i, digits[i]]
+            out[p, o] = acc
+        i = n_issues - 1
+        while i >= 0:
+            digits[i] += 1
+            if digits[i] < sizes[i]:
+                break
+            digits[i] = 0
+            i -= 1
+    return out
+
+
+@numba.njit(cache=True)
+def pareto_frontier(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the outcomes no other outcome weakly dominates with one strict gain.
+
+    Sort by `ua` descending, then sweep groups of equal `ua`: a group's best `ub` points are on the
+    frontier iff that `ub` beats every `ub` seen at a strictly larger `ua`.
+    """
+    n = ua.shape[0]
+    order = np.argsort(-ua)
+    on_front = np.zeros(n, np.bool_)
+    best = -np.inf
+    count = 0
+    i = 0
+    while i < n:
+        value = ua[order[i]]
+        j = i
+        group_best = -np.inf
+        while j < n and ua[order[j]] == value:
+            if ub[order[j]] > group_best:
+                group_best = ub[order[j]]
+            j += 1
+        if group_best > best:
+            for k in range(i, j):
+                if ub[order[k]] == group_best:
+                    on_front[order[k]] = True
+                    count += 1
+            best = group_best
+        i = j
+    out = np.empty(count, np.int64)
+    c = 0
+    for o in range(n):
+        if on_front[o]:
+            out[c] = o
+            c += 1
+    return out
+
+
+@numba.njit(cache=True)
+def bargaining_points(ua: np.ndarray, ub: np.ndarray, front: np.ndarray, ra: float, rb: float) -> np.ndarray:
+    """`[nash, kalai_smorodinsky, max_welfare]` outcome indices (-1 where undefined).
+
+    All three lie on the Pareto frontier, so only `front` is searched. Nash maximises the product
+    of gains over the reservation point among individually rational outcomes (ties: more welfare);
+    Kalai-Smorodinsky maximises the smaller gain relative to the ideal gain (ties: larger sum of
+    relative gains); max welfare maximises `ua + ub`. Remaining ties: lowest index.
+    """
+    ideal_a = -np.inf
+    ideal_b = -np.inf
+    for k in range(front.shape[0]):
+        o = front[k]
+        if ua[o] >= ra and ub[o] >= rb:
+            if ua[o] > ideal_a:
+                ideal_a = ua[o]
+            if ub[o] > ideal_b:
+                ideal_b = ub[o]
+    span_a = ideal_a - ra
+    span_b = ideal_b - rb
+    nash = -1
+    ks = -1
+    best_welfare = -1
+    best_product = -np.inf
+    nash_welfare = -np.inf
+    best_min = -np.inf
+    best_sum = -np.inf
+    welfare_max = -np.inf
+    for k in range(front.shape[0]):
+        o = front[k]
+        welfare = ua[o] + ub[o]
+        if welfare > welfare_max:
+            welfare_max = welfare
+            best_welfare = o
+        if ua[o] < ra or ub[o] < rb:
+            continue
+        ga = ua[o] - ra
+        gb = ub[o] - rb
+        product = ga * gb
+        if product > best_product or (product == best_product and welfare > nash_welfare):
+            best_product = product
+            nash_welfare = welfare
+            nash = o
+        rel_a = ga / span_a if span_a > 0 else 1.0
+        rel_b = gb / span_b if span_b > 0 else 1.0
+        low = rel_a if rel_a < rel_b else rel_b
+        both = rel_a + rel_b
+        if low > best_min or (low == best_min and both > best_sum):
+            best_min = low
+            best_sum = both
+            ks = o
+    out = np.empty(3, np.int64)
+    out[0] = nash
+    out[1] = ks
+    out[2] = best_welfare
+    return out
+
+
+@numba.njit(cache=True)
+def select_offer(sorted_u: np.ndarray, order: np.ndarray, sizes: np.ndarray, strides: np.ndarray,
+                 ordered: np.ndarray, low: float, high: float, ref: np.ndarray) -> int:
+    """The outcome to offer for a target utility band `[low, high]` of the offering party.
+
+    `order` sorts the party's outcomes by utility (ascending, stable) and `sorted_u` holds those
+    utilities, so the band is found by binary search and only its outcomes are scanned. Among
+    them, the one closest to the reference outcome `ref` (digits; the opponent's last offer, or all
+    -1 for none) in normalised issue distance (ordered issues: |d - r| / (n - 1); unordered: 0 or
+    1); ties: higher utility, then lower index. An empty band: the lowest utility at or above `low`;
+    nothing at or above `low`: the best outcome.
+    """
+    n = sorted_u.shape[0]
+    n_issues = sizes.shape[0]
+    start = np.searchsorted(sorted_u, low, side="left")
+    stop = np.searchsorted(sorted_u, high, side="right")
+    if start >= n:
+        return order[n - 1]
+    if stop <= start:
+        return order[start]
+    has_ref = n_issues > 0 and ref[0] >= 0
+    best = -1
+    best_dist = np.inf
+    best_u = -np.inf
+    for k in range(start, stop):
+        o = order[k]
+        dist = 0.0
+        if has_ref:
+            for i in range(n_issues):
+                d = (o // strides[i]) % sizes[i]
+                if ordered[i]:
+                    if sizes[i] > 1:
+                        dist += abs(d - ref[i]) / (sizes[i] - 1)
+                elif d != ref[i]:
+                    dist += 1.0
+        uo = sorted_u[k]
+        if dist < best_dist or (dist == best_dist and (uo > best_u or (uo == best_u and o < best))):
+            best_dist = dist
+            best_u = uo
+            best = o
+    return best

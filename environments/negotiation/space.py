@@ -1,0 +1,378 @@
+"""The outcome space (issue grids, outcome numbering, wording) and compiled utility functions.
+
+A party's preferences travel as a JSON-able *utility spec* (stored in the task's private info, so
+a trajectory alone is enough to recompute every utility)::
+
+    {"issues": {name: {"range": [lo, hi], "step": s} | {"values": [...]}, ...},
+     "weights": {name: w, ...},                 # normalised, sum 1
+     "functions": {name: {"prefer": "low"} | {"peak": x} | {"table": [[value, score], ...]}},
+     "reservation": r}
+
+:func:`utility_model` compiles a spec into per-issue value tables and the utility of every
+outcome (one kernel call), cached per spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from simworld.environments.negotiation.kernels import enumerate_utilities
+from simworld.environments.negotiation.spec import IssueSpec, Value, _value_key
+
+
+def spec_key(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (cache keys)."""
+    return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+
+
+def format_number(x: Value, decimals: int | None = None) -> str:
+    """A value as text: thousands separators, as few decimals as needed (or exactly `decimals`)."""
+    if isinstance(x, str):
+        return x
+    if decimals is not None:
+        return f"{x:,.{decimals}f}"
+    if isinstance(x, float) and not x.is_integer():
+        text = f"{x:,.2f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{int(x):,}"
+
+
+class OutcomeSpace:
+    """The issues' value grids and the mixed-radix numbering of their combinations."""
+
+    def __init__(self, issues: Mapping[str, IssueSpec]) -> None:
+        self.issues = dict(issues)
+        self.names = list(issues)
+        self.grids = [spec.grid() for spec in issues.values()]
+        self.sizes = np.array([len(g) for g in self.grids], dtype=np.int64)
+        self.size = int(math.prod(len(g) for g in self.grids))
+        self.ordered = np.array([spec.numeric for spec in issues.values()], dtype=np.bool_)
+        self._positions = [{_value_key(v): d for d, v in enumerate(g)} for g in self.grids]
+        strides = np.ones(len(self.grids), dtype=np.int64)
+        for i in range(len(self.grids) - 2, -1, -1):
+            strides[i] = strides[i + 1] * self.sizes[i + 1]
+        self.strides = strides
+        self._texts: dict[int, tuple[list[str], list[bool]]] = {}
+        self._values: dict[tuple[int, str], np.ndarray] = {}
+        self._described: dict[int, str] = {}
+        self.memo: dict[Any, Any] = {}
+        """Derived values that depend on the space alone (e.g. wording of preferences), by key."""
+
+    @classmethod
+    def from_spec(cls, issues: Mapping[str, Mapping[str, Any]]) -> OutcomeSpace:
+        return cls({name: IssueSpec.model_validate(dict(spec)) for name, spec in issues.items()})
+
+    def compact(self) -> dict[str, dict[str, Any]]:
+        """The issues as a utility spec holds them (grid only, no wording)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, spec in self.issues.items():
+            if spec.range is not None:
+                out[name] = {"range": list(spec.range), "step": spec.step}
+            else:
+                out[name] = {"values": list(spec.values or [])}
+        return out
+
+    # -- numbering
+    def position(self, issue: int, value: Any) -> int:
+        """Digit of `value` on issue number `issue`, or -1 if it is not on the grid.
+
+        On a numeric issue numeric text counts too ('6' is 6), since JSON turns keys into text.
+        """
+        d = self._positions[issue].get(_value_key(value), -1)
+        if d < 0 and isinstance(value, str) and self.ordered[issue]:
+            try:
+                d = self._positions[issue].get(_value_key(float(value)), -1)
+            except ValueError:
+                pass
+        return d
+
+    def digits(self, outcome: int) -> np.ndarray:
+        return (outcome // self.strides) % self.sizes
+
+    def index(self, terms: Mapping[str, Any]) -> int:
+        """Outcome number of complete `terms` (raises KeyError/ValueError if not on the grid)."""
+        o = 0
+        for i, name in enumerate(self.names):
+            d = self.position(i, terms[name])
+            if d < 0:
+                raise ValueError(f"{name}={terms[name]!r} is not an allowed value")
+            o += d * int(self.strides[i])
+        return o
+
+    def terms(self, outcome: int) -> dict[str, Value]:
+        digits = self.digits(outcome)
+        return {name: self.grids[i][int(digits[i])] for i, name in enumerate(self.names)}
+
+    # -- wording
+    def _wording(self, i: int) -> tuple[list[str], list[bool]]:
+        """Text of every grid value of issue i, and whether it is a scenario label."""
+        cached = self._texts.get(i)
+        if cached is None:
+            spec = self.issues[self.names[i]]
+            labels = [""] * len(self.grids[i])
+            for key, text in spec.labels.items():
+                d = self.position(i, key)
+                if d >= 0:
+                    labels[d] = text
+            texts = [labels[d] or f"{spec.prefix}{format_number(v, spec.decimals)}{spec.suffix}"
+                     for d, v in enumerate(self.grids[i])]
+            cached = self._texts[i] = (texts, [bool(x) for x in labels])
+        return cached
+
+    def value_texts(self, name: str) -> list[str]:
+        """Text of every grid value of an issue, in grid order."""
+        return self._wording(self.names.index(name))[0]
+
+    def value_text(self, name: str, value: Value) -> str:
+        """A value as written on its own: '$9,800', '12-month', 'dealer financing'."""
+        i = self.names.index(name)
+        d = self.position(i, value)
+        if d < 0:
+            spec = self.issues[name]
+            return f"{spec.prefix}{format_number(value, spec.decimals)}{spec.suffix}"
+        return self._wording(i)[0][d]
+
+    def label(self, name: str) -> str:
+        return self.issues[name].label or name.replace("_", " ")
+
+    def describe_value(self, name: str, value: Value) -> str:
+        """A value as part of a sentence: 'a price of $9,800' (the issue's phrase) or 'price $9,800'."""
+        i = self.names.index(name)
+        spec = self.issues[name]
+        d = self.position(i, value)
+        texts, labelled = self._wording(i)
+        text = texts[d] if d >= 0 else self.value_text(name, value)
+        if d >= 0 and labelled[d]:
+            return text
+        if spec.phrase:
+            return spec.phrase.replace("{value}", text)
+        return f"{self.label(name)} {text}"
+
+    def describe_outcome(self, outcome: int) -> str:
+        """`describe` of an outcome number (memoised: offers repeat)."""
+        text = self._described.get(outcome)
+        if text is None:
+            if len(self._described) >= 100_000:
+                self._described.clear()
+            text = self._described[outcome] = self.describe(self.terms(outcome))
+        return text
+
+    def describe(self, terms: Mapping[str, Value]) -> str:
+        """`terms` in words: 'a price of $9,800, a 12-month warranty and dealer financing'."""
+        parts = [self.describe_value(name, terms[name]) for name in self.names if name in terms]
+        if len(parts) <= 1:
+            return "".join(parts)
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+    # -- value functions
+    def normalised_values(self, i: int, function: Mapping[str, Any]) -> np.ndarray:
+        """Normalised value of every grid value of issue i under `function` (cached, read-only)."""
+        key = (i, orjson.dumps(function, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode())
+        cached = self._values.get(key)
+        if cached is None:
+            cached = normalise(value_scores(self, i, function))
+            cached.setflags(write=False)
+            self._values[key] = cached
+        return cached
+
+
+# ----------------------------------------------------------------------------------------------
+# Value functions
+
+
+def _table_pairs(table: Any) -> list[tuple[Any, float]]:
+    return [(k, float(v)) for k, v in (table.items() if isinstance(table, Mapping) else table)]
+
+
+def value_scores(space: OutcomeSpace, i: int, function: Mapping[str, Any]) -> np.ndarray:
+    """Raw scores of every grid value of issue i under one value function (before normalising)."""
+    spec = space.issues[space.names[i]]
+    grid = space.grids[i]
+    if "prefer" in function:
+        x = np.array(grid, dtype=np.float64) if spec.numeric else np.arange(len(grid), dtype=np.float64)
+        return x if function["prefer"] == "high" else -x
+    if "peak" in function:
+        if not spec.numeric:
+            raise ValueError("peak needs a numeric issue")
+        return -np.abs(np.array(grid, dtype=np.float64) - float(function["peak"]))
+    pairs = _table_pairs(function["table"])
+    if spec.continuous:
+        xs = np.array([float(k) for k, _ in pairs])
+        ys = np.array([v for _, v in pairs])
+        order = np.argsort(xs, kind="stable")
+        return np.interp(np.array(grid, dtype=np.float64), xs[order], ys[order])
+    scores = np.full(len(grid), np.nan)
+    for k, v in pairs:
+        d = space.position(i, k)
+        if d < 0:
+            raise ValueError(f"table scores unknown value {k!r}")
+        scores[d] = v
+    missing = [repr(grid[d]) for d in np.flatnonzero(np.isnan(scores))]
+    if missing:
+        raise ValueError(f"table has no score for {', '.join(missing)}")
+    return scores
+
+
+def normalise(scores: np.ndarray) -> np.ndarray:
+    """Scale to span exactly [0, 1] (a constant function cannot be normalised)."""
+    lo, hi = float(scores.min()), float(scores.max())
+    if not hi > lo:
+        raise ValueError("the value function is constant over the issue, so it cannot be normalised")
+    return (scores - lo) / (hi - lo)
+
+
+@dataclass(frozen=True)
+class UtilityModel:
+    """A party's compiled utility: weighted value tables and the utility of every outcome."""
+
+    key: str
+    space: OutcomeSpace
+    weights: np.ndarray
+    tables: np.ndarray
+    """`tables[i, d]`: weighted value of value d of issue i (padded with 0)."""
+    utilities: np.ndarray
+    """`utilities[o]` for every outcome o."""
+    reservation: float
+    order: np.ndarray
+    """Outcomes sorted by utility (ascending, stable)."""
+    sorted_utilities: np.ndarray
+
+    def utility(self, terms: Mapping[str, Any]) -> float:
+        return float(self.utilities[self.space.index(terms)])
+
+
+def compile_tables(space: OutcomeSpace, weights: Mapping[str, float],
+                   functions: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised weights and weighted value tables of one party."""
+    unknown = sorted(set(weights) - set(space.names)) + sorted(set(functions) - set(space.names))
+    if unknown:
+        raise ValueError(f"unknown issue {unknown[0]!r}")
+    w = np.array([float(weights.get(name, 0.0)) for name in space.names])
+    if not w.sum() > 0:
+        raise ValueError("at least one weight must be positive")
+    w = w / w.sum()
+    tables = np.zeros((len(space.names), int(space.sizes.max())))
+    for i, name in enumerate(space.names):
+        if w[i] == 0:
+            continue
+        if name not in functions:
+            raise ValueError(f"issue {name!r} has a weight but no value function")
+        try:
+            values = space.normalised_values(i, functions[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        tables[i, : len(values)] = w[i] * values
+    return w, tables
+
+
+_MODELS: OrderedDict[str, UtilityModel] = OrderedDict()
+_MODEL_CACHE = 64
+_SPACES: OrderedDict[str, OutcomeSpace] = OrderedDict()
+
+
+def outcome_space(issues: Mapping[str, Mapping[str, Any]]) -> OutcomeSpace:
+    """The outcome space of compact issue specs, cached."""
+    key = spec_key(issues)
+    space = _SPACES.get(key)
+    if space is None:
+        space = _SPACES[key] = OutcomeSpace.from_spec(issues)
+        while len(_SPACES) > 16:
+            _SPACES.popitem(last=False)
+    return space
+
+
+def utility_model(spec: Mapping[str, Any]) -> UtilityModel:
+    """Compile (or fetch) the utility model of a utility spec (see the module docstring)."""
+    key = spec_key({k: spec[k] for k in ("issues", "weights", "functions")})
+    cached = _MODELS.get(key)
+    if cached is not None:
+        _MODELS.move_to_end(key)
+        if cached.reservation == spec["reservation"]:
+            return cached
+        return dataclasses.replace(cached, reservation=float(spec["reservation"]))
+    space = outcome_space(spec["issues"])
+    weights, tables = compile_tables(space, spec["weights"], spec["functions"])
+    utilities = enumerate_utilities(tables[None, :, :], space.sizes)[0]
+    order = np.argsort(utilities, kind="stable")
+    sorted_utilities = utilities[order]
+    for array in (utilities, order, sorted_utilities):
+        array.setflags(write=False)
+    model = UtilityModel(key, space, weights, tables, utilities, float(spec["reservation"]), order, sorted_utilities)
+    _MODELS[key] = model
+    while len(_MODELS) > _MODEL_CACHE:
+        _MODELS.popitem(last=False)
+    return model
+
+
+def utility_spec(space: OutcomeSpace, weights: Mapping[str, float], functions: Mapping[str, Mapping[str, Any]],
+                 reservation: float) -> dict[str, Any]:
+    """A JSON-able utility spec: normalised weights, value functions as plain data."""
+    total = sum(weights.values())
+    plain_functions: dict[str, Any] = {}
+    for name, fn in functions.items():
+        if weights.get(name, 0.0) <= 0:
+            continue
+        if "table" in fn:
+            i = space.names.index(name)
+            if space.issues[name].continuous:
+                pairs = [[float(k), v] for k, v in _table_pairs(fn["table"])]
+            else:  # keys as the grid's own values (JSON may have turned 6 into '6')
+                pairs = [[space.grids[i][d] if (d := space.position(i, k)) >= 0 else k, v]
+                         for k, v in _table_pairs(fn["table"])]
+            plain_functions[name] = {"table": pairs}
+        else:
+            plain_functions[name] = dict(fn)
+    return {
+        "issues": space.compact(),
+        "weights": {name: round(weights.get(name, 0.0) / total, 12) for name in space.names},
+        "functions": plain_functions,
+        "reservation": round(float(reservation), 12),
+    }
+
+
+def nearest_outcome(model: UtilityModel, target: float) -> int:
+    """The outcome whose utility is closest to `target` (ties: lowest index)."""
+    return int(np.argmin(np.abs(model.utilities - target)))
+
+
+_CHECKED: OrderedDict[bytes, list[str]] = OrderedDict()
+
+
+def check_preferences(issues: Mapping[str, IssueSpec], parties: Mapping[str, Any]) -> list[str]:
+    """Problems of the parties' preferences against the issues (empty when they compile), cached."""
+    key = orjson.dumps([[n, s.model_dump_json()] for n, s in issues.items()]
+                       + [[r, p.model_dump_json(exclude={"brief"})] for r, p in parties.items()])
+    cached = _CHECKED.get(key)
+    if cached is not None:
+        return cached
+    from simworld.errors import suggest
+
+    space = OutcomeSpace(issues)
+    problems: list[str] = []
+    for role, party in parties.items():
+        bad = False
+        for section in ("weights", "utilities"):
+            for name in getattr(party, section):
+                if name not in issues:
+                    problems.append(f"parties.{role}.{section}: unknown issue {name!r}{suggest(name, issues)}")
+                    bad = True
+        if bad:
+            continue
+        functions = {n: f.model_dump(exclude_none=True) for n, f in party.utilities.items()}
+        try:
+            compile_tables(space, party.weights, functions)
+        except ValueError as exc:
+            problems.append(f"parties.{role}.utilities: {exc}")
+    _CHECKED[key] = problems
+    while len(_CHECKED) > 64:
+        _CHECKED.popitem(last=False)
+    return problems

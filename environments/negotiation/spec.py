@@ -1,0 +1,230 @@
+"""Scenario-facing parameter models of the bargaining world and its task.
+
+World parameters (``world.params``) declare what is negotiated and how: the issues, the protocol
+(round limit, deadline cost) and what the information tools answer. Task parameters
+(``task.params``) declare who negotiates: each party's private preferences and reservation value,
+plus optional per-episode jitter. Keeping preferences in the task means a variation over a
+reservation value re-samples a task, not the world.
+
+An issue is either continuous (``range: [lo, hi]`` with a ``step``) or discrete (``values``).
+A party's utility is additive: ``u(o) = sum_i w_i * v_i(o_i)`` with weights normalised to sum 1
+and each value function ``v_i`` normalised to span exactly [0, 1] over the issue's values, so
+every party's best outcome scores 1 and its worst 0.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_OUTCOMES = 20_000_000
+"""Largest outcome space a scenario may declare (the analysis holds a few arrays of this size)."""
+
+PROTOCOL_TOOLS = ("make_offer", "accept_offer", "reject_offer", "walk_away")
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+Value = str | int | float
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _is_integral(x: float) -> bool:
+    return float(x).is_integer()
+
+
+class IssueSpec(_Strict):
+    """One negotiated issue: continuous (`range` + `step`) or discrete (`values`)."""
+
+    range: tuple[float, float] | None = Field(default=None, description="[low, high] of a continuous issue.")
+    step: float | None = Field(default=None, gt=0, description="Grid step of a continuous issue.")
+    values: list[Value] | None = Field(default=None, description="The allowed values of a discrete issue.")
+    label: str = Field(default="", description="Human name (default: the issue key with spaces).")
+    description: str = Field(default="", description="What the issue means (shown in the make_offer schema).")
+    prefix: str = Field(default="", description="Written before a value, e.g. '$'.")
+    suffix: str = Field(default="", description="Written after a value, e.g. ' months'.")
+    phrase: str = Field(default="", description="How a value reads in a sentence, with {value}, e.g. "
+                        "'a {value} warranty'. Default: '<label> <value>'.")
+    decimals: int | None = Field(default=None, ge=0, le=6, description="Decimals a number is written with "
+                                 "(default: as few as needed), e.g. 2 for prices in dollars and cents.")
+    labels: dict[Value, str] = Field(default_factory=dict, description="Display text of values, e.g. "
+                                     "{dealer: dealer financing, 0: no warranty}.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> IssueSpec:
+        if (self.range is None) == (self.values is None):
+            raise ValueError("an issue needs either range (with step) or values, not both")
+        if self.range is not None:
+            lo, hi = self.range
+            if self.step is None:
+                raise ValueError("a continuous issue (range) needs a step")
+            if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
+                raise ValueError(f"range must be [low, high] with low <= high, got [{lo}, {hi}]")
+            k = (hi - lo) / self.step
+            if abs(k - round(k)) > 1e-6 * max(1.0, k):
+                raise ValueError(f"range [{lo}, {hi}] is not a whole number of steps of {self.step}")
+        else:
+            if self.step is not None:
+                raise ValueError("step is only for a continuous issue (range)")
+            if not self.values:
+                raise ValueError("values must not be empty")
+            if len(set(map(_value_key, self.values))) != len(self.values):
+                raise ValueError("values must be distinct")
+        if self.phrase and "{value}" not in self.phrase:
+            raise ValueError("phrase must contain {value}")
+        return self
+
+    @property
+    def continuous(self) -> bool:
+        return self.range is not None
+
+    @property
+    def integral(self) -> bool:
+        """A continuous issue whose grid is whole numbers (offered as integers)."""
+        return (self.range is not None and self.step is not None and _is_integral(self.range[0])
+                and _is_integral(self.step))
+
+    @property
+    def size(self) -> int:
+        if self.range is not None:
+            assert self.step is not None
+            return int(round((self.range[1] - self.range[0]) / self.step)) + 1
+        assert self.values is not None
+        return len(self.values)
+
+    def value_at(self, k: int) -> Value:
+        """The k-th allowed value."""
+        if self.values is not None:
+            return self.values[k]
+        assert self.range is not None and self.step is not None
+        if self.integral:
+            return int(self.range[0]) + k * int(self.step)
+        return round(self.range[0] + k * self.step, 10)
+
+    def grid(self) -> list[Value]:
+        """Every allowed value, in order."""
+        if self.values is not None:
+            return list(self.values)
+        return [self.value_at(k) for k in range(self.size)]
+
+    @property
+    def numeric(self) -> bool:
+        return self.values is None or all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
+
+
+def _value_key(v: Any) -> Any:
+    """Dictionary key of an issue value: 6 and 6.0 are the same value, '6' is not."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+class ValueFunction(_Strict):
+    """How much a party likes each value of one issue (normalised to [0, 1] afterwards).
+
+    Exactly one of: ``prefer: low|high`` (linear in the value; for text values, in listed order),
+    ``peak: x`` (1 at x, falling linearly to the far end), ``table`` (value -> score; on a
+    continuous issue the points are interpolated linearly).
+    """
+
+    prefer: Literal["low", "high"] | None = None
+    peak: float | None = None
+    table: dict[Value, float] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ValueFunction:
+        given = [n for n in ("prefer", "peak", "table") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of prefer (low|high), peak or table")
+        if self.table is not None and not self.table:
+            raise ValueError("table must not be empty")
+        return self
+
+
+class PartySpec(_Strict):
+    """One party's private preferences."""
+
+    weights: dict[str, float] = Field(description="Importance of each issue (normalised to sum 1; "
+                                      "issues not listed weigh 0).")
+    utilities: dict[str, ValueFunction] = Field(description="Value function of each weighted issue.")
+    reservation: float = Field(ge=0.0, lt=1.0, description="Utility of no deal, in [0, 1).")
+    brief: str = Field(default="", description="Role-play goal in words, put before the preferences.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(not math.isfinite(w) or w < 0 for w in v.values()):
+            raise ValueError("weights must be finite and >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError("at least one weight must be positive")
+        return v
+
+
+class BargainingParams(_Strict):
+    """``world.params`` of the bargaining world: issues, the two parties, protocol, information."""
+
+    issues: dict[str, IssueSpec] = Field(description="The negotiated issues, in offer order.")
+    parties: dict[str, PartySpec] = Field(description="Exactly two parties, keyed by scenario role name.")
+    max_rounds: int = Field(default=10, ge=1, le=1000, description="Most offers in an episode (both "
+                            "parties together); after the last one the responder can only accept or walk away.")
+    deadline_cost: float = Field(default=0.0, ge=0.0, le=1.0, description="Utility each party loses per "
+                                 "round before agreement (agreement on offer k costs (k-1) x this).")
+    subject: str = Field(default="the deal", description="What is negotiated, in words ('a used 2017 Civic').")
+    market: dict[str, tuple[float, float]] = Field(default_factory=dict, description="check_market_price: "
+                                                   "item -> [low, high] band comparable listings are drawn from.")
+    comparables: int = Field(default=5, ge=1, le=100, description="Listings per market item.")
+    inventory: dict[str, int | float | str] = Field(default_factory=dict, description="What get_inventory reports.")
+    policies: dict[str, str] = Field(default_factory=dict, description="check_policy: topic -> text.")
+
+    @field_validator("issues")
+    @classmethod
+    def _names(cls, v: dict[str, IssueSpec]) -> dict[str, IssueSpec]:
+        if not v:
+            raise ValueError("at least one issue is required")
+        for name in v:
+            if not _NAME.match(name) or keyword.iskeyword(name) or hasattr(BaseModel, name):
+                raise ValueError(f"issue name {name!r} must be a lower-case identifier (letters, digits, _) "
+                                 "that is not a Python keyword")
+        size = math.prod(i.size for i in v.values())
+        if size > MAX_OUTCOMES:
+            raise ValueError(f"the outcome space has {size:,} outcomes; at most {MAX_OUTCOMES:,} are supported")
+        return v
+
+    @field_validator("parties")
+    @classmethod
+    def _two(cls, v: dict[str, PartySpec]) -> dict[str, PartySpec]:
+        if len(v) != 2:
+            raise ValueError(f"exactly two parties are supported, got {len(v)}")
+        return v
+
+    @field_validator("market")
+    @classmethod
+    def _bands(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for item, (low, high) in v.items():
+            if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
+                raise ValueError(f"market.{item}: give [low, high] with 0 <= low <= high")
+        return v
+
+    @model_validator(mode="after")
+    def _preferences_fit_issues(self) -> BargainingParams:
+        from simworld.environments.negotiation.space import check_preferences
+
+        problems = check_preferences(self.issues, self.parties)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class BargainingTaskParams(_Strict):
+    """``task.params`` of the `negotiate` task: per-episode variation of the parties' preferences."""
+
+    reservation_jitter: float = Field(default=0.0, ge=0.0, le=0.5, description="Each episode moves each "
+                                      "reservation by a uniform amount in [-j, +j] (clipped to [0, 0.95]).")
+    weight_jitter: float = Field(default=0.0, ge=0.0, le=0.9, description="Each episode multiplies each "
+                                 "weight by a uniform factor in [1-j, 1+j] before normalising.")
