@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
@@ -16,11 +18,12 @@ def render_summary(summary: dict, console) -> None:  # noqa: ANN001
         table.add_column(name, justify=justify)
     for name in scorers:
         table.add_column(name, justify="right")
-    for row in [*summary["rows"], {"task_type": "all", "agent": "", **summary["total"]}]:
+    rows = summary["rows"]
+    for i, row in enumerate([*rows, {"task_type": "all", "agent": "", **summary["total"]}]):
         cells = [row["task_type"], row["agent"], f"{row['episodes']:,}", f"{100 * row['success_rate']:.1f}%",
                  f"{100 * row['pass_rate']:.1f}%", f"{row['mean_value']:.3f}"]
         cells += [f"{row['scorers'][n]:.3f}" if n in row["scorers"] else "-" for n in scorers]
-        table.add_row(*cells, end_section=row["task_type"] == "all")
+        table.add_row(*cells, end_section=i == len(rows) - 1)
     console.print(table)
     if summary["pass_k"]:
         console.print("pass^k over " + f"{summary['task_instances']:,} task instances: "
@@ -45,7 +48,7 @@ def command(run: str, scorers: tuple[str, ...]) -> None:
     from simworld.scoring.report import score_run
 
     summary, path = score_run(run, scorers)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a pipe gets the whole table
     console.print(f"{run}: scored {summary.total.episodes:,} episodes with {', '.join(summary.names)} -> {path}",
                   highlight=False, soft_wrap=True)
     render_summary(summary.as_dict(), console)

@@ -21,7 +21,7 @@ from simworld.episode import STOP
 from simworld.replay import load_run_scenario, parse_record
 from simworld.runio import iter_records
 from simworld.scenario import Scenario
-from simworld.scoring.base import ScoringContext
+from simworld.scoring.base import ScoringContext, world_of
 from simworld.scoring.report import SCORES_DIR, SCORES_FILE, score_line, scorer_names
 from simworld.types import ToolSpec
 
@@ -77,10 +77,26 @@ class RunInfo:
     scenario: Scenario
     kinds: dict[str, str]
     world_cls: Any
-    tools: dict[str, list[ToolSpec]]
-    tools_openai: dict[str, list[dict[str, Any]]]
     today: dt.date
     scorers: list[str]
+    _worlds: dict[bytes, Any] = field(default_factory=dict, repr=False)
+    _tools: dict[tuple[bytes, tuple[str, ...]], tuple[list[ToolSpec], list[dict[str, Any]]]] = \
+        field(default_factory=dict, repr=False)
+
+    def tools_for(self, record: dict[str, Any], role: str) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
+        """(ToolSpecs, OpenAI tool dicts) `role` had in this episode, from its world instance: a world
+        may shape a tool's schema from its parameters (a negotiation's make_offer)."""
+        world = record.get("world") or {}
+        wkey = orjson.dumps([world.get("type"), world.get("params"), world.get("seed")], option=orjson.OPT_SORT_KEYS)
+        names = tuple((record.get("tools") or {}).get(role) or ())
+        hit = self._tools.get((wkey, names))
+        if hit is None:
+            instance = self._worlds.get(wkey)
+            if instance is None:
+                instance = self._worlds[wkey] = world_of({"type": self.scenario.world.type, **world})
+            specs = instance.tool_specs(list(names))
+            hit = self._tools[(wkey, names)] = (specs, [t.openai() for t in specs])
+        return hit
 
 
 @dataclass
@@ -109,10 +125,7 @@ def open_run(path: str | Path, requested_scorers: tuple[str, ...] = ()) -> RunIn
     sc = load_run_scenario(path)
     world_cls = registry.get_world(sc.world.type)
     kinds = {role: spec.kind for role, spec in sc.roles.items()}
-    tools = {role: world_cls.tool_specs(spec.tools) for role, spec in sc.roles.items()}
-    tools_openai = {role: [t.openai() for t in specs] for role, specs in tools.items()}
-    return RunInfo(Path(path), sc, kinds, world_cls, tools, tools_openai, sc.today,
-                   scorer_names(sc, requested_scorers))
+    return RunInfo(Path(path), sc, kinds, world_cls, sc.today, scorer_names(sc, requested_scorers))
 
 
 class ScoreLookup:
@@ -206,8 +219,9 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
         msgs = training_view(perspective_dicts(events, role, system.get(role)))
         if not any(m["role"] == "assistant" for m in msgs):
             continue
-        yield Sample(id=f"{record['episode_id']}/{role}", perspective=role, messages=msgs, tools=run.tools[role],
-                     tools_openai=run.tools_openai[role], today=run.today, scores=scores, provenance={**prov, "perspective": role},
+        tools, tools_openai = run.tools_for(record, role)
+        yield Sample(id=f"{record['episode_id']}/{role}", perspective=role, messages=msgs, tools=tools,
+                     tools_openai=tools_openai, today=run.today, scores=scores, provenance={**prov, "perspective": role},
                      synthetic=prov["synthetic"], split_key=f"{record.get('scenario')}\x00{task.get('instance_id')}",
                      world=run.scenario.world.type, success=prov["success"], record=record)
 

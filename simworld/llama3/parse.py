@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from typing import Any
 
 import orjson
@@ -196,7 +197,9 @@ def _calls_from_python(body: str) -> list[ToolCall] | None:
     if len(body) > _MAX_PYTHON_CHARS:
         raise ParseError("tool call list is too long")
     try:
-        tree = ast.parse(body, mode="eval")
+        with warnings.catch_warnings():  # model text like "\\Y" must not warn about escapes
+            warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+            tree = ast.parse(body, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     lst = tree.body

@@ -13,7 +13,8 @@ Injectable names:
 * ``traj`` (:class:`~simworld.types.Trajectory`), ``task`` (its TaskRecord), ``outcome``,
   ``events`` (the global event log);
 * ``kinds``: ``{role: "user" | "assistant"}``;
-* ``world``: the registered World class of the trajectory's world;
+* ``world``: the trajectory's World (loaded from its type, parameters and seed: per-world tools,
+  such as a negotiation's issue-specific ``make_offer``, are the ones the episode had);
 * ``ctx``: the :class:`ScoringContext` (scenario, replayed states).
 """
 
@@ -60,6 +61,12 @@ def role_kinds(traj: Trajectory, scenario: Scenario | None = None) -> dict[str, 
     return kinds
 
 
+def world_of(world: dict[str, Any]) -> Any:
+    """The World instance a trajectory's ``world`` field names (generated once per process)."""
+    cls = registry.get_world(str(world.get("type", "")))
+    return cls.load(world.get("params") or {}, int(world.get("seed") or 0))
+
+
 class ScoringContext:
     """What scorers share across trajectories: the scenario (if known) and replayed states."""
 
@@ -67,8 +74,8 @@ class ScoringContext:
         self.scenario = scenario
         self._replayed: tuple[str, Any] | None = None
 
-    def world_class(self, traj: Trajectory) -> Any:
-        return registry.get_world(str(traj.world.get("type", "")))
+    def world(self, traj: Trajectory) -> Any:
+        return world_of(traj.world)
 
     def replayed(self, traj: Trajectory) -> Any:
         """The episode re-executed from the record (see :mod:`simworld.replay`), cached per trajectory."""
@@ -121,7 +128,7 @@ def score_trajectory(traj: Trajectory, names: Iterable[str], ctx: ScoringContext
                 kinds = kinds if kinds is not None else role_kinds(traj, ctx.scenario)
                 kwargs[p] = kinds
             elif p == "world":
-                kwargs[p] = ctx.world_class(traj)
+                kwargs[p] = ctx.world(traj)
             elif p == "ctx":
                 kwargs[p] = ctx
         score = fn(**kwargs)

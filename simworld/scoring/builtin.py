@@ -9,8 +9,8 @@
 * ``policy_violations``: attempts the policy forbids: calling a tool the role does not have, a
   write on a task that must be refused, or a call the world reports as a policy violation (a
   world may define ``is_policy_violation(tool_name, error_text) -> bool``).
-* ``negotiation``: deal reached, each party's utility against its reservation value, rounds and
-  offers (from the outcome metrics a negotiation world records; absent elsewhere).
+* ``negotiation``: agreement reached, each party's utility against its reservation value, offers
+  (from the outcome metrics a negotiation world records; not applicable elsewhere).
 * ``heuristics``: repeated turns, empty turns, invalid moves and verbosity.
 """
 
@@ -151,31 +151,34 @@ def policy_violations(traj: Trajectory, task: TaskRecord, world: Any) -> Score:
 
 @register_scorer("negotiation")
 def negotiation(traj: Trajectory, outcome: Outcome, kinds: dict[str, str]) -> Score | None:
-    """Deal and surplus of a negotiation, from the metrics the world records in the outcome.
+    """Agreement and surplus of a negotiation, from the metrics the world records in the outcome.
 
-    Reads ``outcome.metrics``: ``deal`` (bool), ``utility`` ``{role: u}`` and ``reservation``
-    ``{role: r}`` (each in [0, 1]); optional ``pareto_optimal``, ``nash_distance``. Value: the
-    mean over parties of the share of the surplus above their reservation value each obtained
-    (0 without a deal); passed: a deal that is individually rational for every party.
+    Reads ``outcome.metrics`` as the bargaining world writes them: ``agreement`` (bool),
+    ``utilities`` ``{role: u}`` and ``reservation_<role>`` (utilities in [0, 1]); other metrics
+    (Pareto and Nash distances, welfare) are passed through in details. Value: the mean over the
+    parties of the share of their possible surplus above reservation they obtained (0 without an
+    agreement); passed: an agreement no party is worse off for than walking away.
     """
     m = outcome.metrics
-    if "deal" not in m:
+    if "agreement" not in m:
         return None
-    offers = sum(1 for ev in traj.events for c in ev.tool_calls if c.name == "make_offer")
-    turns = sum(1 for ev in traj.events if ev.role in ("user", "assistant") and ev.speaker in kinds)
-    details: dict[str, Any] = {k: m[k] for k in sorted(m) if isinstance(m[k], (bool, int, float, str, dict, list))}
-    details.update(offers=offers, turns=turns)
-    if not m.get("deal"):
+    offers = {role: sum(1 for ev in traj.events if ev.speaker == role for c in ev.tool_calls if c.name == "make_offer")
+              for role in kinds}
+    keep = ("agreement", "agreed_outcome", "rounds", "utilities", "pareto_optimal", "pareto_distance",
+            "nash_distance", "welfare_ratio", "walked_away_by")
+    details: dict[str, Any] = {k: m[k] for k in keep if k in m}
+    details["offers"] = offers
+    if not m.get("agreement"):
         return Score(value=0.0, passed=False, details=details)
-    utility = m.get("utility") or {}
-    reservation = m.get("reservation") or {}
+    utilities = m.get("utilities") or {}
     shares = []
     rational = True
-    for role, u in utility.items():
-        r = float(reservation.get(role, 0.0))
+    for role, u in utilities.items():
         u = float(u)
+        r = float(m.get(f"reservation_{role}", 0.0))
         rational = rational and u >= r - 1e-9
         shares.append(max(0.0, min(1.0, (u - r) / (1.0 - r))) if r < 1.0 else float(u >= r))
+    details["surplus_shares"] = dict(zip(utilities, [round(x, 6) for x in shares]))
     value = sum(shares) / len(shares) if shares else 1.0
     return Score(value=value, passed=rational, details=details)
 
@@ -186,13 +189,14 @@ VERBOSE_CHARS = 1500
 
 @register_scorer("heuristics")
 def heuristics(traj: Trajectory, outcome: Outcome, kinds: dict[str, str]) -> Score:
-    """Penalties for repeated turns (same text or same tool call again), empty turns, invalid moves
-    and verbose turns of the assistant side. Value: 1 minus the share of penalised turns."""
+    """Penalties for repeated turns (a role's turn identical to its previous one: text and calls),
+    empty turns, invalid moves and verbose turns of the assistant side. Value: 1 minus the share of
+    penalised turns."""
     turns = [(i, ev) for i, ev in enumerate(traj.events)
              if ev.role == "assistant" and kinds.get(ev.speaker) == "assistant"]
     if not turns:
         return Score(value=1.0, passed=True, details={"turns": 0})
-    seen: dict[str, set[str]] = {}
+    previous: dict[str, str] = {}
     repeated, empty, verbose, invalid = [], [], [], []
     for i, ev in turns:
         if ev.invalid:
@@ -202,10 +206,9 @@ def heuristics(traj: Trajectory, outcome: Outcome, kinds: dict[str, str]) -> Sco
             empty.append(i)
             continue
         key = ev.content.strip() + "\x00" + json.dumps([[c.name, c.arguments] for c in ev.tool_calls], sort_keys=True)
-        mine = seen.setdefault(ev.speaker, set())
-        if key in mine:
+        if previous.get(ev.speaker) == key:  # the same turn again, back to back: a loop
             repeated.append(i)
-        mine.add(key)
+        previous[ev.speaker] = key
         if len(ev.content) > VERBOSE_CHARS:
             verbose.append(i)
     penalised = len(set(repeated) | set(empty) | set(verbose) | set(invalid))

@@ -1,0 +1,177 @@
+"""Replay: real runs verify, any altered record is caught at its first differing event, forks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+import test_export_worlds as worlds
+from simworld.replay import fork_trajectory, load_run_scenario, replay_run, replay_trajectory, turn_boundaries
+from simworld.runio import iter_records
+from simworld.types import Trajectory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT / "tests"), "SIMWORLD_PLUGINS": "test_export_worlds", "PATH": "/usr/bin:/bin"}
+    import os
+
+    env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-m", "simworld", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("case", worlds.scenario_cases())
+def test_every_scenario_replays_exactly(tmp_path, case):
+    sc = worlds.scenario_of(case)
+    run = worlds.make_run(tmp_path / "run", sc, 4)
+    results = list(replay_run(run))
+    assert len(results) == 4
+    assert all(r.ok for r in results), [r.mismatch.describe() for r in results if not r.ok]
+    assert all(r.events_checked > 0 for r in results)
+
+
+@pytest.fixture(scope="module")
+def ledger_run(tmp_path_factory):
+    return worlds.make_run(tmp_path_factory.mktemp("replay") / "run", worlds.ledger_world.scenario_data(), 6)
+
+
+def _records(run):
+    return list(iter_records(run))
+
+
+def _tampered(record, change):
+    rec = orjson.loads(orjson.dumps(record))
+    change(rec)
+    return Trajectory.model_validate(rec)
+
+
+def _first_tool_result(rec):
+    return next(i for i, e in enumerate(rec["events"]) if e["role"] == "tool")
+
+
+def _first_call(rec):
+    return next(i for i, e in enumerate(rec["events"]) if e["tool_calls"])
+
+
+def test_altered_tool_result_is_reported_at_its_event(ledger_run):
+    sc = load_run_scenario(ledger_run)
+    rec = _records(ledger_run)[0]
+    i = _first_tool_result(rec)
+
+    def change(r):
+        r["events"][i]["content"] = r["events"][i]["content"].replace('"balance":', '"balance":1')
+
+    result = replay_trajectory(_tampered(rec, change), sc)
+    assert not result.ok
+    assert result.mismatch.where == f"event {i}" and result.mismatch.field == "content"
+    assert rec["events"][i]["content"] == result.mismatch.replayed
+
+
+def test_altered_argument_changes_the_result_and_is_caught(ledger_run):
+    sc = load_run_scenario(ledger_run)
+    rec = _records(ledger_run)[1]
+    i = _first_call(rec)
+
+    def change(r):
+        r["events"][i]["tool_calls"][0]["arguments"]["amount"] = 6
+
+    result = replay_trajectory(_tampered(rec, change), sc)
+    assert not result.ok
+    assert result.mismatch.where == f"event {i + 1}"  # the result of the altered call differs
+
+
+def test_altered_hash_outcome_and_task_are_caught(ledger_run):
+    sc = load_run_scenario(ledger_run)
+    rec = _records(ledger_run)[2]
+    r1 = replay_trajectory(_tampered(rec, lambda r: r.update(final_state_hash="0" * 32)), sc)
+    assert r1.mismatch.where == "final_state_hash"
+    r2 = replay_trajectory(_tampered(rec, lambda r: r["outcome"].update(success=False)), sc)
+    assert r2.mismatch.where == "outcome" and r2.mismatch.field == "success"
+    r3 = replay_trajectory(_tampered(rec, lambda r: r["task"].update(instance_id="deposit-999")), sc)
+    assert r3.mismatch.where == "task"
+    r4 = replay_trajectory(_tampered(rec, lambda r: r["events"].pop()), sc)
+    assert not r4.ok
+    r5 = replay_trajectory(_tampered(rec, lambda r: r.update(seed=r["seed"] + 1)), sc)
+    assert not r5.ok
+
+
+def test_cli_replay_exit_codes_and_first_difference(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 5)
+    ok = cli("replay", str(run), "-q")
+    assert ok.returncode == 0, ok.stderr
+    assert "replayed 5 episodes" in ok.stdout and "all match" in ok.stdout
+    shard = next(run.glob("trajectories-*.jsonl"))
+    lines = shard.read_bytes().splitlines(keepends=True)
+    rec = orjson.loads(lines[3])
+    i = _first_tool_result(rec)
+    rec["events"][i]["content"] = '{"account": 0, "balance": 1}'
+    lines[3] = orjson.dumps(rec) + b"\n"
+    shard.write_bytes(b"".join(lines) + b'{"episode_id": "torn')  # plus a torn last line: skipped
+    bad = cli("replay", str(run))
+    assert bad.returncode == 1
+    assert f"MISMATCH {rec['episode_id']}: event {i} content" in bad.stdout
+    assert "1 mismatch" in bad.stdout
+    assert bad.stdout.count("ok ") == 4
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["replay", "/nonexistent/run"], "not a run directory"),
+    (["replay", "{run}", "--episode", "nope"], "no episode 'nope'"),
+    (["replay", "{run}", "--fork-at", "1"], "--fork-at needs exactly one --episode"),
+])
+def test_cli_replay_user_errors_are_one_line(tmp_path, args, needle):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 2)
+    res = cli(*[a.replace("{run}", str(run)) for a in args])
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
+
+
+def test_fork_continues_with_other_agents_and_records_its_parent(tmp_path):
+    sc = worlds.scenario_of(worlds.haggle_data())
+    run = worlds.make_run(tmp_path / "run", sc, 3)
+    traj = Trajectory.model_validate(_records(run)[0])
+    bounds = turn_boundaries(traj)
+    at = bounds[1]
+    tougher = worlds.scenario_of(worlds.haggle_data(roles={
+        **worlds.haggle_data()["roles"],
+        "buyer": {**worlds.haggle_data()["roles"]["buyer"], "agent": {"type": "haggler", "step": 0.05}}}))
+    fork = fork_trajectory(traj, load_run_scenario(run), at, tougher)
+    assert fork.provenance.parent == traj.episode_id and fork.provenance.fork_at == at
+    assert fork.events[:at + 1] == traj.events[:at + 1]  # the shared history
+    assert fork.events[at + 1:] != traj.events[at + 1:]  # a different continuation
+    assert fork.seed == traj.seed and fork.task == traj.task
+    # The fork is itself a verifiable trajectory of the scenario it was continued under.
+    assert replay_trajectory(fork, tougher).ok
+
+
+def test_fork_inside_a_turn_is_refused_with_the_nearest_boundaries(tmp_path):
+    from simworld.errors import SimworldError
+
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 1)
+    traj = Trajectory.model_validate(_records(run)[0])
+    bounds = turn_boundaries(traj)
+    inside = next(i for i in range(len(traj.events)) if i not in bounds and i != len(traj.events) - 1)
+    with pytest.raises(SimworldError, match="inside a turn"):
+        fork_trajectory(traj, load_run_scenario(run), inside, load_run_scenario(run))
+
+
+def test_cli_fork_writes_a_replayable_run(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.haggle_data(), 2)
+    eid = _records(run)[0]["episode_id"]
+    out = tmp_path / "forks"
+    res = cli("replay", str(run), "--episode", eid, "--fork-at", "2", "--out", str(out),
+              "--set", "roles.buyer.agent.step=0.05")
+    assert res.returncode == 0, res.stderr
+    assert "forked" in res.stdout
+    forked = _records(out)
+    assert len(forked) == 1 and forked[0]["provenance"]["parent"] == eid and forked[0]["provenance"]["fork_at"] == 2
+    again = cli("replay", str(out), "-q")
+    assert again.returncode == 0, again.stdout + again.stderr

@@ -1,0 +1,228 @@
+"""Scorers on real runs: each finds what it should, pass^k, and `simworld score` output."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import random
+
+import orjson
+import pytest
+
+import test_export_worlds as worlds
+from simworld import registry
+from simworld.errors import UnknownName
+from simworld.registry import register_scorer
+from simworld.runio import iter_records
+from simworld.scoring import Score, ScoringContext, score_trajectory
+from simworld.scoring.report import SCORES_DIR, pass_hat_k, score_run
+from simworld.types import Trajectory
+from test_replay import cli
+
+BUILTIN = ["state_match", "outputs_stated", "collateral_damage", "tool_validity", "policy_violations",
+           "negotiation", "heuristics"]
+
+
+def test_the_builtin_scorers_are_registered():
+    registry.load_builtins()
+    assert set(BUILTIN) <= set(registry.SCORERS)
+
+
+@pytest.mark.parametrize("case", worlds.scenario_cases())
+def test_scores_are_in_range_for_every_scenario(tmp_path, case):
+    sc = worlds.scenario_of(case)
+    run = worlds.make_run(tmp_path / "run", sc, 3)
+    summary, path = score_run(run)
+    lines = [orjson.loads(x) for x in path.read_bytes().splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        for name, s in line["scores"].items():
+            assert 0.0 <= s["value"] <= 1.0 and isinstance(s["passed"], bool), name
+        assert line["passed"] == (line["success"] and all(s["passed"] for s in line["scores"].values()))
+
+
+@pytest.fixture(scope="module")
+def sloppy(tmp_path_factory):
+    data = worlds.scenario_cases()[1].values[0]
+    run = worlds.make_run(tmp_path_factory.mktemp("sloppy") / "run", data, 4)
+    return [Trajectory.model_validate(r) for r in iter_records(run)], worlds.scenario_of(data)
+
+
+def _scores(traj, sc, *names):
+    return score_trajectory(traj, names, ScoringContext(sc))
+
+
+def test_sloppy_clerk_is_caught_by_every_relevant_scorer(sloppy):
+    trajs, sc = sloppy
+    for traj in trajs:
+        s = _scores(traj, sc, *BUILTIN)
+        assert "negotiation" not in s  # not a negotiation: not applicable
+        # amount="lots" violates the schema, transfer_all is no tool of the clerk
+        tv = s["tool_validity"]
+        assert not tv.passed and tv.details["calls"] == 4
+        problems = {p["tool"]: p["problem"] for p in tv.details["invalid"]}
+        assert "amount" in problems["deposit"] and problems["transfer_all"] == "unknown tool"
+        assert tv.value == pytest.approx(0.5)
+        pv = s["policy_violations"]
+        assert [v["tool"] for v in pv.details["violations"]] == ["transfer_all"] and not pv.passed
+        h = s["heuristics"]
+        assert len(h.details["invalid"]) == 1 and len(h.details["repeated"]) == 0 and not h.passed
+        target = traj.task.goal["account"]
+        cd = s["collateral_damage"]
+        extra = [d for d in cd.details["changed"]]
+        deposit_ok = any(e.tool_calls and e.tool_calls[0].arguments.get("account") == (target + 1) % 50
+                         and not traj.events[i + 1].error for i, e in enumerate(traj.events))
+        if deposit_ok:  # the second account was not frozen: the extra deposit landed
+            assert not cd.passed and [(d["row"], d["field"]) for d in extra] == [(str((target + 1) % 50), "balance")]
+            assert extra[0]["after"] == extra[0]["before"] + 1
+            assert not s["state_match"].passed and s["state_match"].details["diff"]
+        else:
+            assert cd.passed and s["state_match"].passed
+        assert s["outputs_stated"].passed
+
+
+def test_perfect_episodes_pass_every_scorer(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 5)
+    summary, _ = score_run(run)
+    total = summary.as_dict()["total"]
+    assert total["pass_rate"] == 1.0 and total["mean_value"] == 1.0
+
+
+def test_state_match_reports_the_field_diff(sloppy):
+    trajs, sc = sloppy
+    failing = [t for t in trajs if t.outcome.state_match is False]
+    assert failing, "at least one sloppy episode lands its extra deposit"
+    s = _scores(failing[0], sc, "state_match")["state_match"]
+    assert s.value == 0.0 and s.details["diff"][0]["table"] == "accounts"
+
+
+def test_outputs_stated_counts_missing_outputs(sloppy):
+    trajs, sc = sloppy
+    rec = orjson.loads(trajs[0].to_jsonl())
+    for ev in rec["events"]:
+        if ev["role"] == "assistant" and ev["content"].startswith("Done"):
+            ev["content"] = "Done."
+    s = _scores(Trajectory.model_validate(rec), sc, "outputs_stated")["outputs_stated"]
+    assert s.value == 0.0 and s.details["missing"] == trajs[0].task.required_outputs
+
+
+def test_heuristics_flags_back_to_back_repeats_and_empty_turns(sloppy):
+    trajs, sc = sloppy
+    rec = orjson.loads(trajs[0].to_jsonl())
+    last = max(i for i, e in enumerate(rec["events"]) if e["role"] == "assistant" and e["content"])
+    rec["events"].insert(last + 1, dict(rec["events"][last]))
+    rec["events"].insert(last + 1, {**rec["events"][last], "content": "", "tool_calls": []})
+    rec["events"].insert(last + 1, dict(rec["events"][last]))
+    s = _scores(Trajectory.model_validate(rec), sc, "heuristics")["heuristics"]
+    # copy, empty, copy: both copies repeat the turn before them (an empty turn does not break a loop)
+    assert s.details["repeated"] == [last + 1, last + 3] and s.details["empty"] == [last + 2]
+
+
+def test_negotiation_scorer_on_both_negotiation_worlds(tmp_path):
+    for case in worlds.scenario_cases():
+        sc = worlds.scenario_of(case.values[0])
+        if sc.world.type not in ("haggle", "bargaining"):
+            continue
+        run = worlds.make_run(tmp_path / sc.name, sc, 4)
+        for traj in (Trajectory.model_validate(r) for r in iter_records(run)):
+            s = _scores(traj, sc, "negotiation")["negotiation"]
+            m = traj.outcome.metrics
+            assert s.passed == bool(m["agreement"] and all(
+                u >= m.get(f"reservation_{r}", 0.0) - 1e-9 for r, u in m["utilities"].items()))
+            if m["agreement"]:
+                shares = [(u - m.get(f"reservation_{r}", 0.0)) / (1 - m.get(f"reservation_{r}", 0.0))
+                          for r, u in m["utilities"].items()]
+                assert s.value == pytest.approx(sum(max(0.0, min(1.0, x)) for x in shares) / len(shares), abs=1e-6)
+            else:
+                assert s.value == 0.0
+            assert sum(s.details["offers"].values()) == sum(
+                1 for e in traj.events for c in e.tool_calls if c.name == "make_offer")
+
+
+def test_pass_hat_k_matches_brute_force():
+    rng = random.Random(3)
+    tasks = [(n, rng.randint(0, n)) for n in (rng.randint(1, 6) for _ in range(30))]
+    for k in range(1, 5):
+        brute = []
+        for n, c in tasks:
+            if n < k:
+                continue
+            outcomes = [True] * c + [False] * (n - c)
+            subsets = list(itertools.combinations(range(n), k))
+            brute.append(sum(all(outcomes[i] for i in s) for s in subsets) / len(subsets))
+        assert pass_hat_k(tasks, k) == pytest.approx(sum(brute) / len(brute))
+    assert pass_hat_k([(1, 1)], 2) is None
+    assert math.isclose(pass_hat_k([(4, 2)], 2), 1 / 6)
+
+
+def test_pass_k_groups_repeated_seeds_of_the_same_task(tmp_path):
+    # 50 accounts and 40 episodes: tasks repeat, so pass^2 is computed over real repeats.
+    run = worlds.make_run(tmp_path / "run", worlds.scenario_cases()[1].values[0], 40)
+    summary, _ = score_run(run)
+    d = summary.as_dict()
+    counts = {}
+    for r in iter_records(run):
+        counts.setdefault(r["task"]["instance_id"], []).append(r)
+    assert d["task_instances"] == len(counts) < 40
+    assert "pass^2" in d["pass_k"]
+
+
+def test_injected_arguments_and_unknown_names():
+    seen = {}
+
+    @register_scorer("_probe")
+    def probe(traj, task, outcome, events, kinds, world, ctx):
+        seen.update(traj=traj.episode_id, task=task.type, n=len(events), kinds=kinds, world=type(world).__name__)
+        return Score(value=0.5, passed=False)
+
+    sc = worlds.scenario_of(worlds.ledger_world.scenario_data())
+    from simworld.episode import episode_specs, run_episode_sync
+
+    traj = run_episode_sync(sc, episode_specs(sc, 1)[0])
+    out = score_trajectory(traj, ["_probe"], ScoringContext(sc))
+    assert out["_probe"].value == 0.5
+    assert seen["kinds"] == {"user": "user", "clerk": "assistant"} and seen["world"] == "LedgerWorld"
+    with pytest.raises(UnknownName, match="did you mean 'state_match'"):
+        score_trajectory(traj, ["state_mach"], ScoringContext(sc))
+
+    @register_scorer("_bad")
+    def bad(trajectory):
+        return None
+
+    with pytest.raises(TypeError, match="cannot inject trajectory"):
+        score_trajectory(traj, ["_bad"], ScoringContext(sc))
+    with pytest.raises(ValueError):
+        Score(value=1.5, passed=True)
+
+
+def _tree_digest(run):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.glob("trajectories-*.jsonl")}
+
+
+def test_cli_score_writes_beside_the_run_and_prints_the_table(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.scenario_cases()[1].values[0], 6)
+    before = _tree_digest(run)
+    res = cli("score", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "scores by task type and agent" in res.stdout and "ledger_sloppy" in res.stdout
+    assert "pass^1" in res.stdout
+    assert _tree_digest(run) == before  # shards untouched
+    assert sorted(p.name for p in run.glob("*.jsonl")) == sorted(before)  # nothing else .jsonl in RUN
+    scores = run / SCORES_DIR / "scores.jsonl"
+    summary = orjson.loads((run / SCORES_DIR / "summary.json").read_bytes())
+    assert len(scores.read_bytes().splitlines()) == 6 and summary["total"]["episodes"] == 6
+    one = cli("score", str(run), "--scorer", "tool_validity")
+    assert one.returncode == 0
+    sub = [orjson.loads(x) for x in (run / SCORES_DIR / "scores-tool_validity.jsonl").read_bytes().splitlines()]
+    assert all(set(x["scores"]) == {"tool_validity"} for x in sub)
+    assert len(scores.read_bytes().splitlines()) == 6  # the full scores stay
+
+
+def test_cli_score_errors_are_one_line(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 1)
+    for args, needle in ((["score", str(run), "--scorer", "state_mach"], "did you mean 'state_match'"),
+                         (["score", str(tmp_path / "missing")], "not a run directory")):
+        res = cli(*args)
+        assert res.returncode == 2 and needle in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
