@@ -32,50 +32,53 @@ SLOPPY_EXTRA_TYPOS = 0.04
 
 # Templates: {key: {"short": [...], "long": [...]}}; sloppy draws from both, rendered sloppily.
 _BANK: dict[str, dict[str, list[str]]] = {
+    "hello": {
+        "short": ["Hi, ", "Hello. ", ""],
+        "long": ["Hello! ", "Hi there! ", "Good afternoon. "],
+    },
     "open.order_status": {
-        "short": ["Hi, can you tell me the {topics} of my order?", "What's the {topics} of my order?",
+        "short": ["Can you tell me the {topics} of my order?", "What's the {topics} of my order?",
                   "I need the {topics} of one of my orders."],
-        "long": ["Hello! I placed an order a while ago and I'd like to know its {topics}, if you could check "
-                 "that for me.", "Hi there, could you please look up one of my orders? I want to know the "
-                 "{topics}."],
+        "long": ["I placed an order a while ago and I'd like to know its {topics}, if you could check that for me.",
+                 "Could you please look up one of my orders? I want to know the {topics}."],
     },
     "open.cancel": {
-        "short": ["I need to cancel an order.", "Hi, I want to cancel my order.", "Please cancel one of my orders."],
-        "long": ["Hello, I placed an order recently and I'd like to cancel it, please.",
-                 "Hi there! I need some help cancelling an order I made."],
+        "short": ["I need to cancel an order.", "I want to cancel my order.", "Please cancel one of my orders."],
+        "long": ["I placed an order recently and I'd like to cancel it, please.",
+                 "I need some help cancelling an order I made."],
     },
     "open.modify_address": {
         "short": ["I need to change the shipping address of an order.", "Can you update the address on my order?"],
-        "long": ["Hi! I just placed an order but it's going to the wrong address. Could you change the shipping "
-                 "address for me?", "Hello, I'd like to update the delivery address on one of my pending orders."],
+        "long": ["I just placed an order but it's going to the wrong address. Could you change the shipping "
+                 "address for me?", "I'd like to update the delivery address on one of my pending orders."],
     },
     "open.modify_payment": {
         "short": ["I want to change the payment method on an order.", "Can I switch how I pay for my order?"],
-        "long": ["Hi there, I'd like to change the payment method I used for one of my orders, please.",
-                 "Hello! Is it possible to pay for my pending order with a different payment method?"],
+        "long": ["I'd like to change the payment method I used for one of my orders, please.",
+                 "Is it possible to pay for my pending order with a different payment method?"],
     },
     "open.modify_items": {
         "short": ["I want to change some items in my order to different options.",
                   "Can I switch an item in my pending order to a different option?"],
-        "long": ["Hi! I ordered something recently but picked the wrong options. Could I change the items "
-                 "before it ships?", "Hello, I'd like to modify the items of an order I haven't received yet, "
-                 "just different options of the same products."],
+        "long": ["I ordered something recently but picked the wrong options. Could I change the items before "
+                 "it ships?", "I'd like to modify the items of an order I haven't received yet, just different "
+                 "options of the same products."],
     },
     "open.return": {
         "short": ["I want to return some items.", "I'd like to return something I bought.",
                   "Need to return items from an order."],
-        "long": ["Hello, I received my order but I'd like to return some of the items, please.",
-                 "Hi there! Some things I ordered didn't work out for me, so I want to return them."],
+        "long": ["I received my order but I'd like to return some of the items, please.",
+                 "Some things I ordered didn't work out for me, so I want to return them."],
     },
     "open.exchange": {
         "short": ["I want to exchange an item I received.", "I'd like to exchange some items for other options."],
-        "long": ["Hi! I got my order but I'd like to exchange some items for a different option of the same "
-                 "product.", "Hello, could you help me exchange items from an order that was delivered?"],
+        "long": ["I got my order but I'd like to exchange some items for a different option of the same product.",
+                 "Could you help me exchange items from an order that was delivered?"],
     },
     "open.modify_user_address": {
         "short": ["I moved, please update my default address.", "I need to change the address on my account."],
-        "long": ["Hi there, I recently moved and need to update the default address on my profile.",
-                 "Hello! Could you change the address on my account? I have a new place now."],
+        "long": ["I recently moved and need to update the default address on my profile.",
+                 "Could you change the address on my account? I have a new place now."],
     },
     "next": {
         "short": ["Yes, one more thing. ", "Yes. ", "Actually yes. "],
@@ -276,7 +279,7 @@ class Customer(Agent):
             return self.message(self.say("bye") + " " + STOP)
         if not self.opened:
             self.opened = True
-            return self.message(self.opening(self.requests[0]))
+            return self.message(self.say("hello") + self.opening(self.requests[0]))
         if view.turn >= view.max_turns - 2:
             return self.message(self.say("bye_stalled") + " " + STOP)
         return self.message(self.reply("\n".join(heard)))

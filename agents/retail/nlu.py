@@ -129,7 +129,7 @@ cancel cancelled canceled cancellation return returning returned refund refunded
 change changed modify update switch address shipping default moved payment method status track tracking
 total items where mistake accident accidentally accidental longer anymore needed need wrong correct right
 proceed ahead sure yeah nope please thanks everything nothing instead profile account order orders
-delivered pending happened options different another received
+delivered pending happened options different another received item option size color
 """.split()
 
 

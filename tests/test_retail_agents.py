@@ -1,0 +1,409 @@
+"""The scripted retail agents: support oracle, noisy oracle and customer simulator.
+
+The oracle must succeed on every episode of every task type without reading the task's gold plan
+or the customer's brief; the noisy oracle must recover from its own mistakes; the customer must
+reveal facts only when asked, end the conversation itself, turn down a wrong change, and keep
+facts intact whatever its style and typo rate.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import numpy as np
+import orjson
+import pytest
+
+from simworld.agent import Agent, AgentParams, View
+from simworld.agents.retail import nlu
+from simworld.agents.retail.customer import Customer, CustomerParams, cues
+from simworld.agents.retail.oracle import WRITE_TOOL
+from simworld.agents.retail.plan import ToolPlanner
+from simworld.agents.retail.text import Dice, Template, add_typos
+from simworld.episode import STOP, Episode, episode_specs, run_episode_sync
+from simworld.registry import TASKS, get_world, load_builtins, register_agent
+from simworld.scenario import scenario_from_data
+from simworld.types import Message, strip_timings
+
+load_builtins()
+TASK_TYPES = sorted(TASKS["retail"])
+ALL_TOOLS = ["find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details",
+             "get_product_details", "list_all_product_types", "calculate", "transfer_to_human_agents",
+             *WRITE_TOOL.values()]
+WRITES = set(WRITE_TOOL.values())
+
+
+def scenario(task: str, support: dict | None = None, customer: dict | None = None, tools=ALL_TOOLS,
+             task_params: dict | None = None, world_params: dict | None = None, variations: dict | None = None):
+    return scenario_from_data({
+        "name": f"agents_{task}", "world": {"type": "retail", "params": world_params or {}},
+        "task": {"type": task, "params": task_params or {}},
+        "roles": {"customer": {"kind": "user", "agent": {"type": "customer", **(customer or {})}},
+                  "support": {"kind": "assistant", "agent": support or {"type": "oracle"}, "tools": list(tools)}},
+        "first_speaker": "customer", "max_turns": 100,
+        "variations": variations if variations is not None else {
+            "roles.customer.agent.style": ["short", "long", "sloppy"],
+            "roles.customer.agent.typo_rate": [0.0, 0.05, 0.2]},
+    })
+
+
+def support_texts(t):
+    return [e for e in t.events if e.speaker == "support" and e.role == "assistant"]
+
+
+def check_writes_confirmed(t) -> None:
+    """Every write call comes right after the customer's explicit yes to a listed change."""
+    said = [e for e in t.events if e.role in ("user", "assistant") and e.speaker != "world"]
+    for i, ev in enumerate(said):
+        for call in ev.tool_calls:
+            if call.name not in WRITES:
+                continue
+            before = said[:i]
+            customer = next(e for e in reversed(before) if e.speaker == "customer")
+            proposal = next(e for e in reversed(before) if e.speaker == "support" and e.content)
+            assert nlu.yes_no(customer.content) is True, (call, customer.content)
+            assert "(yes/no)" in proposal.content and call.arguments.get("order_id", "") in proposal.content
+
+
+# ----------------------------------------------------------------------------------------------
+# Support oracle
+
+
+@pytest.mark.parametrize("task", TASK_TYPES)
+def test_oracle_succeeds_on_every_episode(task):
+    sc = scenario(task)
+    specs = episode_specs(sc, 120, seed=11)
+    for spec in specs:
+        t = run_episode_sync(sc, spec)
+        out = t.outcome
+        assert out.success, (spec, out, [e.content for e in t.events][-6:])
+        assert out.termination == "user_stop" and out.state_match is True
+        assert out.invalid_moves == 0 and out.tool_errors == 0
+        assert out.outputs_stated is not False
+        check_writes_confirmed(t)
+        calls = [c for e in t.events for c in e.tool_calls]
+        if t.task.should_refuse:
+            assert not any(c.name in WRITES for c in calls)
+            assert any(re.search(r"can't|cannot|isn't possible|not possible", e.content) for e in support_texts(t))
+        # authentication comes first, as the policy asks
+        assert calls[0].name in ("find_user_id_by_email", "find_user_id_by_name_zip")
+    assert {s.variation["roles.customer.agent.style"] for s in specs} == {"short", "long", "sloppy"}
+
+
+@pytest.mark.parametrize("task_params", [{"p_knows_email": 0.0, "p_knows_order_id": 0.0, "max_items": 5},
+                                         {"p_knows_email": 1.0, "p_knows_order_id": 1.0, "max_items": 1}])
+def test_oracle_with_hints_names_and_large_catalog(task_params):
+    """Orders found by a product the customer mentions, name + zip logins, long item lists, and a catalog
+    with 'Laptop' beside 'Laptop Series 2'."""
+    world = {"n_orders": 6000, "n_product_types": 120, "variants_per_product": 30, "max_items_per_order": 6}
+    for task in ("cancel_pending_order", "exchange_delivered_order_items", "modify_pending_order_items",
+                 "return_delivered_order_items", "multi_order", "order_status", "policy_refusal"):
+        sc = scenario(task, task_params=task_params, world_params=world)
+        for spec in episode_specs(sc, 25, seed=5):
+            t = run_episode_sync(sc, spec)
+            assert t.outcome.success, (task, spec, t.outcome)
+
+
+def test_oracle_without_optional_tools():
+    """No calculate (it adds up itself), no transfer, no catalog listing, no name + zip lookup."""
+    tools = ["find_user_id_by_email", "get_user_details", "get_order_details", "get_product_details",
+             "return_delivered_order_items", "exchange_delivered_order_items"]
+    for task in ("return_delivered_order_items", "exchange_delivered_order_items"):
+        sc = scenario(task, tools=tools, task_params={"p_knows_email": 1.0, "max_items": 3})
+        for spec in episode_specs(sc, 30, seed=2):
+            t = run_episode_sync(sc, spec)
+            assert t.outcome.success, t.outcome
+            assert not any(c.name == "calculate" for e in t.events for c in e.tool_calls)
+
+
+def _result(coro):
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("a scripted agent awaited")
+
+
+class _Poisoned:
+    """Stands in for the task while the oracle acts: any attribute read fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the oracle read task.{name}")
+
+
+@pytest.mark.parametrize("task", ["exchange_delivered_order_items", "multi_order", "policy_refusal"])
+def test_oracle_never_reads_the_task_or_the_customer_brief(task):
+    sc = scenario(task)
+    for spec in episode_specs(sc, 15, seed=3):
+        ep = Episode(sc, spec)
+        while not ep.done:
+            role = ep.current
+            view = ep.view(role)
+            if role == "support":
+                assert view.private == {}  # the support side starts with nothing but the policy
+                real = ep.task
+                ep.task = _Poisoned()  # type: ignore[assignment]
+                view = View(role=view.role, kind=view.kind, system=view.system, tools=view.tools, private={},
+                            persona=view.persona, turn=view.turn, max_turns=view.max_turns, episode=ep,
+                            task=_Poisoned())  # type: ignore[arg-type]
+                try:
+                    action = _result(ep.agents[role].act(view))
+                finally:
+                    ep.task = real
+            else:
+                action = _result(ep.agents[role].act(view))
+            ep.step(action)
+        assert ep.outcome().success
+
+
+def test_planner_follows_the_tool_graph():
+    world = get_world("retail")
+    full = ToolPlanner(world, tuple(ALL_TOOLS))
+    assert full.customer_facts() >= {"email", "first_name", "last_name", "zip"}
+    steps = full.steps("exchange_delivered_order_items",
+                       ("order_status", "item_id@get_order_details", "item_id@get_product_details"))
+    assert steps == (("find_user_id_by_email", "find_user_id_by_name_zip"), ("get_user_details",),
+                     ("get_order_details",), ("get_product_details",))
+    assert full.steps("cancel_pending_order", ("order_status",))[-1] == ("get_order_details",)
+    # only the e-mail lookup available: one way to authenticate
+    email_only = ToolPlanner(world, ("find_user_id_by_email", "get_user_details", "get_order_details",
+                                     "cancel_pending_order"))
+    assert email_only.steps("cancel_pending_order", ("order_status",))[0] == ("find_user_id_by_email",)
+    # without get_user_details, order ids come from search_orders: the graph, not a fixed list, decides
+    no_details = ToolPlanner(world, ("find_user_id_by_email", "search_orders", "get_order_details",
+                                     "cancel_pending_order"))
+    assert ("search_orders",) in no_details.steps("cancel_pending_order", ("order_status",))
+
+
+def test_oracle_is_deterministic():
+    sc = scenario("multi_order")
+    specs = episode_specs(sc, 15, seed=4)
+    a = [orjson.dumps(strip_timings(run_episode_sync(sc, s).model_dump(mode="json"))) for s in specs]
+    b = [orjson.dumps(strip_timings(run_episode_sync(sc, s).model_dump(mode="json"))) for s in specs]
+    assert a == b
+    other = [orjson.dumps(strip_timings(run_episode_sync(sc, s).model_dump(mode="json")))
+             for s in episode_specs(sc, 15, seed=5)]
+    assert other != a
+
+
+# ----------------------------------------------------------------------------------------------
+# Noisy oracle
+
+
+def test_noisy_oracle_makes_mistakes_and_recovers(capsys):
+    variations = {"task.type": TASK_TYPES, "roles.customer.agent.style": ["short", "long", "sloppy"]}
+    sc = scenario("cancel_pending_order", support={"type": "noisy_oracle", "error_rate": 0.3},
+                  variations=variations)
+    kinds: collections.Counter[str] = collections.Counter()
+    succeeded = mistakes = recovered = corrected_calls = 0
+    specs = episode_specs(sc, 300, seed=9)
+    for spec in specs:
+        t = run_episode_sync(sc, spec)
+        record = t.provenance.models["support"]
+        kinds.update(record["mistakes"])
+        mistakes += sum(record["mistakes"].values())
+        recovered += record["recovered"]
+        succeeded += t.outcome.success
+        # an error result is followed by a call of the intended tool (the correction)
+        support = [e for e in t.events if e.speaker == "support"]
+        for i, ev in enumerate(support):
+            if ev.role == "tool" and ev.error:
+                nxt = support[i + 1]
+                assert nxt.tool_calls, "an error result is followed by the corrected call"
+                corrected_calls += 1
+    rate = succeeded / len(specs)
+    with capsys.disabled():
+        print(f"\nnoisy_oracle error_rate=0.3: success {rate:.1%} over {len(specs)} episodes, "
+              f"{mistakes} mistakes, {recovered} recovered, kinds {dict(kinds)}")
+    assert mistakes > len(specs) * 0.5 and corrected_calls > 0
+    assert len(kinds) >= 8  # wrong ids, argument names and values, wrong tools, wrong proposals
+    assert recovered >= 0.95 * mistakes
+    assert rate >= 0.95
+
+
+def test_noisy_oracle_at_rate_zero_is_the_oracle():
+    a = scenario("exchange_delivered_order_items")
+    b = scenario("exchange_delivered_order_items", support={"type": "noisy_oracle", "error_rate": 0.0})
+    for sa, sb in zip(episode_specs(a, 10, seed=1), episode_specs(b, 10, seed=1)):
+        ta, tb = run_episode_sync(a, sa), run_episode_sync(b, sb)
+        assert [e.model_dump() for e in ta.events] == [e.model_dump() for e in tb.events]
+
+
+# ----------------------------------------------------------------------------------------------
+# Customer simulator
+
+
+def _facts(brief: dict) -> list[tuple[str, str]]:
+    """(question, fact) pairs: each fact the customer knows and the question that must come first."""
+    ident = brief["identity"]
+    facts = [("identity", ident["email"] if brief["knows_email"] else f"{ident['first_name']} {ident['last_name']}")]
+    for r in brief["requests"]:
+        if r.get("order_id"):
+            facts.append(("order", r["order_id"] if r["knows_order_id"] else r["order_hint_product"]))
+        if r.get("payment_method"):
+            facts.append(("payment", r["payment_method"]["description"]))
+        if r.get("address"):
+            facts.append(("address", r["address"]["address1"]))
+    return facts
+
+
+@pytest.mark.parametrize("task", TASK_TYPES)
+def test_customer_reveals_facts_only_when_asked(task):
+    sc = scenario(task)
+    for spec in episode_specs(sc, 30, seed=8):
+        t = run_episode_sync(sc, spec)
+        facts = _facts(t.task.private["user"])
+        last_question: set[str] = set()
+        revealed: set[str] = set()
+        turns = [e for e in t.events if e.role in ("user", "assistant") and e.content and e.speaker != "world"]
+        for k, ev in enumerate(turns):
+            if ev.speaker == "support":
+                last_question = cues(ev.content.lower())
+                continue
+            for question, fact in facts:
+                if fact in ev.content and fact not in revealed:
+                    # first told in answer to that question (or when turning down a proposed change)
+                    assert k > 0 and (question in last_question or "confirm" in last_question), \
+                        (question, fact, turns[k - 1].content, ev.content)
+                    revealed.add(fact)
+        opening = turns[0]
+        assert opening.speaker == "customer" and not any(fact in opening.content for _, fact in facts)
+        assert nlu.intent(opening.content) is not None
+        last = [e for e in t.events if e.speaker == "customer"][-1]
+        assert STOP in last.content and t.outcome.termination == "user_stop"
+
+
+def test_styles_and_typos_change_words_not_facts():
+    sc = scenario("exchange_delivered_order_items", variations={})
+    spec = episode_specs(sc, 1, seed=12)[0]
+    texts = {}
+    for style in ("short", "long", "sloppy"):
+        for typo_rate in (0.0, 0.5):
+            sc_v = scenario("exchange_delivered_order_items", customer={"style": style, "typo_rate": typo_rate},
+                            variations={})
+            t = run_episode_sync(sc_v, spec)
+            assert t.outcome.success, (style, typo_rate)
+            said = [e.content for e in t.events if e.speaker == "customer"]
+            brief = t.task.private["user"]
+            joined = "\n".join(said)
+            request = brief["requests"][0]
+            for item in request["items"] + request["new_items"]:
+                for value in item["options"].values():
+                    assert value in joined  # option values verbatim, whatever the style
+            assert brief["identity"]["email"] in joined or brief["identity"]["zip"] in joined
+            texts[(style, typo_rate)] = said
+    assert len({tuple(v) for v in texts.values()}) == 6
+    sloppy = " ".join(texts[("sloppy", 0.0)])
+    assert not re.search(r"\b(Hi|Hello|Sure|Yes|No|Please|Thanks|I'm|It's)\b", sloppy)  # lower case around facts
+    long_words = sum(len(s.split()) for s in texts[("long", 0.0)]) / len(texts[("long", 0.0)])
+    short_words = sum(len(s.split()) for s in texts[("short", 0.0)]) / len(texts[("short", 0.0)])
+    assert long_words > short_words
+
+
+def test_typos_never_touch_slots():
+    dice = Dice(np.random.default_rng(0))
+    template = Template("Please send it to {email} for order {order_id}, thanks so much for everything")
+    values = {"email": "sara.doe496@example.com", "order_id": "#W0001234"}
+    seen = set()
+    for _ in range(200):
+        out = template.render(values, dice, sloppy=False, typo_rate=1.0)
+        assert values["email"] in out and values["order_id"] in out
+        seen.add(out)
+    assert len(seen) > 50
+    assert Template("Thanks, I'm done. Please go ahead!").render(sloppy=True) == "thx im done pls go ahead"
+    text = "Everything arrived broken, please refund"
+    assert add_typos(text, 0.0, dice) == text
+    changed = add_typos(text, 1.0, dice)
+    assert changed != text and len(changed.split()) == len(text.split())
+
+
+def _customer(brief: dict, **params) -> Customer:
+    return Customer(CustomerParams(type="customer", **params), "customer", np.random.default_rng(0))
+
+
+def _brief(world_seed: int = 0, task: str = "exchange_delivered_order_items") -> dict:
+    sc = scenario(task, variations={})
+    ep = Episode(sc, episode_specs(sc, 1, seed=world_seed)[0])
+    return ep.task.private["user"]
+
+
+def test_customer_turns_down_a_wrong_change_and_restates_it():
+    brief = _brief()
+    request = brief["requests"][0]
+    c = _customer(brief)
+    c.brief, c.requests, c.opened = brief, brief["requests"], True
+    order = request["order_id"]
+    good_ids = [i["item_id"] for i in request["items"]] + [i["item_id"] for i in request["new_items"]]
+    method = request["payment_method"]
+    right = (f"To confirm, I'll exchange, in order {order}, items {', '.join(good_ids)}; the price difference goes "
+             f"to {method['description']} ({method['id']}). Shall I proceed? (yes/no)")
+    assert nlu.yes_no(c.reply(right)) is True
+    wrong_payment = right.replace(method["id"], "paypal_0000000").replace(method["description"], "PayPal")
+    answer = c.reply(wrong_payment)
+    assert nlu.yes_no(answer) is False and method["description"] in answer
+    wrong_order = right.replace(order, "#W9999999")
+    answer = c.reply(wrong_order)
+    assert nlu.yes_no(answer) is False
+    missing_item = right.replace(good_ids[0], "")
+    assert nlu.yes_no(c.reply(missing_item)) is False
+
+
+@register_agent("test_unhelpful_support")
+class Unhelpful(Agent):
+    """Never asks anything the customer can answer."""
+
+    Params = AgentParams
+
+    async def act(self, view):
+        return Message(role="assistant", content="Hmm, let me think about the weather.")
+
+
+def test_customer_ends_a_stalled_conversation():
+    sc = scenario("cancel_pending_order", support={"type": "test_unhelpful_support"}, variations={})
+    for spec in episode_specs(sc, 5, seed=1):
+        t = run_episode_sync(sc, spec)
+        said = [e.content for e in t.events if e.speaker == "customer"]
+        assert t.outcome.termination == "user_stop" and STOP in said[-1]
+        assert len(said) == 1 + CustomerParams(type="customer").patience + 1
+        assert not t.outcome.success  # nothing was cancelled
+
+
+def test_customer_answers_clarifications_and_asks_back():
+    brief = _brief(task="return_delivered_order_items")
+    request = brief["requests"][0]
+    c = _customer(brief, clarify_rate=1.0)
+    c.brief, c.requests, c.opened = brief, brief["requests"], True
+    assert "payment methods" in c.reply("Which payment method should the refund go to?").lower()
+    assert request["payment_method"]["description"] in c.reply("Which payment method should the refund go to?")
+    answer = c.reply("Which order is it about? Do you have the order id?")
+    assert (request["order_id"] in answer) if request["knows_order_id"] else (request["order_hint_product"] in answer)
+    both = c.reply("Which items would you like to return, and which payment method should the refund go to?")
+    assert all(i["name"] in both for i in request["items"]) and request["payment_method"]["description"] in both
+
+
+def test_customer_moves_through_requests_then_stops():
+    brief = _brief(task="multi_order")
+    c = _customer(brief, style="long")
+    c.brief, c.requests, c.opened = brief, brief["requests"], True
+    for k in range(1, len(brief["requests"])):
+        nxt = c.reply("Done. Is there anything else I can help you with?")
+        assert nlu.intent(nxt) == brief["requests"][k]["intent"] and STOP not in nxt
+    assert STOP in c.reply("All set. Anything else I can do for you?")
+
+
+def test_intents_and_reasons_survive_typos():
+    dice = Dice(np.random.default_rng(1))
+    cases = {"I want to cancel my order": "cancel", "I'd like to exchange an item I received": "exchange",
+             "I need to return some items": "return", "Please update my default address": "modify_user_address",
+             "Change the shipping address of my order": "modify_address",
+             "I want to change the payment method": "modify_payment",
+             "Can I switch an item to a different option?": "modify_items",
+             "What's the status of my order?": "order_status"}
+    for text, intent in cases.items():
+        assert nlu.intent(text) == intent
+        for _ in range(20):
+            assert nlu.intent(add_typos(text, 0.5, dice)) == intent, text
+    assert nlu.cancel_reason("i ordred it by mistkae") == "ordered by mistake"
+    assert nlu.cancel_reason("I don't need it anymore") == "no longer needed"
+    assert nlu.yes_no("Yaeh, go ahaed") is True and nlu.yes_no("Nope, that's wrong.") is False
