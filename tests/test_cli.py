@@ -49,6 +49,30 @@ def test_help_imports_nothing_heavy(args):
     assert "Usage:" in proc.stdout
 
 
+DEMO = REPO / "scenarios" / "retail" / "cancel_pending_order.yaml"
+
+
+def test_readme_demo_command(tmp_path):
+    """`simworld run scenarios/retail/cancel_pending_order.yaml --episodes 200 --out runs/demo`, as the README says."""
+    (tmp_path / "scenarios").symlink_to(REPO / "scenarios")
+    proc = subprocess.run([sys.executable, "-m", "simworld", "run", "scenarios/retail/cancel_pending_order.yaml",
+                           "--episodes", "200", "--out", "runs/demo"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "200 / 200 (100.0%)" in proc.stdout and "user_stop 200" in proc.stdout
+    out = tmp_path / "runs" / "demo"
+    records = list(iter_records(out))
+    assert len(records) == 200 and {r["episode_index"] for r in records} == set(range(200))
+    for r in records:
+        assert r["outcome"]["success"] and r["outcome"]["state_match"] and r["outcome"]["outputs_stated"]
+        assert r["task"]["type"] == "cancel_pending_order"
+        assert any(c["name"] == "cancel_pending_order" for e in r["events"] for c in e["tool_calls"])
+    assert len({r["variation"]["roles.customer.agent.style"] for r in records}) == 3
+    summary = orjson.loads((out / "manifest.json").read_bytes())["summary"]
+    assert summary["episodes"] == 200 and summary["success_rate"] == 1.0
+    assert summary["tool_calls"] == sum(len(e["tool_calls"]) for r in records for e in r["events"])
+
+
 def test_run_end_to_end(ledger_yaml, tmp_path):
     out = tmp_path / "runs" / "demo"
     proc = simworld("run", ledger_yaml, "--episodes", 60, "--out", out, "--seed", 3, check=0)

@@ -226,3 +226,21 @@ def test_unwritable_output_directory(slow_scenario, tmp_path):
         assert failed.stderr.count("\n") == 1 and "Permission denied" in failed.stderr
     finally:
         locked.chmod(0o700)
+
+
+def test_retail_demo_killed_mid_run_resumes_to_the_same_trajectories(tmp_path):
+    """The real retail scenario over two workers: kill -9 the whole run, tear a line, run it again."""
+    demo = runner_plugin.TESTS.parent / "scenarios" / "retail" / "cancel_pending_order.yaml"
+    n = 800
+    cmd = ("run", demo, "--episodes", n, "--out", tmp_path / "run", "--workers", 2, "-q")
+    proc = start(*cmd)
+    wait_for_lines(tmp_path / "run", proc, 60)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    tear_last_line(tmp_path / "run")
+    assert lines_written(tmp_path / "run") < n
+    simworld(*cmd, check=0)
+    simworld("run", demo, "--episodes", n, "--out", tmp_path / "clean", "-q", check=0)
+    resumed = stripped(tmp_path / "run")
+    assert len(resumed) == n and resumed == stripped(tmp_path / "clean")
+    assert len(list(iter_records(tmp_path / "run", latest_only=False))) == n

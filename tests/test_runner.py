@@ -212,3 +212,23 @@ def test_summary_groups_and_failures():
     text = console.export_text()
     assert "per group (means)" in text and "tough-vs-tough" in text and "HTTP 429 after 3 retries (1)" in text
     assert "note" not in text
+
+
+def _scenario_files():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    return sorted(root.glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", _scenario_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_runner_lines_are_the_trajectory_jsonl_bytes(path):
+    """The runner's fast serialisation is byte for byte `Trajectory.to_jsonl()`, on every scenario."""
+    from simworld.runner import trajectory_line
+    from simworld.summary import trajectory_stats
+
+    sc = resolve_scenario(path)
+    for spec in episode_specs(sc, 6):
+        traj = run_episode_sync(sc, spec)
+        assert trajectory_line(traj) == traj.to_jsonl()
+        assert trajectory_stats(traj) == episode_stats(orjson.loads(traj.to_jsonl()))
