@@ -283,10 +283,13 @@ def test_pettingzoo_seed_tests(source):
         parallel_seed_test(lambda: make_parallel_env(source), num_cycles=cycles(source))
 
 
-def play_with_scenario_agents(env: SimworldAEC, seed: int) -> None:
+def play_with_scenario_agents(env: SimworldAEC, seed: int) -> dict[str, float]:
+    """Play one episode with the scenario's own agents; each role's total reward as `last()` gave it."""
     env.reset(seed=seed)
+    totals = dict.fromkeys(env.possible_agents, 0.0)
     for agent in env.agent_iter():
-        _, _, terminated, truncated, _ = env.last()
+        _, reward, terminated, truncated, _ = env.last()
+        totals[agent] += reward
         if terminated or truncated:
             env.step(None)
             continue
@@ -296,20 +299,25 @@ def play_with_scenario_agents(env: SimworldAEC, seed: int) -> None:
             env.fail(str(exc))
             continue
         env.step(action)
+    return totals
 
 
 def test_scenario_agents_through_aec_equal_run_episode_sync(source):
     """The AEC env adds nothing to the engine: the scenario's own agents, stepping through it,
-    produce exactly the trajectory of the batch runner for the same spec."""
+    produce exactly the trajectory of the batch runner for the same spec, and each role is paid
+    its utility (negotiation) or the shared task success."""
     sc = load_any_scenario(source)
     env = SimworldAEC(source)
     for seed in (0, 7):
-        play_with_scenario_agents(env, seed)
+        totals = play_with_scenario_agents(env, seed)
         assert env.agents == [] and env.episode.done
         ref = run_episode_sync(sc, episode_specs(sc, 1, seed=seed)[0])
         got = env.trajectory()
         assert orjson.dumps(strip_timings(got.model_dump(mode="json"))) == \
             orjson.dumps(strip_timings(ref.model_dump(mode="json")))
+        utilities = ref.outcome.metrics.get("utilities")
+        expected = utilities if utilities is not None else dict.fromkeys(sc.roles, float(ref.outcome.success))
+        assert totals == pytest.approx(expected)
     env.close()
 
 
