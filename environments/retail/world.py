@@ -79,6 +79,7 @@ class RetailWorld(World):
                 "option_text_of_value": [s.split("=", 1)[1] for s in v["option_value"]],
                 "options": {},  # variant -> options dict, filled lazily (the catalog never changes)
                 "product_json": {},  # product -> get_product_details result, filled lazily
+                "items": {},  # variant -> (name, product id, item id, options), filled lazily
             }
         self.first_code = derived["first_code"]
         self.last_code = derived["last_code"]
@@ -87,6 +88,7 @@ class RetailWorld(World):
         self.option_text_of_value = derived["option_text_of_value"]
         self._options_cache: dict[int, dict[str, str]] = derived["options"]
         self._product_cache: dict[int, dict[str, Any]] = derived["product_json"]
+        self._item_cache: dict[int, tuple[str, str, str, dict[str, str]]] = derived["items"]
         self.users = data.tables["users"]
         self.addresses = data.tables["addresses"]
         self.pm = data.tables["payment_methods"]
@@ -156,7 +158,7 @@ class RetailWorld(World):
         return str(int(self.products["pid"][product]))
 
     def payment_method_id(self, row: int) -> str:
-        return f"{self.data.vocab['payment_kind'][self.pm['kind'][row]]}_{int(self.pm['num'][row])}"
+        return f"{self.data.vocab['payment_kind'][int(self.pm['kind'][row])]}_{int(self.pm['num'][row])}"
 
     # -- ids: parse (each returns a row or -1)
     def _user_key(self, first: str, last: str, num: str) -> int:
@@ -295,9 +297,14 @@ class RetailWorld(World):
         return self.data.vocab["product_name"][self.products["name"][product]]
 
     def item_json(self, variant: int, price_cents: int) -> dict[str, Any]:
-        product = int(self.variants["product"][variant])
-        return {"name": self.product_name(product), "product_id": self.product_id(product),
-                "item_id": self.item_id(variant), "price": dollars(price_cents), "options": self.options_of(variant)}
+        static = self._item_cache.get(variant)
+        if static is None:  # name, ids and options never change: built once per variant and world
+            product = int(self.variants["product"][variant])
+            static = self._item_cache[variant] = (self.product_name(product), self.product_id(product),
+                                                  self.item_id(variant), self.options_of(variant))
+        name, product_id, item_id, options = static
+        return {"name": name, "product_id": product_id, "item_id": item_id, "price": dollars(price_cents),
+                "options": dict(options)}
 
     def order_items(self, state: State, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(variant rows, line prices) of the order's filled lines."""
@@ -307,41 +314,45 @@ class RetailWorld(World):
         return items[keep], prices[keep]
 
     def order_json(self, state: State, row: int) -> dict[str, Any]:
-        g = lambda col: state.get("orders", col, row)  # noqa: E731
-        items, prices = self.order_items(state, row)
-        status = int(g("status"))
+        g = state.get
+        vocab = self.data.vocab
+        all_items = g("orders", "items", row).tolist()
+        all_prices = g("orders", "item_prices", row).tolist()
+        lines = [(v, p) for v, p in zip(all_items, all_prices) if v >= 0]
+        status = int(g("orders", "status", row))
         out: dict[str, Any] = {
             "order_id": self.order_id(row),
-            "user_id": self.user_id(int(g("user"))),
+            "user_id": self.user_id(int(g("orders", "user", row))),
             "address": self.address_of(state, "orders", row),
-            "items": [self.item_json(int(v), int(p)) for v, p in zip(items, prices)],
+            "items": [self.item_json(v, p) for v, p in lines],
             "fulfillments": [],
-            "status": self.data.vocab["status"][status],
+            "status": vocab["status"][status],
         }
-        tracking = int(g("tracking"))
+        tracking = int(g("orders", "tracking", row))
         if tracking:
-            out["fulfillments"] = [{"tracking_id": [str(tracking)], "item_ids": [self.item_id(int(v)) for v in items]}]
-        types, amounts, methods = g("pay_type"), g("pay_amount"), g("pay_method")
+            out["fulfillments"] = [{"tracking_id": [str(tracking)], "item_ids": [i["item_id"] for i in out["items"]]}]
+        types = g("orders", "pay_type", row).tolist()
+        amounts = g("orders", "pay_amount", row).tolist()
+        methods = g("orders", "pay_method", row).tolist()
         out["payment_history"] = [
-            {"transaction_type": self.data.vocab["transaction_type"][types[i]], "amount": dollars(amounts[i]),
-             "payment_method_id": self.payment_method_id(int(methods[i]))}
-            for i in range(len(types)) if types[i] >= 0]
+            {"transaction_type": vocab["transaction_type"][t], "amount": dollars(a),
+             "payment_method_id": self.payment_method_id(m)}
+            for t, a, m in zip(types, amounts, methods) if t >= 0]
         if status == CANCELLED:
-            out["cancel_reason"] = self.data.vocab["cancel_reason"][int(g("cancel_reason"))]
+            out["cancel_reason"] = vocab["cancel_reason"][int(g("orders", "cancel_reason", row))]
         if status in (RETURN_REQUESTED, EXCHANGE_REQUESTED):
-            mask = int(g("request_lines"))
-            all_items = g("items")
-            chosen = sorted(self.item_id(int(all_items[j])) for j in range(len(all_items)) if mask >> j & 1)
-            method = self.payment_method_id(int(g("request_method")))
+            mask = int(g("orders", "request_lines", row))
+            chosen = sorted(self.item_id(v) for j, v in enumerate(all_items) if mask >> j & 1)
+            method = self.payment_method_id(int(g("orders", "request_method", row)))
             if status == RETURN_REQUESTED:
                 out["return_items"] = chosen
                 out["return_payment_method_id"] = method
             else:
-                new = g("request_new_items")
+                new = g("orders", "request_new_items", row).tolist()
                 out["exchange_items"] = chosen
-                out["exchange_new_items"] = sorted(self.item_id(int(new[j])) for j in range(len(new)) if mask >> j & 1)
+                out["exchange_new_items"] = sorted(self.item_id(v) for j, v in enumerate(new) if mask >> j & 1)
                 out["exchange_payment_method_id"] = method
-                out["exchange_price_difference"] = dollars(g("request_diff"))
+                out["exchange_price_difference"] = dollars(g("orders", "request_diff", row))
         return out
 
     def product_json(self, product: int) -> dict[str, Any]:
