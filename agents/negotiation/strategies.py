@@ -293,7 +293,7 @@ class RandomOffer(NegotiationStrategy):
 
 
 class HardlinerParams(StrategyParams):
-    aspiration: float = Field(default=0.9, ge=0.0, le=1.0, description="Share of the surplus above the "
+    aspiration: float = Field(default=0.8, ge=0.0, le=1.0, description="Share of the surplus above the "
                               "reservation value it insists on.")
 
 

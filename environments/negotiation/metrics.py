@@ -2,9 +2,13 @@
 
 Utilities are net of the deadline cost; an episode without agreement scores each party its
 reservation value (the disagreement point), and distances are measured from that point too.
-Keys with a role name (``utility_buyer``) exist per party. ``group`` names the strategy pairing
-(the run summary averages numeric metrics per group); ``utilities`` maps role -> utility (the
-environments' per-role rewards).
+
+Top-level numbers are the ones a run summary averages per ``group`` (the strategy pairing):
+``agreement``, ``agreement_round``, ``rounds``, ``utility_<role>``, ``pareto_distance``,
+``nash_distance``, ``welfare_ratio``. Per-party details are mappings role -> value
+(``surplus_share``, ``offers``, ``concessions``, ``conceded``, ``invalid_moves``,
+``reservations``, ``utilities``: the environments' per-role rewards), and ``solution`` holds the
+rest (Kalai-Smorodinsky distance, Pareto optimality, zone of agreement, outcome-space size).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ def agent_label(episode: Any, role: str) -> str:
     agent = getattr(episode, "agents", {}).get(role)
     if agent is not None:
         return str(agent.agent_id)
+    if role not in episode.sc.roles:
+        return "absent"  # a party the scenario gives no role (the episode fails at its first turn)
     spec = episode.sc.roles[role].agent.model_dump()
     kind = spec.pop("type")
     return kind + ("(" + ",".join(f"{k}={spec[k]}" for k in sorted(spec)) + ")" if spec else "")
@@ -50,39 +56,36 @@ def negotiation_metrics(episode: Any) -> dict[str, Any]:
     total_surplus = surplus[a] + surplus[b]
     welfare = point[0] + point[1]
     pareto_distance = analysis.frontier_distance(point)
+    own = {r: [float(models[r].utilities[o.outcome]) for o in record.offers_by(r)] for r in parties}
+    invalid = {r: sum(1 for e in episode.events if e.speaker == r and (e.invalid is not None or (e.role == "tool" and e.error)))
+               for r in parties}
     m: dict[str, Any] = {
         "group": " vs ".join(f"{r}={agent_label(episode, r)}" for r in parties),
         "agreement": agreed is not None,
-        "agreed_outcome": dict(agreed["terms"]) if agreed else None,
         "agreement_round": int(agreed["round"]) if agreed else None,
         "rounds": record.offers,
-        "utilities": {r: round(utility[r], 9) for r in parties},
+        **{f"utility_{r}": round(utility[r], 9) for r in parties},
         "pareto_distance": round(pareto_distance, 9),
-        "pareto_optimal": agreed is not None and pareto_distance < 1e-9,
         "nash_distance": round(_distance(point, analysis.point(analysis.nash)), 9) if analysis.zopa else None,
-        "ks_distance": (round(_distance(point, analysis.point(analysis.kalai_smorodinsky)), 9)
-                        if analysis.zopa else None),
-        "welfare": round(welfare, 9),
         "welfare_ratio": round(welfare / analysis.max_welfare_value, 9) if analysis.max_welfare_value > 0 else None,
-        "zopa": analysis.zopa,
-        "outcome_space": analysis.size,
-        "frontier_size": int(analysis.frontier.shape[0]),
+        "agreed_outcome": dict(agreed["terms"]) if agreed else None,
+        "utilities": {r: round(utility[r], 9) for r in parties},
+        "reservations": {r: round(models[r].reservation, 9) for r in parties},
+        "surplus_share": ({r: round(surplus[r] / total_surplus, 9) for r in parties}
+                          if agreed and total_surplus > 0 else None),
+        "offers": {r: len(own[r]) for r in parties},
+        "concessions": {r: sum(1 for x, y in zip(own[r], own[r][1:]) if y < x - 1e-12) for r in parties},
+        "conceded": {r: round(own[r][0] - min(own[r]), 9) if own[r] else 0.0 for r in parties},
+        "invalid_moves": invalid,
         "walked_away_by": state.vars.get("walked_away"),
-        "invalid_moves": 0,
+        "solution": {
+            "ks_distance": (round(_distance(point, analysis.point(analysis.kalai_smorodinsky)), 9)
+                            if analysis.zopa else None),
+            "pareto_optimal": agreed is not None and pareto_distance < 1e-9,
+            "zopa": analysis.zopa,
+            "welfare": round(welfare, 9),
+            "outcome_space": analysis.size,
+            "frontier_size": int(analysis.frontier.shape[0]),
+        },
     }
-    for r in parties:
-        own = [float(models[r].utilities[o.outcome]) for o in record.offers_by(r)]
-        invalid = sum(1 for e in episode.events
-                      if e.speaker == r and (e.invalid is not None or (e.role == "tool" and e.error)))
-        m["invalid_moves"] += invalid
-        m.update({
-            f"utility_{r}": round(utility[r], 9),
-            f"reservation_{r}": round(models[r].reservation, 9),
-            f"surplus_{r}": round(surplus[r], 9),
-            f"surplus_share_{r}": round(surplus[r] / total_surplus, 9) if agreed and total_surplus > 0 else None,
-            f"offers_{r}": len(own),
-            f"concessions_{r}": sum(1 for x, y in zip(own, own[1:]) if y < x - 1e-12),
-            f"conceded_{r}": round(own[0] - min(own), 9) if own else 0.0,
-            f"invalid_moves_{r}": invalid,
-        })
     return m
