@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -46,6 +45,11 @@ from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter
 from simworld.scenario import Scenario, load_scenario, parse_overrides
 from simworld.summary import EpisodeStats, RunSummary, episode_stats, trajectory_stats
 from simworld.types import Trajectory
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks on this platform: concurrent runs into one directory are not detected
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST_FORMAT = "simworld.run/1"
 DEFAULT_LLM_CONCURRENCY = 8
@@ -149,7 +153,7 @@ class RunDir:
             raise _os_problem("write to output directory", p, exc) from None
         # Workers of a killed run notice within one episode that their parent is gone; wait for them.
         deadline = time.monotonic() + lock_wait_s
-        while True:
+        while fcntl is not None:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -459,12 +463,15 @@ class RunResult:
     retried: int
     repaired: list[str]
     elapsed_s: float
+    setup_s: float
     session: int
     shards: list[Path]
 
     @property
     def episodes_per_s(self) -> float:
-        return self.new / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Episodes per second after setup (reading earlier sessions, building the world)."""
+        running = self.elapsed_s - self.setup_s
+        return self.new / running if running > 0 else 0.0
 
 
 def _now() -> str:
@@ -561,12 +568,15 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                 on_start(n, skipped)
 
         status = "complete"
+        setup_s = 0.0
         w = max(1, min(workers, len(pending)))
         shards = [rd.path / shard_name(session, k) for k in range(w)] if pending else []
         try:
             with _signals_for_run():
-                if w > 1:
+                if pending:
                     _preload_world(sc)
+                setup_s = time.perf_counter() - started
+                if w > 1:
                     _run_workers(sc, [pending[k::w] for k in range(w)], shards, concurrency, on_done, announce)
                 else:
                     announce()
@@ -584,7 +594,7 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                 rd.write_manifest({**base, "status": status, "sessions": sessions + [this_session],
                                    "summary": summary.to_dict()})
         return RunResult(status=status, summary=summary, requested=n, new=new, skipped=skipped,
-                         retried=retried, repaired=prior.repaired, elapsed_s=elapsed, session=session,
+                         retried=retried, repaired=prior.repaired, elapsed_s=elapsed, setup_s=setup_s, session=session,
                          shards=[s for s in shards if s.exists()])
     finally:
         rd.close()
@@ -606,8 +616,6 @@ def _run_in_process(sc: Scenario, pending: list[int], shard: Path, concurrency: 
 
 
 def _preload_world(sc: Scenario) -> None:
-    """Build the world in the parent so forked workers share it (copy-on-write) instead of each building it."""
-    if _mp_context().get_start_method() != "fork":
-        return
+    """Build the world before episodes start (forked workers then share it, copy-on-write)."""
     world_cls = registry.get_world(sc.world.type)
     world_cls.load(sc.world.params, sc.world.seed if sc.world.seed is not None else sc.seed)

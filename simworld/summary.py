@@ -51,7 +51,7 @@ def _stats(index: int, outcome: dict[str, Any], events: Any) -> EpisodeStats:
             tool_calls += calls
     metrics = outcome.get("metrics") or {}
     group = metrics.get("group")
-    numeric = tuple((k, float(v)) for k, v in sorted(metrics.items())
+    numeric = tuple((k, float(v)) for k, v in metrics.items()
                     if isinstance(v, numbers.Real) and not math.isnan(v))
     return EpisodeStats(
         index=index,
@@ -91,7 +91,7 @@ class _Means:
 class RunSummary:
     """Totals over episodes; `add` one EpisodeStats at a time, then `render` or `to_dict`."""
 
-    MAX_METRIC_COLUMNS = 8
+    MAX_GROUP_ROWS = 20
 
     def __init__(self) -> None:
         self.episodes = 0
@@ -127,10 +127,11 @@ class RunSummary:
         return self.successes / self.episodes if self.episodes else 0.0
 
     def metric_names(self) -> list[str]:
-        names: set[str] = set()
+        """Numeric metric names of the groups, in the order episodes first reported them."""
+        names: dict[str, None] = {}
         for means in self.groups.values():
-            names.update(means.counts)
-        return sorted(names)[: self.MAX_METRIC_COLUMNS]
+            names.update(dict.fromkeys(means.counts))
+        return list(names)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able totals (stored in the run's manifest)."""
@@ -173,22 +174,43 @@ class RunSummary:
             table.add_row("agent failures", shown + (f"; and {more} other reasons" if more > 0 else ""))
         console.print(table)
         if self.groups:
-            console.print(self._group_table())
+            title, groups = self._group_table(console.width)
+            console.print(title, highlight=False)
+            console.print(groups)
 
-    def _group_table(self) -> Any:
+    def _group_table(self, width: int) -> Any:
+        """Means per group, as many metric columns as fit in `width` (all of them are in to_dict)."""
+        from rich import box
         from rich.table import Table
 
-        names = self.metric_names()
-        table = Table(title="per group (means)", title_justify="left")
-        table.add_column("group")
+        groups = sorted(self.groups.items(), key=lambda kv: (-kv[1].n, kv[0]))
+        shown = groups[: self.MAX_GROUP_ROWS]
+        group_w = min(40, max(len("group"), *(len(g) for g, _ in shown)))
+        used = group_w + len(" episodes ") + len(" success ") + 4
+        names = []
+        for name in self.metric_names():
+            col = max(5, *(len(word) for word in name.split("_"))) + 2  # header words wrap; values ≤ 5 chars
+            if used + col > width:
+                break
+            names.append(name)
+            used += col
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        table.add_column("group", no_wrap=True, max_width=group_w, overflow="ellipsis")
         table.add_column("episodes", justify="right")
         table.add_column("success", justify="right")
         for name in names:
-            table.add_column(name, justify="right")
-        for group, means in sorted(self.groups.items()):
-            row = [group, f"{means.n:,}", f"{100 * means.successes / means.n:.1f}%"]
+            table.add_column(name.replace("_", " "), justify="right")
+        for group, means in shown:
+            row = [group, f"{means.n:,}", f"{100 * means.successes / means.n:.0f}%"]
             for name in names:
                 value = means.mean(name)
                 row.append("-" if value is None else f"{value:.3g}")
             table.add_row(*row)
-        return table
+        notes = []
+        if len(groups) > len(shown):
+            notes.append(f"{len(groups) - len(shown)} more groups")
+        hidden = len(self.metric_names()) - len(names)
+        if hidden:
+            notes.append(f"{hidden} more metrics")
+        title = "per group (means)" + (f"; {' and '.join(notes)} in manifest.json" if notes else "")
+        return title, table

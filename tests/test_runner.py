@@ -232,3 +232,26 @@ def test_runner_lines_are_the_trajectory_jsonl_bytes(path):
         traj = run_episode_sync(sc, spec)
         assert trajectory_line(traj) == traj.to_jsonl()
         assert trajectory_stats(traj) == episode_stats(orjson.loads(traj.to_jsonl()))
+
+
+def test_group_table_stays_on_one_screen():
+    from rich.console import Console
+
+    summary = RunSummary()
+    metrics = {"agreement": 1, "agreement_round": 3, "rounds": 3, "utility_buyer": 0.5, "utility_seller": 0.5,
+               "pareto_distance": 0.1, "nash_distance": 0.2, "welfare_ratio": 0.9}
+    for i in range(30):
+        record = {"episode_index": i, "events": [], "outcome": {
+            "success": True, "termination": "agreement", "metrics": {"group": f"buyer=s{i % 25} vs seller=t", **metrics}}}
+        summary.add(episode_stats(record))
+    assert summary.metric_names() == list(metrics)  # the order the episodes reported them in
+    narrow = Console(record=True, width=80)
+    summary.render(narrow)
+    text = narrow.export_text()
+    assert "per group (means); 5 more groups and 5 more metrics in manifest.json" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert len(text.splitlines()) <= 40
+    wide = Console(record=True, width=160)
+    summary.render(wide)
+    assert "per group (means); 5 more groups in manifest.json" in wide.export_text()
+    assert len(summary.to_dict()["groups"]) == 25

@@ -99,12 +99,13 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
     for note in result.repaired:
         err.print(f"repaired {note}")
     head = (f"{out}: {result.requested:,} episodes of {sc.name} (seed {sc.seed}): {result.new:,} run in "
-            f"{result.elapsed_s:.1f}s ({result.episodes_per_s:,.0f} episodes/s)")
+            f"{result.elapsed_s:.1f}s ({result.episodes_per_s:,.0f} episodes/s after {result.setup_s:.1f}s of setup)")
     if result.skipped:
         head += f", {result.skipped:,} already done"
     if result.retried:
         head += f", {result.retried:,} failed episodes retried"
-    console = Console()
+    # Logs and files are read wider than a terminal: do not squeeze the per-group table into 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(head, highlight=False, soft_wrap=True)
     result.summary.render(console)
     if result.summary.failed:
