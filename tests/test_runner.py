@@ -62,6 +62,21 @@ def test_same_bytes_whatever_workers_and_concurrency(tmp_path, workers, concurre
     assert stripped(tmp_path / "other") != stripped(tmp_path / "one")
 
 
+def test_spawned_workers_load_plugins_and_give_the_same_bytes(tmp_path, monkeypatch):
+    """Where fork is unavailable (macOS, Windows) workers are spawned: they re-import, plugins included."""
+    import multiprocessing
+
+    from simworld import runner
+
+    monkeypatch.setenv("SIMWORLD_PLUGINS", "runner_plugin")
+    monkeypatch.setattr(runner, "_mp_context", lambda: multiprocessing.get_context("spawn"))
+    sc = scenario(clerk="flaky_clerk", variations={"task.params.amount": [1, 2, 3]})
+    result = run_batch(sc, tmp_path / "spawned", episodes=12, workers=2)
+    assert result.new == 12 and result.summary.successes == 12
+    run_batch(sc, tmp_path / "one", episodes=12)
+    assert stripped(tmp_path / "spawned") == stripped(tmp_path / "one")
+
+
 def test_model_agents_run_concurrently_on_one_loop(tmp_path):
     sc = scenario(clerk="awaiting_clerk")
     assert not is_scripted(sc) and is_scripted(scenario())
