@@ -176,8 +176,9 @@ def test_planner_follows_the_tool_graph():
     assert ("search_orders",) in no_details.steps("cancel_pending_order", ("order_status",))
 
 
-def test_oracle_is_deterministic():
-    sc = scenario("multi_order")
+@pytest.mark.parametrize("support", [{"type": "oracle"}, {"type": "noisy_oracle", "error_rate": 0.3}])
+def test_agents_are_deterministic(support):
+    sc = scenario("multi_order", support=support)
     specs = episode_specs(sc, 15, seed=4)
     a = [orjson.dumps(strip_timings(run_episode_sync(sc, s).model_dump(mode="json"))) for s in specs]
     b = [orjson.dumps(strip_timings(run_episode_sync(sc, s).model_dump(mode="json"))) for s in specs]
@@ -407,3 +408,64 @@ def test_intents_and_reasons_survive_typos():
     assert nlu.cancel_reason("i ordred it by mistkae") == "ordered by mistake"
     assert nlu.cancel_reason("I don't need it anymore") == "no longer needed"
     assert nlu.yes_no("Yaeh, go ahaed") is True and nlu.yes_no("Nope, that's wrong.") is False
+
+
+# ----------------------------------------------------------------------------------------------
+# Robustness: nonsense from the other side never crashes an agent
+
+
+@register_agent("test_chaos_customer")
+class ChaosCustomer(Agent):
+    """Answers with random fragments: real facts, wrong ids, yes/no, garbage, in any order."""
+
+    Params = AgentParams
+
+    async def act(self, view):
+        ident = view.private["identity"]
+        request = view.private["requests"][0]
+        pool = ["I want to cancel my order", "return please", "exchange", "yes", "no", "No, that's wrong.",
+                ident["email"], f"{ident['first_name']} {ident['last_name']} {ident['zip']}", "#W0000001",
+                request.get("order_id") or "", request.get("order_hint") or "", "by mistake", "use my PayPal",
+                "gift card", "credit card ending in 1234", "445 Maple Drive, Austin, TX 78701, USA", "asdf qwer",
+                "which payment methods do I have on file?", "the Laptop Series 2 in 13-inch", "status of my order"]
+        pool += [f"the {i['name']} ({', '.join(i['options'].values())})"
+                 for i in (request.get("items") or []) + (request.get("new_items") or [])]
+        text = " ".join(pool[int(self.rng.integers(len(pool)))] for _ in range(int(self.rng.integers(1, 4))))
+        return Message(role="user", content=text.strip() or "hello")
+
+
+@register_agent("test_chaos_support")
+class ChaosSupport(Agent):
+    """Says random support phrases: questions, confirmations with made-up ids, results."""
+
+    Params = AgentParams
+    PHRASES = ["Which order is it about?", "What's your email address?", "Which items would you like to return?",
+               "What would you like instead?", "Which payment method should we use?", "What is the new address?",
+               "What's the reason for the cancellation?", "Shall I proceed? (yes/no) order #W0000001 item "
+               "1234567890 paypal_1234567", "Done. Anything else?", "Sorry, I can't do that.", "", "Hmm."]
+
+    async def act(self, view):
+        k = int(self.rng.integers(1, 3))
+        text = " ".join(self.PHRASES[int(self.rng.integers(len(self.PHRASES)))] for _ in range(k)).strip()
+        return Message(role="assistant", content=text or "Hmm.")
+
+
+@pytest.mark.parametrize("support", ["oracle", "noisy_oracle"])
+def test_support_survives_a_nonsensical_customer(support):
+    for task in TASK_TYPES:
+        sc = scenario(task, support={"type": support}, variations={})
+        sc = sc.model_copy(update={"roles": {**sc.roles, "customer": sc.roles["customer"].model_copy(
+            update={"agent": sc.roles["customer"].agent.model_validate({"type": "test_chaos_customer"})})}})
+        for spec in episode_specs(sc, 12, seed=6):
+            t = run_episode_sync(sc, spec)
+            assert t.outcome.error is None and t.outcome.invalid_moves == 0  # no crash, no garbage turn
+            assert all(e.content or e.tool_calls for e in t.events if e.speaker == "support" and e.role == "assistant")
+
+
+def test_customer_survives_a_nonsensical_support_side():
+    for task in TASK_TYPES:
+        sc = scenario(task, support={"type": "test_chaos_support"}, variations={
+            "roles.customer.agent.style": ["short", "long", "sloppy"]})
+        for spec in episode_specs(sc, 12, seed=6):
+            t = run_episode_sync(sc, spec)
+            assert t.outcome.termination == "user_stop", t.outcome  # it hangs up rather than running out of turns

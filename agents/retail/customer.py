@@ -217,7 +217,8 @@ _QUESTIONS = [name for name, _ in _CUES[4:]]
 
 def cues(low: str) -> set[str]:
     """Which cues a (lower-case) support message contains."""
-    return {name for name, phrases in _CUES if phrases.search(low)}
+    tokens = nlu.words(low)
+    return {name for name, phrases in _CUES if phrases.search(low, tokens)}
 
 
 _LIST_BOTH_REASONS = re.compile(r"no longer needed.*ordered by mistake|ordered by mistake.*no longer needed")

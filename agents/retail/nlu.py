@@ -94,30 +94,52 @@ def expand(pattern: str) -> list[str]:
     return [p for alt in m.group(1).split("|") for p in expand(head + alt + tail)]
 
 
+_TOKEN = re.compile(r"[\w'/()-]+")
+
+
+def words(low: str) -> set[str]:
+    """The word tokens of a lower-case text, for :meth:`Phrases.search`."""
+    return set(_TOKEN.findall(low))
+
+
 class Phrases:
     """Does a lower-case text contain one of these phrases as whole words? A phrase ending in '*'
-    matches as a prefix ('authenticat*' matches 'authenticate')."""
+    matches as a prefix ('authenticat*' matches 'authenticate').
 
-    __slots__ = ("items",)
+    Phrases are indexed by their first word, so a search only looks at phrases whose first word
+    the text has (the caller passes the text's :func:`words`, computed once for all its cues).
+    """
+
+    __slots__ = ("by_first", "prefixes")
 
     def __init__(self, *patterns: str) -> None:
-        items = []
+        self.by_first: dict[str, list[str]] = {}
+        self.prefixes: list[str] = []
         for pattern in patterns:
             for phrase in expand(pattern):
-                prefix = phrase.endswith("*")
-                items.append((phrase.rstrip("*"), prefix))
-        self.items = tuple(items)
+                if phrase.endswith("*"):
+                    self.prefixes.append(phrase[:-1])
+                else:
+                    self.by_first.setdefault(phrase.split(" ", 1)[0], []).append(phrase)
 
-    def search(self, low: str) -> bool:
-        n = len(low)
-        for phrase, prefix in self.items:
-            i = low.find(phrase)
-            while i >= 0:
-                end = i + len(phrase)
-                if (i == 0 or not low[i - 1].isalnum()) and (prefix or end == n or not low[end].isalnum()):
+    def search(self, low: str, tokens: set[str] | None = None) -> bool:
+        tokens = words(low) if tokens is None else tokens
+        for first in self.by_first.keys() & tokens:
+            for phrase in self.by_first[first]:
+                if _find_whole(low, phrase, False):
                     return True
-                i = low.find(phrase, i + 1)
-        return False
+        return any(_find_whole(low, p, True) for p in self.prefixes)
+
+
+def _find_whole(low: str, phrase: str, prefix: bool) -> bool:
+    n = len(low)
+    i = low.find(phrase)
+    while i >= 0:
+        end = i + len(phrase)
+        if (i == 0 or not low[i - 1].isalnum()) and (prefix or end == n or not low[end].isalnum()):
+            return True
+        i = low.find(phrase, i + 1)
+    return False
 
 
 # ----------------------------------------------------------------------------------------------

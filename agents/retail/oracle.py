@@ -21,6 +21,7 @@ One tool call per turn, and no text in a turn with a tool call, as the policy as
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,6 @@ class RequestState:
     new_items: list[dict[str, Any]] | None = None
     payment_id: str | None = None
     amount: str | None = None
-    amount_expr: str | None = None
     asks: dict[str, int] = field(default_factory=dict)
     proposal: ToolCall | None = None
     confirmed: bool = False
@@ -154,7 +154,7 @@ class RequestState:
 
 
 class OracleParams(AgentParams):
-    pass
+    """The oracle has no knobs: what it does follows from the conversation and the tools."""
 
 
 @registry.register_agent("oracle")
@@ -276,7 +276,7 @@ class SupportOracle(Agent):
         ids = nlu.order_ids(text)
         if ids and ids[0] != req.order_id:
             req.order_ref, req.order_id, req.items, req.new_items = ids[0], None, None, None
-            req.amount = req.amount_expr = None
+            req.amount = None
             touched = True
         order = self.orders.get(req.order_id or "")
         if order and nlu.mentions(text, {i["name"] for i in order["items"]}):
@@ -284,7 +284,7 @@ class SupportOracle(Agent):
                 req.new_items_text, req.new_items = text, None
             else:
                 req.items_text, req.items, req.new_items = text, None, None
-            req.amount = req.amount_expr = None  # amounts follow the items
+            req.amount = None  # amounts follow the items
             touched = True
         if req.intent in ("return", "exchange", "modify_items", "modify_payment") and _payment_words(text):
             req.payment_text, req.payment_id = text, None
@@ -339,7 +339,6 @@ class SupportOracle(Agent):
         if name == "get_order_details" and args.get("order_id") == req.order_ref:
             req.order_lookup_failed = True
         elif name == "calculate":
-            req.amount_expr = None
             req.amount = _evaluate_sum(args.get("expression", ""))
         elif name in WRITE_TOOL.values():
             why = content.removeprefix("Error: ")
@@ -355,6 +354,8 @@ class SupportOracle(Agent):
                 self.greeted = True
                 return self.text(self.say("greet"))
             self.unclear += 1
+            if self.unclear > 3:
+                return self.give_up("could not tell what the customer needs")
             return self.text(self.say("what_intent"))
         planner = self.planner
         assert planner is not None
@@ -383,9 +384,7 @@ class SupportOracle(Agent):
             return self.locate_order()
         if tool == "get_product_details":
             return self.look_up_products()
-        if tool == "list_all_product_types":
-            return None
-        return None
+        return None  # other read tools (the catalog listing) are called on demand in `collect`
 
     def authenticate(self, step: tuple[str, ...]) -> Message | None:
         if self.user_id is not None:
@@ -539,7 +538,6 @@ class SupportOracle(Agent):
         methods = self.user["payment_methods"] if self.user else {}
         listing = join_list([describe_method(m) for m in methods.values()])
         if req.asks.pop("list_methods", None):
-            req.asks["payment"] = req.asks.get("payment", 0)
             return self.text(self.say("list_methods", {"listing": listing}), {"payment"})
         if not req.payment_text:
             return self.ask(key, "payment")
@@ -618,8 +616,7 @@ class SupportOracle(Agent):
                 return amount
             return {"order_id": req.order_id, "item_ids": [i["item_id"] for i in items], "payment_method_id": pid}
         # modify_items / exchange
-        if self.planner is not None and "list_all_product_types" in self.tools and self.catalog is None \
-                and req.new_items_text and not _all_named(req.new_items_text, items):
+        if "list_all_product_types" in self.tools and self.catalog is None and req.new_items_text and not _all_named(req.new_items_text, items):
             return self.call("list_all_product_types", {})
         new_items = self.resolve_new_items()
         if isinstance(new_items, Message):
@@ -654,7 +651,6 @@ class SupportOracle(Agent):
         value = round(sum(plus) - sum(minus), 2)
         if "calculate" in self.tools and len(plus) + len(minus) > 1:
             expr = " + ".join(f"{p:.2f}" for p in plus) + "".join(f" - {m:.2f}" for m in minus)
-            req.amount_expr = expr
             return self.call("calculate", {"expression": expr})
         req.amount = f"{value:.2f}"
         return None
@@ -708,14 +704,16 @@ class SupportOracle(Agent):
             self.user = order
             text = f"Done: your default address is now {nlu.format_address(order['address'])}."
         else:
+            before = self.orders.get(order["order_id"], {}).get("payment_history", [])
             self.orders[order["order_id"]] = order
             self.user_stale = True
             methods = self.user["payment_methods"] if self.user else {}
             pid = req.proposal.arguments.get("payment_method_id") if req.proposal else None
             method = describe_method(methods.get(pid, {"id": pid})) if pid else ""
             if intent == "cancel":
-                refunds = [p for p in order["payment_history"] if p["transaction_type"] == "refund"]
-                total = sum(p["amount"] for p in refunds) if refunds else order_total(order)
+                added = order["payment_history"][len(before):]  # the refunds this cancellation made
+                refunds = [p["amount"] for p in added if p["transaction_type"] == "refund"]
+                total = round(sum(refunds), 2) if refunds else order_total(order)
                 text = (f"Order {oid} is now cancelled. {money(total)} will be refunded to the original payment "
                         "method (at once for a gift card, otherwise within 5-7 business days).")
             elif intent == "modify_address":
@@ -751,8 +749,8 @@ class SupportOracle(Agent):
 
 
 _USES_PAYMENT = frozenset({"modify_payment", "modify_items", "return", "exchange"})
-_ASKS_METHODS = nlu.re.compile(r"\bwhich payment methods\b|\bwhat payment methods\b|\bon file\b")
-_WANT = nlu.re.compile(r"\bi want\b|\binstead\b|\bi'd like\b|\bchanged to\b")
+_ASKS_METHODS = re.compile(r"\bwhich payment methods\b|\bwhat payment methods\b|\bon file\b")
+_WANT = re.compile(r"\bi want\b|\binstead\b|\bi'd like\b|\bchanged to\b")
 
 
 def _payment_words(text: str) -> bool:
@@ -765,10 +763,10 @@ def _all_named(text: str, items: list[dict[str, Any]]) -> bool:
     return all(nlu.has_phrase(text.lower(), i["name"]) for i in items)
 
 
-def _evaluate_sum(expression: str) -> str | None:
+def _evaluate_sum(expression: str) -> str:
     """Fallback when the calculate tool fails: sums and differences of plain numbers only."""
     total = 0.0
-    for sign, number in nlu.re.findall(r"([+-]?)\s*(\d+(?:\.\d+)?)", expression):
+    for sign, number in re.findall(r"([+-]?)\s*(\d+(?:\.\d+)?)", expression):
         total += -float(number) if sign == "-" else float(number)
     return f"{total:.2f}"
 
