@@ -32,7 +32,6 @@ def litellm() -> Any:
 
         module.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on stdout
         module.telemetry = False
-        module.turn_off_message_logging = True
         _litellm_module = module
     return _litellm_module
 
@@ -139,13 +138,9 @@ class CallStats:
         model = getattr(response, "model", None)
         if model:
             self.response_models.add(str(model))
+        # litellm prices every response it knows the model of (None for unknown models).
         hidden = getattr(response, "_hidden_params", None) or {}
         cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-        if cost is None:
-            try:
-                cost = litellm().completion_cost(completion_response=response)
-            except Exception:  # unknown model: litellm has no price for it
-                cost = None
         if cost:
             self.cost_usd += float(cost)
             self.cost_known = True
