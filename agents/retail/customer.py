@@ -190,35 +190,33 @@ _PHRASES_ANY = {key: compile_bank({"x": forms["short"] + forms["long"]})["x"] fo
 
 # What the support side says, read as phrases (lower case). A confirmation mentions items and
 # payment methods too, so `reply` looks at it first.
-_CUES: list[tuple[str, nlu.Phrases]] = [
-    ("transfer", nlu.Phrases("(transferred|transferring|transfer) you", "human agent", "to a human")),
-    ("confirm", nlu.Phrases("confirm", "shall i", "should i (go ahead|proceed)", "do you want me to",
-                            "would you like me to (proceed|go ahead)", "is that (correct|right)", "(yes/no)",
-                            "ok to proceed", "can i go ahead")),
-    ("anything_else", nlu.Phrases("(anything|something) else", "another request", "other (request|requests)",
-                                  "help you with (anything|something) more")),
-    ("greeting", nlu.Phrases("how (can|may) i (help|assist)", "what can i do for you")),
-    # questions, in the order answers are given
-    ("identity", nlu.Phrases("email", "e-mail", "zip", "authenticat*", "verify your identity", "identify you")),
-    ("order", nlu.Phrases("order (id|number)", "(which|what) order", "which of your orders")),
-    ("new_items", nlu.Phrases("new (option|options)", "which (option|options|variant|variants)",
-                              "what would you like (instead|in exchange|them to be|it to be)",
-                              "(exchange|swap|change) (it|them|each one|each) (for|to|into)",
-                              "what (do|would) you want instead")),
-    ("items", nlu.Phrases("(which|what) (item|items)", "which (product|products|one|ones)")),
-    ("payment", nlu.Phrases("payment method", "which (card|method)",
-                            "how would you like to (pay|be refunded|receive)", "refund (go|be sent)")),
-    ("reason", nlu.Phrases("reason", "why")),
-    ("address", nlu.Phrases("new (shipping|default|delivery|) address", "which address",
-                            "(what's|what is) the (new|) address", "address (should|would you like)")),
-]
-_QUESTIONS = [name for name, _ in _CUES[4:]]
+_CUES = nlu.Cues({
+    "transfer": ["(transferred|transferring|transfer) you", "human agent", "to a human"],
+    "confirm": ["confirm", "shall i", "should i (go ahead|proceed)", "do you want me to",
+                "would you like me to (proceed|go ahead)", "is that (correct|right)", "(yes/no)", "ok to proceed",
+                "can i go ahead"],
+    "anything_else": ["(anything|something) else", "another request", "other (request|requests)",
+                      "help you with (anything|something) more"],
+    "greeting": ["how (can|may) i (help|assist)", "what can i do for you"],
+    "identity": ["email", "e-mail", "zip", "authenticat*", "verify your identity", "identify you"],
+    "order": ["order (id|number)", "(which|what) order", "which of your orders"],
+    "new_items": ["new (option|options)", "which (option|options|variant|variants)",
+                  "what would you like (instead|in exchange|them to be|it to be)",
+                  "(exchange|swap|change) (it|them|each one|each) (for|to|into)", "what (do|would) you want instead"],
+    "items": ["(which|what) (item|items)", "which (product|products|one|ones)"],
+    "payment": ["payment method", "which (card|method)", "how would you like to (pay|be refunded|receive)",
+                "refund (go|be sent)"],
+    "reason": ["reason", "why"],
+    "address": ["new (shipping|default|delivery|) address", "which address", "(what's|what is) the (new|) address",
+                "address (should|would you like)"],
+})
+# the questions, in the order the answers are given
+_QUESTIONS = ["identity", "order", "new_items", "items", "payment", "reason", "address"]
 
 
 def cues(low: str) -> set[str]:
     """Which cues a (lower-case) support message contains."""
-    tokens = nlu.words(low)
-    return {name for name, phrases in _CUES if phrases.search(low, tokens)}
+    return _CUES.find(low)
 
 
 _LIST_BOTH_REASONS = re.compile(r"no longer needed.*ordered by mistake|ordered by mistake.*no longer needed")

@@ -98,37 +98,41 @@ _TOKEN = re.compile(r"[\w'/()-]+")
 
 
 def words(low: str) -> set[str]:
-    """The word tokens of a lower-case text, for :meth:`Phrases.search`."""
+    """The word tokens of a lower-case text."""
     return set(_TOKEN.findall(low))
 
 
-class Phrases:
-    """Does a lower-case text contain one of these phrases as whole words? A phrase ending in '*'
-    matches as a prefix ('authenticat*' matches 'authenticate').
+class Cues:
+    """Named sets of phrases, found as whole words in a lower-case text in one pass.
 
-    Phrases are indexed by their first word, so a search only looks at phrases whose first word
-    the text has (the caller passes the text's :func:`words`, computed once for all its cues).
+    ``Cues({"confirm": ["shall i", "is that (correct|right)"], ...}).find(text)`` gives the names
+    whose phrases occur. Phrases are indexed by their first word, so a search only tries phrases
+    whose first word the text has; a phrase ending in '*' matches as a prefix ('authenticat*').
     """
 
     __slots__ = ("by_first", "prefixes")
 
-    def __init__(self, *patterns: str) -> None:
-        self.by_first: dict[str, list[str]] = {}
-        self.prefixes: list[str] = []
-        for pattern in patterns:
-            for phrase in expand(pattern):
-                if phrase.endswith("*"):
-                    self.prefixes.append(phrase[:-1])
-                else:
-                    self.by_first.setdefault(phrase.split(" ", 1)[0], []).append(phrase)
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.by_first: dict[str, list[tuple[str, str]]] = {}
+        self.prefixes: list[tuple[str, str]] = []
+        for name, patterns in table.items():
+            for pattern in patterns:
+                for phrase in expand(pattern):
+                    if phrase.endswith("*"):
+                        self.prefixes.append((name, phrase[:-1]))
+                    else:
+                        self.by_first.setdefault(phrase.split(" ", 1)[0], []).append((name, phrase))
 
-    def search(self, low: str, tokens: set[str] | None = None) -> bool:
-        tokens = words(low) if tokens is None else tokens
-        for first in self.by_first.keys() & tokens:
-            for phrase in self.by_first[first]:
-                if _find_whole(low, phrase, False):
-                    return True
-        return any(_find_whole(low, p, True) for p in self.prefixes)
+    def find(self, low: str) -> set[str]:
+        found: set[str] = set()
+        for first in self.by_first.keys() & words(low):
+            for name, phrase in self.by_first[first]:
+                if name not in found and _find_whole(low, phrase, False):
+                    found.add(name)
+        for name, phrase in self.prefixes:
+            if name not in found and _find_whole(low, phrase, True):
+                found.add(name)
+        return found
 
 
 def _find_whole(low: str, phrase: str, prefix: bool) -> bool:

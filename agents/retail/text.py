@@ -103,10 +103,33 @@ def typo(word: str, dice: Dice) -> str:
 
 
 def add_typos(text: str, rate: float, dice: Dice) -> str:
-    """Each word of four letters or more gets a typo with probability `rate`."""
+    """Each word of four letters or more gets a typo with probability `rate`.
+
+    Draws how many words get one (binomial, by inverting its CDF with one uniform draw) and then
+    which: the same distribution as a coin per word, at one draw for the common typo-free piece.
+    """
     if rate <= 0.0 or not text:
         return text
-    return _TYPO_WORD.sub(lambda m: typo(m.group(), dice) if dice.random() < rate else m.group(), text)
+    n = len(_TYPO_WORD.findall(text))
+    if n == 0:
+        return text
+    if rate >= 1.0:
+        k = n
+    else:
+        u = dice.random()
+        k, p_k = 0, (1.0 - rate) ** n
+        cdf = p_k
+        while u > cdf and k < n:
+            p_k *= (n - k) / (k + 1) * rate / (1.0 - rate)
+            k += 1
+            cdf += p_k
+    if k == 0:
+        return text
+    chosen: set[int] = set()
+    while len(chosen) < k:
+        chosen.add(dice.below(n))
+    count = iter(range(n))
+    return _TYPO_WORD.sub(lambda m: typo(m.group(), dice) if next(count) in chosen else m.group(), text)
 
 
 # ----------------------------------------------------------------------------------------------
