@@ -84,7 +84,7 @@ class NegotiationStrategy(Agent):
         ref = model.space.digits(opponent[-1].outcome) if opponent else np.full(len(model.space.names), -1, np.int64)
         low = target + cost
         space = model.space
-        return int(select_offer(model.sorted_utilities, model.order, space.sizes, space.strides, space.ordered, low,
+        return int(select_offer(model.utilities, space.sizes, space.strides, space.ordered, low,
                                 low + self.band_width(), ref))
 
     # -- the turn
@@ -282,9 +282,10 @@ class RandomOffer(NegotiationStrategy):
 
     def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
         floor = model.reservation + cost if self.params.rational else -np.inf
-        n = model.order.shape[0]
-        start = min(int(np.searchsorted(model.sorted_utilities, floor)), n - 1)  # nothing above: the best
-        self._pick = int(model.order[start + int(self.rng.integers(n - start))])
+        candidates = np.flatnonzero(model.utilities >= floor)
+        if candidates.size == 0:  # nothing is worth the floor any more: the best outcome
+            candidates = np.array([int(np.argmax(model.utilities))])
+        self._pick = int(candidates[int(self.rng.integers(candidates.size))])
         return float(model.utilities[self._pick]) - cost
 
     def choose_outcome(self, record: NegotiationRecord, model: UtilityModel, target: float, cost: float) -> int:

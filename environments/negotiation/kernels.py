@@ -45,37 +45,68 @@ def enumerate_utilities(tables: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 def pareto_frontier(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
     """Indices (ascending) of the outcomes no other outcome weakly dominates with one strict gain.
 
-    Sort by `ua` descending, then sweep groups of equal `ua`: a group's best `ub` points are on the
-    frontier iff that `ub` beats every `ub` seen at a strictly larger `ua`.
+    Exact sweep: sorted by `ua` descending, a group of equal `ua` has its best-`ub` points on the
+    frontier iff that `ub` beats every `ub` at a strictly larger `ua`. To avoid sorting every
+    outcome, a linear pre-pass buckets outcomes by `ua` and drops those whose `ub` does not beat
+    the best `ub` of the strictly higher buckets (each dropped outcome is dominated by a kept one
+    with larger `ua` and at least its `ub`, so the sweep over the kept ones is still exact).
     """
     n = ua.shape[0]
-    order = np.argsort(-ua)
-    on_front = np.zeros(n, np.bool_)
+    if n == 0:
+        return np.empty(0, np.int64)
+    lo = ua.min()
+    hi = ua.max()
+    n_buckets = max(1, n // 8)
+    scale = n_buckets / (hi - lo) if hi > lo else 0.0
+    bucket = np.empty(n, np.int64)
+    bucket_best = np.full(n_buckets + 1, -np.inf)
+    for o in range(n):
+        b = int((ua[o] - lo) * scale)
+        if b >= n_buckets:
+            b = n_buckets - 1
+        bucket[o] = b
+        if ub[o] > bucket_best[b]:
+            bucket_best[b] = ub[o]
+    above = np.full(n_buckets + 1, -np.inf)  # best ub in buckets strictly above b
+    for b in range(n_buckets - 1, -1, -1):
+        above[b] = max(above[b + 1], bucket_best[b + 1])
+    kept = np.empty(n, np.int64)
+    m = 0
+    for o in range(n):
+        if ub[o] > above[bucket[o]]:
+            kept[m] = o
+            m += 1
+    kept = kept[:m]
+    keys = np.empty(m)
+    for k in range(m):
+        keys[k] = -ua[kept[k]]
+    order = kept[np.argsort(keys)]
+    on_front = np.zeros(m, np.bool_)
     best = -np.inf
     count = 0
     i = 0
-    while i < n:
+    while i < m:
         value = ua[order[i]]
         j = i
         group_best = -np.inf
-        while j < n and ua[order[j]] == value:
+        while j < m and ua[order[j]] == value:
             if ub[order[j]] > group_best:
                 group_best = ub[order[j]]
             j += 1
         if group_best > best:
             for k in range(i, j):
                 if ub[order[k]] == group_best:
-                    on_front[order[k]] = True
+                    on_front[k] = True
                     count += 1
             best = group_best
         i = j
     out = np.empty(count, np.int64)
     c = 0
-    for o in range(n):
-        if on_front[o]:
-            out[c] = o
+    for k in range(m):
+        if on_front[k]:
+            out[c] = order[k]
             c += 1
-    return out
+    return np.sort(out)
 
 
 @numba.njit(cache=True)
@@ -137,31 +168,35 @@ def bargaining_points(ua: np.ndarray, ub: np.ndarray, front: np.ndarray, ra: flo
 
 
 @numba.njit(cache=True)
-def select_offer(sorted_u: np.ndarray, order: np.ndarray, sizes: np.ndarray, strides: np.ndarray,
-                 ordered: np.ndarray, low: float, high: float, ref: np.ndarray) -> int:
+def select_offer(u: np.ndarray, sizes: np.ndarray, strides: np.ndarray, ordered: np.ndarray, low: float,
+                 high: float, ref: np.ndarray) -> int:
     """The outcome to offer for a target utility band `[low, high]` of the offering party.
 
-    `order` sorts the party's outcomes by utility (ascending, stable) and `sorted_u` holds those
-    utilities, so the band is found by binary search and only its outcomes are scanned. Among
-    them, the one closest to the reference outcome `ref` (digits; the opponent's last offer, or all
-    -1 for none) in normalised issue distance (ordered issues: |d - r| / (n - 1); unordered: 0 or
-    1); ties: higher utility, then lower index. An empty band: the lowest utility at or above `low`;
-    nothing at or above `low`: the best outcome.
+    Among outcomes whose utility `u` lies in the band, the one closest to the reference outcome
+    `ref` (digits; the opponent's last offer, or all -1 for none) in normalised issue distance
+    (ordered issues: |d - r| / (n - 1); unordered: 0 or 1); ties: higher `u`, then lower index.
+    An empty band: the lowest `u` at or above `low` (ties: lower index); nothing at or above
+    `low`: the best outcome. One pass; digits are decoded only for outcomes in the band.
     """
-    n = sorted_u.shape[0]
     n_issues = sizes.shape[0]
-    start = np.searchsorted(sorted_u, low, side="left")
-    stop = np.searchsorted(sorted_u, high, side="right")
-    if start >= n:
-        return order[n - 1]
-    if stop <= start:
-        return order[start]
     has_ref = n_issues > 0 and ref[0] >= 0
     best = -1
     best_dist = np.inf
     best_u = -np.inf
-    for k in range(start, stop):
-        o = order[k]
+    above = -1
+    above_u = np.inf
+    top = 0
+    for o in range(u.shape[0]):
+        uo = u[o]
+        if uo > u[top]:
+            top = o
+        if uo < low:
+            continue
+        if uo < above_u:
+            above_u = uo
+            above = o
+        if uo > high:
+            continue
         dist = 0.0
         if has_ref:
             for i in range(n_issues):
@@ -171,9 +206,12 @@ def select_offer(sorted_u: np.ndarray, order: np.ndarray, sizes: np.ndarray, str
                         dist += abs(d - ref[i]) / (sizes[i] - 1)
                 elif d != ref[i]:
                     dist += 1.0
-        uo = sorted_u[k]
-        if dist < best_dist or (dist == best_dist and (uo > best_u or (uo == best_u and o < best))):
+        if dist < best_dist or (dist == best_dist and uo > best_u):
             best_dist = dist
             best_u = uo
             best = o
-    return best
+    if best >= 0:
+        return best
+    if above >= 0:
+        return above
+    return top

@@ -57,8 +57,10 @@ def negotiation_metrics(episode: Any) -> dict[str, Any]:
     welfare = point[0] + point[1]
     pareto_distance = analysis.frontier_distance(point)
     own = {r: [float(models[r].utilities[o.outcome]) for o in record.offers_by(r)] for r in parties}
-    invalid = {r: sum(1 for e in episode.events if e.speaker == r and (e.invalid is not None or (e.role == "tool" and e.error)))
-               for r in parties}
+    invalid = dict.fromkeys(parties, 0)
+    for e in episode.events:
+        if (e.invalid is not None or e.error) and e.speaker in invalid:
+            invalid[e.speaker] += 1
     m: dict[str, Any] = {
         "group": " vs ".join(f"{r}={agent_label(episode, r)}" for r in parties),
         "agreement": agreed is not None,

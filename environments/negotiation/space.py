@@ -61,6 +61,7 @@ class OutcomeSpace:
         for i in range(len(self.grids) - 2, -1, -1):
             strides[i] = strides[i + 1] * self.sizes[i + 1]
         self.strides = strides
+        self._radix = [(int(st), int(sz)) for st, sz in zip(strides, self.sizes)]
         self._texts: dict[int, tuple[list[str], list[bool]]] = {}
         self._values: dict[tuple[int, str], np.ndarray] = {}
         self._described: dict[int, str] = {}
@@ -96,7 +97,7 @@ class OutcomeSpace:
         return d
 
     def digits(self, outcome: int) -> np.ndarray:
-        return (outcome // self.strides) % self.sizes
+        return np.array([(outcome // st) % sz for st, sz in self._radix], dtype=np.int64)
 
     def index(self, terms: Mapping[str, Any]) -> int:
         """Outcome number of complete `terms` (raises KeyError/ValueError if not on the grid)."""
@@ -109,8 +110,7 @@ class OutcomeSpace:
         return o
 
     def terms(self, outcome: int) -> dict[str, Value]:
-        digits = self.digits(outcome)
-        return {name: self.grids[i][int(digits[i])] for i, name in enumerate(self.names)}
+        return {name: grid[(outcome // st) % sz] for name, grid, (st, sz) in zip(self.names, self.grids, self._radix)}
 
     # -- wording
     def _wording(self, i: int) -> tuple[list[str], list[bool]]:
@@ -242,9 +242,6 @@ class UtilityModel:
     utilities: np.ndarray
     """`utilities[o]` for every outcome o."""
     reservation: float
-    order: np.ndarray
-    """Outcomes sorted by utility (ascending, stable)."""
-    sorted_utilities: np.ndarray
 
     def utility(self, terms: Mapping[str, Any]) -> float:
         return float(self.utilities[self.space.index(terms)])
@@ -290,8 +287,26 @@ def outcome_space(issues: Mapping[str, Mapping[str, Any]]) -> OutcomeSpace:
     return space
 
 
+_RECENT: OrderedDict[int, tuple[Mapping[str, Any], UtilityModel]] = OrderedDict()
+
+
 def utility_model(spec: Mapping[str, Any]) -> UtilityModel:
-    """Compile (or fetch) the utility model of a utility spec (see the module docstring)."""
+    """Compile (or fetch) the utility model of a utility spec (see the module docstring).
+
+    The same spec object (an episode's private info, asked for by the task, both agents and the
+    metrics) is answered from a small identity cache without re-hashing it.
+    """
+    recent = _RECENT.get(id(spec))
+    if recent is not None and recent[0] is spec and recent[1].reservation == spec["reservation"]:
+        return recent[1]
+    model = _utility_model(spec)
+    _RECENT[id(spec)] = (spec, model)  # holding `spec` keeps its id from being reused
+    while len(_RECENT) > 16:
+        _RECENT.popitem(last=False)
+    return model
+
+
+def _utility_model(spec: Mapping[str, Any]) -> UtilityModel:
     key = spec_key({k: spec[k] for k in ("issues", "weights", "functions")})
     cached = _MODELS.get(key)
     if cached is not None:
@@ -302,11 +317,8 @@ def utility_model(spec: Mapping[str, Any]) -> UtilityModel:
     space = outcome_space(spec["issues"])
     weights, tables = compile_tables(space, spec["weights"], spec["functions"])
     utilities = enumerate_utilities(tables[None, :, :], space.sizes)[0]
-    order = np.argsort(utilities, kind="stable")
-    sorted_utilities = utilities[order]
-    for array in (utilities, order, sorted_utilities):
-        array.setflags(write=False)
-    model = UtilityModel(key, space, weights, tables, utilities, float(spec["reservation"]), order, sorted_utilities)
+    utilities.setflags(write=False)
+    model = UtilityModel(key, space, weights, tables, utilities, float(spec["reservation"]))
     _MODELS[key] = model
     while len(_MODELS) > _MODEL_CACHE:
         _MODELS.popitem(last=False)

@@ -15,10 +15,12 @@ every party's best outcome scores 1 and its worst 0.
 from __future__ import annotations
 
 import keyword
+from collections import OrderedDict
 import math
 import re
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_OUTCOMES = 20_000_000
@@ -166,6 +168,9 @@ class PartySpec(_Strict):
         return v
 
 
+_VALIDATED: OrderedDict[bytes, BargainingParams] = OrderedDict()
+
+
 class BargainingParams(_Strict):
     """``world.params`` of the bargaining world: issues, the two parties, protocol, information."""
 
@@ -210,6 +215,24 @@ class BargainingParams(_Strict):
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise ValueError(f"market.{item}: give [low, high] with 0 <= low <= high")
         return v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _reuse_validated(cls, data: Any, handler: Any) -> Any:
+        # Every episode validates its world params again (World.load); identical input gives the
+        # same (never mutated) model, so validate each distinct input once.
+        if not isinstance(data, dict):
+            return handler(data)
+        try:
+            key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return handler(data)
+        model = _VALIDATED.get(key)
+        if model is None:
+            model = _VALIDATED[key] = handler(data)
+            while len(_VALIDATED) > 64:
+                _VALIDATED.popitem(last=False)
+        return model
 
     @model_validator(mode="after")
     def _preferences_fit_issues(self) -> BargainingParams:
