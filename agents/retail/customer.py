@@ -199,16 +199,17 @@ _CUES = nlu.Cues({
                       "help you with (anything|something) more"],
     "greeting": ["how (can|may) i (help|assist)", "what can i do for you"],
     "identity": ["email", "e-mail", "zip", "authenticat*", "verify your identity", "identify you"],
-    "order": ["order (id|number)", "(which|what) order", "which of your orders"],
-    "new_items": ["new (option|options)", "which (option|options|variant|variants)",
+    "order": ["order (id|number)", "(which|what) order", "which of your orders", "the order you"],
+    "new_items": ["new (option|options)", "(which|what) (option|options|variant|variants)",
+                  "(which|what) (color|size) would you like",
                   "what would you like (instead|in exchange|them to be|it to be)",
                   "(exchange|swap|change) (it|them|each one|each) (for|to|into)", "what (do|would) you want instead"],
-    "items": ["(which|what) (item|items)", "which (product|products|one|ones)"],
+    "items": ["(which|what) (item|items)", "which (product|products|one|ones)", "which of the items"],
     "payment": ["payment method", "which (card|method)", "how would you like to (pay|be refunded|receive)",
                 "refund (go|be sent)"],
     "reason": ["reason", "why"],
     "address": ["new (shipping|default|delivery|) address", "which address", "(what's|what is) the (new|) address",
-                "address (should|would you like)"],
+                "address (should|would you like)", "the address you"],
 })
 # the questions, in the order the answers are given
 _QUESTIONS = ["identity", "order", "new_items", "items", "payment", "reason", "address"]
