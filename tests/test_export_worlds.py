@@ -225,6 +225,7 @@ def scenario_cases() -> list[Any]:
              pytest.param(ledger_data(roles={
                  "user": {"kind": "user", "agent": {"type": "ledger_user"}},
                  "clerk": {"kind": "assistant", "agent": {"type": "ledger_sloppy"},
+                           "system_prompt": "You are a bank clerk.",
                            "tools": ["get_balance", "deposit", "hang_up"]}}, max_turns=20), id="ledger-sloppy"),
              pytest.param(haggle_data(), id="haggle")]
     cases += [pytest.param(p, id=str(p.relative_to(ROOT))) for p in scripted_yaml_scenarios()]

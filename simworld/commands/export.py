@@ -22,8 +22,8 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="Keep only this scenario (repeatable).")
 @click.option("--no-dedup", is_flag=True, help="Keep exact and near duplicates.")
 @click.option("--no-near-dedup", is_flag=True, help="Remove exact duplicates only.")
-@click.option("--near-dup-bits", type=click.IntRange(0, 3), default=3, show_default=True,
-              help="SimHash bits two near duplicates may differ in.")
+@click.option("--near-dup-bits", type=click.IntRange(0, 32), default=10, show_default=True,
+              help="How many of 128 SimHash bits two near duplicates may differ in.")
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of task instances held out for validation (split by task instance).")
 @click.option("--val-out", type=click.Path(path_type=str), default=None,

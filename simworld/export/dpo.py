@@ -2,8 +2,9 @@
 
 Trajectories of one task instance played from the same episode seed (the same scenario run with
 other agents, or forks of one episode, which share their history up to the fork point) are
-grouped per perspective. For each group whose best and worst scores differ, one pair is written
-in TRL's conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
+grouped per perspective. For each group whose best and worst scores differ, and whose two
+conversations part at one of this perspective's own turns, one pair is written in TRL's
+conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
 continuation of the higher-scored trajectory) and ``rejected`` (the lower-scored one), messages as
 in ``--format trl``.
 
@@ -27,20 +28,17 @@ def _key(sample: Sample) -> tuple[Any, ...]:
     return (p["scenario"], p["instance_id"], p["seed"], sample.perspective)
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["role"] == b["role"] and a["content"] == b["content"] and \
-        [(c["name"], c.get("arguments")) for c in a.get("tool_calls") or ()] == \
-        [(c["name"], c.get("arguments")) for c in b.get("tool_calls") or ()]
-
-
 def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> ExportResult:
     stats = CardStats()
     for run in runs:
         stats.add_run(run)
-    groups: dict[tuple[Any, ...], list[tuple[float, str]]] = {}
-    for sample in _synthetic_samples(runs, opts, stats):
-        groups.setdefault(_key(sample), []).append((float(sample.scores.get("value", 0.0)), sample.id))
-    wanted: dict[str, tuple[tuple[Any, ...], str]] = {}
+    # Sample ids carry the run directory's name; the run's position makes them unique even when
+    # two runs share a name.
+    groups: dict[tuple[Any, ...], list[tuple[float, tuple[int, str]]]] = {}
+    for ri, run in enumerate(runs):
+        for sample in _synthetic_samples([run], opts, stats):
+            groups.setdefault(_key(sample), []).append((float(sample.scores.get("value", 0.0)), (ri, sample.id)))
+    wanted: dict[tuple[int, str], tuple[tuple[Any, ...], str]] = {}
     for key, members in groups.items():
         if len(members) < 2:
             continue
@@ -50,14 +48,15 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             wanted[best_id] = (key, "chosen")
             wanted[worst_id] = (key, "rejected")
     held: dict[tuple[Any, ...], dict[str, Sample]] = {}
-    stats2 = CardStats()
-    for sample in _synthetic_samples(runs, opts, stats2):
-        hit = wanted.get(sample.id)
-        if hit is not None:
-            sample.record = None
-            held.setdefault(hit[0], {})[hit[1]] = sample
+    ignored = CardStats()
+    for ri, run in enumerate(runs):
+        for sample in _synthetic_samples([run], opts, ignored):
+            hit = wanted.get((ri, sample.id))
+            if hit is not None:
+                sample.record = None
+                held.setdefault(hit[0], {})[hit[1]] = sample
     outputs = _Outputs({"train": out})
-    pairs = identical = 0
+    pairs = identical = unrelated = not_ours = 0
     try:
         for key in sorted(held, key=str):
             both = held[key]
@@ -66,10 +65,16 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             chosen, rejected = both["chosen"], both["rejected"]
             a, b = trl_line(chosen)["messages"], trl_line(rejected)["messages"]
             n = 0
-            while n < min(len(a), len(b)) and _same(a[n], b[n]):
+            while n < min(len(a), len(b)) and a[n] == b[n]:
                 n += 1
             if n == len(a) or n == len(b):
                 identical += 1
+                continue
+            if n == 0:  # not even the system prompt in common: not two answers to one prompt
+                unrelated += 1
+                continue
+            if a[n]["role"] != "assistant" or b[n]["role"] != "assistant":
+                not_ours += 1  # they part on what someone else said: no choice of this perspective
                 continue
             outputs.write("train", {
                 "id": f"{chosen.id}>{rejected.id}",
@@ -86,7 +91,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
         outputs.abort()
         raise
     stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
-                          "skipped_identical": identical}
+                          "skipped_identical": identical, "skipped_no_common_prompt": unrelated, "skipped_diverge_on_other_party": not_ours}
     card = stats.as_dict(opts.command, "dpo", {"train": str(out)}, {"exact": 0, "near": 0})
     result = ExportResult(outputs={"train": out}, written=dict(outputs.count), card=card)
     result.card_paths = write_card(out, card)

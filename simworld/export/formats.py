@@ -23,8 +23,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from simworld.export.source import Sample
-from simworld.llama3.format import llama3_messages, render_normalized
+from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages,
+                                    llama3_messages, render_normalized, system_content)
 
 FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
 
@@ -49,6 +52,61 @@ def llama3_line(sample: Sample, tokenizer: Any = None) -> dict[str, Any]:
 
         line["tokens"], line["token_mask"] = token_masks(normalized, tokenizer)
     return line
+
+
+class _SystemPart:
+    """A system message's content, its serialized forms, and whether it holds special tokens."""
+
+    __slots__ = ("tools", "tools_openai", "content", "prefix_len", "text_json", "message_json", "tools_json",
+                 "special")
+
+    def __init__(self, system_prompt: str, tools: list[Any], tools_openai: list[Any], today: Any) -> None:
+        self.tools, self.tools_openai = tools, tools_openai
+        self.content = system_content(system_prompt, tools, today)
+        prefix = BEGIN + HEADERS["system"] + self.content + EOT
+        self.prefix_len = len(prefix)
+        self.text_json = orjson.dumps(prefix)[:-1]  # the opening quote and the escaped prefix
+        self.message_json = orjson.dumps({"role": "system", "content": self.content})
+        self.tools_json = orjson.dumps(tools_openai)
+        self.special = contains_special_token(system_prompt)
+
+
+_SYSTEMS: dict[tuple[str, int, int, Any], _SystemPart] = {}
+
+
+def system_part(sample: Sample) -> _SystemPart:
+    """The cached system part of a sample: the same role in the same world shares one (the system
+    message and tool definitions are most of a sample's text, and are serialized once)."""
+    first = sample.messages[0] if sample.messages else None
+    prompt = first["content"] if first is not None and first["role"] == "system" else ""
+    key = (prompt, id(sample.tools), id(sample.tools_openai), sample.today)
+    part = _SYSTEMS.get(key)
+    if part is None or part.tools is not sample.tools or part.tools_openai is not sample.tools_openai:
+        if len(_SYSTEMS) >= 256:
+            _SYSTEMS.clear()
+        part = _SYSTEMS[key] = _SystemPart(prompt, sample.tools, sample.tools_openai, sample.today)
+    return part
+
+
+def _conversation(sample: Sample) -> list[dict[str, Any]]:
+    msgs = sample.messages
+    return conversation_messages(msgs[1:] if msgs and msgs[0]["role"] == "system" else msgs)
+
+
+def llama3_line_bytes(sample: Sample) -> bytes:
+    """`llama3_line` serialized, fast: the system part's serialized forms are reused across samples."""
+    part = system_part(sample)
+    conv = _conversation(sample)
+    text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
+    messages = orjson.dumps(conv)
+    return b"".join((
+        b'{"id":', orjson.dumps(sample.id), b',"perspective":', orjson.dumps(sample.perspective),
+        b',"text":', part.text_json, orjson.dumps(text)[1:],
+        b',"messages":[', part.message_json, b"," if conv else b"", messages[1:-1],
+        b'],"tools":', part.tools_json, b',"scores":', orjson.dumps(sample.scores),
+        b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
+        b',"synthetic":', b"true" if sample.synthetic else b"false", b"}",
+    ))
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ end, so a failed export leaves no partial file and never touches an earlier one.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import orjson
 from simworld.errors import SimworldError
 from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
-from simworld.export.formats import FORMATS, format_line
+from simworld.export.formats import FORMATS, format_line, llama3_line_bytes, system_part
 from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, iter_run_records, open_run,
                                     samples_of)
 from simworld.llama3.format import contains_special_token
@@ -38,7 +39,7 @@ class ExportOptions:
     scenarios: tuple[str, ...] = ()
     dedup: bool = True
     near_dedup: bool = True
-    near_dup_bits: int = 3
+    near_dup_bits: int = 10
     validation: float = 0.0
     val_out: str | None = None
     split_seed: int = 0
@@ -78,9 +79,9 @@ class _Outputs:
             self.abort()
             raise SimworldError(f"cannot write {paths[k]}: {exc.strerror or exc}") from None
 
-    def write(self, key: str, line: dict[str, Any]) -> None:
+    def write(self, key: str, line: dict[str, Any] | bytes) -> None:
         try:
-            self.fh[key].write(orjson.dumps(line) + b"\n")
+            self.fh[key].write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
         except OSError as exc:
             raise SimworldError(f"cannot write {self.paths[key]}: {exc.strerror or exc}") from None
         self.count[key] += 1
@@ -112,12 +113,18 @@ def _check_out(out: Path, runs: Sequence[RunInfo]) -> None:
         if out.parent.resolve() == run.path.resolve() and out.name.endswith(".jsonl"):
             raise SimworldError(f"--out {out}: a run directory may hold no other .jsonl file than its shards; "
                                 "write the export elsewhere")
-    if out.exists() and out.is_dir():
-        raise SimworldError(f"--out {out} is a directory")
+    if out.exists() and not out.is_file():
+        # The export is renamed into place at the end: never over a directory or a device.
+        raise SimworldError(f"--out {out} exists and is not a regular file")
 
 
 def _has_special_tokens(sample: Sample) -> bool:
-    for m in sample.messages:
+    msgs = sample.messages
+    if msgs and msgs[0]["role"] == "system" and sample.synthetic:
+        if system_part(sample).special:  # the system prompt is checked once per distinct prompt
+            return True
+        msgs = msgs[1:]
+    for m in msgs:
         if contains_special_token(m["content"]):
             return True
         for c in m.get("tool_calls") or ():
@@ -206,10 +213,15 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if dedup is not None and not dedup.keep(sample):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
-        outputs.write(split, format_line(opts.fmt, sample, tokenizer))
+        if opts.fmt == "llama3" and tokenizer is None:
+            outputs.write(split, llama3_line_bytes(sample))
+        else:
+            outputs.write(split, format_line(opts.fmt, sample, tokenizer))
         stats.add(sample, split)
         return True
 
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the loop makes no reference cycles; the cyclic collector would only rescan
     try:
         for sample in _synthetic_samples(runs, opts, stats):
             if not emit(sample):
@@ -228,6 +240,9 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     except BaseException:
         outputs.abort()
         raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     total = stats.samples
     for m in mix_stats:
         m["achieved"] = m["samples"] / total if total else 0.0

@@ -208,7 +208,8 @@ def provenance_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) 
 
 
 def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> Iterator[Sample]:
-    """One sample per assistant-kind role that took at least one turn."""
+    """One sample per assistant-kind role that took at least one turn; ids are ``RUN/EPISODE/ROLE``
+    (RUN: the run directory's name), unique across the runs of one export."""
     events = record.get("events") or []
     system = record.get("system") or {}
     prov = provenance_of(run, record, scores)
@@ -220,7 +221,7 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
         if not any(m["role"] == "assistant" for m in msgs):
             continue
         tools, tools_openai = run.tools_for(record, role)
-        yield Sample(id=f"{record['episode_id']}/{role}", perspective=role, messages=msgs, tools=tools,
+        yield Sample(id=f"{prov['run']}/{record['episode_id']}/{role}", perspective=role, messages=msgs, tools=tools,
                      tools_openai=tools_openai, today=run.today, scores=scores, provenance={**prov, "perspective": role},
                      synthetic=prov["synthetic"], split_key=f"{record.get('scenario')}\x00{task.get('instance_id')}",
                      world=run.scenario.world.type, success=prov["success"], record=record)

@@ -252,7 +252,12 @@ def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequenc
     if msgs and _msg_fields(msgs[0])[0] == "system":
         system_prompt = _msg_fields(msgs[0])[1]
         msgs = msgs[1:]
-    out: list[dict[str, Any]] = [{"role": "system", "content": system_content(system_prompt, tools, today)}]
+    return [{"role": "system", "content": system_content(system_prompt, tools, today)}, *conversation_messages(msgs)]
+
+
+def conversation_messages(msgs: Sequence[Message | dict[str, Any]]) -> list[dict[str, Any]]:
+    """The normalized messages after the system message (see :func:`llama3_messages`)."""
+    out: list[dict[str, Any]] = []
     i = 0
     n = len(msgs)
     while i < n:
@@ -307,14 +312,16 @@ def _render_one(m: dict[str, Any]) -> tuple[str, str]:
 
 
 def render_normalized(messages: Sequence[dict[str, Any]], add_generation_prompt: bool = False,
-                      train_roles: tuple[str, ...] = ("assistant",)) -> tuple[str, list[tuple[int, int]]]:
+                      train_roles: tuple[str, ...] = ("assistant",), begin: bool = True,
+                      offset: int = 0) -> tuple[str, list[tuple[int, int]]]:
     """Text and loss spans of messages already normalized by :func:`llama3_messages`.
 
     Each span ``(start, end)`` covers one message of a role in `train_roles` from just after its
-    header to the end of its ``<|eot_id|>``/``<|eom_id|>``.
+    header to the end of its ``<|eot_id|>``/``<|eom_id|>``. Without `begin` the text has no
+    ``<|begin_of_text|>`` (a continuation); spans are shifted by `offset` characters.
     """
-    pieces = [BEGIN]
-    pos = len(BEGIN)
+    pieces = [BEGIN] if begin else []
+    pos = offset + (len(BEGIN) if begin else 0)
     spans: list[tuple[int, int]] = []
     for m in messages:
         header, body = _render_one(m)

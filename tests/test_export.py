@@ -1,0 +1,212 @@
+"""Export: every format over a batch covering every scenario, checked against the real consumers
+(Meta's ChatFormat, the TRL Llama 3.1 chat template rendered as transformers does, LLaMA-Factory's
+ShareGPT rules), plus masks and tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from transformers.utils.chat_template_utils import render_jinja_template
+
+import test_export_worlds as worlds
+from simworld.episode import STOP
+from simworld.export import ExportOptions, export_runs
+from simworld.export.curation import validate_openai_record
+from simworld.export.source import open_run, perspective_dicts
+from simworld.llama3.format import format_date
+from simworld.perspective import perspective
+from simworld.runio import iter_records
+from simworld.types import Message
+from test_llama3_oracle import chat_format, encode, reference_text
+
+CASES = worlds.scenario_cases()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """A run of every scenario (4 episodes each) and its export in every format (no dedup)."""
+    root = tmp_path_factory.mktemp("export")
+    runs = {}
+    for case in CASES:
+        sc = worlds.scenario_of(case.values[0])
+        runs[case.id] = worlds.make_run(root / case.id.replace("/", "_"), sc, 4)
+    out = {}
+    for fmt in ("llama3", "openai", "trl", "sharegpt"):
+        path = root / f"{fmt}.jsonl"
+        export_runs(list(runs.values()), ExportOptions(fmt=fmt, out=str(path), dedup=False, tokenize=fmt == "llama3"))
+        out[fmt] = worlds.read_lines(path)
+    return runs, out
+
+
+def _assistant_roles(run):
+    return {r for r, s in open_run(run).scenario.roles.items() if s.kind == "assistant"}
+
+
+def test_one_sample_per_assistant_perspective_of_every_trajectory(batch):
+    runs, out = batch
+    ids = {line["id"] for line in out["llama3"]}
+    assert len(ids) == len(out["llama3"])
+    for case_id, run in runs.items():
+        roles = _assistant_roles(run)
+        for rec in iter_records(run):
+            acted = {e["speaker"] for e in rec["events"] if e["role"] == "assistant"}
+            for role in roles & acted:
+                assert f"{run.name}/{rec['episode_id']}/{role}" in ids, (case_id, role)
+    negotiation = [line for line in out["llama3"] if line["provenance"]["scenario"] in ("haggle_test", "used_car")]
+    per_episode = {}
+    for line in negotiation:
+        per_episode.setdefault(line["provenance"]["episode_id"], set()).add(line["perspective"])
+    assert per_episode and all(len(p) == 2 for p in per_episode.values())  # one sample per party
+
+
+def test_llama3_text_equals_metas_chat_format_for_every_scenario(batch):
+    runs, out = batch
+    assert {line["provenance"]["scenario"] for line in out["llama3"]} >= {
+        open_run(run).scenario.name for run in runs.values()}
+    for line in out["llama3"]:
+        assert line["text"] == reference_text(line["messages"]), line["id"]
+
+
+def test_llama3_system_message_and_tools(batch):
+    runs, out = batch
+    by_name = {open_run(run).scenario.name: open_run(run) for run in runs.values()}
+    for line in out["llama3"]:
+        run = by_name[line["provenance"]["scenario"]]
+        system = line["messages"][0]
+        assert system["role"] == "system"
+        date = f"Cutting Knowledge Date: December 2023\nToday Date: {format_date(run.scenario.today)}"
+        if line["tools"]:
+            assert system["content"].startswith("Environment: ipython\n\n" + date + "\n\n")
+            for tool in line["tools"]:
+                assert f'"name": "{tool["function"]["name"]}"' in system["content"]
+        else:
+            assert system["content"].startswith(date)
+        assert STOP not in line["text"]
+        assert line["text"].endswith(("<|eot_id|>", "<|eom_id|>"))
+        assert line["messages"][-1]["role"] == "assistant"
+        assert line["synthetic"] is True and line["provenance"]["synthetic"] is True
+        for key in ("scenario", "seed", "agents", "episode_id", "instance_id", "scores"):
+            assert key in line["provenance"]
+
+
+def test_negotiation_samples_carry_the_issue_specific_offer_schema(batch):
+    _, out = batch
+    car = [line for line in out["llama3"] if line["provenance"]["scenario"] == "used_car"]
+    if not car:
+        pytest.skip("no used_car scenario in this checkout")
+    offer = next(t for t in car[0]["tools"] if t["function"]["name"] == "make_offer")
+    assert set(offer["function"]["parameters"]["properties"]) >= {"price", "warranty_months"}
+
+
+def test_character_masks_cover_exactly_the_valid_assistant_turns(batch):
+    _, out = batch
+    for line in out["llama3"]:
+        text, spans = line["text"], line["mask"]
+        trained = [m for m in line["messages"] if m["role"] == "assistant" and not m.get("invalid")]
+        assert len(spans) == len(trained)
+        for (a, b), m in zip(spans, trained):
+            assert text[:a].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+            piece = text[a:b]
+            assert piece.startswith(m["content"])
+            assert piece.endswith("<|eom_id|>" if m.get("tool_calls") else "<|eot_id|>")
+        outside = "".join(text[b:a] for (_, b), (a, _) in zip([(0, 0)] + spans, spans + [(len(text), 0)]))
+        for m in trained:
+            if len(m["content"]) > 40:
+                assert m["content"] not in outside
+
+
+def test_token_masks_match_metas_tokens(batch):
+    _, out = batch
+    tok = chat_format().tokenizer
+    for line in out["llama3"][:60]:
+        assert line["tokens"] == encode(line["messages"])
+        assert tok.decode(line["tokens"]) == line["text"]
+        ones = [t for t, m in zip(line["tokens"], line["token_mask"]) if m]
+        assert tok.decode(ones) == "".join(line["text"][a:b] for a, b in line["mask"])
+
+
+def test_openai_lines_are_valid_chat_fine_tuning_data(batch):
+    _, out = batch
+    for line in out["openai"]:
+        messages, tools = validate_openai_record(line)  # the same validator that --mix applies
+        for m in line["messages"]:
+            for call in m.get("tool_calls", []):
+                assert isinstance(call["function"]["arguments"], str) and call["type"] == "function"
+            assert m["role"] != "assistant" or "content" in m or m.get("tool_calls")
+        assert all(t["type"] == "function" for t in line.get("tools", []))
+        assert len(messages) == len(line["messages"]) and tools == line.get("tools", [])
+        weights = [m.get("weight") for m in line["messages"] if m["role"] == "assistant"]
+        assert all(w in (None, 0) for w in weights)
+
+
+def _trl_template() -> str:
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / "llama3_1.jinja").read_text()
+
+
+def test_trl_lines_render_through_the_official_llama31_template(batch):
+    _, out = batch
+    template = _trl_template()
+    for line in out["trl"]:
+        for m in line["messages"]:
+            assert "tool_calls" not in m or len(m["tool_calls"]) == 1  # template: one call per turn
+            for call in m.get("tool_calls", []):
+                assert isinstance(call["function"]["arguments"], dict)
+        assert "tools" not in line or line["tools"]  # an empty list would change the output
+        rendered, _ = render_jinja_template(conversations=[line["messages"]], tools=line.get("tools"),
+                                            chat_template=template, bos_token="<|begin_of_text|>",
+                                            add_generation_prompt=False)
+        text = rendered[0]
+        assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>")
+        for m in line["messages"]:
+            for call in m.get("tool_calls", []):
+                assert f'{{"name": "{call["function"]["name"]}", "parameters": ' in text
+            if m["role"] == "assistant" and m["content"].strip() and not m.get("tool_calls"):
+                assert m["content"].strip() in text
+
+
+def test_sharegpt_lines_follow_llama_factory_rules(batch):
+    _, out = batch
+    for line in out["sharegpt"]:
+        conv = line["conversations"]
+        assert conv and len(conv) % 2 == 0
+        for i, turn in enumerate(conv):
+            assert turn["from"] in (("human", "observation") if i % 2 == 0 else ("gpt", "function_call"))
+            if turn["from"] == "function_call":
+                call = orjson.loads(turn["value"])
+                assert set(call) == {"name", "arguments"} and isinstance(call["arguments"], dict)
+        if line["tools"]:
+            assert all("name" in t and "parameters" in t for t in orjson.loads(line["tools"]))
+
+
+def test_perspective_of_dicts_equals_the_core_perspective(batch):
+    runs, _ = batch
+    for run in runs.values():
+        info = open_run(run)
+        for rec in iter_records(run):
+            events = [Message.model_validate(e) for e in rec["events"]]
+            for role in info.scenario.roles:
+                core = [m.model_dump(exclude_defaults=True) for m in perspective(events, role, rec["system"][role])]
+                mine = [Message.model_validate({k: v for k, v in m.items() if v is not None}).model_dump(
+                    exclude_defaults=True) for m in perspective_dicts(rec["events"], role, rec["system"][role])]
+                assert mine == core
+
+
+def test_fast_llama3_serialization_equals_the_plain_one(batch):
+    from simworld.export.formats import llama3_line, llama3_line_bytes
+    from simworld.export.source import ScoreLookup, compact_scores, samples_of
+
+    runs, _ = batch
+    n = 0
+    for run in runs.values():
+        info = open_run(run)
+        lookup = ScoreLookup(info)
+        for rec in iter_records(run):
+            for sample in samples_of(info, rec, compact_scores(lookup.get(rec))):
+                assert orjson.loads(llama3_line_bytes(sample)) == orjson.loads(orjson.dumps(llama3_line(sample)))
+                n += 1
+        lookup.close()
+    assert n > 20

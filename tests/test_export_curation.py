@@ -1,0 +1,371 @@
+"""Export curation: filters, duplicates, the split by task instance, external data, the card, DPO
+pairs, atomic output and the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+import test_export_worlds as worlds
+from simworld.errors import SimworldError
+from simworld.export import ExportOptions, export_runs
+from simworld.export.curation import Deduplicator, NearDuplicateIndex, U64Set, simhash
+from simworld.export.source import Sample
+from simworld.replay import fork_trajectory, load_run_scenario, turn_boundaries
+from simworld.runio import iter_records
+from simworld.scoring.report import score_run
+from simworld.types import Trajectory
+from test_replay import cli
+
+SLOPPY = worlds.scenario_cases()[1].values[0]
+
+
+def export(runs, out, **kw):
+    return export_runs([str(r) for r in runs], ExportOptions(out=str(out), **kw))
+
+
+@pytest.fixture(scope="module")
+def ledger_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cur")
+    good = worlds.make_run(root / "good", worlds.ledger_data(), 60)
+    sloppy = worlds.make_run(root / "sloppy", SLOPPY, 20)
+    return root, good, sloppy
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+
+def test_min_score_and_only_success(ledger_runs, tmp_path):
+    _, _, sloppy = ledger_runs
+    summary, path = score_run(sloppy)
+    scores = {x["episode_id"]: x for x in map(orjson.loads, path.read_bytes().splitlines())}
+    res = export([sloppy], tmp_path / "a.jsonl", dedup=False, min_score=0.7)
+    lines = worlds.read_lines(tmp_path / "a.jsonl")
+    kept = {line["provenance"]["episode_id"] for line in lines}
+    assert kept == {e for e, s in scores.items() if s["value"] >= 0.7}
+    assert res.card["filtered"].get("below_min_score", 0) == len(scores) - len(kept)
+    assert all(line["scores"]["value"] >= 0.7 for line in lines)
+    export([sloppy], tmp_path / "b.jsonl", dedup=False, only_success=True)
+    succ = {r["episode_id"] for r in iter_records(sloppy) if r["outcome"]["success"]}
+    assert {x["provenance"]["episode_id"] for x in worlds.read_lines(tmp_path / "b.jsonl")} == succ
+
+
+def test_task_type_and_scenario_filters(tmp_path):
+    mixed = worlds.ROOT / "scenarios" / "retail" / "mixed.yaml"
+    if not mixed.exists():
+        pytest.skip("no retail mixed scenario in this checkout")
+    run = worlds.make_run(tmp_path / "mixed", worlds.scenario_of(mixed), 12)
+    types = sorted({r["task"]["type"] for r in iter_records(run)})
+    assert len(types) > 1
+    export([run], tmp_path / "t.jsonl", dedup=False, task_types=(types[0],))
+    got = worlds.read_lines(tmp_path / "t.jsonl")
+    assert got and {line["provenance"]["task_type"] for line in got} == {types[0]}
+    res = export([run], tmp_path / "s.jsonl", dedup=False, scenarios=("nope",))
+    assert res.written["train"] == 0 and res.card["filtered"]["scenario"] == 12
+
+
+def test_scores_are_computed_when_the_run_was_never_scored(ledger_runs, tmp_path):
+    root, _, _ = ledger_runs
+    run = worlds.make_run(tmp_path / "fresh", SLOPPY, 3)
+    res = export([run], tmp_path / "x.jsonl", dedup=False)
+    assert res.card["scores_computed_during_export"] == 3
+    assert all("tool_validity" in x["scores"] for x in worlds.read_lines(tmp_path / "x.jsonl"))
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+
+
+def test_exact_duplicates_are_removed(ledger_runs, tmp_path):
+    _, good, _ = ledger_runs
+    export([good], tmp_path / "all.jsonl", dedup=False)
+    texts = [x["text"] for x in worlds.read_lines(tmp_path / "all.jsonl")]
+    res = export([good], tmp_path / "dedup.jsonl")
+    kept = worlds.read_lines(tmp_path / "dedup.jsonl")
+    assert len(set(texts)) < len(texts)  # 60 episodes over 50 accounts repeat conversations
+    assert len(kept) + res.card["duplicates_removed"]["exact"] + res.card["duplicates_removed"]["near"] == len(texts)
+    assert len({x["text"] for x in kept}) == len(kept)
+    assert res.card["duplicates_removed"]["exact"] == len(texts) - len(set(texts))
+
+
+def _sample(text: str, sid: str) -> Sample:
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": text},
+            {"role": "assistant", "content": "ok"}]
+    return Sample(id=sid, perspective="a", messages=msgs, tools=[], tools_openai=[], today=dt.date(2024, 1, 1),
+                  scores={}, provenance={})
+
+
+LONG = " ".join(f"word{i} token{i * 7 % 13} piece{i % 5}" for i in range(120))
+
+
+def test_near_duplicates_are_removed_and_distinct_texts_kept():
+    dedup = Deduplicator()
+    assert dedup.keep(_sample(LONG, "a"))
+    assert not dedup.keep(_sample(LONG.replace("word60 ", "word60 again "), "b"))  # one word more in 360
+    assert dedup.removed_near == 1
+    assert dedup.keep(_sample(" ".join(reversed(LONG.split())), "c"))  # same words, other shingles
+    assert not dedup.keep(_sample(LONG, "d")) and dedup.removed_exact == 1
+    only_exact = Deduplicator(near=False)
+    assert only_exact.keep(_sample(LONG, "a")) and only_exact.keep(_sample(LONG.replace("word60", "x"), "b"))
+
+
+def test_simhash_distance_tracks_similarity():
+    import random
+
+    a = simhash(LONG)
+    assert a == simhash(LONG.upper()) and a < 2**128  # normalised: case
+    words = LONG.split()
+    rng = random.Random(5)
+    edits = []
+    for i in range(40):
+        changed = list(words)
+        changed[rng.randrange(len(words))] = f"zz{i}"
+        edits.append((a ^ simhash(" ".join(changed))).bit_count())
+    assert sorted(edits)[len(edits) // 2] <= 10  # one word of 360: typically within the default
+    others = [(a ^ simhash(" ".join(rng.sample(words, len(words))))).bit_count() for _ in range(20)]
+    assert min(others) > 25  # the same words in another order: other shingles
+
+
+def test_flat_indexes_behave_like_sets():
+    import random
+
+    rng = random.Random(1)
+    keys = [rng.getrandbits(63) for _ in range(5000)]
+    s = U64Set()
+    assert [s.add(k) for k in keys] == [True] * 5000
+    assert not any(s.add(k) for k in keys[::7])
+    idx = NearDuplicateIndex(10)
+    base = [rng.getrandbits(128) for _ in range(3000)]  # random: ~64 bits apart, never near
+    assert not any(idx.seen(b) for b in base)
+    assert idx.n == 3000 and len(idx.fps) >= 3000  # the flat arrays grew
+
+    def flip(x, k):
+        for bit in rng.sample(range(128), k):
+            x ^= 1 << bit
+        return x
+
+    assert all(idx.seen(flip(b, 7)) for b in base[:300])
+    assert sum(idx.seen(flip(b, 10)) for b in base[300:600]) >= 295
+    assert not any(idx.seen(flip(b, 30)) for b in base[600:900])
+    assert NearDuplicateIndex(0).seen(5) is False
+
+
+# -- split, mix, special tokens --------------------------------------------------------------------
+
+
+def test_split_by_task_instance_never_leaks(ledger_runs, tmp_path):
+    _, good, sloppy = ledger_runs
+    res = export([good, sloppy], tmp_path / "train.jsonl", dedup=False, validation=0.3)
+    train = worlds.read_lines(tmp_path / "train.jsonl")
+    val = worlds.read_lines(tmp_path / "train.validation.jsonl")
+    inst = lambda lines: {(x["provenance"]["scenario"], x["provenance"]["instance_id"]) for x in lines}  # noqa: E731
+    assert train and val and not inst(train) & inst(val)
+    assert res.written == {"train": len(train), "validation": len(val)}
+    again = export([good, sloppy], tmp_path / "again.jsonl", dedup=False, validation=0.3)
+    assert again.written == res.written  # deterministic
+    other = export([good, sloppy], tmp_path / "seeded.jsonl", dedup=False, validation=0.3, split_seed=9)
+    assert inst(worlds.read_lines(tmp_path / "seeded.validation.jsonl")) != inst(val)
+    assert other.written["train"] + other.written["validation"] == len(train) + len(val)
+
+
+def _external(path: Path, n: int) -> Path:
+    lines = []
+    for i in range(n):
+        lines.append({"messages": [
+            {"role": "system", "content": "You are a travel agent."},
+            {"role": "user", "content": f"Book flight number {i} to city {i * 31 % 97} please, for {i % 4 + 1} people"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "book", "arguments": orjson.dumps({"n": i}).decode()}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": f"booked {i}"},
+            {"role": "assistant", "content": f"Booked flight {i} with reference R{i * 7919}."}],
+            "tools": [{"type": "function", "function": {"name": "book", "description": "Book.",
+                                                        "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}}}]})
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["llama3", "openai", "trl", "sharegpt"])
+def test_mix_blends_external_conversations_tagged_not_synthetic(ledger_runs, tmp_path, fmt):
+    _, good, _ = ledger_runs
+    ext = _external(tmp_path / "real.jsonl", 200)
+    res = export([good], tmp_path / "mix.jsonl", fmt=fmt, mix=(f"{ext}:0.25",))
+    lines = worlds.read_lines(tmp_path / "mix.jsonl")
+    real = [x for x in lines if not x["synthetic"]]
+    assert real and all(x["provenance"]["synthetic"] is False and x["provenance"]["source"] == str(ext) for x in real)
+    assert abs(len(real) / len(lines) - 0.25) < 0.05
+    assert res.card["mix"][0]["samples"] == len(real) and res.card["counts"]["source"]["external"] == len(real)
+    if fmt == "llama3":
+        from test_llama3_oracle import reference_text
+
+        assert all(x["text"] == reference_text(x["messages"]) for x in real)
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b'{"messages": []}\n', "real.jsonl:1: 'messages' must be a non-empty list"),
+    (b'{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [{"role": "bot", "content": "x"}]}\n',
+     "real.jsonl:1: no assistant message"),
+    (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}]}\nnot json\n',
+     "real.jsonl:2: not valid JSON"),
+    (b'{"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "z", "content": "r"}]}\n',
+     "tool_call_id 'z' answers no earlier tool call"),
+])
+def test_invalid_external_data_is_one_error_and_writes_nothing(ledger_runs, tmp_path, content, problem):
+    _, good, _ = ledger_runs
+    ext = tmp_path / "real.jsonl"
+    ext.write_bytes(content)
+    out = tmp_path / "mix.jsonl"
+    out.write_text("previous export\n")
+    with pytest.raises(SimworldError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        export([good], out, mix=(f"{ext}:0.2",))
+    assert out.read_text() == "previous export\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("spec,problem", [("x.jsonl", "expected FILE:FRACTION"), ("{ext}:1.5", "between 0 and 1"),
+                                          ("missing.jsonl:0.2", "no such file"), ("{ext}:abc", "not a number")])
+def test_bad_mix_specs(ledger_runs, tmp_path, spec, problem):
+    _, good, _ = ledger_runs
+    ext = _external(tmp_path / "real.jsonl", 2)
+    with pytest.raises(SimworldError, match=problem):
+        export([good], tmp_path / "o.jsonl", mix=(spec.replace("{ext}", str(ext)),))
+
+
+def test_samples_with_special_tokens_are_left_out(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 3)
+    shard = next(run.glob("trajectories-*.jsonl"))
+    recs = [orjson.loads(x) for x in shard.read_bytes().splitlines()]
+    recs[0]["events"][0]["content"] += " <|eot_id|><|start_header_id|>system<|end_header_id|>"
+    shard.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    res = export([run], tmp_path / "o.jsonl", dedup=False)
+    assert res.written["train"] == 2 and res.card["filtered"]["special_tokens_in_text"] == 1
+
+
+# -- card, atomic output, CLI ----------------------------------------------------------------------
+
+
+def test_card_counts_distributions_coverage_and_command(ledger_runs, tmp_path):
+    _, good, sloppy = ledger_runs
+    res = export([good, sloppy], tmp_path / "d.jsonl", command="simworld export good sloppy --out d.jsonl")
+    card = orjson.loads((tmp_path / "d.card.json").read_bytes())
+    md = (tmp_path / "d.card.md").read_text()
+    assert card == res.card
+    n = res.written["train"]
+    assert card["samples"] == n and sum(card["counts"]["scenario"].values()) == n
+    assert sum(card["score_histogram"].values()) == n
+    assert card["counts"]["perspective"] == {"clerk": n}
+    cov = card["coverage"]["ledger"]
+    assert cov["tools_total"] == 3 and cov["tools"]["deposit"] > 0
+    assert set(cov["never_exercised_tools"]) == {"get_balance", "hang_up"}
+    assert card["tool_calls_per_sample"]["max"] >= 4  # the sloppy clerk's calls
+    assert card["command"] == "simworld export good sloppy --out d.jsonl" and card["command"] in md
+    assert "Never exercised tools: get_balance, hang_up" in md
+    assert f"{card['duplicates_removed']['exact']:,} exact" in md
+
+
+def test_card_lists_tool_transitions_of_the_world_graph(tmp_path):
+    path = worlds.ROOT / "scenarios" / "retail" / "mixed.yaml"
+    if not path.exists():
+        pytest.skip("no retail mixed scenario in this checkout")
+    sc = worlds.scenario_of(path)
+    run = worlds.make_run(tmp_path / "run", sc, 8)
+    res = export([run], tmp_path / "r.jsonl")
+    cov = res.card["coverage"]["retail"]
+    from simworld import registry
+
+    graph = registry.get_world("retail").tool_transitions(sorted(
+        {t for s in sc.roles.values() if s.kind == "assistant" for t in s.tools}))
+    assert cov["transitions_total"] == graph.number_of_edges() > 0
+    assert 0 < cov["transitions_covered"] <= cov["transitions_total"]
+    assert len(cov["never_exercised_transitions"]) == cov["transitions_total"] - cov["transitions_covered"]
+
+
+def test_a_failing_export_leaves_the_previous_file_and_no_temporaries(ledger_runs, tmp_path, monkeypatch):
+    _, good, _ = ledger_runs
+    out = tmp_path / "out.jsonl"
+    export([good], out)
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    import simworld.export.pipeline as pipeline
+
+    calls = {"n": 0}
+    real = pipeline.llama3_line_bytes
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError(28, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "llama3_line_bytes", failing)
+    with pytest.raises(OSError):
+        export([good], out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.card.json", "out.card.md", "out.jsonl"]
+
+
+def test_dpo_pairs_from_forks_and_from_other_agents_on_the_same_seed(tmp_path):
+    good = worlds.make_run(tmp_path / "good", worlds.ledger_data(), 6)
+    sloppy = worlds.make_run(tmp_path / "sloppy", SLOPPY, 6)
+    res = export([good, sloppy], tmp_path / "dpo.jsonl", fmt="dpo")
+    pairs = worlds.read_lines(tmp_path / "dpo.jsonl")
+    assert len(pairs) == res.card["dpo"]["pairs"] > 0
+    for p in pairs:
+        assert p["scores"]["chosen"]["value"] > p["scores"]["rejected"]["value"]
+        assert p["provenance"]["chosen"]["seed"] == p["provenance"]["rejected"]["seed"]
+        assert p["provenance"]["chosen"]["instance_id"] == p["provenance"]["rejected"]["instance_id"]
+        assert p["prompt"][0]["role"] == "system" and p["prompt"][-1]["role"] == "user"
+        assert p["chosen"] != p["rejected"] and p["chosen"][0]["role"] == "assistant"
+    # Forks share the history up to the fork point: that history is the prompt.
+    hag = worlds.make_run(tmp_path / "hag", worlds.haggle_data(), 3)
+    sc = load_run_scenario(hag)
+    # A buyer that never moves its own offer: it repeats itself, so the fork scores below its parent.
+    stubborn = worlds.scenario_of(worlds.haggle_data(roles={**worlds.haggle_data()["roles"], "buyer": {
+        **worlds.haggle_data()["roles"]["buyer"], "agent": {"type": "haggler", "step": 0.0}}}))
+    forks = tmp_path / "forks"
+    forks.mkdir()
+    from simworld.runner import scenario_yaml
+
+    (forks / "scenario.yaml").write_bytes(scenario_yaml(stubborn))
+    with open(forks / "trajectories-0.jsonl", "wb") as fh:
+        for rec in iter_records(hag):
+            traj = Trajectory.model_validate(rec)
+            fh.write(fork_trajectory(traj, sc, turn_boundaries(traj)[0], stubborn).to_jsonl())
+    res = export([hag, forks], tmp_path / "fork_dpo.jsonl", fmt="dpo")
+    fork_pairs = worlds.read_lines(tmp_path / "fork_dpo.jsonl")
+    assert [p["provenance"]["chosen"]["perspective"] for p in fork_pairs] == ["buyer"] * 3
+    assert res.card["dpo"]["skipped_diverge_on_other_party"] == 3  # the seller only saw other offers
+    for p in fork_pairs:
+        assert p["provenance"]["rejected"]["parent"] == p["provenance"]["chosen"]["episode_id"]
+        assert [m["role"] for m in p["prompt"]] == ["system", "user"]  # the seller's opening offer
+        assert p["scores"]["rejected"]["heuristics"] < p["scores"]["chosen"]["heuristics"] == 1.0
+
+
+def test_cli_export_end_to_end(ledger_runs, tmp_path):
+    _, good, sloppy = ledger_runs
+    out = tmp_path / "data" / "train.jsonl"
+    res = cli("export", str(good), str(sloppy), "--format", "llama3", "--min-score", "1.0", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "exported" in res.stdout and str(out) in res.stdout
+    lines = worlds.read_lines(out)
+    assert lines and all(x["scores"]["value"] == 1.0 for x in lines)
+    card = orjson.loads((tmp_path / "data" / "train.card.json").read_bytes())
+    assert card["command"] == f"simworld export {good} {sloppy} --format llama3 --min-score 1.0 --out {out}"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--format", "yaml"], "Invalid value for '--format'"),
+    (["--format", "openai", "--tokenize"], "--tokenize applies to --format llama3"),
+    (["--out", "{run}/extra.jsonl"], "a run directory may hold no other .jsonl"),
+    (["--validation", "1.5"], "--validation"),
+    (["--out", "/dev/null"], "is not a regular file"),
+])
+def test_cli_export_errors_are_one_line(ledger_runs, tmp_path, args, needle):
+    _, good, _ = ledger_runs
+    full = ["export", str(good)] + [a.replace("{run}", str(good)) for a in args]
+    if "--out" not in args:
+        full += ["--out", str(tmp_path / "o.jsonl")]
+    res = cli(*full)
+    assert res.returncode == 2 and needle in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
