@@ -258,7 +258,10 @@ class ScriptedServer:
             await asyncio.sleep(self.latency)
         if fault is not None:
             return await self._inject(request, fault)
-        reply = self.policy(endpoint, body)
+        try:
+            reply = self.policy(endpoint, body)
+        except Exception as exc:  # a bug in a test's policy: answer 500 and say why
+            return _error(500, f"policy error: {type(exc).__name__}: {exc}", "server_error")
         if reply.status != 200:
             return _error(reply.status, reply.error_message or "error", "invalid_request_error")
         n = next(self._ids)

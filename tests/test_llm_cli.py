@@ -10,25 +10,23 @@ from pathlib import Path
 import orjson
 
 import runner_plugin
-from llm_server import ScriptedServer, ledger_policy
+from llm_server import ScriptedServer, calls, ledger_policy, text
+from simworld.replay import replay_run
 from simworld.runio import iter_records
 
 SECRET = "sk-simworld-CLI-9d8c7b6a5f4e3d2c1b0a"
 
 
+def _sets(base_url: str) -> list[str]:
+    """Both ledger roles played by the test model."""
+    return [f"roles.{role}.agent.{key}={value}" for role in ("clerk", "user")
+            for key, value in (("type", "llm"), ("model", "openai/test-model"), ("api_base", base_url),
+                               ("retry_backoff", 0.01), ("timeout", 0.5))]
+
+
 def simworld_run(scenario: Path, out: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "simworld", "run", str(scenario), "--out", str(out), "-q",
-            "--set", "roles.clerk.agent.type=llm",
-            "--set", "roles.clerk.agent.model=openai/test-model",
-            "--set", f"roles.clerk.agent.api_base={base_url}",
-            "--set", "roles.clerk.agent.retry_backoff=0.01",
-            "--set", "roles.clerk.agent.timeout=0.5",
-            "--set", "roles.user.agent.type=llm",
-            "--set", "roles.user.agent.model=openai/test-model",
-            "--set", f"roles.user.agent.api_base={base_url}",
-            "--set", "roles.user.agent.retry_backoff=0.01",
-            "--set", "roles.user.agent.timeout=0.5",
-            *extra]
+            *[a for s in _sets(base_url) for a in ("--set", s)], *extra]
     env = runner_plugin.subprocess_env(OPENAI_API_KEY=SECRET)
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
 
@@ -42,6 +40,7 @@ def test_cli_batch_with_faults_records_every_episode_and_resume_completes_them(t
         first = simworld_run(scenario, out, server.base_url, "-n", str(n), "--concurrency", "32",
                              "--max-retries", "1")
         records = {r["episode_id"]: r for r in iter_records(out)}
+        replayed_with_failures = [res.ok for res in replay_run(out)]
         server.fault_rate = 0.0  # the provider recovers; the same command resumes the run
         before = len(server.requests)
         second = simworld_run(scenario, out, server.base_url, "-n", str(n), "--concurrency", "32",
@@ -64,6 +63,8 @@ def test_cli_batch_with_faults_records_every_episode_and_resume_completes_them(t
     assert f"{len(failed)} failed episodes retried" in second.stdout
     final = {r["episode_id"]: r for r in iter_records(out)}
     assert len(final) == n and all(r["outcome"]["success"] for r in final.values())
+    assert len(replayed_with_failures) == n and all(replayed_with_failures)  # failed episodes replay too
+    assert all(res.ok for res in replay_run(out))
     # Only the failed episodes were run again: 2 customer + 2 clerk calls each.
     assert len(server.requests) - before == 4 * len(failed)
 
@@ -74,17 +75,56 @@ def test_cli_batch_with_faults_records_every_episode_and_resume_completes_them(t
     assert server.headers and all(h.get("Authorization") == "Bearer " + SECRET for h in server.headers)
 
 
-def test_cli_runs_are_byte_identical_timings_aside(tmp_path):
-    scenario = runner_plugin.write_scenario(tmp_path / "ledger.yaml")
+def test_cli_run_is_byte_identical_to_an_in_process_run_timings_aside(tmp_path):
+    """The same seed gives the same trajectories, in a `simworld run` subprocess one episode at a
+    time and in this process with every episode in flight at once."""
+    import asyncio
+
+    from simworld.episode import episode_specs, run_episode
+    from simworld.runner import resolve_scenario
     from simworld.types import strip_timings
 
+    scenario = runner_plugin.write_scenario(tmp_path / "ledger.yaml")
     with ScriptedServer(ledger_policy) as server:
-        for name, conc in (("a", "1"), ("b", "16")):
-            proc = simworld_run(scenario, tmp_path / name, server.base_url, "-n", "12", "--concurrency", conc)
-            assert proc.returncode == 0, proc.stderr
+        proc = simworld_run(scenario, tmp_path / "a", server.base_url, "-n", "12", "--concurrency", "1")
+        assert proc.returncode == 0, proc.stderr
+        sc = resolve_scenario(scenario, _sets(server.base_url))
 
-    def load(name: str) -> list[bytes]:
-        recs = sorted(iter_records(tmp_path / name), key=lambda r: r["episode_id"])
-        return [orjson.dumps(strip_timings(r), option=orjson.OPT_SORT_KEYS) for r in recs]
+        async def all_at_once():
+            return await asyncio.gather(*(run_episode(sc, s) for s in episode_specs(sc, 12)))
 
-    assert load("a") == load("b")
+        in_process = asyncio.run(all_at_once())
+
+    def canon(record: dict) -> bytes:
+        return orjson.dumps(strip_timings(record), option=orjson.OPT_SORT_KEYS)
+
+    cli = sorted(iter_records(tmp_path / "a"), key=lambda r: r["episode_id"])
+    mine = sorted((t.model_dump(mode="json") for t in in_process), key=lambda r: r["episode_id"])
+    assert [canon(r) for r in cli] == [canon(r) for r in mine]
+
+
+def test_issue_command_on_the_retail_scenario(tmp_path):
+    """The command of the README/issue: swap the retail support oracle for a model by --set."""
+    def support(endpoint, body):  # asks once, then hands the customer to a human
+        if sum(m["role"] == "user" for m in body["messages"]) < 2:
+            return text("Happy to help. What is your e-mail address?")
+        return calls(("transfer_to_human_agents", {"summary": "customer needs help with an order"}))
+
+    out = tmp_path / "llm"
+    root = Path(__file__).resolve().parent.parent
+    with ScriptedServer(support) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "simworld", "run", "scenarios/retail/cancel_pending_order.yaml", "--episodes", "20",
+             "--out", str(out), "--set", "roles.support.agent.type=llm",
+             "--set", "roles.support.agent.model=openai/my-model",
+             "--set", f"roles.support.agent.api_base={server.base_url}", "--concurrency", "32"],
+            capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = list(iter_records(out))
+    assert len(records) == 20
+    for r in records:
+        assert r["outcome"]["termination"] == "transfer" and r["outcome"]["state_match"] is False
+        assert r["provenance"]["models"]["support"]["calls"] == 2
+        assert r["agents"]["support"]["model"] == "openai/my-model"
+    assert len(server.requests) == 40 and all(req["model"] == "my-model" for req in server.requests)
+    assert all(res.ok for res in replay_run(out))

@@ -70,7 +70,8 @@ class LLMParams(AgentParams):
     stop: list[str] = Field(default_factory=list, description="Extra stop sequences.")
     instructions: str | None = Field(default=None, description="Text appended to the role's system prompt "
                                      "('{stop}' becomes the stop marker). Default: the user-simulator rules "
-                                     "for roles of kind user, nothing otherwise.")
+                                     "for roles of kind user whose prompt does not already mention the stop "
+                                     "marker, nothing otherwise.")
     show_private: bool = Field(default=False, description="Also show the role's structured private "
                                "information (the brief is always in the system prompt).")
     provider_params: dict[str, Any] = Field(default_factory=dict, description="Extra litellm/provider "
@@ -124,7 +125,7 @@ class LLMAgent(Agent):
         """The messages sent to the model: the role's perspective, its system prompt extended by
         the agent's instructions, and an opening cue when nothing was said to the role yet."""
         msgs = list(view.messages)
-        extra = [role_instructions(view.kind, self.params.instructions)]
+        extra = [role_instructions(view.kind, self.params.instructions, view.system)]
         if self.params.show_private:
             extra.append(private_facts(view.private))
         addition = "\n\n".join(e for e in extra if e)

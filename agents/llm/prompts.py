@@ -23,12 +23,14 @@ OPENING = "(The conversation starts now. Write your first message.)"
 """Sent, never recorded, when a role must speak before anything was said to it."""
 
 
-def role_instructions(kind: str, custom: str | None) -> str:
+def role_instructions(kind: str, custom: str | None, system: str = "") -> str:
     """Text appended to the role's system prompt: `custom` (``{stop}`` becomes the stop marker),
-    or the user-simulator rules for a role of kind `user`, or nothing."""
+    or the user-simulator rules for a role of kind `user` whose prompt does not already say how to
+    end the conversation (a world's own customer prompt, e.g. retail's, mentions the marker), or
+    nothing."""
     if custom is not None:
         return custom.replace("{stop}", STOP).strip()
-    return USER_SIMULATOR if kind == "user" else ""
+    return USER_SIMULATOR if kind == "user" and STOP not in system else ""
 
 
 def private_facts(private: dict[str, Any]) -> str:
