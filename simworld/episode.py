@@ -253,12 +253,13 @@ class Episode:
         self._finish("error")
 
     # -- result
-    def outcome(self) -> Outcome:
+    def outcome(self, final_hash: str | None = None, expected_hash: str | None = None) -> Outcome:
         expected = self.task.expected_state
         state_match = None
         diff = []
         if expected is not None:
-            state_match = self.state.state_hash() == expected.state_hash()
+            final_hash = final_hash or self.state.state_hash()
+            state_match = final_hash == (expected_hash or expected.state_hash())
             if not state_match:
                 diff = self.state.diff(expected, self.world.row_label)
         said = "\n".join(e.content for e in self.events
@@ -276,6 +277,8 @@ class Episode:
         sc = self.sc
         duration = time.perf_counter() - self.started
         models = {role: p for role, a in self.agents.items() if (p := a.provenance())}
+        task = self.task.record()
+        final_hash = self.state.state_hash()
         return Trajectory(
             episode_id=self.spec.episode_id,
             scenario=self.base_scenario.name,
@@ -286,12 +289,12 @@ class Episode:
             agents={role: spec.agent.model_dump() for role, spec in sc.roles.items()},
             world={"type": sc.world.type, "params": self.world.params.model_dump(mode="json"),
                    "seed": self.world.seed, "fingerprint": self.world.data.fingerprint},
-            task=self.task.record(),
+            task=task,
             system=self.system,
             tools={role: list(spec.tools) for role, spec in sc.roles.items()},
             events=self.events,
-            final_state_hash=self.state.state_hash(),
-            outcome=self.outcome(),
+            final_state_hash=final_hash,
+            outcome=self.outcome(final_hash, task.expected_state_hash or None),
             provenance=Provenance(
                 simworld_version=simworld.__version__,
                 agent_ids={role: a.agent_id for role, a in self.agents.items()},

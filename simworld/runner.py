@@ -267,9 +267,8 @@ def _crash(spec: EpisodeSpec, exc: BaseException) -> EpisodeCrash:
 
 
 def trajectory_line(traj: Trajectory) -> bytes:
-    """`traj.to_jsonl()`, byte for byte, serialised by pydantic-core directly (2-4x faster than
-    model_dump + orjson on a retail trajectory; tests check the bytes are the same)."""
-    return traj.model_dump_json().encode() + b"\n"
+    """One JSON line: `Trajectory.to_jsonl()` (orjson)."""
+    return traj.to_jsonl()
 
 
 def _record(traj: Trajectory) -> tuple[bytes, EpisodeStats]:

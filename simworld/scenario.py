@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,14 +79,33 @@ class Scenario(_Strict):
 
     @property
     def content_hash(self) -> str:
-        body = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(body).hexdigest()[:16]
+        """sha256 of the canonical JSON of the scenario (first 16 hex digits)."""
+        return _memo(self, "content_hash", lambda: hashlib.sha256(
+            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16])
 
     def role_order(self) -> list[str]:
         """Turn order: the first speaker, then the other roles in declaration order."""
         names = list(self.roles)
         i = names.index(self.first_speaker)
         return names[i:] + names[:i]
+
+
+# Validated scenarios are treated as immutable: derived values (content hash, the scenario of each
+# variation) are computed once per object, not once per episode.
+_MEMO: dict[int, tuple[weakref.ref, dict[Any, Any]]] = {}
+
+
+def _memo(sc: Scenario, key: Any, compute: Any) -> Any:
+    entry = _MEMO.get(id(sc))
+    if entry is None or entry[0]() is not sc:
+        entry = (weakref.ref(sc, lambda _ref, i=id(sc): _MEMO.pop(i, None)), {})
+        _MEMO[id(sc)] = entry
+    cache = entry[1]
+    if key not in cache:
+        if len(cache) > 4096:
+            cache.clear()
+        cache[key] = compute()
+    return cache[key]
 
 
 def json_schema() -> dict[str, Any]:
@@ -439,8 +459,12 @@ def apply_variation(sc: Scenario, variation: dict[str, Any]) -> Scenario:
     """The scenario with one drawn value per variation path applied."""
     if not variation:
         return sc
-    data = sc.model_dump(mode="json")
-    for path, value in variation.items():
-        set_path(data, path, value)
-    data["variations"] = {}
-    return Scenario.model_validate(data)
+
+    def build() -> Scenario:
+        data = sc.model_dump(mode="json")
+        for path, value in variation.items():
+            set_path(data, path, value)
+        data["variations"] = {}
+        return Scenario.model_validate(data)
+
+    return _memo(sc, ("variation", orjson.dumps(variation, option=orjson.OPT_SORT_KEYS)), build)
