@@ -128,11 +128,11 @@ def test_negotiation_scorer_on_both_negotiation_worlds(tmp_path):
         for traj in (Trajectory.model_validate(r) for r in iter_records(run)):
             s = _scores(traj, sc, "negotiation")["negotiation"]
             m = traj.outcome.metrics
-            assert s.passed == bool(m["agreement"] and all(
-                u >= m.get(f"reservation_{r}", 0.0) - 1e-9 for r, u in m["utilities"].items()))
+            # haggle writes reservation_<role>; the bargaining world a `reservations` mapping
+            res = {r: m.get(f"reservation_{r}", (m.get("reservations") or {}).get(r, 0.0)) for r in m.get("utilities", {})}
+            assert s.passed == bool(m["agreement"] and all(u >= res[r] - 1e-9 for r, u in m["utilities"].items()))
             if m["agreement"]:
-                shares = [(u - m.get(f"reservation_{r}", 0.0)) / (1 - m.get(f"reservation_{r}", 0.0))
-                          for r, u in m["utilities"].items()]
+                shares = [(u - res[r]) / (1 - res[r]) for r, u in m["utilities"].items()]
                 assert s.value == pytest.approx(sum(max(0.0, min(1.0, x)) for x in shares) / len(shares), abs=1e-6)
             else:
                 assert s.value == 0.0

@@ -154,7 +154,8 @@ def negotiation(traj: Trajectory, outcome: Outcome, kinds: dict[str, str]) -> Sc
     """Agreement and surplus of a negotiation, from the metrics the world records in the outcome.
 
     Reads ``outcome.metrics`` as the bargaining world writes them: ``agreement`` (bool),
-    ``utilities`` ``{role: u}`` and ``reservation_<role>`` (utilities in [0, 1]); other metrics
+    ``utilities`` ``{role: u}`` and ``reservations`` ``{role: r}`` (or ``reservation_<role>``;
+    utilities in [0, 1]); other metrics
     (Pareto and Nash distances, welfare) are passed through in details. Value: the mean over the
     parties of the share of their possible surplus above reservation they obtained (0 without an
     agreement); passed: an agreement no party is worse off for than walking away.
@@ -175,7 +176,7 @@ def negotiation(traj: Trajectory, outcome: Outcome, kinds: dict[str, str]) -> Sc
     rational = True
     for role, u in utilities.items():
         u = float(u)
-        r = float(m.get(f"reservation_{role}", 0.0))
+        r = float(m.get(f"reservation_{role}", (m.get("reservations") or {}).get(role, 0.0)))
         rational = rational and u >= r - 1e-9
         shares.append(max(0.0, min(1.0, (u - r) / (1.0 - r))) if r < 1.0 else float(u >= r))
     details["surplus_shares"] = dict(zip(utilities, [round(x, 6) for x in shares]))
