@@ -270,6 +270,8 @@ def test_text_only_turn_passes_the_move():
     assert ep.current == "seller" and ep.state.vars["to_move"] == "seller"
     [r] = act(ep, call("make_offer", price=200, months=0, colour="blue"))
     assert not r.error
+    act(ep, call("walk_away", reason="Too dear."))
+    assert ep.trajectory().outcome.metrics["passes"] == {"buyer": 1, "seller": 0}
 
 
 def test_unknown_issue_in_preferences_is_a_scenario_error_with_a_line():

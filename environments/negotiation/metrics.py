@@ -6,8 +6,10 @@ reservation value (the disagreement point), and distances are measured from that
 Top-level numbers are the ones a run summary averages per ``group`` (the strategy pairing):
 ``agreement``, ``agreement_round``, ``rounds``, ``utility_<role>``, ``pareto_distance``,
 ``nash_distance``, ``welfare_ratio``. Per-party details are mappings role -> value
-(``surplus_share``, ``offers``, ``concessions``, ``conceded``, ``invalid_moves``,
-``reservations``, ``utilities``: the environments' per-role rewards), and ``solution`` holds the
+(``surplus_share``, ``offers``, ``concessions`` (offers worth less to the offerer than its
+previous one), ``conceded`` (utility given up from its first offer), ``invalid_moves`` (invalid
+actions and refused tool calls), ``passes`` (turns of text alone), ``reservations``,
+``utilities``: the environments' per-role rewards), and ``solution`` holds the
 rest (Kalai-Smorodinsky distance, Pareto optimality, zone of agreement, outcome-space size).
 """
 
@@ -58,9 +60,14 @@ def negotiation_metrics(episode: Any) -> dict[str, Any]:
     pareto_distance = analysis.frontier_distance(point)
     own = {r: [float(models[r].utilities[o.outcome]) for o in record.offers_by(r)] for r in parties}
     invalid = dict.fromkeys(parties, 0)
+    passes = dict.fromkeys(parties, 0)  # turns of text alone: talk, no protocol move
     for e in episode.events:
-        if (e.invalid is not None or e.error) and e.speaker in invalid:
-            invalid[e.speaker] += 1
+        if e.speaker not in invalid:
+            continue
+        if e.invalid is not None or e.error or (e.role == "assistant" and not e.tool_calls and not e.content.strip()):
+            invalid[e.speaker] += 1  # the engine counts an empty turn as invalid too
+        elif e.role == "assistant" and not e.tool_calls:
+            passes[e.speaker] += 1
     m: dict[str, Any] = {
         "group": " vs ".join(f"{r}={agent_label(episode, r)}" for r in parties),
         "agreement": agreed is not None,
@@ -79,6 +86,7 @@ def negotiation_metrics(episode: Any) -> dict[str, Any]:
         "concessions": {r: sum(1 for x, y in zip(own[r], own[r][1:]) if y < x - 1e-12) for r in parties},
         "conceded": {r: round(own[r][0] - min(own[r]), 9) if own[r] else 0.0 for r in parties},
         "invalid_moves": invalid,
+        "passes": passes,
         "walked_away_by": state.vars.get("walked_away"),
         "solution": {
             "ks_distance": (round(_distance(point, analysis.point(analysis.kalai_smorodinsky)), 9)
