@@ -290,7 +290,7 @@ def test_a_failing_export_leaves_the_previous_file_and_no_temporaries(ledger_run
     import simworld.export.pipeline as pipeline
 
     calls = {"n": 0}
-    real = pipeline.llama3_line_bytes
+    real = pipeline.llama3_line_parts
 
     def failing(*a, **k):
         calls["n"] += 1
@@ -298,7 +298,7 @@ def test_a_failing_export_leaves_the_previous_file_and_no_temporaries(ledger_run
             raise OSError(28, "No space left on device")
         return real(*a, **k)
 
-    monkeypatch.setattr(pipeline, "llama3_line_bytes", failing)
+    monkeypatch.setattr(pipeline, "llama3_line_parts", failing)
     with pytest.raises(OSError):
         export([good], out)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == before

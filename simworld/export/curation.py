@@ -34,19 +34,10 @@ from simworld.export.source import Sample
 
 
 def conversation_key(sample: Sample) -> int:
-    """63-bit hash of everything a trainer sees of the sample."""
-    h = hashlib.blake2b(digest_size=8)
-    for m in sample.messages:
-        h.update(m["role"].encode())
-        h.update(b"\x00")
-        h.update(m["content"].encode("utf-8", "surrogatepass"))
-        for c in m.get("tool_calls") or ():
-            h.update(b"\x01" + c["name"].encode())
-            h.update(orjson.dumps(c.get("arguments") or {}, option=orjson.OPT_SORT_KEYS))
-        h.update(b"\x02")
-    for t in sample.tools_openai:
-        h.update(t["function"]["name"].encode())
-    return int.from_bytes(h.digest(), "little") >> 1
+    """63-bit hash of everything a trainer sees of the sample (messages and tool names)."""
+    body = orjson.dumps([sample.messages, [t["function"]["name"] for t in sample.tools_openai]],
+                        option=orjson.OPT_SORT_KEYS)
+    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "little") >> 1
 
 
 SHINGLE = 5
@@ -241,8 +232,12 @@ class Deduplicator:
         self.removed_exact = 0
         self.removed_near = 0
 
-    def keep(self, sample: Sample) -> bool:
-        if not self.exact.add(conversation_key(sample)):
+    def keep(self, sample: Sample, text: bytes | None = None) -> bool:
+        """Keep `sample` unless it repeats one kept before. `text`, when given, is the sample's full
+        serialized training text and stands for it in the exact comparison."""
+        key = conversation_key(sample) if text is None else \
+            int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+        if not self.exact.add(key):
             self.removed_exact += 1
             return False
         if self.near is not None and self.near.seen(simhash(dedup_text(sample))):

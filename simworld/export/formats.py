@@ -95,18 +95,26 @@ def _conversation(sample: Sample) -> list[dict[str, Any]]:
 
 def llama3_line_bytes(sample: Sample) -> bytes:
     """`llama3_line` serialized, fast: the system part's serialized forms are reused across samples."""
+    return llama3_line_parts(sample)[0]
+
+
+def llama3_line_parts(sample: Sample) -> tuple[bytes, bytes]:
+    """(`llama3_line` serialized, the serialized text): the text identifies the sample for exact
+    deduplication without serializing its messages again."""
     part = system_part(sample)
     conv = _conversation(sample)
     text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
     messages = orjson.dumps(conv)
-    return b"".join((
+    text_json = orjson.dumps(text)
+    line = b"".join((
         b'{"id":', orjson.dumps(sample.id), b',"perspective":', orjson.dumps(sample.perspective),
-        b',"text":', part.text_json, orjson.dumps(text)[1:],
+        b',"text":', part.text_json, text_json[1:],
         b',"messages":[', part.message_json, b"," if conv else b"", messages[1:-1],
         b'],"tools":', part.tools_json, b',"scores":', orjson.dumps(sample.scores),
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":', b"true" if sample.synthetic else b"false", b"}",
     ))
+    return line, part.text_json + text_json
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import orjson
 from simworld.errors import SimworldError
 from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
-from simworld.export.formats import FORMATS, format_line, llama3_line_bytes, system_part
+from simworld.export.formats import FORMATS, format_line, llama3_line_parts, system_part
 from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, iter_run_records, open_run,
                                     samples_of)
 from simworld.llama3.format import contains_special_token
@@ -210,13 +210,14 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if _has_special_tokens(sample):
             stats.filtered["special_tokens_in_text"] += 1
             return False
-        if dedup is not None and not dedup.keep(sample):
+        if opts.fmt == "llama3" and tokenizer is None:
+            line, text = llama3_line_parts(sample)
+        else:
+            line, text = format_line(opts.fmt, sample, tokenizer), None
+        if dedup is not None and not dedup.keep(sample, text):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
-        if opts.fmt == "llama3" and tokenizer is None:
-            outputs.write(split, llama3_line_bytes(sample))
-        else:
-            outputs.write(split, format_line(opts.fmt, sample, tokenizer))
+        outputs.write(split, line)
         stats.add(sample, split)
         return True
 
