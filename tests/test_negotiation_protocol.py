@@ -279,7 +279,8 @@ def test_unknown_issue_in_preferences_is_a_scenario_error_with_a_line():
     data["world"]["params"]["parties"]["buyer"]["weights"]["prise"] = 1
     with pytest.raises(ScenarioError) as err:
         scenario_from_data(data)
-    assert any("world.params" in p and "unknown issue 'prise'; did you mean 'price'" in p for p in err.value.problems)
+    assert err.value.problems == ["world.params.parties.buyer.weights.prise: unknown issue 'prise'; "
+                                  "did you mean 'price'?"]
 
 
 def test_self_play_and_perspectives():

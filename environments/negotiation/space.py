@@ -247,26 +247,34 @@ class UtilityModel:
         return float(self.utilities[self.space.index(terms)])
 
 
+class PreferenceError(ValueError):
+    """A party's preferences do not fit the issues; `issue` names the issue at fault (if one is)."""
+
+    def __init__(self, message: str, issue: str | None = None) -> None:
+        super().__init__(message)
+        self.issue = issue
+
+
 def compile_tables(space: OutcomeSpace, weights: Mapping[str, float],
                    functions: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised weights and weighted value tables of one party."""
+    """Normalised weights and weighted value tables of one party (raises PreferenceError)."""
     unknown = sorted(set(weights) - set(space.names)) + sorted(set(functions) - set(space.names))
     if unknown:
-        raise ValueError(f"unknown issue {unknown[0]!r}")
+        raise PreferenceError(f"unknown issue {unknown[0]!r}", unknown[0])
     w = np.array([float(weights.get(name, 0.0)) for name in space.names])
     if not w.sum() > 0:
-        raise ValueError("at least one weight must be positive")
+        raise PreferenceError("at least one weight must be positive")
     w = w / w.sum()
     tables = np.zeros((len(space.names), int(space.sizes.max())))
     for i, name in enumerate(space.names):
         if w[i] == 0:
             continue
         if name not in functions:
-            raise ValueError(f"issue {name!r} has a weight but no value function")
+            raise PreferenceError(f"issue {name!r} has a weight but no value function", name)
         try:
             values = space.normalised_values(i, functions[name])
         except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
+            raise PreferenceError(str(exc), name) from None
         tables[i, : len(values)] = w[i] * values
     return w, tables
 
@@ -356,11 +364,12 @@ def nearest_outcome(model: UtilityModel, target: float) -> int:
     return int(np.argmin(np.abs(model.utilities - target)))
 
 
-_CHECKED: OrderedDict[bytes, list[str]] = OrderedDict()
+_CHECKED: OrderedDict[bytes, list[tuple[tuple[str, ...], str]]] = OrderedDict()
 
 
-def check_preferences(issues: Mapping[str, IssueSpec], parties: Mapping[str, Any]) -> list[str]:
-    """Problems of the parties' preferences against the issues (empty when they compile), cached."""
+def check_preferences(issues: Mapping[str, IssueSpec], parties: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Problems of the parties' preferences against the issues, as (location, message) pairs
+    (location relative to the world params); empty when they compile. Cached."""
     key = orjson.dumps([[n, s.model_dump_json()] for n, s in issues.items()]
                        + [[r, p.model_dump_json(exclude={"brief"})] for r, p in parties.items()])
     cached = _CHECKED.get(key)
@@ -369,21 +378,25 @@ def check_preferences(issues: Mapping[str, IssueSpec], parties: Mapping[str, Any
     from simworld.errors import suggest
 
     space = OutcomeSpace(issues)
-    problems: list[str] = []
+    problems: list[tuple[tuple[str, ...], str]] = []
     for role, party in parties.items():
         bad = False
         for section in ("weights", "utilities"):
             for name in getattr(party, section):
                 if name not in issues:
-                    problems.append(f"parties.{role}.{section}: unknown issue {name!r}{suggest(name, issues)}")
+                    problems.append((("parties", role, section, name),
+                                     f"unknown issue {name!r}{suggest(name, issues)}"))
                     bad = True
         if bad:
             continue
         functions = {n: f.model_dump(exclude_none=True) for n, f in party.utilities.items()}
         try:
             compile_tables(space, party.weights, functions)
-        except ValueError as exc:
-            problems.append(f"parties.{role}.utilities: {exc}")
+        except PreferenceError as exc:
+            where = ("parties", role, "utilities") + ((exc.issue,) if exc.issue in party.utilities else ())
+            if exc.issue is None:
+                where = ("parties", role, "weights")
+            problems.append((where, str(exc)))
     _CHECKED[key] = problems
     while len(_CHECKED) > 64:
         _CHECKED.popitem(last=False)

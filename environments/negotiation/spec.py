@@ -21,7 +21,8 @@ import re
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 MAX_OUTCOMES = 20_000_000
 """Largest outcome space a scenario may declare (the analysis holds a few arrays of this size)."""
@@ -240,7 +241,11 @@ class BargainingParams(_Strict):
 
         problems = check_preferences(self.issues, self.parties)
         if problems:
-            raise ValueError("; ".join(problems))
+            # Each problem at its own location (world.params.parties.<role>...), so a scenario error
+            # names the YAML line of the offending key.
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("preferences", message.replace("{", "{{").replace("}", "}}")),
+                                 loc=loc, input=None) for loc, message in problems])
         return self
 
 
