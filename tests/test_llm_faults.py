@@ -140,3 +140,30 @@ def test_redact_covers_env_keys_bearer_tokens_and_urls(monkeypatch):
     text = redact("key abcdef-123456-plain; Authorization: Bearer tok_1234567890; http://user:pw@host/v1 sk-ant-0123456789ab")
     assert "abcdef-123456-plain" not in text and "tok_1234567890" not in text and "pw@" not in text
     assert "0123456789ab" not in text and "http://***@host/v1" in text
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_llama3_mode_retries_every_fault_too(fault):
+    with ScriptedServer(ledger_policy, fault_plan=first_attempt_fails(fault), hang_s=10) as server:
+        (t,) = run_batch(ledger(llm(server, mode="llama3", timeout=0.5)), 1)
+    assert t.outcome.success, t.outcome
+    assert t.provenance.models["clerk"]["retries"] == 2 and server.faults_injected[fault] == 2
+
+
+def test_llama3_mode_reuses_one_http_client(monkeypatch):
+    """litellm's text completion would build a client, and leak an HTTP session, per call."""
+    import aiohttp
+
+    sessions = []
+    original = aiohttp.ClientSession.__init__
+
+    def counting(self, *args, **kwargs):
+        sessions.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientSession, "__init__", counting)
+    with ScriptedServer(ledger_policy) as server:
+        trajectories = run_batch(ledger(llm(server, mode="llama3")), 6)
+    assert all(t.outcome.success for t in trajectories)
+    assert sum(t.provenance.models["clerk"]["calls"] for t in trajectories) == 12
+    assert len(sessions) <= 1, f"{len(sessions)} HTTP sessions for 12 calls"

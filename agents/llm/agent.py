@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from simworld.agent import Agent, AgentParams, View
-from simworld.agents.llm.client import CallStats, call_with_retries, litellm, redact
+from simworld.agents.llm.client import CallStats, call_with_retries, litellm, openai_text_client, redact
 from simworld.agents.llm.convert import openai_messages, reply_from_chat, reply_from_text
 from simworld.agents.llm.prompts import OPENING, private_facts, role_instructions
 from simworld.episode import AgentFailure
@@ -209,6 +209,9 @@ class LLMAgent(Agent):
 
         kwargs["prompt"] = render_messages(messages, view.tools, view.episode.sc.today, add_generation_prompt=True)
         kwargs["stop"] = _LLAMA3_STOP + list(self.params.stop)
+        if self.params.api_base and self._provider() in _OPENAI_COMPATIBLE:
+            key = kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY") or "no-key"
+            kwargs["client"] = openai_text_client(self.params.api_base, key, self.params.timeout)
         response = await self._call("atext_completion", kwargs)
         try:
             text = response.choices[0].text or ""

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,27 @@ def litellm() -> Any:
         module.telemetry = False
         _litellm_module = module
     return _litellm_module
+
+
+_text_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, float], Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def openai_text_client(api_base: str, api_key: str, timeout: float) -> Any:
+    """An `openai.AsyncOpenAI` client for raw completions, one per event loop and server.
+
+    Handed to litellm's text completion, which otherwise builds a client per call and leaves its
+    HTTP session open (a leaked connection per call, "Unclosed client session" at exit).
+    """
+    clients = _text_clients.setdefault(asyncio.get_running_loop(), {})
+    key = (api_base, api_key, timeout)
+    client = clients.get(key)
+    if client is None:
+        import openai
+
+        client = clients[key] = openai.AsyncOpenAI(base_url=api_base, api_key=api_key, max_retries=0,
+                                                   timeout=timeout)
+    return client
 
 
 # -- secrets
@@ -106,7 +128,7 @@ def describe(exc: BaseException) -> str:
     if text.startswith("litellm."):
         text = text[len("litellm."):]
     name = type(exc).__name__
-    if text.startswith(name + ":"):
+    while text.startswith(name + ":"):  # litellm repeats the class name: "X: X: OpenAIException - ..."
         text = text[len(name) + 1:].strip()
     return redact(f"{name}: {text}" if text else name)[:400]
 
