@@ -168,8 +168,10 @@ def test_pass_k_groups_repeated_seeds_of_the_same_task(tmp_path):
     assert "pass^2" in d["pass_k"]
 
 
-def test_injected_arguments_and_unknown_names():
+def test_injected_arguments_and_unknown_names(monkeypatch):
     seen = {}
+    registry.load_builtins()
+    monkeypatch.setattr(registry, "SCORERS", dict(registry.SCORERS))  # the probes stay in this test
 
     @register_scorer("_probe")
     def probe(traj, task, outcome, events, kinds, world, ctx):

@@ -165,7 +165,7 @@ def _popcount(x: np.uint64) -> int:
 
 @numba.njit(cache=True)
 def _seen_or_insert(heads: np.ndarray, nexts: np.ndarray, fps: np.ndarray, n: int, hi: np.uint64, lo: np.uint64,
-                    positions: np.ndarray, max_bits: int) -> bool:
+                    positions: np.ndarray, max_bits: int, max_chain: int) -> bool:
     """Is a stored fingerprint within `max_bits` of (hi, lo)? If not, store it as entry `n`."""
     tables, width = positions.shape
     keys = np.zeros(tables, np.int64)
@@ -179,10 +179,12 @@ def _seen_or_insert(heads: np.ndarray, nexts: np.ndarray, fps: np.ndarray, n: in
                 key |= 1 << j
         keys[t] = key
         e = heads[t, key]
-        while e >= 0:
+        walked = 0
+        while e >= 0 and walked < max_chain:  # bounded work per sample, however clustered the data
             if _popcount(fps[e, 0] ^ hi) + _popcount(fps[e, 1] ^ lo) <= max_bits:
                 return True
             e = nexts[t, e]
+            walked += 1
     fps[n, 0] = hi
     fps[n, 1] = lo
     for t in range(tables):
@@ -194,11 +196,13 @@ def _seen_or_insert(heads: np.ndarray, nexts: np.ndarray, fps: np.ndarray, n: in
 class NearDuplicateIndex:
     """Kept 128-bit SimHashes, searched within `max_bits` bits by LSH: 16 tables, each keyed by 16
     fixed random bit positions. A pair within 10 bits shares some table's key with probability
-    above 99% (a pair within 7 bits: 99.98%); candidates are checked exactly. Memory: 4 MiB of
-    table heads plus 80 bytes per kept sample."""
+    above 99% (a pair within 7 bits: 99.98%); candidates are checked exactly, the most recent
+    MAX_CHAIN per table. Memory: 4 MiB of table heads plus 80 bytes per kept sample."""
 
     TABLES = 16
     WIDTH = 16
+    MAX_CHAIN = 256
+    """At most this many (most recent) entries are compared per table and sample."""
 
     def __init__(self, max_bits: int = 10) -> None:
         if not 0 <= max_bits <= 32:
@@ -217,7 +221,8 @@ class NearDuplicateIndex:
             self.fps = np.concatenate([self.fps, np.empty_like(self.fps)])
             self.nexts = np.concatenate([self.nexts, np.empty_like(self.nexts)], axis=1)
         hi, lo = np.uint64(fp >> 64), np.uint64(fp & 0xFFFFFFFFFFFFFFFF)
-        if _seen_or_insert(self.heads, self.nexts, self.fps, self.n, hi, lo, self.positions, self.max_bits):
+        if _seen_or_insert(self.heads, self.nexts, self.fps, self.n, hi, lo, self.positions, self.max_bits,
+                           self.MAX_CHAIN):
             return True
         self.n += 1
         return False
@@ -233,10 +238,9 @@ class Deduplicator:
         self.removed_near = 0
 
     def keep(self, sample: Sample, text: bytes | None = None) -> bool:
-        """Keep `sample` unless it repeats one kept before. `text`, when given, is the sample's full
-        serialized training text and stands for it in the exact comparison."""
-        key = conversation_key(sample) if text is None else \
-            int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+        """Keep `sample` unless it repeats one kept before. `text`, when given, is a digest of the
+        sample's full training text and stands for it in the exact comparison."""
+        key = conversation_key(sample) if text is None else int.from_bytes(text[:8], "little") >> 1
         if not self.exact.add(key):
             self.removed_exact += 1
             return False

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -58,7 +59,7 @@ class _SystemPart:
     """A system message's content, its serialized forms, and whether it holds special tokens."""
 
     __slots__ = ("tools", "tools_openai", "content", "prefix_len", "text_json", "message_json", "tools_json",
-                 "special")
+                 "special", "digest")
 
     def __init__(self, system_prompt: str, tools: list[Any], tools_openai: list[Any], today: Any) -> None:
         self.tools, self.tools_openai = tools, tools_openai
@@ -69,6 +70,7 @@ class _SystemPart:
         self.message_json = orjson.dumps({"role": "system", "content": self.content})
         self.tools_json = orjson.dumps(tools_openai)
         self.special = contains_special_token(system_prompt)
+        self.digest = hashlib.blake2b(self.text_json, digest_size=16).digest()
 
 
 _SYSTEMS: dict[tuple[str, int, int, Any], _SystemPart] = {}
@@ -99,8 +101,9 @@ def llama3_line_bytes(sample: Sample) -> bytes:
 
 
 def llama3_line_parts(sample: Sample) -> tuple[bytes, bytes]:
-    """(`llama3_line` serialized, the serialized text): the text identifies the sample for exact
-    deduplication without serializing its messages again."""
+    """(`llama3_line` serialized, a 16-byte digest of its text): the digest identifies the sample
+    for exact deduplication without serializing its messages again (the system part's digest keys
+    the hash of the rest, so the long shared prefix is hashed once)."""
     part = system_part(sample)
     conv = _conversation(sample)
     text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
@@ -114,7 +117,7 @@ def llama3_line_parts(sample: Sample) -> tuple[bytes, bytes]:
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":', b"true" if sample.synthetic else b"false", b"}",
     ))
-    return line, part.text_json + text_json
+    return line, hashlib.blake2b(text_json, digest_size=16, key=part.digest).digest()
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
