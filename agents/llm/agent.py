@@ -104,7 +104,7 @@ class LLMParams(AgentParams):
 
 @register_agent("llm")
 class LLMAgent(Agent):
-    """A role played by a model through litellm (see the module docstring)."""
+    """Any litellm model in any role: native tool calls (mode tools) or raw Llama 3 completion (llama3)."""
 
     Params = LLMParams
     params: LLMParams
