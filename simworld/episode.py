@@ -30,7 +30,7 @@ from simworld import registry
 from simworld.agent import Agent, View
 from simworld.llama3.parse import ParseError, parse_assistant_turn
 from simworld.perspective import perspective
-from simworld.scenario import Scenario, apply_variation
+from simworld.scenario import Scenario, _memo, apply_variation
 from simworld.task import TaskInstance
 from simworld.types import Message, Outcome, Provenance, ToolCall, Trajectory
 from simworld.world import World
@@ -101,6 +101,15 @@ def output_stated(required: str, text: str) -> bool:
     return False
 
 
+def _world_and_task(sc: Scenario) -> tuple[World, Any]:
+    """The world and task generator of a (varied) scenario: validated once, shared by its episodes."""
+    world_cls: type[World] = registry.get_world(sc.world.type)
+    world_seed = sc.world.seed if sc.world.seed is not None else sc.seed
+    world = world_cls.load(sc.world.params, world_seed)
+    task_cls = registry.get_task(sc.world.type, sc.task.type)
+    return world, task_cls(task_cls.Params.model_validate(sc.task.params))
+
+
 class Episode:
     """A running episode. Build it, then alternate `view(current)` / `step(action)` until `done`."""
 
@@ -112,12 +121,8 @@ class Episode:
         self.sc = sc = apply_variation(scenario, spec.variation)
         ss = np.random.SeedSequence(spec.seed)
         task_ss, tool_ss, *agent_ss = ss.spawn(2 + len(sc.roles))
-        world_cls: type[World] = registry.get_world(sc.world.type)
-        world_seed = sc.world.seed if sc.world.seed is not None else sc.seed
-        self.world = world_cls.load(sc.world.params, world_seed)
+        self.world, generator = _memo(sc, "world+task", lambda: _world_and_task(sc))
         self.state = self.world.new_state()
-        task_cls = registry.get_task(sc.world.type, sc.task.type)
-        generator = task_cls(task_cls.Params.model_validate(sc.task.params))
         self.task: TaskInstance = generator.sample(self.world, self.state, np.random.default_rng(task_ss))
         self.tool_rng = np.random.default_rng(tool_ss)
         self.roles = sc.role_order()
@@ -195,9 +200,11 @@ class Episode:
         kind = self.sc.roles[role].kind
         msg = self._coerce(action)
         # Call ids are per-episode and deterministic, whatever the agent sent.
-        calls = [c.model_copy(update={"id": f"call_{len(self.events)}_{k}"}) for k, c in enumerate(msg.tool_calls)]
+        n = len(self.events)
+        calls = [ToolCall(id=f"call_{n}_{k}", name=c.name, arguments=c.arguments)
+                 for k, c in enumerate(msg.tool_calls)]
         msg = Message(role="user" if kind == "user" else "assistant", content=msg.content, tool_calls=calls,
-                      speaker=role, invalid=msg.invalid)
+                     speaker=role, invalid=msg.invalid)
         self.turns += 1
         self.events.append(msg)
         if msg.invalid:
