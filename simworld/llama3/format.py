@@ -168,6 +168,8 @@ def system_content(system_prompt: str, tools: Sequence[ToolSpec | dict[str, Any]
 def _call_fields(call: ToolCall | dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     if isinstance(call, ToolCall):
         return call.id, call.name, call.arguments
+    if "name" in call:
+        return call.get("id", ""), call["name"], call.get("arguments", {})
     fn = call.get("function")
     if isinstance(fn, dict):
         args = fn.get("arguments", {})
