@@ -56,16 +56,17 @@ def clerk_requests(server: ScriptedServer) -> list[dict[str, Any]]:
 # -- tools mode
 
 
-def test_tools_mode_episode_succeeds_with_provenance():
+@pytest.mark.parametrize("client", ["litellm", "openai"])
+def test_tools_mode_episode_succeeds_with_provenance(client):
     with ScriptedServer(ledger_policy) as server:
-        sc = ledger(clerk=llm(server))
+        sc = ledger(clerk=llm(server, client=client))
         (t,) = run_all(sc)
     assert t.outcome.success, t.outcome
     assert t.outcome.termination == "user_stop"
     assert [(e.speaker, e.role) for e in t.events] == [("user", "user"), ("clerk", "assistant"), ("clerk", "tool"),
                                                        ("clerk", "assistant"), ("user", "user")]
     prov = t.provenance.models["clerk"]
-    assert prov["model"] == "openai/test-model" and prov["mode"] == "tools"
+    assert prov["model"] == "openai/test-model" and prov["mode"] == "tools" and prov["client"] == client
     assert prov["calls"] == 2 and prov["retries"] == 0 and len(prov["latencies_s"]) == 2
     assert prov["usage"]["total_tokens"] == prov["usage"]["prompt_tokens"] + prov["usage"]["completion_tokens"] > 0
     assert prov["response_models"] == ["test-model"]
@@ -125,8 +126,9 @@ MALFORMED = {
 }
 
 
+@pytest.mark.parametrize("client", ["litellm", "openai"])
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_output_is_a_counted_invalid_move_the_model_sees(case):
+def test_malformed_output_is_a_counted_invalid_move_the_model_sees(case, client):
     bad, expected = MALFORMED[case]
 
     def policy(endpoint, body):
@@ -137,7 +139,7 @@ def test_malformed_output_is_a_counted_invalid_move_the_model_sees(case):
         return ledger_policy(endpoint, body)
 
     with ScriptedServer(policy) as server:
-        sc = ledger(clerk=llm(server))
+        sc = ledger(clerk=llm(server, client=client))
         (t,) = run_all(sc)
     assert t.outcome.invalid_moves == 1, t.outcome
     assert t.outcome.success, "the model recovers after seeing the error"
@@ -155,9 +157,10 @@ def test_malformed_output_is_a_counted_invalid_move_the_model_sees(case):
 # -- llama3 mode
 
 
-def test_llama3_mode_renders_simworld_prompt_and_parses_reply():
+@pytest.mark.parametrize("client", ["litellm", "openai"])
+def test_llama3_mode_renders_simworld_prompt_and_parses_reply(client):
     with ScriptedServer(ledger_policy) as server:
-        sc = ledger(clerk=llm(server, mode="llama3"))
+        sc = ledger(clerk=llm(server, mode="llama3", client=client))
         (t,) = run_all(sc)
     assert t.outcome.success, t.outcome
     prompts = [r for r in server.requests if "prompt" in r]
@@ -275,6 +278,7 @@ def test_stop_marker_from_the_assistant_side_does_not_end_the_episode():
     ({"type": "llm", "model": "openai/x", "api_key_env": "sk-abc-123"}, "NAME of an environment variable"),
     ({"type": "llm", "model": "openai/x", "mode": "chat"}, "roles.clerk.agent.mode"),
     ({"type": "llm", "model": "openai/x", "temprature": 0.5}, "did you mean 'temperature'"),
+    ({"type": "llm", "model": "anthropic/claude-x", "client": "openai"}, "needs client litellm"),
 ])
 def test_bad_params_are_scenario_errors(agent, problem):
     with pytest.raises(ScenarioError) as err:
@@ -354,4 +358,26 @@ def test_litellm_is_not_imported_by_help_or_scripted_runs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=str(__import__("pathlib").Path(__file__).parent.parent))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_openai_client_never_imports_litellm():
+    code = (
+        "import asyncio, sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "import ledger_world\n"
+        "from simworld.episode import episode_specs, run_episode\n"
+        "from simworld.scenario import scenario_from_data\n"
+        "data = ledger_world.scenario_data()\n"
+        "data['roles']['clerk']['agent'] = {'type': 'llm', 'model': 'openai/test-model', 'client': 'openai',\n"
+        "                                   'api_base': sys.argv[1]}\n"
+        "sc = scenario_from_data(data)\n"
+        "t = asyncio.run(run_episode(sc, episode_specs(sc, 1)[0]))\n"
+        "assert t.outcome.success, t.outcome\n"
+        "assert 'litellm' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    with ScriptedServer(ledger_policy) as server:
+        out = subprocess.run([sys.executable, "-c", code, server.base_url], capture_output=True, text=True,
+                             timeout=120, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

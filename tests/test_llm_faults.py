@@ -42,10 +42,11 @@ def first_attempt_fails(kind: str):
     return lambda endpoint, body, n: kind if n == 0 else None
 
 
+@pytest.mark.parametrize("client", ["litellm", "openai"])
 @pytest.mark.parametrize("fault", FAULTS)
-def test_each_fault_is_retried_and_the_episode_completes(fault):
+def test_each_fault_is_retried_and_the_episode_completes(fault, client):
     with ScriptedServer(ledger_policy, fault_plan=first_attempt_fails(fault), hang_s=10) as server:
-        (t,) = run_batch(ledger(llm(server, timeout=0.5)), 1)
+        (t,) = run_batch(ledger(llm(server, timeout=0.5, client=client)), 1)
     assert t.outcome.success, t.outcome
     prov = t.provenance.models["clerk"]
     assert prov["calls"] == 2 and prov["retries"] == 2  # each of the two calls failed once
@@ -64,12 +65,14 @@ def test_backoff_grows_and_honours_retry_after():
     assert took >= 4 * 0.2 * 0.99  # the server's Retry-After, not the zero backoff, spaced the retries
 
 
-def test_retries_exhausted_records_failure_with_reason():
+@pytest.mark.parametrize("client", ["litellm", "openai"])
+def test_retries_exhausted_records_failure_with_reason(client):
     always = lambda endpoint, body, n: "500"  # noqa: E731
     with ScriptedServer(ledger_policy, fault_plan=always) as server:
-        (t,) = run_batch(ledger(llm(server, max_retries=2)), 1)
+        (t,) = run_batch(ledger(llm(server, max_retries=2, client=client)), 1)
     assert not t.outcome.success and t.outcome.termination == "error"
     assert "clerk: model openai/test-model: still failing after 3 attempts: InternalServerError" in t.outcome.error
+    assert "Internal server error (injected)" in t.outcome.error
     assert len(server.requests) == 3
     prov = t.provenance.models["clerk"]
     assert prov["retries"] == 2 and prov["calls"] == 0 and prov["failed_attempts"] == {"InternalServerError": 3}
@@ -83,10 +86,11 @@ def test_max_retries_zero_means_one_attempt():
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("client", ["litellm", "openai"])
 @pytest.mark.parametrize("status", [400, 401, 404])
-def test_client_errors_are_not_retried(status):
+def test_client_errors_are_not_retried(status, client):
     with ScriptedServer(lambda e, b: Reply(status=status, error_message=f"nope {status}")) as server:
-        (t,) = run_batch(ledger(llm(server, max_retries=5)), 1)
+        (t,) = run_batch(ledger(llm(server, max_retries=5, client=client)), 1)
     assert t.outcome.termination == "error" and f"nope {status}" in t.outcome.error
     assert len(server.requests) == 1
 
@@ -112,7 +116,8 @@ def test_batch_with_20_percent_faults_accounts_for_every_episode():
 SECRET = "sk-simworld-TEST-3f9a8b7c6d5e4f3a2b1c"
 
 
-def test_api_key_never_appears_in_trajectories_logs_or_errors(monkeypatch, caplog, capfd):
+@pytest.mark.parametrize("client", ["litellm", "openai"])
+def test_api_key_never_appears_in_trajectories_logs_or_errors(monkeypatch, caplog, capfd, client):
     """The worst case: a server that echoes the Authorization header in its error messages."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
 
@@ -123,7 +128,7 @@ def test_api_key_never_appears_in_trajectories_logs_or_errors(monkeypatch, caplo
 
     caplog.set_level(logging.DEBUG)
     with ScriptedServer(echoing, fault_rate=0.3, faults=("429", "500"), seed=3) as server:
-        sc = ledger(llm(server, max_retries=1), user=llm(server, max_retries=1))
+        sc = ledger(llm(server, max_retries=1, client=client), user=llm(server, max_retries=1, client=client))
         trajectories = run_batch(sc, 12)
     assert any(h.get("Authorization") == "Bearer " + SECRET for h in server.headers), "the key was used"
     assert any(t.outcome.error for t in trajectories), "some episodes failed, with reasons"

@@ -37,17 +37,17 @@ def litellm() -> Any:
     return _litellm_module
 
 
-_text_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str, float], Any]] = (
+_openai_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, str, float], Any]] = (
     weakref.WeakKeyDictionary())
 
 
-def openai_text_client(api_base: str, api_key: str, timeout: float) -> Any:
-    """An `openai.AsyncOpenAI` client for raw completions, one per event loop and server.
+def openai_client(api_base: str | None, api_key: str, timeout: float) -> Any:
+    """An `openai.AsyncOpenAI` client, one per event loop and server (connections are reused).
 
-    Handed to litellm's text completion, which otherwise builds a client per call and leaves its
-    HTTP session open (a leaked connection per call, "Unclosed client session" at exit).
+    Used by `client: openai`, and handed to litellm's text completion, which otherwise builds a
+    client per call and leaves its HTTP session open (a leaked connection per call).
     """
-    clients = _text_clients.setdefault(asyncio.get_running_loop(), {})
+    clients = _openai_clients.setdefault(asyncio.get_running_loop(), {})
     key = (api_base, api_key, timeout)
     client = clients.get(key)
     if client is None:
@@ -103,8 +103,10 @@ def is_retryable(exc: BaseException) -> bool:
                                            lm.BadGatewayError)):
         return True
     import httpx
+    import openai
 
-    return isinstance(exc, (httpx.TimeoutException, httpx.TransportError))
+    # openai.APITimeoutError is an APIConnectionError
+    return isinstance(exc, (httpx.TimeoutException, httpx.TransportError, openai.APIConnectionError))
 
 
 def retry_after_s(exc: BaseException) -> float | None:
@@ -161,7 +163,7 @@ class CallStats:
         if model:
             self.response_models.add(str(model))
         # litellm prices every response it knows the model of (None for unknown models).
-        hidden = getattr(response, "_hidden_params", None) or {}
+        hidden = getattr(response, "_hidden_params", None)
         cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
         if cost:
             self.cost_usd += float(cost)
