@@ -140,6 +140,20 @@ def test_api_key_never_appears_in_trajectories_logs_or_errors(monkeypatch, caplo
     assert "bad key: Bearer ***" in dumped
 
 
+@pytest.mark.parametrize("client", ["litellm", "openai"])
+def test_key_from_a_custom_api_key_env_is_redacted_too(monkeypatch, client):
+    monkeypatch.setenv("ACME_LLM_AUTH", "acme-0d9e8f7a6b5c4d3e")  # a name no secret pattern matches
+
+    def echoing(endpoint, body):
+        return Reply(status=403, error_message="forbidden for credential acme-0d9e8f7a6b5c4d3e")
+
+    with ScriptedServer(echoing) as server:
+        (t,) = run_batch(ledger(llm(server, api_key_env="ACME_LLM_AUTH", client=client)), 1)
+    assert server.headers[0]["Authorization"] == "Bearer acme-0d9e8f7a6b5c4d3e"
+    assert t.outcome.termination == "error" and "forbidden for credential ***" in t.outcome.error
+    assert "acme-0d9e8f7a6b5c4d3e" not in t.to_jsonl().decode()
+
+
 def test_redact_covers_env_keys_bearer_tokens_and_urls(monkeypatch):
     monkeypatch.setenv("MY_PROVIDER_API_KEY", "abcdef-123456-plain")
     text = redact("key abcdef-123456-plain; Authorization: Bearer tok_1234567890; http://user:pw@host/v1 sk-ant-0123456789ab")

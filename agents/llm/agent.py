@@ -28,7 +28,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from simworld.agent import Agent, AgentParams, View
-from simworld.agents.llm.client import CallStats, call_with_retries, litellm, openai_client, redact
+from simworld.agents.llm.client import (CallStats, call_with_retries, litellm, openai_client, redact,
+                                        register_secret_env)
 from simworld.agents.llm.convert import openai_messages, reply_from_chat, reply_from_text
 from simworld.agents.llm.prompts import OPENING, private_facts, role_instructions
 from simworld.episode import AgentFailure
@@ -126,6 +127,8 @@ class LLMAgent(Agent):
         self.invalid_replies = 0
         self.seed = params.seed if params.seed is not None else int(rng.integers(2**31 - 1))
         self._instructions: str | None = None
+        if params.api_key_env:
+            register_secret_env(params.api_key_env)
 
     @property
     def agent_id(self) -> str:

@@ -1,4 +1,5 @@
-"""Model calls through litellm: lazy import, retries with backoff, secret redaction, usage stats.
+"""Model calls: lazy litellm import (or the openai SDK for `client: openai`), retries with
+backoff, secret redaction, usage stats.
 
 litellm is imported on the first model call, never at module import, so `simworld --help` and
 scripted runs do not pay for it (and `LITELLM_LOCAL_MODEL_COST_MAP` is set first: otherwise
@@ -66,8 +67,16 @@ _KEYLIKE = re.compile(r"\b(sk|pk|rk|hf|gsk|xai|key)[-_][A-Za-z0-9_\-]{8,}")
 _URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
 
 
+_secret_envs: set[str] = set()
+
+
+def register_secret_env(name: str) -> None:
+    """Treat the value of environment variable `name` as a secret (an agent's `api_key_env`)."""
+    _secret_envs.add(name)
+
+
 def _secret_values() -> list[str]:
-    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 6}
+    values = {v for k, v in os.environ.items() if (_SECRET_ENV.search(k) or k in _secret_envs) and len(v) >= 6}
     return sorted(values, key=len, reverse=True)
 
 
