@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simworld.environments.negotiation.analysis import analyse, analyse_arrays, analyse_python, enumerate_pair
-from simworld.environments.negotiation.kernels import enumerate_utilities, select_offer
+from simworld.environments.negotiation.kernels import enumerate_utilities, select_offer, utility_buckets
 from simworld.environments.negotiation.space import OutcomeSpace, compile_tables, utility_model, utility_spec
 from simworld.environments.negotiation.spec import BargainingParams, IssueSpec
 
@@ -71,6 +71,8 @@ def test_kernels_match_brute_force_on_small_spaces(sizes, seed, ra, rb, quantise
         assert ub[o] == pytest.approx(sum(tb[i, d] for i, d in enumerate(digits)), abs=1e-12)
     a = analyse_arrays(ua, ub, ra, rb)
     assert sorted(a.frontier.tolist()) == brute_frontier(ua.tolist(), ub.tolist())
+    # The frontier from party a's utility buckets (what a UtilityModel carries) is the same.
+    assert np.array_equal(analyse_arrays(ua, ub, ra, rb, utility_buckets(ua)).frontier, a.frontier)
     assert np.all(np.diff(ua[a.frontier]) >= 0), "frontier ordered by party a's utility"
     nash, ks, welfare = brute_points(ua.tolist(), ub.tolist(), ra, rb)
     assert ua[a.max_welfare] + ub[a.max_welfare] == pytest.approx(welfare, abs=1e-12)
@@ -253,7 +255,8 @@ def test_select_offer_matches_brute_force(sizes, seed, low, width, with_ref):
     strides = np.array([int(np.prod(sizes[i + 1:])) for i in range(len(sizes))], dtype=np.int64)
     ordered = rng.random(len(sizes)) < 0.5
     ref = np.array([int(rng.integers(n)) for n in sizes] if with_ref else [-1] * len(sizes), dtype=np.int64)
-    got = select_offer(u, sizes_arr, strides, ordered, low, low + width, ref)
+    order, starts, bounds = utility_buckets(u)
+    got = select_offer(u, order, starts, bounds, int(np.argmax(u)), sizes_arr, strides, ordered, low, low + width, ref)
     want = brute_select(u.tolist(), sizes, ordered.tolist(), low, low + width, ref.tolist())
     if want is None:  # nothing at or above `low`: the best outcome
         assert u[got] == u.max()

@@ -29,7 +29,6 @@ from pydantic import Field
 
 from simworld.agent import Agent, AgentParams, View
 from simworld.agents.negotiation.phrasing import choose, phrase
-from simworld.environments.negotiation.kernels import select_offer
 from simworld.environments.negotiation.space import OutcomeSpace, UtilityModel, utility_model
 from simworld.environments.negotiation.world import BargainingWorld, NegotiationRecord, Offer, negotiation_record
 from simworld.episode import AgentFailure
@@ -81,11 +80,10 @@ class NegotiationStrategy(Agent):
     def choose_outcome(self, record: NegotiationRecord, model: UtilityModel, target: float, cost: float) -> int:
         """The outcome to offer for a net `target`: the closest in the band to the opponent's last offer."""
         opponent = record.offers_by(record.counterpart(self.role))
-        ref = model.space.digits(opponent[-1].outcome) if opponent else np.full(len(model.space.names), -1, np.int64)
-        low = target + cost
         space = model.space
-        return int(select_offer(model.utilities, space.sizes, space.strides, space.ordered, low,
-                                low + self.band_width(), ref))
+        ref = space.digits(opponent[-1].outcome) if opponent else np.full(len(space.names), -1, np.int64)
+        low = target + cost
+        return model.select(low, low + self.band_width(), ref)
 
     # -- the turn
     async def act(self, view: View) -> Message:

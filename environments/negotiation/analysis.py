@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from simworld.environments.negotiation.kernels import bargaining_points, enumerate_utilities, pareto_frontier
+from simworld.environments.negotiation.kernels import (
+    bargaining_points,
+    enumerate_utilities,
+    pareto_frontier,
+    pareto_frontier_indexed,
+)
 from simworld.environments.negotiation.space import UtilityModel
 
 
@@ -64,9 +69,16 @@ def _order_frontier(ua: np.ndarray, front: np.ndarray) -> np.ndarray:
     return front[np.lexsort((front, ua[front]))]
 
 
-def analyse_arrays(ua: np.ndarray, ub: np.ndarray, ra: float, rb: float) -> Analysis:
-    """Analysis of two utility arrays over the same outcomes (kernels: one call each)."""
-    front = pareto_frontier(ua, ub)
+def analyse_arrays(ua: np.ndarray, ub: np.ndarray, ra: float, rb: float,
+                   buckets_a: tuple[np.ndarray, ...] | None = None) -> Analysis:
+    """Analysis of two utility arrays over the same outcomes (kernels: one call each).
+
+    `buckets_a`, `utility_buckets(ua)` if at hand, saves the frontier kernel recomputing it.
+    """
+    if buckets_a is None:
+        front = pareto_frontier(ua, ub)
+    else:
+        front = pareto_frontier_indexed(ua, ub, buckets_a[0], buckets_a[1])
     nash, ks, welfare = (int(x) for x in bargaining_points(ua, ub, front, float(ra), float(rb)))
     return Analysis(ua, ub, _order_frontier(ua, front), nash, ks, welfare, (float(ra), float(rb)))
 
@@ -84,7 +96,7 @@ def analyse(a: UtilityModel, b: UtilityModel) -> Analysis:
     if cached is not None:
         _ANALYSES.move_to_end(key)
         return cached
-    result = analyse_arrays(a.utilities, b.utilities, a.reservation, b.reservation)
+    result = analyse_arrays(a.utilities, b.utilities, a.reservation, b.reservation, a.buckets)
     _ANALYSES[key] = result
     while len(_ANALYSES) > _ANALYSIS_CACHE:
         _ANALYSES.popitem(last=False)

@@ -16,7 +16,9 @@ def enumerate_utilities(tables: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Utilities of every outcome for every party.
 
     `tables[p, i, d]` is party p's weighted value of value d of issue i (weight folded in);
-    returns `u[p, o]`. The sum runs over issues in order, starting from 0.0.
+    returns `u[p, o]`. The sum runs over issues in order, starting from 0.0. Built issue by issue
+    in place (each prefix sum is expanded by the next issue's values), so an outcome costs one
+    addition instead of one per issue.
     """
     n_parties = tables.shape[0]
     n_issues = sizes.shape[0]
@@ -24,78 +26,131 @@ def enumerate_utilities(tables: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     for i in range(n_issues):
         total *= sizes[i]
     out = np.empty((n_parties, total))
-    digits = np.zeros(n_issues, np.int64)
-    for o in range(total):
-        for p in range(n_parties):
-            acc = 0.0
-            for i in range(n_issues):
-                acc += tables[p, i, digits[i]]
-            out[p, o] = acc
-        i = n_issues - 1
-        while i >= 0:
-            digits[i] += 1
-            if digits[i] < sizes[i]:
-                break
-            digits[i] = 0
-            i -= 1
+    for p in range(n_parties):
+        row = out[p]
+        row[0] = 0.0
+        length = 1
+        for i in range(n_issues):
+            n = sizes[i]
+            for j in range(length - 1, -1, -1):  # backwards: slot j is read before it is overwritten
+                base = row[j]
+                for d in range(n - 1, -1, -1):
+                    row[j * n + d] = base + tables[p, i, d]
+            length *= n
     return out
+
+
+@numba.njit(cache=True)
+def utility_buckets(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A linear-time index of outcomes by utility: `(order, starts, bounds)`.
+
+    Utilities are cut into `max(1, n // 8)` equal-width buckets between their min and max;
+    `order[starts[b]:starts[b + 1]]` are bucket b's outcomes in ascending index, and
+    `bounds = [lo, scale]` maps a utility x to its bucket `int((x - lo) * scale)` (clamped). The
+    map is monotone, so the outcomes in a utility band are those of a contiguous bucket range
+    (a counting sort: no comparison sort of the outcome space).
+    """
+    n = u.shape[0]
+    n_buckets = max(1, n // 8)
+    lo = u[0] if n > 0 else 0.0
+    hi = lo
+    for o in range(n):
+        x = u[o]
+        if x < lo:
+            lo = x
+        if x > hi:
+            hi = x
+    scale = n_buckets / (hi - lo) if hi > lo else 0.0
+    bounds = np.empty(2)
+    bounds[0] = lo
+    bounds[1] = scale
+    starts = np.zeros(n_buckets + 1, np.int64)
+    bucket = np.empty(n, np.int32)
+    for o in range(n):
+        b = _bucket(u[o], lo, scale, n_buckets)
+        bucket[o] = b
+        starts[b + 1] += 1
+    for b in range(n_buckets):
+        starts[b + 1] += starts[b]
+    fill = starts[:n_buckets].copy()
+    order = np.empty(n, np.int64)
+    for o in range(n):
+        b = bucket[o]
+        order[fill[b]] = o
+        fill[b] += 1
+    return order, starts, bounds
+
+
+@numba.njit(cache=True)
+def _bucket(x: float, lo: float, scale: float, n_buckets: int) -> int:
+    v = (x - lo) * scale
+    if not v > 0.0:
+        return 0
+    if v >= n_buckets - 1:
+        return n_buckets - 1
+    return int(v)
 
 
 @numba.njit(cache=True)
 def pareto_frontier(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
     """Indices (ascending) of the outcomes no other outcome weakly dominates with one strict gain.
 
+    `pareto_frontier_indexed` over `utility_buckets(ua)`.
+    """
+    order, starts, _ = utility_buckets(ua)
+    return pareto_frontier_indexed(ua, ub, order, starts)
+
+
+@numba.njit(cache=True)
+def pareto_frontier_indexed(ua: np.ndarray, ub: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """`pareto_frontier` given party a's utility buckets (`utility_buckets(ua)[:2]`).
+
     Exact sweep: sorted by `ua` descending, a group of equal `ua` has its best-`ub` points on the
     frontier iff that `ub` beats every `ub` at a strictly larger `ua`. To avoid sorting every
-    outcome, a linear pre-pass buckets outcomes by `ua` and drops those whose `ub` does not beat
-    the best `ub` of the strictly higher buckets (each dropped outcome is dominated by a kept one
-    with larger `ua` and at least its `ub`, so the sweep over the kept ones is still exact).
+    outcome, a linear pre-pass over the buckets drops the outcomes whose `ub` does not beat the
+    best `ub` of the strictly higher buckets (each dropped outcome is dominated by a kept one with
+    larger `ua` and at least its `ub`, so the sweep over the kept ones is still exact).
     """
     n = ua.shape[0]
     if n == 0:
         return np.empty(0, np.int64)
-    lo = ua.min()
-    hi = ua.max()
-    n_buckets = max(1, n // 8)
-    scale = n_buckets / (hi - lo) if hi > lo else 0.0
-    bucket = np.empty(n, np.int64)
-    bucket_best = np.full(n_buckets + 1, -np.inf)
-    for o in range(n):
-        b = int((ua[o] - lo) * scale)
-        if b >= n_buckets:
-            b = n_buckets - 1
-        bucket[o] = b
-        if ub[o] > bucket_best[b]:
-            bucket_best[b] = ub[o]
-    above = np.full(n_buckets + 1, -np.inf)  # best ub in buckets strictly above b
-    for b in range(n_buckets - 1, -1, -1):
-        above[b] = max(above[b + 1], bucket_best[b + 1])
+    n_buckets = starts.shape[0] - 1
+    best_in = np.full(n_buckets, -np.inf)
+    for b in range(n_buckets):
+        for k in range(starts[b], starts[b + 1]):
+            if ub[order[k]] > best_in[b]:
+                best_in[b] = ub[order[k]]
+    above = np.full(n_buckets, -np.inf)  # best ub in the buckets strictly above b
+    for b in range(n_buckets - 2, -1, -1):
+        above[b] = max(above[b + 1], best_in[b + 1])
     kept = np.empty(n, np.int64)
     m = 0
-    for o in range(n):
-        if ub[o] > above[bucket[o]]:
-            kept[m] = o
-            m += 1
+    for b in range(n_buckets):
+        for k in range(starts[b], starts[b + 1]):
+            o = order[k]
+            if ub[o] > above[b]:
+                kept[m] = o
+                m += 1
     kept = kept[:m]
     keys = np.empty(m)
     for k in range(m):
         keys[k] = -ua[kept[k]]
-    order = kept[np.argsort(keys)]
+    sweep = kept[np.argsort(keys)]
     on_front = np.zeros(m, np.bool_)
     best = -np.inf
     count = 0
     i = 0
     while i < m:
-        value = ua[order[i]]
+        value = ua[sweep[i]]
         j = i
         group_best = -np.inf
-        while j < m and ua[order[j]] == value:
-            if ub[order[j]] > group_best:
-                group_best = ub[order[j]]
+        while j < m and ua[sweep[j]] == value:
+            if ub[sweep[j]] > group_best:
+                group_best = ub[sweep[j]]
             j += 1
         if group_best > best:
             for k in range(i, j):
-                if ub[order[k]] == group_best:
+                if ub[sweep[k]] == group_best:
                     on_front[k] = True
                     count += 1
             best = group_best
@@ -104,7 +159,7 @@ def pareto_frontier(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
     c = 0
     for k in range(m):
         if on_front[k]:
-            out[c] = order[k]
+            out[c] = sweep[k]
             c += 1
     return np.sort(out)
 
@@ -168,50 +223,63 @@ def bargaining_points(ua: np.ndarray, ub: np.ndarray, front: np.ndarray, ra: flo
 
 
 @numba.njit(cache=True)
-def select_offer(u: np.ndarray, sizes: np.ndarray, strides: np.ndarray, ordered: np.ndarray, low: float,
-                 high: float, ref: np.ndarray) -> int:
+def select_offer(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: np.ndarray, top: int,
+                 sizes: np.ndarray, strides: np.ndarray, ordered: np.ndarray, low: float, high: float,
+                 ref: np.ndarray) -> int:
     """The outcome to offer for a target utility band `[low, high]` of the offering party.
 
     Among outcomes whose utility `u` lies in the band, the one closest to the reference outcome
     `ref` (digits; the opponent's last offer, or all -1 for none) in normalised issue distance
     (ordered issues: |d - r| / (n - 1); unordered: 0 or 1); ties: higher `u`, then lower index.
     An empty band: the lowest `u` at or above `low` (ties: lower index); nothing at or above
-    `low`: the best outcome. One pass; digits are decoded only for outcomes in the band.
+    `low`: `top`, the best outcome (lowest index among equals).
+
+    `order`, `starts`, `bounds` are `utility_buckets(u)`: only the buckets that overlap the band
+    are visited (and, for an empty band, the buckets above it up to the first with an outcome at
+    or above `low`), so a call costs what the band holds, not the size of the outcome space.
     """
     n_issues = sizes.shape[0]
+    n_buckets = starts.shape[0] - 1
     has_ref = n_issues > 0 and ref[0] >= 0
+    lo = bounds[0]
+    scale = bounds[1]
+    first = _bucket(low, lo, scale, n_buckets)
+    last = _bucket(high, lo, scale, n_buckets)
     best = -1
     best_dist = np.inf
     best_u = -np.inf
-    above = -1
-    above_u = np.inf
-    top = 0
-    for o in range(u.shape[0]):
-        uo = u[o]
-        if uo > u[top]:
-            top = o
-        if uo < low:
-            continue
-        if uo < above_u:
-            above_u = uo
-            above = o
-        if uo > high:
-            continue
-        dist = 0.0
-        if has_ref:
-            for i in range(n_issues):
-                d = (o // strides[i]) % sizes[i]
-                if ordered[i]:
-                    if sizes[i] > 1:
-                        dist += abs(d - ref[i]) / (sizes[i] - 1)
-                elif d != ref[i]:
-                    dist += 1.0
-        if dist < best_dist or (dist == best_dist and uo > best_u):
-            best_dist = dist
-            best_u = uo
-            best = o
+    for b in range(first, last + 1):
+        for k in range(starts[b], starts[b + 1]):
+            o = order[k]
+            uo = u[o]
+            if uo < low or uo > high:
+                continue
+            dist = 0.0
+            if has_ref:
+                for i in range(n_issues):
+                    d = (o // strides[i]) % sizes[i]
+                    if ordered[i]:
+                        if sizes[i] > 1:
+                            dist += abs(d - ref[i]) / (sizes[i] - 1)
+                    elif d != ref[i]:
+                        dist += 1.0
+            if dist < best_dist or (dist == best_dist and (uo > best_u or (uo == best_u and o < best))):
+                best_dist = dist
+                best_u = uo
+                best = o
     if best >= 0:
         return best
-    if above >= 0:
-        return above
+    # Empty band: every outcome at or above `low` lies above `high`; the lowest of them is in the
+    # first bucket (from `first` on) that holds one.
+    for b in range(first, n_buckets):
+        above = -1
+        above_u = np.inf
+        for k in range(starts[b], starts[b + 1]):
+            o = order[k]
+            uo = u[o]
+            if uo >= low and (uo < above_u or (uo == above_u and o < above)):
+                above_u = uo
+                above = o
+        if above >= 0:
+            return above
     return top

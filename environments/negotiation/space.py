@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from simworld.environments.negotiation.kernels import enumerate_utilities
+from simworld.environments.negotiation.kernels import enumerate_utilities, select_offer, utility_buckets
 from simworld.environments.negotiation.spec import IssueSpec, Value, _value_key
 
 
@@ -242,9 +242,29 @@ class UtilityModel:
     utilities: np.ndarray
     """`utilities[o]` for every outcome o."""
     reservation: float
+    buckets: tuple[np.ndarray, np.ndarray, np.ndarray]
+    """`utility_buckets(utilities)`: outcomes indexed by utility, for `select`."""
+    best: int
+    """The best outcome (lowest index among equals)."""
 
     def utility(self, terms: Mapping[str, Any]) -> float:
         return float(self.utilities[self.space.index(terms)])
+
+    def select(self, low: float, high: float, ref: np.ndarray) -> int:
+        """`kernels.select_offer` over this model: the outcome in the utility band `[low, high]`
+        closest to the reference digits `ref` (all -1: none); see the kernel for the fallbacks."""
+        order, starts, bounds = self.buckets
+        space = self.space
+        return int(select_offer(self.utilities, order, starts, bounds, self.best, space.sizes, space.strides,
+                                space.ordered, low, high, ref))
+
+
+def _model(key: str, space: OutcomeSpace, weights: np.ndarray, tables: np.ndarray, reservation: float) -> UtilityModel:
+    utilities = enumerate_utilities(tables[None, :, :], space.sizes)[0]
+    buckets = utility_buckets(utilities)
+    for array in (utilities, *buckets):
+        array.setflags(write=False)
+    return UtilityModel(key, space, weights, tables, utilities, float(reservation), buckets, int(np.argmax(utilities)))
 
 
 class PreferenceError(ValueError):
@@ -265,18 +285,24 @@ def compile_tables(space: OutcomeSpace, weights: Mapping[str, float],
     if not w.sum() > 0:
         raise PreferenceError("at least one weight must be positive")
     w = w / w.sum()
-    tables = np.zeros((len(space.names), int(space.sizes.max())))
+    return w, w[:, None] * value_tables(space, w, functions)
+
+
+def value_tables(space: OutcomeSpace, weights: Any, functions: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
+    """`values[i, d]`: normalised value of value d of issue i, for the issues weighing more than 0
+    (`weights` in issue order; other rows and the padding stay 0). Raises PreferenceError."""
+    values = np.zeros((len(space.names), int(space.sizes.max())))
     for i, name in enumerate(space.names):
-        if w[i] == 0:
+        if weights[i] == 0:
             continue
         if name not in functions:
             raise PreferenceError(f"issue {name!r} has a weight but no value function", name)
         try:
-            values = space.normalised_values(i, functions[name])
+            row = space.normalised_values(i, functions[name])
         except ValueError as exc:
             raise PreferenceError(str(exc), name) from None
-        tables[i, : len(values)] = w[i] * values
-    return w, tables
+        values[i, : len(row)] = row
+    return values
 
 
 _MODELS: OrderedDict[str, UtilityModel] = OrderedDict()
@@ -298,23 +324,25 @@ def outcome_space(issues: Mapping[str, Mapping[str, Any]]) -> OutcomeSpace:
 _RECENT: OrderedDict[int, tuple[Mapping[str, Any], UtilityModel]] = OrderedDict()
 
 
-def utility_model(spec: Mapping[str, Any]) -> UtilityModel:
+def utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None) -> UtilityModel:
     """Compile (or fetch) the utility model of a utility spec (see the module docstring).
 
     The same spec object (an episode's private info, asked for by the task, both agents and the
-    metrics) is answered from a small identity cache without re-hashing it.
+    metrics) is answered from a small identity cache without re-hashing it. `profile`, the
+    party's profile the spec was made from (`PartyProfile.spec`), saves recompiling its value
+    functions.
     """
     recent = _RECENT.get(id(spec))
     if recent is not None and recent[0] is spec and recent[1].reservation == spec["reservation"]:
         return recent[1]
-    model = _utility_model(spec)
+    model = _utility_model(spec, profile)
     _RECENT[id(spec)] = (spec, model)  # holding `spec` keeps its id from being reused
     while len(_RECENT) > 16:
         _RECENT.popitem(last=False)
     return model
 
 
-def _utility_model(spec: Mapping[str, Any]) -> UtilityModel:
+def _utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None) -> UtilityModel:
     key = spec_key({k: spec[k] for k in ("issues", "weights", "functions")})
     cached = _MODELS.get(key)
     if cached is not None:
@@ -322,11 +350,15 @@ def _utility_model(spec: Mapping[str, Any]) -> UtilityModel:
         if cached.reservation == spec["reservation"]:
             return cached
         return dataclasses.replace(cached, reservation=float(spec["reservation"]))
-    space = outcome_space(spec["issues"])
-    weights, tables = compile_tables(space, spec["weights"], spec["functions"])
-    utilities = enumerate_utilities(tables[None, :, :], space.sizes)[0]
-    utilities.setflags(write=False)
-    model = UtilityModel(key, space, weights, tables, utilities, float(spec["reservation"]))
+    if profile is not None:
+        space = profile.space
+        weights = np.array([float(spec["weights"].get(name, 0.0)) for name in space.names])
+        weights = weights / weights.sum()
+        tables = weights[:, None] * profile.values  # what compile_tables gives, without re-reading the functions
+    else:
+        space = outcome_space(spec["issues"])
+        weights, tables = compile_tables(space, spec["weights"], spec["functions"])
+    model = _model(key, space, weights, tables, float(spec["reservation"]))
     _MODELS[key] = model
     while len(_MODELS) > _MODEL_CACHE:
         _MODELS.popitem(last=False)
@@ -336,7 +368,6 @@ def _utility_model(spec: Mapping[str, Any]) -> UtilityModel:
 def utility_spec(space: OutcomeSpace, weights: Mapping[str, float], functions: Mapping[str, Mapping[str, Any]],
                  reservation: float) -> dict[str, Any]:
     """A JSON-able utility spec: normalised weights, value functions as plain data."""
-    total = sum(weights.values())
     plain_functions: dict[str, Any] = {}
     for name, fn in functions.items():
         if weights.get(name, 0.0) <= 0:
@@ -353,10 +384,40 @@ def utility_spec(space: OutcomeSpace, weights: Mapping[str, float], functions: M
             plain_functions[name] = dict(fn)
     return {
         "issues": space.compact(),
-        "weights": {name: round(weights.get(name, 0.0) / total, 12) for name in space.names},
+        "weights": _spec_weights(space, weights),
         "functions": plain_functions,
         "reservation": round(float(reservation), 12),
     }
+
+
+def _spec_weights(space: OutcomeSpace, weights: Mapping[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    return {name: round(weights.get(name, 0.0) / total, 12) for name in space.names}
+
+
+class PartyProfile:
+    """A party's preferences compiled once for an outcome space.
+
+    Episodes that jitter the party's weights and reservation (the `negotiate` task) share its value
+    tables and the spec's issues and functions: `spec` only re-normalises the weights, and
+    `utility_model(spec, profile)` only rescales the tables' rows. Treat the shared parts of the
+    specs it makes as read-only.
+    """
+
+    def __init__(self, space: OutcomeSpace, weights: Mapping[str, float],
+                 functions: Mapping[str, Mapping[str, Any]]) -> None:
+        self.space = space
+        self.base = utility_spec(space, weights, functions, 0.0)
+        self.values = value_tables(space, [weights.get(name, 0.0) for name in space.names], functions)
+        self.values.setflags(write=False)
+
+    def spec(self, weights: Mapping[str, float], reservation: float) -> dict[str, Any]:
+        """The utility spec of these preferences with `weights` (same issues weighted) and `reservation`;
+        equal to `utility_spec(space, weights, functions, reservation)`."""
+        spec = dict(self.base)
+        spec["weights"] = _spec_weights(self.space, weights)
+        spec["reservation"] = round(float(reservation), 12)
+        return spec
 
 
 def nearest_outcome(model: UtilityModel, target: float) -> int:

@@ -6,6 +6,7 @@ agreement is a valid ending); the episode is judged by the metrics the world com
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,10 @@ import orjson
 from simworld.environments.negotiation.analysis import Analysis, analyse
 from simworld.environments.negotiation.space import (
     OutcomeSpace,
+    PartyProfile,
     nearest_outcome,
     spec_key,
     utility_model,
-    utility_spec,
 )
 from simworld.environments.negotiation.spec import BargainingTaskParams, PartySpec
 from simworld.environments.negotiation.world import BargainingWorld, open_negotiation, party_name
@@ -88,6 +89,24 @@ def _reference(space: OutcomeSpace, analysis: Analysis, outcome: int, parties: l
     return {"terms": space.terms(outcome), "utilities": {parties[0]: round(ua, 6), parties[1]: round(ub, 6)}}
 
 
+_PROFILES: OrderedDict[tuple[int, int], tuple[OutcomeSpace, PartySpec, PartyProfile]] = OrderedDict()
+
+
+def party_profile(space: OutcomeSpace, party: PartySpec) -> PartyProfile:
+    """The compiled preferences of a scenario party, once per (space, party) object pair (validated
+    world params are shared by every episode, so this is once per distinct party declaration)."""
+    key = (id(space), id(party))
+    cached = _PROFILES.get(key)
+    if cached is not None and cached[0] is space and cached[1] is party:
+        return cached[2]
+    functions = {n: f.model_dump(exclude_none=True) for n, f in party.utilities.items()}
+    profile = PartyProfile(space, party.weights, functions)
+    _PROFILES[key] = (space, party, profile)  # holding both keeps their ids from being reused
+    while len(_PROFILES) > 64:
+        _PROFILES.popitem(last=False)
+    return profile
+
+
 @register_task("bargaining", "negotiate")
 class Negotiate(TaskGenerator):
     """Sample one negotiation: jittered private preferences and briefs for both parties."""
@@ -100,6 +119,7 @@ class Negotiate(TaskGenerator):
         space = world.space
         parties = list(p.parties)
         specs: dict[str, dict[str, Any]] = {}
+        profiles: dict[str, PartyProfile] = {}
         for role in parties:
             party = p.parties[role]
             weights = dict(party.weights)
@@ -111,9 +131,9 @@ class Negotiate(TaskGenerator):
             if self.params.reservation_jitter > 0:
                 j = self.params.reservation_jitter
                 reservation = float(np.clip(reservation + rng.uniform(-j, j), 0.0, 0.95))
-            functions = {n: f.model_dump(exclude_none=True) for n, f in party.utilities.items()}
-            specs[role] = utility_spec(space, weights, functions, reservation)
-        models = {role: utility_model(specs[role]) for role in parties}
+            profiles[role] = profile = party_profile(space, party)
+            specs[role] = profile.spec(weights, reservation)
+        models = {role: utility_model(specs[role], profiles[role]) for role in parties}
         analysis = analyse(models[parties[0]], models[parties[1]])
         private: dict[str, dict[str, Any]] = {}
         for i, role in enumerate(parties):
