@@ -452,7 +452,26 @@ def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = Non
                 set_path(data, key, value)
             except SimworldError as exc:
                 raise ScenarioError([str(exc)], source) from None
+        variations = data.get("variations")
+        if isinstance(variations, dict) and "variations" not in overrides:
+            data["variations"] = {path: values for path, values in variations.items()
+                                  if not any(overridden_by(path, key) for key in overrides)}
     return _validate(data, lines or {}, source, overrides)
+
+
+def overridden_by(variation_path: str, override_path: str) -> bool:
+    """Does `--set override_path=...` take precedence over the variation at `variation_path`?
+
+    An explicit `--set` wins over a variation of the same value, of a value inside it, or of a value
+    containing it; and setting `X.type` (another agent, world or task) drops the variations of
+    `X`'s other parameters, which belonged to the replaced type.
+    """
+    v, o = variation_path, override_path
+    if v == o or v.startswith(o + ".") or o.startswith(v + "."):
+        return True
+    if o.endswith(".type"):
+        return v.startswith(o[: -len("type")])
+    return False
 
 
 def apply_variation(sc: Scenario, variation: dict[str, Any]) -> Scenario:

@@ -137,3 +137,20 @@ def test_json_schema_describes_format():
 def test_scenario_from_data_programmatic():
     sc = scenario_from_data(ledger_world.scenario_data())
     assert sc.roles["clerk"].tools == ["get_balance", "deposit", "hang_up"]
+
+
+def test_set_wins_over_variations(tmp_path):
+    text = GOOD.replace("variations:\n  roles.user.agent.polite: [true, false]\n",
+                        "variations:\n  roles.user.agent.polite: [true, false]\n  max_turns: [5, 6]\n"
+                        "  world.params.n_accounts: [10, 20]\n")
+    p = write(tmp_path, text)
+    assert set(load_scenario(p).variations) == {"roles.user.agent.polite", "max_turns", "world.params.n_accounts"}
+    sc = load_scenario(p, parse_overrides(["max_turns=9"]))
+    assert set(sc.variations) == {"roles.user.agent.polite", "world.params.n_accounts"} and sc.max_turns == 9
+    sc = load_scenario(p, parse_overrides(["world.params={n_accounts: 3}"]))
+    assert set(sc.variations) == {"roles.user.agent.polite", "max_turns"}
+    # A new agent type drops the variations of the old agent's parameters (ledger_clerk has no 'polite').
+    sc = load_scenario(p, parse_overrides(["roles.user.agent.type=ledger_clerk"]))
+    assert set(sc.variations) == {"max_turns", "world.params.n_accounts"}
+    sc = load_scenario(p, parse_overrides(["variations={}"]))
+    assert sc.variations == {}
