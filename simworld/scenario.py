@@ -448,6 +448,16 @@ def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = Non
         if not isinstance(data, dict):
             raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
         for key, value in overrides.items():
+            # `--set X.agent.type=T` with another type replaces the agent: the file's parameters
+            # belonged to the old type; the new one's come from further --set options.
+            parts = key.split(".")
+            if len(parts) >= 2 and parts[-1] == "type" and parts[-2] == "agent":
+                try:
+                    old = get_path(data, key)
+                except (KeyError, SimworldError):
+                    old = None
+                if old is not None and old != value:
+                    set_path(data, ".".join(parts[:-1]), {})
             try:
                 set_path(data, key, value)
             except SimworldError as exc:

@@ -154,3 +154,14 @@ def test_set_wins_over_variations(tmp_path):
     assert set(sc.variations) == {"max_turns", "world.params.n_accounts"}
     sc = load_scenario(p, parse_overrides(["variations={}"]))
     assert sc.variations == {}
+
+
+def test_set_agent_type_replaces_the_agent(tmp_path):
+    p = write(tmp_path, GOOD.replace("agent: {type: ledger_user}", "agent: {type: ledger_user, polite: false}"))
+    sc = load_scenario(p, parse_overrides(["roles.user.agent.type=ledger_clerk"]))
+    assert sc.roles["user"].agent.model_dump() == {"type": "ledger_clerk"}
+    # Parameters given after the type apply to the new agent; the same type keeps the file's parameters.
+    sc = load_scenario(p, parse_overrides(["roles.user.agent.type=ledger_user", "roles.user.agent.polite=true"]))
+    assert sc.roles["user"].agent.model_dump() == {"type": "ledger_user", "polite": True}
+    sc = load_scenario(p, parse_overrides(["roles.user.agent.type=ledger_user"]))
+    assert sc.roles["user"].agent.model_dump() == {"type": "ledger_user", "polite": False}
