@@ -252,16 +252,25 @@ def test_select_offer_matches_brute_force(sizes, seed, low, width, with_ref):
     tables = random_tables(rng, sizes, quantise=3)
     sizes_arr = np.array(sizes, dtype=np.int64)
     u = enumerate_utilities(tables[None], sizes_arr)[0]
-    strides = np.array([int(np.prod(sizes[i + 1:])) for i in range(len(sizes))], dtype=np.int64)
     ordered = rng.random(len(sizes)) < 0.5
     ref = np.array([int(rng.integers(n)) for n in sizes] if with_ref else [-1] * len(sizes), dtype=np.int64)
     order, starts, bounds = utility_buckets(u)
-    got = select_offer(u, order, starts, bounds, int(np.argmax(u)), sizes_arr, strides, ordered, low, low + width, ref)
+    digits = np.array(list(itertools.product(*(range(n) for n in sizes))), dtype=np.uint8).reshape(len(u), len(sizes))
+    got = select_offer(u, order, starts, bounds, int(np.argmax(u)), digits, sizes_arr, ordered, low, low + width, ref)
     want = brute_select(u.tolist(), sizes, ordered.tolist(), low, low + width, ref.tolist())
     if want is None:  # nothing at or above `low`: the best outcome
         assert u[got] == u.max()
     else:
         assert got == want
+
+
+def test_digit_table_decodes_every_outcome():
+    space = OutcomeSpace({n: IssueSpec.model_validate(s) for n, s in ISSUES.items()})
+    table = space.digit_table
+    assert table.shape == (space.size, 3) and table.dtype == np.uint8
+    for o in range(space.size):
+        assert table[o].tolist() == space.digits(o).tolist()
+        assert space.index(space.terms(o)) == o
 
 
 def test_compile_tables_rejects_unknown_issue():

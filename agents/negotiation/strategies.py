@@ -50,6 +50,10 @@ def _call(name: str, **arguments: Any) -> ToolCall:
     return ToolCall(id="call", name=name, arguments=arguments)
 
 
+def _message(content: str, calls: list[ToolCall]) -> Message:
+    return Message(role="assistant", content=content, tool_calls=calls)
+
+
 class NegotiationStrategy(Agent):
     """Base of the scripted strategies: protocol handling, acceptance rule and wording."""
 
@@ -101,7 +105,7 @@ class NegotiationStrategy(Agent):
             self._researched = True
             call = self._research_call(view)
             if call is not None:
-                return Message(role="assistant", content=choose(self.rng, "research"), tool_calls=[call])
+                return _message(choose(self.rng, "research"), [call])
         other = record.counterpart(self.role)
         standing = record.table if record.table is not None and record.table.by == other else None
         next_cost = cost * record.offers  # the cost if my next offer (number offers + 1) is accepted
@@ -156,7 +160,7 @@ class NegotiationStrategy(Agent):
         return None
 
     def _say(self, bank: str, *calls: ToolCall, terms: str = "") -> Message:
-        return Message(role="assistant", content=phrase(self.rng, bank, terms), tool_calls=list(calls))
+        return _message(phrase(self.rng, bank, terms), list(calls))
 
     def _accept(self) -> Message:
         return self._say("accept", _call("accept_offer"))

@@ -17,6 +17,7 @@ import numpy as np
 from simworld.environments.negotiation.kernels import (
     bargaining_points,
     enumerate_utilities,
+    frontier_distance,
     pareto_frontier,
     pareto_frontier_indexed,
 )
@@ -57,8 +58,7 @@ class Analysis:
 
     def frontier_distance(self, point: tuple[float, float]) -> float:
         """Euclidean distance from a utility pair to the nearest frontier point."""
-        pts = self.frontier_points()
-        return float(np.sqrt(((pts - np.asarray(point)) ** 2).sum(axis=1).min()))
+        return float(frontier_distance(self.ua, self.ub, self.frontier, float(point[0]), float(point[1])))
 
     @property
     def max_welfare_value(self) -> float:

@@ -165,6 +165,19 @@ def pareto_frontier_indexed(ua: np.ndarray, ub: np.ndarray, order: np.ndarray, s
 
 
 @numba.njit(cache=True)
+def frontier_distance(ua: np.ndarray, ub: np.ndarray, front: np.ndarray, pa: float, pb: float) -> float:
+    """Euclidean distance from the utility pair `(pa, pb)` to the nearest frontier point."""
+    best = np.inf
+    for k in range(front.shape[0]):
+        da = ua[front[k]] - pa
+        db = ub[front[k]] - pb
+        d = da * da + db * db
+        if d < best:
+            best = d
+    return np.sqrt(best)
+
+
+@numba.njit(cache=True)
 def bargaining_points(ua: np.ndarray, ub: np.ndarray, front: np.ndarray, ra: float, rb: float) -> np.ndarray:
     """`[nash, kalai_smorodinsky, max_welfare]` outcome indices (-1 where undefined).
 
@@ -224,7 +237,7 @@ def bargaining_points(ua: np.ndarray, ub: np.ndarray, front: np.ndarray, ra: flo
 
 @numba.njit(cache=True)
 def select_offer(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: np.ndarray, top: int,
-                 sizes: np.ndarray, strides: np.ndarray, ordered: np.ndarray, low: float, high: float,
+                 digits: np.ndarray, sizes: np.ndarray, ordered: np.ndarray, low: float, high: float,
                  ref: np.ndarray) -> int:
     """The outcome to offer for a target utility band `[low, high]` of the offering party.
 
@@ -234,13 +247,27 @@ def select_offer(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: n
     An empty band: the lowest `u` at or above `low` (ties: lower index); nothing at or above
     `low`: `top`, the best outcome (lowest index among equals).
 
-    `order`, `starts`, `bounds` are `utility_buckets(u)`: only the buckets that overlap the band
-    are visited (and, for an empty band, the buckets above it up to the first with an outcome at
-    or above `low`), so a call costs what the band holds, not the size of the outcome space.
+    `order`, `starts`, `bounds` are `utility_buckets(u)`, `digits[o, i]` outcome o's digit on issue i:
+    only the buckets that overlap the band are visited (and, for an empty band, the buckets above
+    it up to the first with an outcome at or above `low`), so a call costs what the band holds, not
+    the size of the outcome space.
     """
     n_issues = sizes.shape[0]
     n_buckets = starts.shape[0] - 1
     has_ref = n_issues > 0 and ref[0] >= 0
+    # Distance of each issue value to the reference, computed once per call.
+    width = 1
+    for i in range(n_issues):
+        width = max(width, sizes[i])
+    step = np.zeros((n_issues, width))
+    if has_ref:
+        for i in range(n_issues):
+            for d in range(sizes[i]):
+                if ordered[i]:
+                    if sizes[i] > 1:
+                        step[i, d] = abs(d - ref[i]) / (sizes[i] - 1)
+                elif d != ref[i]:
+                    step[i, d] = 1.0
     lo = bounds[0]
     scale = bounds[1]
     first = _bucket(low, lo, scale, n_buckets)
@@ -255,14 +282,8 @@ def select_offer(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: n
             if uo < low or uo > high:
                 continue
             dist = 0.0
-            if has_ref:
-                for i in range(n_issues):
-                    d = (o // strides[i]) % sizes[i]
-                    if ordered[i]:
-                        if sizes[i] > 1:
-                            dist += abs(d - ref[i]) / (sizes[i] - 1)
-                    elif d != ref[i]:
-                        dist += 1.0
+            for i in range(n_issues):
+                dist += step[i, digits[o, i]]
             if dist < best_dist or (dist == best_dist and (uo > best_u or (uo == best_u and o < best))):
                 best_dist = dist
                 best_u = uo

@@ -15,6 +15,7 @@ outcome (one kernel call), cached per spec.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from collections import OrderedDict
@@ -65,6 +66,8 @@ class OutcomeSpace:
         self._texts: dict[int, tuple[list[str], list[bool]]] = {}
         self._values: dict[tuple[int, str], np.ndarray] = {}
         self._described: dict[int, str] = {}
+        self.offers: dict[tuple[Any, ...], int] = {}
+        """Outcome numbers of offered terms (values in issue order), filled by the world's make_offer."""
         self.memo: dict[Any, Any] = {}
         """Derived values that depend on the space alone (e.g. wording of preferences), by key."""
 
@@ -95,6 +98,15 @@ class OutcomeSpace:
             except ValueError:
                 pass
         return d
+
+    @functools.cached_property
+    def digit_table(self) -> np.ndarray:
+        """`digit_table[o, i]`: the digit of outcome o on issue i (the smallest unsigned type that
+        holds them; read-only). Built on first use: offer selection reads it."""
+        dtype = np.uint8 if self.sizes.max() <= 256 else np.uint16 if self.sizes.max() <= 65536 else np.int64
+        table = ((np.arange(self.size, dtype=np.int64)[:, None] // self.strides) % self.sizes).astype(dtype)
+        table.setflags(write=False)
+        return table
 
     def digits(self, outcome: int) -> np.ndarray:
         return np.array([(outcome // st) % sz for st, sz in self._radix], dtype=np.int64)
@@ -255,7 +267,7 @@ class UtilityModel:
         closest to the reference digits `ref` (all -1: none); see the kernel for the fallbacks."""
         order, starts, bounds = self.buckets
         space = self.space
-        return int(select_offer(self.utilities, order, starts, bounds, self.best, space.sizes, space.strides,
+        return int(select_offer(self.utilities, order, starts, bounds, self.best, space.digit_table, space.sizes,
                                 space.ordered, low, high, ref))
 
 

@@ -29,10 +29,18 @@ from simworld.world import State
 
 def _preference_line(space: OutcomeSpace, name: str, weight: float, function: dict[str, Any]) -> str:
     head = f"- {space.label(name)} ({weight * 100:.0f}% of your score): "
+    # Episodes of one party share its function objects (PartyProfile): look them up by identity
+    # first (the entry holds the object, so its id is not reused), else by content.
+    by_id = space.memo.get(("preference-of", name, id(function)))
+    if by_id is not None and by_id[0] is function:
+        return head + by_id[1]
     key = ("preference", name, orjson.dumps(function, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
     tail = space.memo.get(key)
     if tail is None:
         tail = space.memo[key] = _preference_words(space, name, function)
+    if len(space.memo) > 10_000:
+        space.memo.clear()
+    space.memo[("preference-of", name, id(function))] = (function, tail)
     return head + tail
 
 
@@ -76,7 +84,7 @@ def party_brief(space: OutcomeSpace, role: str, party: PartySpec, spec: dict[str
     lines.append(
         "A deal scores from 0 to 100 for you: the weighted sum of how well each term suits you. "
         f"With no deal you score {r * 100:.0f}, so never accept terms that score less. "
-        f"For example, {space.describe(space.terms(example))} would score about {example_utility * 100:.0f}. "
+        f"For example, {space.describe_outcome(example)} would score about {example_utility * 100:.0f}. "
         f"At most {max_rounds} offers can be exchanged in total."
     )
     return "\n".join(lines)
@@ -130,7 +138,7 @@ class Negotiate(TaskGenerator):
             reservation = party.reservation
             if self.params.reservation_jitter > 0:
                 j = self.params.reservation_jitter
-                reservation = float(np.clip(reservation + rng.uniform(-j, j), 0.0, 0.95))
+                reservation = min(max(reservation + float(rng.uniform(-j, j)), 0.0), 0.95)
             profiles[role] = profile = party_profile(space, party)
             specs[role] = profile.spec(weights, reservation)
         models = {role: utility_model(specs[role], profiles[role]) for role in parties}

@@ -142,8 +142,11 @@ class BargainingWorld(World):
         prices = np.sort(np.round(lows[:, None] + draws * (highs - lows)[:, None]), axis=1)
         market = Table("market", {"item": np.repeat(np.arange(len(items), dtype=np.int64), k),
                                   "price": prices.reshape(-1)})
+        # The market never changes during an episode: check_market_price's answers are made once.
+        answers = [_market_answer(item, row) for item, row in zip(items, prices)]
         return WorldData({"market": market}, vocab={"item": items},
-                         meta={"space": space, "tools": tools, "system_prompt": _system_prompt(params, items)})
+                         meta={"space": space, "tools": tools, "system_prompt": _system_prompt(params, items),
+                               "market_answers": answers})
 
     # -- episode hooks
     def default_system_prompt(self, kind: str) -> str:
@@ -167,6 +170,11 @@ class BargainingWorld(World):
 
     def record(self, state: State) -> NegotiationRecord:
         return negotiation_record(state, self.params.max_rounds)
+
+
+def _market_answer(item: str, prices: np.ndarray) -> dict[str, Any]:
+    return {"item": item, "listings": [format_number(float(x)) for x in prices],
+            "low": float(prices.min()), "median": float(np.median(prices)), "high": float(prices.max())}
 
 
 def _system_prompt(p: BargainingParams, market_items: list[str]) -> str:
@@ -242,14 +250,21 @@ def _digit(spec: IssueSpec, space: OutcomeSpace, i: int, name: str, value: Any) 
     return d
 
 
-def _make_offer(ctx: ToolContext, terms: dict[str, Any]) -> dict[str, Any]:
-    world = _world(ctx)
-    v, counterpart = _turn(ctx)
-    p = world.params
-    space = world.space
-    if v["offers"] >= p.max_rounds:
-        raise ToolError(f"the round limit is reached ({p.max_rounds} offers): accept the standing offer or "
-                        "walk away")
+def _outcome(p: BargainingParams, space: OutcomeSpace, terms: dict[str, Any]) -> int:
+    """Outcome number of offered terms (raises ToolError for missing, unknown or off-grid values).
+
+    Valid terms are memoised per space by their values in issue order (offers repeat); values that
+    compare equal (6, 6.0) denote the same grid value, so they may share an entry.
+    """
+    key: Any = None
+    if len(terms) == len(space.names):
+        try:
+            key = tuple([terms[n] for n in space.names])
+            cached = space.offers.get(key)
+        except (KeyError, TypeError):  # a missing issue (reported below) or an unhashable value
+            key = cached = None
+        if cached is not None:
+            return cached
     missing = [n for n in space.names if n not in terms]
     if missing:
         raise ToolError(f"an offer needs a value for every issue; missing: {', '.join(missing)}")
@@ -259,6 +274,22 @@ def _make_offer(ctx: ToolContext, terms: dict[str, Any]) -> dict[str, Any]:
     outcome = 0
     for i, name in enumerate(space.names):
         outcome += _digit(p.issues[name], space, i, name, terms[name]) * int(space.strides[i])
+    if key is not None:
+        if len(space.offers) >= 100_000:
+            space.offers.clear()
+        space.offers[key] = outcome
+    return outcome
+
+
+def _make_offer(ctx: ToolContext, terms: dict[str, Any]) -> dict[str, Any]:
+    world = _world(ctx)
+    v, counterpart = _turn(ctx)
+    p = world.params
+    space = world.space
+    if v["offers"] >= p.max_rounds:
+        raise ToolError(f"the round limit is reached ({p.max_rounds} offers): accept the standing offer or "
+                        "walk away")
+    outcome = _outcome(p, space, terms)
     clean = space.terms(outcome)
     k = v["offers"] + 1
     offer = {"by": ctx.caller, "round": k, "terms": clean, "outcome": outcome}
@@ -361,10 +392,8 @@ def check_market_price(ctx: ToolContext, item: Annotated[str, Field(
         if not items:
             raise ToolError("no market data is available in this negotiation")
         raise ToolError(f"no market data for {item!r}{suggest(item, items)}; known items: {', '.join(items)}")
-    table = data.tables["market"]
-    prices = table["price"][table["item"] == code]
-    return {"item": items[code], "listings": [format_number(float(x)) for x in prices],
-            "low": float(prices.min()), "median": float(np.median(prices)), "high": float(prices.max())}
+    answer = data.meta["market_answers"][code]
+    return {**answer, "listings": list(answer["listings"])}
 
 
 @BargainingWorld.tool(produces=["inventory"])
