@@ -6,7 +6,8 @@ a fixed reply latency (100 ms by default), at concurrency 1, 8, 32 and 128:
 * simworld: ledger episodes (``tests/ledger_world.py``) whose customer and clerk are both
   `agent.type: llm` (4 model calls per episode), `concurrency` episodes in flight on one asyncio
   loop the way the runner drives them, each trajectory serialized as the run would store it; once
-  with the default `client: litellm`, once with `client: openai` (the SDK directly);
+  with `client: litellm` (forced), once with `client: openai` (the SDK directly; what the default
+  `client: auto` picks for an `openai/` model on an api_base, as here);
 * direct: the same number of chat-completion calls with ``openai.AsyncOpenAI``,
   `concurrency` in flight;
 * ideal: concurrency / latency.
@@ -152,7 +153,8 @@ def main() -> None:
     print(f"\nLLM agent throughput: {os.cpu_count()} cores, Python {platform.python_version()}, litellm "
           f"{version('litellm')}, openai {version('openai')}, server latency {args.latency * 1000:.0f} ms, "
           f"best of {args.repeat}, load average {os.getloadavg()[0]:.1f}")
-    print("simworld/s: calls/s through simworld episodes with client litellm (default) and client openai")
+    print("simworld/s: calls/s through simworld episodes with client litellm (forced) and client openai "
+          "(= the default client auto for an openai/ model on an api_base)")
     print(f"{'concurrency':>11} {'calls':>6} {'litellm/s':>10} {'openai/s':>9} {'direct/s':>9} {'ideal/s':>8} "
           f"{'litellm/direct':>15} {'openai/direct':>14}")
     for level, calls, lite, oai, dir_, ideal in rows:
@@ -160,7 +162,7 @@ def main() -> None:
               f"{oai / dir_:>14.0%}")
     for level, calls, lite, oai, dir_, ideal in rows:
         if level == 32:
-            for name, value in (("client litellm", lite), ("client openai", oai)):
+            for name, value in (("client litellm (forced)", lite), ("client auto/openai (default)", oai)):
                 ratio = value / dir_
                 print(f"target at concurrency 32, {name}: >= 80% of direct: {'met' if ratio >= 0.8 else 'NOT met'} "
                       f"({ratio:.0%})")

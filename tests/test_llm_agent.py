@@ -381,3 +381,15 @@ def test_openai_client_never_imports_litellm():
         out = subprocess.run([sys.executable, "-c", code, server.base_url], capture_output=True, text=True,
                              timeout=120, cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_client_auto_picks_the_sdk_only_for_self_hosted_openai_compatible_servers():
+    from simworld.agents.llm.agent import LLMParams
+
+    def resolved(**kw):
+        return LLMParams(type="llm", **kw).resolved_client
+
+    assert resolved(model="openai/m", api_base="http://127.0.0.1:1/v1") == "openai"
+    assert resolved(model="openai/m") == "litellm"  # OpenAI's own API: litellm (cost tracking)
+    assert resolved(model="anthropic/claude-x", api_base="http://127.0.0.1:1") == "litellm"
+    assert resolved(model="openai/m", api_base="http://127.0.0.1:1/v1", client="litellm") == "litellm"

@@ -56,10 +56,11 @@ class LLMParams(AgentParams):
                                     "API key (default: the provider's usual variable, read by litellm).")
     mode: Literal["tools", "llama3"] = Field(default="tools", description="'tools': native function calling; "
                                              "'llama3': raw completion on simworld's Llama 3 prompt.")
-    client: Literal["litellm", "openai"] = Field(default="litellm", description="'litellm': any provider; "
-                                                 "'openai': an OpenAI-compatible server through the openai SDK "
-                                                 "directly (about half the CPU per call; model 'openai/NAME' "
-                                                 "or 'NAME'; provider_params go in the request body).")
+    client: Literal["auto", "litellm", "openai"] = Field(
+        default="auto", description="'litellm': any provider; 'openai': an OpenAI-compatible server through "
+        "the openai SDK directly (about half the CPU per call; model 'openai/NAME' or 'NAME'; provider_params "
+        "go in the request body); 'auto': 'openai' for an 'openai/' model with an api_base (a self-hosted "
+        "OpenAI-compatible server, where litellm would forward to the same SDK), else 'litellm'.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int = Field(default=1024, ge=1)
@@ -88,6 +89,12 @@ class LLMParams(AgentParams):
             raise ValueError(f"client openai talks to OpenAI-compatible servers: model {self.model!r} needs "
                              "client litellm (or an 'openai/' model id)")
         return self
+
+    @property
+    def resolved_client(self) -> str:
+        if self.client != "auto":
+            return self.client
+        return "openai" if self.api_base and self.model.startswith("openai/") else "litellm"
 
     @field_validator("api_base")
     @classmethod
@@ -196,7 +203,7 @@ class LLMAgent(Agent):
 
     async def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
         p = self.params
-        if p.client == "openai":
+        if p.resolved_client == "openai":
             client, kwargs = self._openai_request(kwargs)
             fn = client.completions.create if method == "atext_completion" else client.chat.completions.create
         else:
@@ -238,7 +245,7 @@ class LLMAgent(Agent):
 
         kwargs["prompt"] = render_messages(messages, view.tools, view.episode.sc.today, add_generation_prompt=True)
         kwargs["stop"] = _LLAMA3_STOP + list(self.params.stop)
-        if self.params.client == "litellm" and self.params.api_base and self._provider() in _OPENAI_COMPATIBLE:
+        if self.params.resolved_client == "litellm" and self.params.api_base and self._provider() in _OPENAI_COMPATIBLE:
             key = kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY") or "no-key"
             kwargs["client"] = openai_client(self.params.api_base, key, self.params.timeout)
         response = await self._call("atext_completion", kwargs)
@@ -259,7 +266,7 @@ class LLMAgent(Agent):
         if p.stop:
             provider_params["stop"] = list(p.stop)
         provider_params.update(p.provider_params)
-        out: dict[str, Any] = {"model": p.model, "mode": p.mode, "client": p.client,
+        out: dict[str, Any] = {"model": p.model, "mode": p.mode, "client": p.resolved_client,
                                "api_base": redact(p.api_base) if p.api_base else None,
                                "provider_params": provider_params, "instructions": self._instructions,
                                "invalid_replies": self.invalid_replies}
