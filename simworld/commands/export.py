@@ -67,3 +67,8 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
+    if fmt == "dpo" and not sum(result.written.values()):
+        console.print("note: no preference pairs: a pair needs two trajectories of the same task instance and "
+                      "seed whose scores differ, e.g. export a run of another agent made with the same --seed "
+                      "together with this one (simworld export RUN_A RUN_B --format dpo ...)",
+                      highlight=False, soft_wrap=True)
