@@ -126,30 +126,25 @@ def register_scorer(name: str) -> Callable[[T], T]:
     return deco
 
 
-def get_world(name: str) -> Any:
+def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
     load_builtins()
-    if name not in WORLDS:
-        raise UnknownName("world", name, WORLDS)
-    return WORLDS[name]
+    if name not in table:
+        raise UnknownName(kind, name, table)
+    return table[name]
+
+
+def get_world(name: str) -> Any:
+    return _lookup(WORLDS, "world", name)
 
 
 def get_task(world: str, name: str) -> Any:
     load_builtins()
-    tasks = TASKS.get(world, {})
-    if name not in tasks:
-        raise UnknownName(f"task for world {world!r}", name, tasks)
-    return tasks[name]
+    return _lookup(TASKS.get(world, {}), f"task for world {world!r}", name)
 
 
 def get_agent(name: str) -> Any:
-    load_builtins()
-    if name not in AGENTS:
-        raise UnknownName("agent", name, AGENTS)
-    return AGENTS[name]
+    return _lookup(AGENTS, "agent", name)
 
 
 def get_scorer(name: str) -> Any:
-    load_builtins()
-    if name not in SCORERS:
-        raise UnknownName("scorer", name, SCORERS)
-    return SCORERS[name]
+    return _lookup(SCORERS, "scorer", name)
