@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simworld.environments.negotiation.analysis import analyse, analyse_arrays, analyse_python, enumerate_pair
-from simworld.environments.negotiation.kernels import enumerate_utilities, select_offer, utility_buckets
+from simworld.environments.negotiation.kernels import compile_utility, enumerate_utilities, select_offer, utility_buckets
+from simworld.environments.negotiation.kernels import nearest_outcome as nearest_kernel
 from simworld.environments.negotiation.space import OutcomeSpace, compile_tables, utility_model, utility_spec
 from simworld.environments.negotiation.spec import BargainingParams, IssueSpec
 
@@ -254,14 +255,31 @@ def test_select_offer_matches_brute_force(sizes, seed, low, width, with_ref):
     u = enumerate_utilities(tables[None], sizes_arr)[0]
     ordered = rng.random(len(sizes)) < 0.5
     ref = np.array([int(rng.integers(n)) for n in sizes] if with_ref else [-1] * len(sizes), dtype=np.int64)
-    order, starts, bounds = utility_buckets(u)
+    order, starts, bucket, bounds, best = utility_buckets(u)
+    assert best == int(np.argmax(u))
+    # The one-call form a UtilityModel is built with gives the same arrays.
+    fused = compile_utility(tables, sizes_arr)
+    for x, y in zip(fused, (u, order, starts, bucket, bounds, best)):
+        assert np.array_equal(x, y)
     digits = np.array(list(itertools.product(*(range(n) for n in sizes))), dtype=np.uint8).reshape(len(u), len(sizes))
-    got = select_offer(u, order, starts, bounds, int(np.argmax(u)), digits, sizes_arr, ordered, low, low + width, ref)
+    got = select_offer(u, order, starts, bounds, best, digits, sizes_arr, ordered, low, low + width, ref)
     want = brute_select(u.tolist(), sizes, ordered.tolist(), low, low + width, ref.tolist())
     if want is None:  # nothing at or above `low`: the best outcome
         assert u[got] == u.max()
     else:
         assert got == want
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.integers(0, 2**31), st.floats(-0.2, 1.2),
+       st.sampled_from([None, 2, 4]))
+def test_nearest_outcome_matches_argmin(sizes, seed, target, quantise):
+    rng = np.random.default_rng(seed)
+    u = enumerate_utilities(random_tables(rng, sizes, quantise)[None], np.array(sizes, dtype=np.int64))[0]
+    order, starts, _, bounds, _ = utility_buckets(u)
+    assert nearest_kernel(u, order, starts, bounds, target) == int(np.argmin(np.abs(u - target)))
+    for o in rng.integers(len(u), size=3):  # exactly on a utility (and its ties)
+        assert nearest_kernel(u, order, starts, bounds, float(u[o])) == int(np.argmin(np.abs(u - u[o])))
 
 
 def test_digit_table_decodes_every_outcome():

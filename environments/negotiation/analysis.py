@@ -73,12 +73,13 @@ def analyse_arrays(ua: np.ndarray, ub: np.ndarray, ra: float, rb: float,
                    buckets_a: tuple[np.ndarray, ...] | None = None) -> Analysis:
     """Analysis of two utility arrays over the same outcomes (kernels: one call each).
 
-    `buckets_a`, `utility_buckets(ua)` if at hand, saves the frontier kernel recomputing it.
+    `buckets_a`, `utility_buckets(ua)` (or its first four arrays) if at hand, saves the frontier
+    kernel recomputing it.
     """
     if buckets_a is None:
         front = pareto_frontier(ua, ub)
     else:
-        front = pareto_frontier_indexed(ua, ub, buckets_a[0], buckets_a[1])
+        front = pareto_frontier_indexed(ua, ub, buckets_a[2], buckets_a[1].shape[0] - 1)
     nash, ks, welfare = (int(x) for x in bargaining_points(ua, ub, front, float(ra), float(rb)))
     return Analysis(ua, ub, _order_frontier(ua, front), nash, ks, welfare, (float(ra), float(rb)))
 

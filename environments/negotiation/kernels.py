@@ -16,69 +16,109 @@ def enumerate_utilities(tables: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Utilities of every outcome for every party.
 
     `tables[p, i, d]` is party p's weighted value of value d of issue i (weight folded in);
-    returns `u[p, o]`. The sum runs over issues in order, starting from 0.0. Built issue by issue
-    in place (each prefix sum is expanded by the next issue's values), so an outcome costs one
-    addition instead of one per issue.
+    returns `u[p, o]`. The sum runs over issues in order, starting from 0.0.
     """
     n_parties = tables.shape[0]
-    n_issues = sizes.shape[0]
     total = 1
-    for i in range(n_issues):
+    for i in range(sizes.shape[0]):
         total *= sizes[i]
     out = np.empty((n_parties, total))
     for p in range(n_parties):
-        row = out[p]
-        row[0] = 0.0
-        length = 1
-        for i in range(n_issues):
-            n = sizes[i]
-            for j in range(length - 1, -1, -1):  # backwards: slot j is read before it is overwritten
-                base = row[j]
-                for d in range(n - 1, -1, -1):
-                    row[j * n + d] = base + tables[p, i, d]
-            length *= n
+        _enumerate_into(tables[p], sizes, out[p])
     return out
 
 
 @numba.njit(cache=True)
-def utility_buckets(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A linear-time index of outcomes by utility: `(order, starts, bounds)`.
+def _enumerate_into(tables: np.ndarray, sizes: np.ndarray, row: np.ndarray) -> None:
+    # Issue by issue, in place: each prefix sum is expanded by the next issue's values (backwards,
+    # so slot j is read before it is overwritten); an outcome costs one addition per level.
+    row[0] = 0.0
+    length = 1
+    for i in range(sizes.shape[0]):
+        n = sizes[i]
+        for j in range(length - 1, -1, -1):
+            base = row[j]
+            for d in range(n - 1, -1, -1):
+                row[j * n + d] = base + tables[i, d]
+        length *= n
 
-    Utilities are cut into `max(1, n // 8)` equal-width buckets between their min and max;
-    `order[starts[b]:starts[b + 1]]` are bucket b's outcomes in ascending index, and
-    `bounds = [lo, scale]` maps a utility x to its bucket `int((x - lo) * scale)` (clamped). The
-    map is monotone, so the outcomes in a utility band are those of a contiguous bucket range
-    (a counting sort: no comparison sort of the outcome space).
+
+@numba.njit(cache=True)
+def compile_utility(tables: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                                    np.ndarray, int]:
+    """One party's utilities and their bucket index in one call: `(u, order, starts, bucket, bounds,
+    best)`, i.e. `enumerate_utilities(tables[None], sizes)[0]` followed by `utility_buckets(u)`.
+
+    `tables[i, d]` as in `enumerate_utilities`. The extremes come from the tables (the sum of each
+    issue's smallest, resp. largest, value: rounding is monotone, so no computed sum lies outside),
+    which saves a pass over the outcomes.
+    """
+    total = 1
+    for i in range(sizes.shape[0]):
+        total *= sizes[i]
+    u = np.empty(total)
+    _enumerate_into(tables, sizes, u)
+    lo = 0.0
+    hi = 0.0
+    for i in range(sizes.shape[0]):
+        row_lo = tables[i, 0]
+        row_hi = tables[i, 0]
+        for d in range(1, sizes[i]):
+            row_lo = min(row_lo, tables[i, d])
+            row_hi = max(row_hi, tables[i, d])
+        lo += row_lo
+        hi += row_hi
+    order, starts, bucket, bounds, best = _fill_buckets(u, lo, hi)
+    return u, order, starts, bucket, bounds, best
+
+
+@numba.njit(cache=True)
+def utility_buckets(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A linear-time index of outcomes by utility: `(order, starts, bucket, bounds, best)`.
+
+    Utilities are cut into `max(1, n // 8)` equal-width buckets between their min and max:
+    `bucket[o]` is outcome o's bucket, `order[starts[b]:starts[b + 1]]` are bucket b's outcomes in
+    ascending index, and `bounds = [lo, scale]` maps a utility x to its bucket
+    `int((x - lo) * scale)` (clamped). The map is monotone, so the outcomes in a utility band are
+    those of a contiguous bucket range (a counting sort: no comparison sort of the outcome space).
+    `best` is the first outcome of maximal utility.
     """
     n = u.shape[0]
-    n_buckets = max(1, n // 8)
     lo = u[0] if n > 0 else 0.0
     hi = lo
     for o in range(n):
-        x = u[o]
-        if x < lo:
-            lo = x
-        if x > hi:
-            hi = x
+        lo = min(lo, u[o])
+        hi = max(hi, u[o])
+    return _fill_buckets(u, lo, hi)
+
+
+@numba.njit(cache=True)
+def _fill_buckets(u: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    # `lo`, `hi`: the smallest and largest of `u` (exactly: `best` is the first outcome equal to hi).
+    n = u.shape[0]
+    n_buckets = max(1, n // 8)
     scale = n_buckets / (hi - lo) if hi > lo else 0.0
     bounds = np.empty(2)
     bounds[0] = lo
     bounds[1] = scale
     starts = np.zeros(n_buckets + 1, np.int64)
     bucket = np.empty(n, np.int32)
+    best = -1
     for o in range(n):
         b = _bucket(u[o], lo, scale, n_buckets)
         bucket[o] = b
         starts[b + 1] += 1
+        if best < 0 and u[o] == hi:
+            best = o
     for b in range(n_buckets):
         starts[b + 1] += starts[b]
     fill = starts[:n_buckets].copy()
-    order = np.empty(n, np.int64)
+    order = np.empty(n, np.int32)
     for o in range(n):
         b = bucket[o]
         order[fill[b]] = o
         fill[b] += 1
-    return order, starts, bounds
+    return order, starts, bucket, bounds, max(best, 0)
 
 
 @numba.njit(cache=True)
@@ -97,40 +137,37 @@ def pareto_frontier(ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
 
     `pareto_frontier_indexed` over `utility_buckets(ua)`.
     """
-    order, starts, _ = utility_buckets(ua)
-    return pareto_frontier_indexed(ua, ub, order, starts)
+    _, starts, bucket, _, _ = utility_buckets(ua)
+    return pareto_frontier_indexed(ua, ub, bucket, starts.shape[0] - 1)
 
 
 @numba.njit(cache=True)
-def pareto_frontier_indexed(ua: np.ndarray, ub: np.ndarray, order: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """`pareto_frontier` given party a's utility buckets (`utility_buckets(ua)[:2]`).
+def pareto_frontier_indexed(ua: np.ndarray, ub: np.ndarray, bucket: np.ndarray, n_buckets: int) -> np.ndarray:
+    """`pareto_frontier` given party a's utility buckets (`bucket` and the bucket count of
+    `utility_buckets(ua)`).
 
     Exact sweep: sorted by `ua` descending, a group of equal `ua` has its best-`ub` points on the
     frontier iff that `ub` beats every `ub` at a strictly larger `ua`. To avoid sorting every
-    outcome, a linear pre-pass over the buckets drops the outcomes whose `ub` does not beat the
-    best `ub` of the strictly higher buckets (each dropped outcome is dominated by a kept one with
-    larger `ua` and at least its `ub`, so the sweep over the kept ones is still exact).
+    outcome, a linear pre-pass drops the outcomes whose `ub` does not beat the best `ub` of the
+    strictly higher buckets (each dropped outcome is dominated by a kept one with larger `ua` and
+    at least its `ub`, so the sweep over the kept ones is still exact).
     """
     n = ua.shape[0]
     if n == 0:
         return np.empty(0, np.int64)
-    n_buckets = starts.shape[0] - 1
     best_in = np.full(n_buckets, -np.inf)
-    for b in range(n_buckets):
-        for k in range(starts[b], starts[b + 1]):
-            if ub[order[k]] > best_in[b]:
-                best_in[b] = ub[order[k]]
+    for o in range(n):
+        if ub[o] > best_in[bucket[o]]:
+            best_in[bucket[o]] = ub[o]
     above = np.full(n_buckets, -np.inf)  # best ub in the buckets strictly above b
     for b in range(n_buckets - 2, -1, -1):
         above[b] = max(above[b + 1], best_in[b + 1])
     kept = np.empty(n, np.int64)
     m = 0
-    for b in range(n_buckets):
-        for k in range(starts[b], starts[b + 1]):
-            o = order[k]
-            if ub[o] > above[b]:
-                kept[m] = o
-                m += 1
+    for o in range(n):
+        if ub[o] > above[bucket[o]]:
+            kept[m] = o
+            m += 1
     kept = kept[:m]
     keys = np.empty(m)
     for k in range(m):
@@ -247,7 +284,7 @@ def select_offer(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: n
     An empty band: the lowest `u` at or above `low` (ties: lower index); nothing at or above
     `low`: `top`, the best outcome (lowest index among equals).
 
-    `order`, `starts`, `bounds` are `utility_buckets(u)`, `digits[o, i]` outcome o's digit on issue i:
+    `order`, `starts`, `bounds` come from `utility_buckets(u)`, `digits[o, i]` outcome o's digit on issue i:
     only the buckets that overlap the band are visited (and, for an empty band, the buckets above
     it up to the first with an outcome at or above `low`), so a call costs what the band holds, not
     the size of the outcome space.
@@ -304,3 +341,49 @@ def select_offer(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: n
         if above >= 0:
             return above
     return top
+
+
+@numba.njit(cache=True)
+def nearest_outcome(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds: np.ndarray, target: float) -> int:
+    """`argmin |u - target|` (ties: lowest index), visiting only the buckets near `target`.
+
+    `order`, `starts`, `bounds` come from `utility_buckets(u)`. The smallest distance D is that of
+    the largest utility at or below `target` or the smallest at or above it (found in the nearest
+    non-empty buckets); every outcome at distance D then lies within 2D of `target`, so the exact
+    argmin is taken over those buckets (one more on each side against rounding at bucket edges).
+    """
+    n_buckets = starts.shape[0] - 1
+    lo = bounds[0]
+    scale = bounds[1]
+    home = _bucket(target, lo, scale, n_buckets)
+    dist = np.inf
+    for b in range(home, -1, -1):  # the largest utility <= target
+        below = -np.inf
+        for k in range(starts[b], starts[b + 1]):
+            x = u[order[k]]
+            if x <= target and x > below:
+                below = x
+        if below > -np.inf:
+            dist = abs(below - target)
+            break
+    for b in range(home, n_buckets):  # the smallest utility >= target
+        above = np.inf
+        for k in range(starts[b], starts[b + 1]):
+            x = u[order[k]]
+            if x >= target and x < above:
+                above = x
+        if above < np.inf:
+            dist = min(dist, abs(above - target))
+            break
+    first = max(_bucket(target - 2.0 * dist, lo, scale, n_buckets) - 1, 0)
+    last = min(_bucket(target + 2.0 * dist, lo, scale, n_buckets) + 1, n_buckets - 1)
+    best = -1
+    best_dist = np.inf
+    for b in range(first, last + 1):
+        for k in range(starts[b], starts[b + 1]):
+            o = order[k]
+            d = abs(u[o] - target)
+            if d < best_dist or (d == best_dist and o < best):
+                best_dist = d
+                best = o
+    return best

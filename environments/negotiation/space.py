@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from simworld.environments.negotiation.kernels import enumerate_utilities, select_offer, utility_buckets
+from simworld.environments.negotiation.kernels import compile_utility, select_offer
+from simworld.environments.negotiation.kernels import nearest_outcome as kernel_nearest_outcome
 from simworld.environments.negotiation.spec import IssueSpec, Value, _value_key
 
 
@@ -254,8 +255,9 @@ class UtilityModel:
     utilities: np.ndarray
     """`utilities[o]` for every outcome o."""
     reservation: float
-    buckets: tuple[np.ndarray, np.ndarray, np.ndarray]
-    """`utility_buckets(utilities)`: outcomes indexed by utility, for `select`."""
+    buckets: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    """`(order, starts, bucket, bounds)` of `kernels.utility_buckets(utilities)` (made by
+    `kernels.compile_utility`): outcomes indexed by utility, for `select` and the Pareto frontier."""
     best: int
     """The best outcome (lowest index among equals)."""
 
@@ -265,18 +267,17 @@ class UtilityModel:
     def select(self, low: float, high: float, ref: np.ndarray) -> int:
         """`kernels.select_offer` over this model: the outcome in the utility band `[low, high]`
         closest to the reference digits `ref` (all -1: none); see the kernel for the fallbacks."""
-        order, starts, bounds = self.buckets
+        order, starts, _, bounds = self.buckets
         space = self.space
         return int(select_offer(self.utilities, order, starts, bounds, self.best, space.digit_table, space.sizes,
                                 space.ordered, low, high, ref))
 
 
 def _model(key: str, space: OutcomeSpace, weights: np.ndarray, tables: np.ndarray, reservation: float) -> UtilityModel:
-    utilities = enumerate_utilities(tables[None, :, :], space.sizes)[0]
-    buckets = utility_buckets(utilities)
+    utilities, *buckets, best = compile_utility(tables, space.sizes)
     for array in (utilities, *buckets):
         array.setflags(write=False)
-    return UtilityModel(key, space, weights, tables, utilities, float(reservation), buckets, int(np.argmax(utilities)))
+    return UtilityModel(key, space, weights, tables, utilities, float(reservation), tuple(buckets), int(best))
 
 
 class PreferenceError(ValueError):
@@ -434,7 +435,8 @@ class PartyProfile:
 
 def nearest_outcome(model: UtilityModel, target: float) -> int:
     """The outcome whose utility is closest to `target` (ties: lowest index)."""
-    return int(np.argmin(np.abs(model.utilities - target)))
+    order, starts, _, bounds = model.buckets
+    return int(kernel_nearest_outcome(model.utilities, order, starts, bounds, float(target)))
 
 
 _CHECKED: OrderedDict[bytes, list[tuple[tuple[str, ...], str]]] = OrderedDict()
