@@ -54,6 +54,17 @@ def _message(content: str, calls: list[ToolCall]) -> Message:
     return Message(role="assistant", content=content, tool_calls=calls)
 
 
+_NO_REFERENCE: dict[int, np.ndarray] = {}
+
+
+def _no_reference(n_issues: int) -> np.ndarray:
+    ref = _NO_REFERENCE.get(n_issues)
+    if ref is None:
+        ref = _NO_REFERENCE[n_issues] = np.full(n_issues, -1, np.int64)
+        ref.setflags(write=False)
+    return ref
+
+
 class NegotiationStrategy(Agent):
     """Base of the scripted strategies: protocol handling, acceptance rule and wording."""
 
@@ -85,7 +96,7 @@ class NegotiationStrategy(Agent):
         """The outcome to offer for a net `target`: the closest in the band to the opponent's last offer."""
         opponent = record.offers_by(record.counterpart(self.role))
         space = model.space
-        ref = space.digits(opponent[-1].outcome) if opponent else np.full(len(space.names), -1, np.int64)
+        ref = space.digit_table[opponent[-1].outcome].astype(np.int64) if opponent else _no_reference(len(space.names))
         low = target + cost
         return model.select(low, low + self.band_width(), ref)
 

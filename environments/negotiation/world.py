@@ -65,11 +65,18 @@ class NegotiationRecord(NamedTuple):
     table: Offer | None
     history: tuple[Offer, ...]
     to_move: str | None
+    by_party: dict[str, tuple[Offer, ...]] | None = None
+    """`history` split by party (filled by `negotiation_record`; None: split on demand)."""
 
     def counterpart(self, role: str) -> str:
+        if len(self.parties) == 2:
+            a, b = self.parties
+            return b if a == role else a
         return next(p for p in self.parties if p != role)
 
     def offers_by(self, role: str) -> list[Offer]:
+        if self.by_party is not None:
+            return list(self.by_party.get(role, ()))
         return [o for o in self.history if o.by == role]
 
 
@@ -85,10 +92,14 @@ def negotiation_record(state: State, max_rounds: int, previous: NegotiationRecor
     v = state.vars
     table = v.get("table")
     raw = v.get("history", ())
-    known = previous.history if previous is not None and len(previous.history) <= len(raw) else ()
-    history = known + tuple(map(_offer, raw[len(known):]))
+    reuse = previous is not None and previous.by_party is not None and len(previous.history) <= len(raw)
+    known = previous.history if reuse else ()
+    by_party = dict(previous.by_party) if reuse else {}  # type: ignore[union-attr, arg-type]
+    added = tuple(map(_offer, raw[len(known):]))
+    for offer in added:
+        by_party[offer.by] = by_party.get(offer.by, ()) + (offer,)
     return NegotiationRecord(tuple(v.get("parties", ())), v.get("status", "open"), v.get("offers", 0), max_rounds,
-                             _offer(table) if table else None, history, v.get("to_move"))
+                             _offer(table) if table else None, known + added, v.get("to_move"), by_party)
 
 
 def open_negotiation(state: State, parties: list[str]) -> None:
