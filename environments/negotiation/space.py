@@ -176,8 +176,16 @@ class OutcomeSpace:
         if text is None:
             if len(self._described) >= 100_000:
                 self._described.clear()
-            text = self._described[outcome] = self.describe(self.terms(outcome))
+            phrases = self._phrases
+            parts = [phrases[i][(outcome // st) % sz] for i, (st, sz) in enumerate(self._radix)]
+            text = self._described[outcome] = ("".join(parts) if len(parts) <= 1
+                                               else ", ".join(parts[:-1]) + " and " + parts[-1])
         return text
+
+    @functools.cached_property
+    def _phrases(self) -> list[list[str]]:
+        # describe_value of every grid value, per issue
+        return [[self.describe_value(name, v) for v in grid] for name, grid in zip(self.names, self.grids)]
 
     def describe(self, terms: Mapping[str, Value]) -> str:
         """`terms` in words: 'a price of $9,800, a 12-month warranty and dealer financing'."""

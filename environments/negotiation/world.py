@@ -93,13 +93,22 @@ def negotiation_record(state: State, max_rounds: int, previous: NegotiationRecor
     table = v.get("table")
     raw = v.get("history", ())
     reuse = previous is not None and previous.by_party is not None and len(previous.history) <= len(raw)
-    known = previous.history if reuse else ()
-    by_party = dict(previous.by_party) if reuse else {}  # type: ignore[union-attr, arg-type]
-    added = tuple(map(_offer, raw[len(known):]))
-    for offer in added:
-        by_party[offer.by] = by_party.get(offer.by, ()) + (offer,)
+    if reuse and len(previous.history) == len(raw):  # nothing new: only the table and the turn may differ
+        history, by_party = previous.history, previous.by_party  # type: ignore[union-attr]
+    else:
+        known = previous.history if reuse else ()  # type: ignore[union-attr]
+        by_party = dict(previous.by_party) if reuse else {}  # type: ignore[union-attr, arg-type]
+        added = tuple(map(_offer, raw[len(known):]))
+        for offer in added:
+            by_party[offer.by] = by_party.get(offer.by, ()) + (offer,)
+        history = known + added
+    standing = None
+    if table:
+        # The standing offer is usually the last one made: reuse its record.
+        last = history[-1] if history else None
+        standing = last if last is not None and last.round == table["round"] and last.by == table["by"] else _offer(table)
     return NegotiationRecord(tuple(v.get("parties", ())), v.get("status", "open"), v.get("offers", 0), max_rounds,
-                             _offer(table) if table else None, known + added, v.get("to_move"), by_party)
+                             standing, history, v.get("to_move"), by_party)
 
 
 def open_negotiation(state: State, parties: list[str]) -> None:
