@@ -79,6 +79,14 @@ class NegotiationStrategy(Agent):
         self._words: OutcomeSpace | None = None
         self._record: NegotiationRecord | None = None
 
+    @property
+    def agent_id(self) -> str:
+        """The base id, worked out once per agent (the metrics and the trajectory both ask)."""
+        cached = self.__dict__.get("_agent_id")
+        if cached is None:
+            cached = self.__dict__["_agent_id"] = super().agent_id
+        return cached
+
     # -- what a strategy decides
     def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
         """Net utility the next offer should be worth (at least the reservation value)."""

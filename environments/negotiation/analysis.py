@@ -66,7 +66,8 @@ class Analysis:
 
 
 def _order_frontier(ua: np.ndarray, front: np.ndarray) -> np.ndarray:
-    return front[np.lexsort((front, ua[front]))]
+    # `front` ascends by index, so a stable sort by utility breaks ties by index.
+    return front[np.argsort(ua[front], kind="stable")]
 
 
 def analyse_arrays(ua: np.ndarray, ub: np.ndarray, ra: float, rb: float,
