@@ -170,6 +170,7 @@ class PartySpec(_Strict):
 
 
 _VALIDATED: OrderedDict[bytes, BargainingParams] = OrderedDict()
+_JSON_DUMPS: OrderedDict[int, tuple[BargainingParams, bytes]] = OrderedDict()  # holding the model keeps its id
 
 
 class BargainingParams(_Strict):
@@ -234,6 +235,18 @@ class BargainingParams(_Strict):
             while len(_VALIDATED) > 64:
                 _VALIDATED.popitem(last=False)
         return model
+
+    def model_dump(self, *, mode: str = "python", **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """As pydantic's; the plain JSON form (every trajectory records it) is made once per model
+        (validated params are shared and never mutated) and handed out as a fresh copy."""
+        if mode != "json" or kwargs:
+            return super().model_dump(mode=mode, **kwargs)
+        cached = _JSON_DUMPS.get(id(self))
+        if cached is None or cached[0] is not self:
+            cached = _JSON_DUMPS[id(self)] = (self, orjson.dumps(super().model_dump(mode="json")))
+            while len(_JSON_DUMPS) > 64:
+                _JSON_DUMPS.popitem(last=False)
+        return orjson.loads(cached[1])
 
     @model_validator(mode="after")
     def _preferences_fit_issues(self) -> BargainingParams:
