@@ -157,8 +157,8 @@ def pareto_frontier_indexed(ua: np.ndarray, ub: np.ndarray, bucket: np.ndarray, 
         return np.empty(0, np.int64)
     best_in = np.full(n_buckets, -np.inf)
     for o in range(n):
-        if ub[o] > best_in[bucket[o]]:
-            best_in[bucket[o]] = ub[o]
+        b = bucket[o]
+        best_in[b] = max(best_in[b], ub[o])  # branch-free: whether ub beats the bucket's best is a coin toss
     above = np.full(n_buckets, -np.inf)  # best ub in the buckets strictly above b
     for b in range(n_buckets - 2, -1, -1):
         above[b] = max(above[b + 1], best_in[b + 1])
