@@ -328,6 +328,8 @@ def value_tables(space: OutcomeSpace, weights: Any, functions: Mapping[str, Mapp
 
 _MODELS: OrderedDict[str, UtilityModel] = OrderedDict()
 _MODEL_CACHE = 64
+_MODEL_OUTCOMES = 1 << 25
+"""At most this many outcomes over all cached models (each costs 16 bytes: utility and index)."""
 _SPACES: OrderedDict[str, OutcomeSpace] = OrderedDict()
 
 
@@ -381,7 +383,8 @@ def _utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None)
         weights, tables = compile_tables(space, spec["weights"], spec["functions"])
     model = _model(key, space, weights, tables, float(spec["reservation"]))
     _MODELS[key] = model
-    while len(_MODELS) > _MODEL_CACHE:
+    while len(_MODELS) > 1 and (len(_MODELS) > _MODEL_CACHE
+                                or sum(m.utilities.shape[0] for m in _MODELS.values()) > _MODEL_OUTCOMES):
         _MODELS.popitem(last=False)
     return model
 
