@@ -330,6 +330,7 @@ _MODELS: OrderedDict[str, UtilityModel] = OrderedDict()
 _MODEL_CACHE = 64
 _MODEL_OUTCOMES = 1 << 25
 """At most this many outcomes over all cached models (each costs 16 bytes: utility and index)."""
+_models_held = 0
 _SPACES: OrderedDict[str, OutcomeSpace] = OrderedDict()
 
 
@@ -382,10 +383,11 @@ def _utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None)
         space = outcome_space(spec["issues"])
         weights, tables = compile_tables(space, spec["weights"], spec["functions"])
     model = _model(key, space, weights, tables, float(spec["reservation"]))
+    global _models_held
     _MODELS[key] = model
-    while len(_MODELS) > 1 and (len(_MODELS) > _MODEL_CACHE
-                                or sum(m.utilities.shape[0] for m in _MODELS.values()) > _MODEL_OUTCOMES):
-        _MODELS.popitem(last=False)
+    _models_held += space.size
+    while len(_MODELS) > 1 and (len(_MODELS) > _MODEL_CACHE or _models_held > _MODEL_OUTCOMES):
+        _models_held -= _MODELS.popitem(last=False)[1].space.size
     return model
 
 
