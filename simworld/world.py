@@ -464,7 +464,7 @@ class World:
         ctx = ToolContext(state=state, rng=rng, caller=caller, world=self)
         before = state.snapshot() if tool.writes else None
         try:
-            out = tool.fn(ctx, **{k: getattr(args, k) for k in type(args).model_fields})
+            out = tool.fn(ctx, **args.__dict__)  # the validated field values, by name
         except ToolError as exc:
             if before is not None:
                 state.restore(before)
