@@ -210,3 +210,35 @@ def test_fast_llama3_serialization_equals_the_plain_one(batch):
                 n += 1
         lookup.close()
     assert n > 20
+
+
+def test_run_reader_equals_the_core_reader_with_superseded_and_torn_lines(batch, tmp_path, monkeypatch):
+    import shutil
+
+    import simworld.export.source as source
+    from simworld.export.source import iter_run_records
+
+    monkeypatch.setattr(source, "_CHUNK", 4096)  # records longer than the buffer, lines across reads
+    run = next(iter(batch[0].values()))
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shard = sorted(copy.glob("trajectories-*.jsonl"))[0]
+    lines = shard.read_bytes().splitlines(keepends=True)
+    again = orjson.loads(lines[0])
+    again["seed"] = 12345  # the episode recorded again in a later shard: the later record wins
+    (copy / "trajectories-999999-000.jsonl").write_bytes(orjson.dumps(again) + b"\n" + lines[1][:100])
+    shard.write_bytes(b"".join(lines) + b"not json\n" + b'{"episode_id": "x"}\n')
+    info = open_run(copy)
+    mine = list(iter_run_records(info))
+    assert mine == [r for r in iter_records(copy) if isinstance(r, dict) and "episode_id" in r]
+    assert [r["seed"] for r in mine].count(12345) == 1 and len(mine) == len(lines)
+
+
+def test_json_dumps_equals_the_standard_library():
+    import json
+
+    from simworld.llama3.format import json_dumps
+
+    for value in ({"a": 1.5, "b": [1, {"c": "é\u2028\"x\\"}], "d": None, "e": True, "f": float("inf"), "g": -0.0,
+                   "h": 10**30, "i": "\ud83d"}, {}, [], "plain", 3):
+        assert json_dumps(value) == json.dumps(value)

@@ -53,24 +53,43 @@ def _mix64(x: np.uint64) -> np.uint64:  # splitmix64 finaliser
     return x ^ (x >> np.uint64(31))
 
 
+# Byte k of _SPREAD[v] is bit k of v: adding _SPREAD[(h >> 8j) & 255] to one word counts bits
+# 8j..8j+7 of h in its eight bytes at once (16 additions per shingle instead of 128).
+_SPREAD = np.array([sum(((v >> k) & 1) << (8 * k) for k in range(8)) for v in range(256)], dtype=np.uint64)
+
+
 @numba.njit(cache=True)
-def _vote(counts: np.ndarray, s: np.uint64) -> None:
+def _vote(acc: np.ndarray, s: np.uint64, spread: np.ndarray) -> None:
     a = _mix64(s)
     b = _mix64(s ^ _GOLDEN)
-    one = np.uint64(1)
-    for bit in range(64):
-        sh = np.uint64(bit)
-        counts[bit] += 1 if (a >> sh) & one else -1
-        counts[64 + bit] += 1 if (b >> sh) & one else -1
+    m = np.uint64(255)
+    for j in range(8):
+        sh = np.uint64(8 * j)
+        acc[j] += spread[(a >> sh) & m]
+        acc[8 + j] += spread[(b >> sh) & m]
 
 
 @numba.njit(cache=True)
-def _simhash128(data: np.ndarray, k: int) -> tuple[np.uint64, np.uint64]:
+def _flush(acc: np.ndarray, ones: np.ndarray) -> None:
+    # Bit 8j+k of a is byte k of acc[j]; of b, byte k of acc[8+j] (b makes the high 64 bits).
+    m = np.uint64(255)
+    for j in range(16):
+        w = acc[j]
+        for k in range(8):
+            ones[8 * j + k] += np.int64((w >> np.uint64(8 * k)) & m)
+        acc[j] = 0
+
+
+@numba.njit(cache=True)
+def _simhash128(data: np.ndarray, k: int, spread: np.ndarray) -> tuple[np.uint64, np.uint64]:
     """SimHash (hi, lo) of the word k-gram shingles of lower-cased UTF-8 bytes; words are runs of
-    [0-9a-z_] and non-ASCII bytes, hashed with FNV-1a."""
-    counts = np.zeros(128, np.int64)
+    [0-9a-z_] and non-ASCII bytes, hashed with FNV-1a. A bit is set when more than half of the
+    shingles' hashes have it set."""
+    acc = np.zeros(16, np.uint64)  # eight 8-bit counters per word: flushed every 255 shingles
+    ones = np.zeros(128, np.int64)
     ring = np.zeros(k, np.uint64)
     words = 0
+    votes = 0
     h = np.uint64(0xCBF29CE484222325)
     inword = False
     n = data.shape[0]
@@ -83,24 +102,31 @@ def _simhash128(data: np.ndarray, k: int) -> tuple[np.uint64, np.uint64]:
             h = (h ^ np.uint64(c)) * np.uint64(0x100000001B3)
         elif inword:
             inword = False
-            ring[words % k] = h
+            for j in range(k - 1):  # the last k word hashes, oldest first (no modulo: divisions are slow)
+                ring[j] = ring[j + 1]
+            ring[k - 1] = h
             words += 1
             if words >= k:
                 s = np.uint64(0)
                 for j in range(k):
-                    s = s * np.uint64(1000003) + ring[(words - k + j) % k]
-                _vote(counts, s)
+                    s = s * np.uint64(1000003) + ring[j]
+                _vote(acc, s, spread)
+                votes += 1
+                if votes % 255 == 0:
+                    _flush(acc, ones)
     if 0 < words < k:  # shorter than one shingle: the whole text is the shingle
         s = np.uint64(0)
-        for j in range(words):
+        for j in range(k - words, k):
             s = s * np.uint64(1000003) + ring[j]
-        _vote(counts, s)
+        _vote(acc, s, spread)
+        votes += 1
+    _flush(acc, ones)
     hi = np.uint64(0)
     lo = np.uint64(0)
     for bit in range(64):
-        if counts[bit] > 0:
+        if 2 * ones[bit] > votes:
             lo |= np.uint64(1) << np.uint64(bit)
-        if counts[64 + bit] > 0:
+        if 2 * ones[64 + bit] > votes:
             hi |= np.uint64(1) << np.uint64(bit)
     return hi, lo
 
@@ -108,7 +134,7 @@ def _simhash128(data: np.ndarray, k: int) -> tuple[np.uint64, np.uint64]:
 def simhash(text: str) -> int:
     """128-bit SimHash of the word 5-gram shingles of `text` (lower-cased), as an int."""
     data = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    hi, lo = _simhash128(data, SHINGLE)
+    hi, lo = _simhash128(data, SHINGLE, _SPREAD)
     return (int(hi) << 64) | int(lo)
 
 

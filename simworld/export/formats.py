@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 
 from simworld.export.source import Sample
-from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages,
-                                    llama3_messages, render_normalized, system_content)
+from simworld.llama3.format import (BEGIN, EOM, EOT, HEADERS, contains_special_token, conversation_messages,
+                                    json_dumps, llama3_messages, render_normalized, system_content)
 
 FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
 
@@ -95,29 +95,99 @@ def _conversation(sample: Sample) -> list[dict[str, Any]]:
     return conversation_messages(msgs[1:] if msgs and msgs[0]["role"] == "system" else msgs)
 
 
+_H_USER, _H_ASSISTANT, _H_TOOL = HEADERS["user"], HEADERS["assistant"], HEADERS["tool"]
+
+
+def _render_conversation(msgs: list[dict[str, Any]], offset: int) -> tuple[list[dict[str, Any]], str, list[list[int]]] | None:
+    """`conversation_messages` and `render_normalized(..., begin=False, offset=offset)` of message
+    dicts in one pass, or None when a turn needs the general path (parallel calls, an OpenAI-shaped
+    call). Equal to the general path (a test compares them)."""
+    conv: list[dict[str, Any]] = []
+    pieces: list[str] = []
+    spans: list[list[int]] = []
+    pos = offset
+    for m in msgs:
+        role = m["role"]
+        content = m.get("content") or ""
+        if role == "user":
+            conv.append({"role": "user", "content": content})
+            pieces.append(_H_USER)
+            pieces.append(content)
+            pieces.append(EOT)
+            pos += len(_H_USER) + len(content) + len(EOT)
+        elif role == "tool":
+            item = {"role": "tool", "content": content, "tool_call_id": m.get("tool_call_id")}
+            if m.get("name"):
+                item["name"] = m["name"]
+            conv.append(item)
+            pieces.append(_H_TOOL)
+            pieces.append(content)
+            pieces.append(EOT)
+            pos += len(_H_TOOL) + len(content) + len(EOT)
+        elif role == "assistant":
+            calls = m.get("tool_calls")
+            pos += len(_H_ASSISTANT)
+            if calls:
+                if len(calls) != 1 or "name" not in calls[0]:
+                    return None
+                c = calls[0]
+                call = {"id": c.get("id", ""), "name": c["name"], "arguments": c.get("arguments", {})}
+                conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
+                body = content + json_dumps({"type": "function", "name": call["name"],
+                                             "parameters": call["arguments"]}) + EOM
+                spans.append([pos, pos + len(body)])
+            else:
+                body = content + EOT
+                bad = m.get("invalid")
+                if bad:
+                    conv.append({"role": "assistant", "content": content, "invalid": bad})
+                else:
+                    conv.append({"role": "assistant", "content": content})
+                    spans.append([pos, pos + len(body)])
+            pieces.append(_H_ASSISTANT)
+            pieces.append(body)
+            pos += len(body)
+        else:
+            return None
+    return conv, "".join(pieces), spans
+
+
 def llama3_line_bytes(sample: Sample) -> bytes:
     """`llama3_line` serialized, fast: the system part's serialized forms are reused across samples."""
-    return llama3_line_parts(sample)[0]
+    return b"".join(llama3_line_parts(sample)[0])
 
 
-def llama3_line_parts(sample: Sample) -> tuple[bytes, bytes]:
-    """(`llama3_line` serialized, a 16-byte digest of its text): the digest identifies the sample
-    for exact deduplication without serializing its messages again (the system part's digest keys
-    the hash of the rest, so the long shared prefix is hashed once)."""
+def llama3_line_parts(sample: Sample) -> tuple[list[bytes], bytes, bool]:
+    """(`llama3_line` serialized, as byte pieces to join; a 16-byte digest of its text; whether the
+    sample may hold a special token).
+
+    The digest identifies the sample for exact deduplication without serializing its messages
+    again (the system part's digest keys the hash of the rest, so the long shared prefix is hashed
+    once). The pieces hold the system part's serialized forms themselves (shared across samples, so
+    they are written out, never copied). The special-token flag is False only when no message
+    content and no call argument can hold one (no ``<|`` anywhere in the serialized messages)."""
     part = system_part(sample)
-    conv = _conversation(sample)
-    text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
+    msgs = sample.messages
+    if msgs and msgs[0]["role"] == "system":
+        msgs = msgs[1:]
+    fast = _render_conversation(msgs, part.prefix_len)
+    if fast is None:
+        conv = conversation_messages(msgs)
+        text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
+    else:
+        conv, text, spans = fast
     messages = orjson.dumps(conv)
     text_json = orjson.dumps(text)
-    line = b"".join((
+    pieces = [
         b'{"id":', orjson.dumps(sample.id), b',"perspective":', orjson.dumps(sample.perspective),
         b',"text":', part.text_json, text_json[1:],
         b',"messages":[', part.message_json, b"," if conv else b"", messages[1:-1],
         b'],"tools":', part.tools_json, b',"scores":', orjson.dumps(sample.scores),
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
-        b',"synthetic":', b"true" if sample.synthetic else b"false", b"}",
-    ))
-    return line, hashlib.blake2b(text_json, digest_size=16, key=part.digest).digest()
+        b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
+    ]
+    special = part.special or b"<|" in messages
+    return pieces, hashlib.blake2b(text_json, digest_size=16, key=part.digest).digest(), special
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -79,9 +79,16 @@ class _Outputs:
             self.abort()
             raise SimworldError(f"cannot write {paths[k]}: {exc.strerror or exc}") from None
 
-    def write(self, key: str, line: dict[str, Any] | bytes) -> None:
+    def write(self, key: str, line: dict[str, Any] | bytes | list[bytes]) -> None:
+        """Write one line: a dict, its serialized bytes, or byte pieces to join (written as they are:
+        large shared pieces are never copied into a joined line)."""
+        fh = self.fh[key]
         try:
-            self.fh[key].write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
+            if isinstance(line, list):
+                line.append(b"\n")
+                fh.write(b"".join(line))
+            else:
+                fh.write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
         except OSError as exc:
             raise SimworldError(f"cannot write {self.paths[key]}: {exc.strerror or exc}") from None
         self.count[key] += 1
@@ -207,13 +214,13 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     synthetic_written = 0
 
     def emit(sample: Sample) -> bool:
-        if _has_special_tokens(sample):
+        if opts.fmt == "llama3" and tokenizer is None:
+            line, text, special = llama3_line_parts(sample)
+        else:
+            line, text, special = format_line(opts.fmt, sample, tokenizer), None, True
+        if special and _has_special_tokens(sample):
             stats.filtered["special_tokens_in_text"] += 1
             return False
-        if opts.fmt == "llama3" and tokenizer is None:
-            line, text = llama3_line_parts(sample)
-        else:
-            line, text = format_line(opts.fmt, sample, tokenizer), None
         if dedup is not None and not dedup.keep(sample, text):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
