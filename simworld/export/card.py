@@ -83,23 +83,36 @@ class CardStats:
             if name not in ("value", "passed") and isinstance(v, (int, float)):
                 self.scorer_sum[name] += v
                 self.scorer_n[name] += 1
-        errors = {m.get("tool_call_id"): bool(m.get("error")) for m in sample.messages if m["role"] == "tool"}
-        turns = calls = 0
-        sequence = []
+        errors: dict[Any, bool] = {}  # the last result of each call id decides, as a dict of all results would
+        turns = 0
+        called = []
         for m in sample.messages:
-            if m["role"] != "assistant":
-                continue
-            turns += 1
-            for c in m.get("tool_calls") or ():
-                calls += 1
-                if not errors.get(c.get("id"), False):
-                    sequence.append(c["name"])
+            role = m["role"]
+            if role == "assistant":
+                turns += 1
+                tool_calls = m.get("tool_calls")
+                if tool_calls:
+                    called.extend(tool_calls)
+            elif role == "tool":
+                errors[m.get("tool_call_id")] = bool(m.get("error"))
+        if errors and any(errors.values()):
+            sequence = [c["name"] for c in called if not errors.get(c.get("id"), False)]
+        else:
+            sequence = [c["name"] for c in called]
         self.turns[turns] += 1
-        self.tool_calls[calls] += 1
-        used = self.tools_used.setdefault(sample.world, Counter())
-        used.update(sequence)
-        edges = self.transitions_used.setdefault(sample.world, Counter())
-        edges.update(zip(sequence, sequence[1:]))
+        self.tool_calls[len(called)] += 1
+        if sequence:
+            used = self.tools_used.get(sample.world)
+            if used is None:
+                used = self.tools_used[sample.world] = Counter()
+                self.transitions_used[sample.world] = Counter()
+            edges = self.transitions_used[sample.world]
+            prev = None
+            for name in sequence:
+                used[name] += 1
+                if prev is not None:
+                    edges[(prev, name)] += 1
+                prev = name
 
     def coverage(self) -> dict[str, Any]:
         out = {}
