@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -154,18 +154,31 @@ def _render_conversation(msgs: list[dict[str, Any]], offset: int) -> tuple[list[
 
 def llama3_line_bytes(sample: Sample) -> bytes:
     """`llama3_line` serialized, fast: the system part's serialized forms are reused across samples."""
-    return b"".join(llama3_line_parts(sample)[0])
+    return b"".join(llama3_line_parts(sample).pieces)
 
 
-def llama3_line_parts(sample: Sample) -> tuple[list[bytes], bytes, bool]:
-    """(`llama3_line` serialized, as byte pieces to join; a 16-byte digest of its text; whether the
-    sample may hold a special token).
+class Llama3Line(NamedTuple):
+    """A serialized `llama3_line`, in pieces."""
 
-    The digest identifies the sample for exact deduplication without serializing its messages
-    again (the system part's digest keys the hash of the rest, so the long shared prefix is hashed
-    once). The pieces hold the system part's serialized forms themselves (shared across samples, so
-    they are written out, never copied). The special-token flag is False only when no message
-    content and no call argument can hold one (no ``<|`` anywhere in the serialized messages)."""
+    pieces: list[bytes]
+    """Byte pieces to join. The system part's serialized forms are pieces themselves (shared
+    across samples, so they are written out, never copied)."""
+    text_json: bytes
+    """The serialized text after the system message."""
+    system_digest: bytes
+    special: bool
+    """False only when no message content and no call argument can hold a special token (no
+    ``<|`` anywhere in the serialized messages, and a clean system prompt)."""
+
+    def digest(self) -> bytes:
+        """16 bytes that identify the sample's full text, for exact deduplication, without
+        serializing its messages again (the system part's digest keys the hash of the rest, so the
+        long shared prefix is hashed once)."""
+        return hashlib.blake2b(self.text_json, digest_size=16, key=self.system_digest).digest()
+
+
+def llama3_line_parts(sample: Sample) -> Llama3Line:
+    """`llama3_line`, serialized from the cached system part and one pass over the conversation."""
     part = system_part(sample)
     msgs = sample.messages
     if msgs and msgs[0]["role"] == "system":
@@ -186,8 +199,7 @@ def llama3_line_parts(sample: Sample) -> tuple[list[bytes], bytes, bool]:
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
     ]
-    special = part.special or b"<|" in messages
-    return pieces, hashlib.blake2b(text_json, digest_size=16, key=part.digest).digest(), special
+    return Llama3Line(pieces, text_json, part.digest, part.special or b"<|" in messages)
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -215,13 +215,14 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
 
     def emit(sample: Sample) -> bool:
         if opts.fmt == "llama3" and tokenizer is None:
-            line, text, special = llama3_line_parts(sample)
+            fast = llama3_line_parts(sample)
+            line, special = fast.pieces, fast.special
         else:
-            line, text, special = format_line(opts.fmt, sample, tokenizer), None, True
+            fast, line, special = None, format_line(opts.fmt, sample, tokenizer), True
         if special and _has_special_tokens(sample):
             stats.filtered["special_tokens_in_text"] += 1
             return False
-        if dedup is not None and not dedup.keep(sample, text):
+        if dedup is not None and not dedup.keep(sample, fast.digest() if fast is not None else None):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
         outputs.write(split, line)
