@@ -35,52 +35,92 @@ def shard_paths(run_dir: str | Path) -> list[Path]:
     return sorted(d.glob(SHARD_GLOB))
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) for every complete line; a torn last line is skipped."""
-    offset = 0
-    with open(path, "rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
+_CHUNK = 1 << 22
+_ID_KEY = b'"episode_id":"'
+
+
+def _complete_lines(path: Path) -> Iterator[tuple[bytearray, int, int]]:
+    """(buffer, start, end) of every complete line of a shard (newline excluded; a torn last line is
+    skipped). The buffer is reused: a line is valid until the next one is asked for. Reading into
+    one buffer makes no object per line (records are large: a copy per line costs as much as
+    parsing a small record)."""
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    filled = 0
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            if filled == len(buf):  # a line longer than the buffer
+                view.release()
+                buf.extend(bytes(len(buf)))
+                view = memoryview(buf)
+            got = fh.readinto(view[filled:])
+            if not got:
                 return
-            yield offset, line
-            offset += len(line)
+            end = filled + got
+            pos = 0
+            while True:
+                nl = buf.find(b"\n", pos, end)
+                if nl < 0:
+                    break
+                yield buf, pos, nl
+                pos = nl + 1
+            filled = end - pos
+            if pos:
+                buf[:filled] = view[pos:end]
+
+
+def _load(buf: bytearray, start: int, end: int) -> Any:
+    try:
+        with memoryview(buf) as view:
+            return orjson.loads(view[start:end])
+    except orjson.JSONDecodeError:
+        return None
 
 
 def iter_records(run_dir: str | Path, latest_only: bool = True) -> Iterator[dict[str, Any]]:
     """Stream trajectory dicts of a run; with `latest_only`, the last record of each episode id.
 
-    Memory holds one offset per episode, never the trajectories themselves.
+    Memory holds one offset per episode, never the trajectories themselves. Torn and corrupt lines
+    are skipped.
     """
     shards = shard_paths(run_dir)
     if not latest_only:
         for path in shards:
-            for _, line in _iter_lines(path):
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
+            for buf, start, end in _complete_lines(path):
+                record = _load(buf, start, end)
+                if isinstance(record, dict):
+                    yield record
         return
-    last: dict[str, tuple[int, int]] = {}
+    last: dict[bytes, tuple[int, int]] = {}
+    lines = 0
     for si, path in enumerate(shards):
-        for offset, line in _iter_lines(path):
-            i = line.find(b'"episode_id":"')
-            if i < 0:
-                continue
-            j = line.find(b'"', i + 14)
-            last[line[i + 14:j].decode()] = (si, offset)
-    keep: dict[int, set[int]] = {}
-    for si, offset in last.values():
-        keep.setdefault(si, set()).add(offset)
+        offset = 0
+        for buf, start, end in _complete_lines(path):
+            i = buf.find(_ID_KEY, start, end)
+            if i >= 0:
+                j = buf.find(b'"', i + 14, end)
+                last[bytes(buf[i + 14:j])] = (si, offset)
+                lines += 1
+            offset += end - start + 1
+    wanted = None
+    if len(last) < lines:  # some episode was recorded again: only its last record counts
+        wanted = {}
+        for si, offset in last.values():
+            wanted.setdefault(si, set()).add(offset)
+    last.clear()
     for si, path in enumerate(shards):
-        wanted = keep.get(si)
-        if not wanted:
-            continue
-        for offset, line in _iter_lines(path):
-            if offset in wanted:
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
+        keep = wanted.get(si, ()) if wanted is not None else None
+        offset = 0
+        for buf, start, end in _complete_lines(path):
+            here, offset = offset, offset + end - start + 1
+            if keep is not None:
+                if here not in keep:
                     continue
+            elif buf.find(_ID_KEY, start, end) < 0:
+                continue
+            record = _load(buf, start, end)
+            if isinstance(record, dict) and "episode_id" in record:
+                yield record
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

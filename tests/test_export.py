@@ -212,13 +212,12 @@ def test_fast_llama3_serialization_equals_the_plain_one(batch):
     assert n > 20
 
 
-def test_run_reader_equals_the_core_reader_with_superseded_and_torn_lines(batch, tmp_path, monkeypatch):
+def test_run_reader_keeps_last_records_across_buffer_refills_superseded_and_torn_lines(batch, tmp_path, monkeypatch):
     import shutil
 
-    import simworld.export.source as source
-    from simworld.export.source import iter_run_records
+    import simworld.runio as runio
 
-    monkeypatch.setattr(source, "_CHUNK", 4096)  # records longer than the buffer, lines across reads
+    monkeypatch.setattr(runio, "_CHUNK", 4096)  # records longer than the buffer, lines across reads
     run = next(iter(batch[0].values()))
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -228,10 +227,11 @@ def test_run_reader_equals_the_core_reader_with_superseded_and_torn_lines(batch,
     again["seed"] = 12345  # the episode recorded again in a later shard: the later record wins
     (copy / "trajectories-999999-000.jsonl").write_bytes(orjson.dumps(again) + b"\n" + lines[1][:100])
     shard.write_bytes(b"".join(lines) + b"not json\n" + b'{"episode_id": "x"}\n')
-    info = open_run(copy)
-    mine = list(iter_run_records(info))
-    assert mine == [r for r in iter_records(copy) if isinstance(r, dict) and "episode_id" in r]
+    mine = list(runio.iter_records(copy))
+    assert mine == [orjson.loads(line) for line in lines[1:]] + [again]
     assert [r["seed"] for r in mine].count(12345) == 1 and len(mine) == len(lines)
+    every = list(runio.iter_records(copy, latest_only=False))
+    assert every == [orjson.loads(line) for line in lines] + [{"episode_id": "x"}, again]
 
 
 def test_json_dumps_equals_the_standard_library():

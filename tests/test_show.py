@@ -8,7 +8,8 @@ from rich.console import Console
 
 import test_export_worlds as worlds
 from simworld.export import ExportOptions, export_runs
-from simworld.export.source import ScoreLookup, compact_scores, iter_run_records, open_run
+from simworld.export.source import ScoreLookup, compact_scores, open_run
+from simworld.runio import iter_records
 from simworld.runio import iter_records
 from simworld.show import event_lines, select_records, show_record, truncate
 from test_replay import cli
@@ -46,14 +47,14 @@ def test_events_are_coloured_by_role_with_calls_results_and_invalid_moves(run):
 
 def test_selection_by_id_failed_and_random_is_reproducible(run):
     info = open_run(run)
-    all_ids = [r["episode_id"] for r in iter_run_records(info)]
-    picked = select_records(iter_run_records(info), episodes=(all_ids[3], all_ids[1]))
+    all_ids = [r["episode_id"] for r in iter_records(info.path)]
+    picked = select_records(iter_records(info.path), episodes=(all_ids[3], all_ids[1]))
     assert [r["episode_id"] for r in picked] == [all_ids[3], all_ids[1]]
-    failed = select_records(iter_run_records(info), failed=True)
+    failed = select_records(iter_records(info.path), failed=True)
     assert {r["episode_id"] for r in failed} == {r["episode_id"] for r in iter_records(run)
                                                   if not r["outcome"]["success"]}
-    a = select_records(iter_run_records(info), sample=3, seed=4)
-    b = select_records(iter_run_records(info), sample=3, seed=4)
+    a = select_records(iter_records(info.path), sample=3, seed=4)
+    b = select_records(iter_records(info.path), sample=3, seed=4)
     assert [r["episode_id"] for r in a] == [r["episode_id"] for r in b] and len(a) == 3
 
 

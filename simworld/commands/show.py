@@ -29,7 +29,8 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
     from rich.console import Console
 
     from simworld.errors import SimworldError
-    from simworld.export.source import ScoreLookup, compact_scores, iter_run_records, open_run
+    from simworld.export.source import ScoreLookup, compact_scores, open_run
+    from simworld.runio import iter_records
     from simworld.show import listing, perspective_text, select_records, show_record
 
     if sum(bool(x) for x in (episodes, failed, sample)) > 1:
@@ -38,7 +39,7 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
         raise SimworldError(f"--format {fmt} needs --perspective ROLE")
     info = open_run(run)
     console = Console(highlight=False)
-    records = select_records(iter_run_records(info), episodes, failed, sample, seed,
+    records = select_records(iter_records(info.path), episodes, failed, sample, seed,
                              limit if not sample and not episodes else None)
     lookup = ScoreLookup(info)
     try:

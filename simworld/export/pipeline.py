@@ -22,9 +22,9 @@ from simworld.errors import SimworldError
 from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
 from simworld.export.formats import FORMATS, format_line, llama3_line_parts, system_part
-from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, iter_run_records, open_run,
-                                    samples_of)
+from simworld.export.source import RunInfo, Sample, ScoreLookup, compact_scores, open_run, samples_of
 from simworld.llama3.format import contains_special_token
+from simworld.runio import iter_records
 
 
 @dataclass
@@ -157,7 +157,7 @@ def _synthetic_samples(runs: Sequence[RunInfo], opts: ExportOptions, stats: Card
     for run in runs:
         lookup = ScoreLookup(run)
         try:
-            for record in iter_run_records(run):
+            for record in iter_records(run.path):
                 if not _keep_record(record, opts, stats):
                     continue
                 scores = compact_scores(lookup.get(record))

@@ -19,7 +19,6 @@ import orjson
 from simworld import registry
 from simworld.episode import STOP
 from simworld.replay import load_run_scenario, parse_record
-from simworld.runio import shard_paths
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, world_of
 from simworld.scoring.report import SCORES_DIR, SCORES_FILE, score_line, scorer_names
@@ -225,78 +224,3 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
                      tools_openai=tools_openai, today=run.today, scores=scores, provenance={**prov, "perspective": role},
                      synthetic=prov["synthetic"], split_key=f"{record.get('scenario')}\x00{task.get('instance_id')}",
                      world=run.scenario.world.type, success=prov["success"], record=record)
-
-
-_CHUNK = 1 << 22
-_ID_KEY = b'"episode_id":"'
-
-
-def _shard_lines(path: Path) -> Iterator[tuple[bytearray, int, int]]:
-    """(buffer, start, end) of every complete line of a shard (newline excluded; a torn last line is
-    skipped). The buffer is reused: a line is valid until the next one is asked for. Reading into
-    one buffer makes no object per line (records are large: a copy per line costs as much as
-    parsing a small record)."""
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    filled = 0
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            if filled == len(buf):  # a line longer than the buffer
-                view.release()
-                buf.extend(bytes(len(buf)))
-                view = memoryview(buf)
-            got = fh.readinto(view[filled:])
-            if not got:
-                return
-            end = filled + got
-            pos = 0
-            while True:
-                nl = buf.find(b"\n", pos, end)
-                if nl < 0:
-                    break
-                yield buf, pos, nl
-                pos = nl + 1
-            filled = end - pos
-            if pos:
-                buf[:filled] = view[pos:end]
-
-
-def iter_run_records(run: RunInfo) -> Iterator[dict[str, Any]]:
-    """The run's records as dicts, as :func:`simworld.runio.iter_records` gives them (the last record
-    of each episode id, torn lines skipped), read with one buffer per shard and no line copies."""
-    shards = shard_paths(run.path)
-    last: dict[bytes, tuple[int, int]] = {}
-    lines = 0
-    for si, path in enumerate(shards):
-        offset = 0
-        for buf, start, end in _shard_lines(path):
-            i = buf.find(_ID_KEY, start, end)
-            if i >= 0:
-                j = buf.find(b'"', i + 14, end)
-                last[bytes(buf[i + 14:j])] = (si, offset)
-                lines += 1
-            offset += end - start + 1
-    wanted = None
-    if len(last) < lines:  # some episode was recorded again: only its last record counts
-        wanted = {}
-        for si, offset in last.values():
-            wanted.setdefault(si, set()).add(offset)
-    last.clear()
-    loads = orjson.loads
-    for si, path in enumerate(shards):
-        keep = wanted.get(si, ()) if wanted is not None else None
-        offset = 0
-        for buf, start, end in _shard_lines(path):
-            here, offset = offset, offset + end - start + 1
-            if keep is not None:
-                if here not in keep:
-                    continue
-            elif buf.find(_ID_KEY, start, end) < 0:
-                continue
-            try:
-                with memoryview(buf) as view:
-                    record = loads(view[start:end])
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "episode_id" in record:
-                yield record
