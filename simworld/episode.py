@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 import simworld
 from simworld import registry
@@ -294,8 +295,9 @@ class Episode:
             episode_index=self.spec.index,
             variation=self.spec.variation,
             agents={role: spec.agent.model_dump() for role, spec in sc.roles.items()},
-            world={"type": sc.world.type, "params": self.world.params.model_dump(mode="json"),
-                   "seed": self.world.seed, "fingerprint": self.world.data.fingerprint},
+            world=orjson.loads(_memo(sc, "world record", lambda: orjson.dumps({
+                "type": sc.world.type, "params": self.world.params.model_dump(mode="json"),
+                "seed": self.world.seed, "fingerprint": self.world.data.fingerprint}))),
             task=task,
             system=self.system,
             tools={role: list(spec.tools) for role, spec in sc.roles.items()},

@@ -392,7 +392,7 @@ class World:
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]]
     tools: ClassVar[dict[str, Tool]]
-    _cache: ClassVar[OrderedDict[tuple[str, str, int], WorldData]] = OrderedDict()
+    _cache: ClassVar[OrderedDict[tuple[str, str, int], tuple[WorldData, BaseModel]]] = OrderedDict()
     CACHE_SIZE: ClassVar[int] = 4
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -411,17 +411,22 @@ class World:
 
     @classmethod
     def load(cls, params: dict[str, Any] | BaseModel | None, seed: int) -> World:
-        """The world for `(params, seed)`, generated once per process and shared read-only."""
+        """The world for `(params, seed)`, generated once per process and shared read-only.
+
+        Loads with equal params share the generated data and the validated params object (caches
+        keyed by the params, e.g. per-world tool schemas, then hold across a scenario's variations).
+        """
         p = params if isinstance(params, BaseModel) else cls.Params.model_validate(params or {})
         key = (cls.name, p.model_dump_json(), int(seed))
-        data = cls._cache.get(key)
-        if data is None:
+        cached = cls._cache.get(key)
+        if cached is None:
             data = cls.build(p, np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED])))
-            cls._cache[key] = data
+            cls._cache[key] = (data, p)
             while len(cls._cache) > cls.CACHE_SIZE:
                 cls._cache.popitem(last=False)
         else:
             cls._cache.move_to_end(key)
+            data, p = cached
         return cls(data, p, int(seed))
 
     def new_state(self) -> State:

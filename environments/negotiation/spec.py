@@ -15,12 +15,10 @@ every party's best outcome scores 1 and its worst 0.
 from __future__ import annotations
 
 import keyword
-from collections import OrderedDict
 import math
 import re
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -169,8 +167,6 @@ class PartySpec(_Strict):
         return v
 
 
-_VALIDATED: OrderedDict[bytes, BargainingParams] = OrderedDict()
-_JSON_DUMPS: OrderedDict[int, tuple[BargainingParams, bytes]] = OrderedDict()  # holding the model keeps its id
 
 
 class BargainingParams(_Strict):
@@ -217,36 +213,6 @@ class BargainingParams(_Strict):
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise ValueError(f"market.{item}: give [low, high] with 0 <= low <= high")
         return v
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _reuse_validated(cls, data: Any, handler: Any) -> Any:
-        # Every episode validates its world params again (World.load); identical input gives the
-        # same (never mutated) model, so validate each distinct input once.
-        if not isinstance(data, dict):
-            return handler(data)
-        try:
-            key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-        except TypeError:
-            return handler(data)
-        model = _VALIDATED.get(key)
-        if model is None:
-            model = _VALIDATED[key] = handler(data)
-            while len(_VALIDATED) > 64:
-                _VALIDATED.popitem(last=False)
-        return model
-
-    def model_dump(self, *, mode: str = "python", **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """As pydantic's; the plain JSON form (every trajectory records it) is made once per model
-        (validated params are shared and never mutated) and handed out as a fresh copy."""
-        if mode != "json" or kwargs:
-            return super().model_dump(mode=mode, **kwargs)
-        cached = _JSON_DUMPS.get(id(self))
-        if cached is None or cached[0] is not self:
-            cached = _JSON_DUMPS[id(self)] = (self, orjson.dumps(super().model_dump(mode="json")))
-            while len(_JSON_DUMPS) > 64:
-                _JSON_DUMPS.popitem(last=False)
-        return orjson.loads(cached[1])
 
     @model_validator(mode="after")
     def _preferences_fit_issues(self) -> BargainingParams:
