@@ -37,6 +37,10 @@ def batch(tmp_path_factory):
         path = root / f"{fmt}.jsonl"
         export_runs(list(runs.values()), ExportOptions(fmt=fmt, out=str(path), dedup=False, tokenize=fmt == "llama3"))
         out[fmt] = worlds.read_lines(path)
+    # The default llama3 export (no tokens) takes the one-pass path over the records' events.
+    path = root / "llama3-plain.jsonl"
+    export_runs(list(runs.values()), ExportOptions(fmt="llama3", out=str(path), dedup=False))
+    out["llama3-plain"] = worlds.read_lines(path)
     return runs, out
 
 
@@ -67,6 +71,11 @@ def test_llama3_text_equals_metas_chat_format_for_every_scenario(batch):
         open_run(run).scenario.name for run in runs.values()}
     for line in out["llama3"]:
         assert line["text"] == reference_text(line["messages"]), line["id"]
+    plain = out["llama3-plain"]
+    assert [x["id"] for x in plain] == [x["id"] for x in out["llama3"]]
+    for line, tokenized in zip(plain, out["llama3"]):
+        assert line["text"] == reference_text(line["messages"]), line["id"]
+        assert line == {k: v for k, v in tokenized.items() if k not in ("tokens", "token_mask")}
 
 
 def test_llama3_system_message_and_tools(batch):
@@ -210,6 +219,113 @@ def test_fast_llama3_serialization_equals_the_plain_one(batch):
                 n += 1
         lookup.close()
     assert n > 20
+
+
+def _general_path(messages, offset=7):
+    """What the llama3 line, the card and deduplication make of a training view without the one-pass render."""
+    from simworld.export.card import _turns_and_calls
+    from simworld.export.curation import dedup_text
+    from simworld.export.source import Sample
+    from simworld.llama3.format import conversation_messages, render_normalized
+
+    conv = conversation_messages(messages[1:] if messages and messages[0]["role"] == "system" else messages)
+    text, spans = render_normalized(conv, begin=False, offset=offset)
+    plain = Sample(id="x", perspective="r", messages=messages, tools=[], tools_openai=[], today=None, scores={},
+                   provenance={})
+    return conv, text, [list(s) for s in spans], _turns_and_calls(messages), dedup_text(plain)
+
+
+def _one_pass(rendered):
+    return (rendered.conversation, rendered.text, rendered.spans, (rendered.turns, rendered.calls, rendered.sequence),
+            rendered.dedup_text)
+
+
+def test_one_pass_render_of_events_equals_the_perspective_path(batch):
+    from simworld.export.source import render_events, training_view
+
+    runs, _ = batch
+    n = 0
+    for run in runs.values():
+        info = open_run(run)
+        for rec in iter_records(run):
+            for role, kind in info.kinds.items():
+                view = training_view(perspective_dicts(rec["events"], role, rec["system"].get(role)))
+                rendered = render_events(rec["events"], role, offset=7)
+                if kind != "assistant" or not any(m["role"] == "assistant" for m in view):
+                    assert rendered is None or kind != "assistant"
+                    continue
+                assert rendered is not None
+                assert _one_pass(rendered) == _general_path(view)
+                n += 1
+    assert n > 20
+
+
+def _ev(speaker, role, content="", **kw):
+    return {"speaker": speaker, "role": role, "content": content, "tool_calls": [], "tool_call_id": None, "name": None,
+            "error": False, "invalid": None, "audience": None, **kw}
+
+
+def test_one_pass_render_handles_merges_stop_markers_audiences_errors_and_rejected_turns():
+    from simworld.export.source import render_events, training_view
+
+    call = {"id": "call_3_0", "name": "lookup", "arguments": {"q": "x <|eot_id|>"}}
+    events = [
+        _ev("user", "user", "hi"), _ev("user", "user", ""), _ev("user", "user", "again"),
+        _ev("world", "user", "for someone else", audience="other"), _ev("world", "user", "a notice", audience="bot"),
+        _ev("bot", "assistant", "", tool_calls=[call]),
+        _ev("bot", "tool", "boom", tool_call_id="call_3_0", name="lookup", error=True),
+        _ev("other", "tool", "not mine", tool_call_id="c9"),
+        _ev("bot", "assistant", "", tool_calls=[dict(call, id="call_5_0", arguments={})]),
+        _ev("bot", "tool", "ok", tool_call_id="call_5_0", name="lookup"),
+        _ev("bot", "assistant", "garbage", invalid="unparseable"),
+        _ev("user", "user", f"thanks {STOP}"),
+        _ev("bot", "assistant", "bye"),
+        _ev("user", "user", "trailing"),
+        _ev("bot", "tool", "after the last turn", tool_call_id="call_5_0", error=True),
+    ]
+    view = training_view(perspective_dicts(events, "bot", "SYS"))
+    rendered = render_events(events, "bot", offset=7)
+    assert _one_pass(rendered) == _general_path(view)
+    assert rendered.turns == 4 and rendered.calls == 2 and rendered.sequence == ["lookup"]
+    assert rendered.conversation[0] == {"role": "user", "content": "hi\n\nagain\n\na notice"}
+    assert render_events(events, "nobody") is None
+
+
+def test_one_pass_render_splits_parallel_calls_as_the_general_path_does():
+    from simworld.export.source import render_events, training_view
+
+    def call(i, name="lookup"):
+        return {"id": f"call_{i}", "name": name, "arguments": {"n": i}}
+
+    def result(i, **kw):
+        return _ev("bot", "tool", f"result {i}", tool_call_id=f"call_{i}", name="lookup", **kw)
+
+    logs = {
+        "results out of order, a stray and a repeated one": [
+            _ev("user", "user", "go"), _ev("bot", "assistant", "two at once", tool_calls=[call(1), call(2)]),
+            result(2, error=True), _ev("user", "user", "", audience="bot"), result(1), result(9), result(1),
+            _ev("bot", "assistant", "done")],
+        "a notice between results ends them": [
+            _ev("bot", "assistant", "", tool_calls=[call(1), call(2)]), result(1),
+            _ev("world", "user", "news", audience="bot"), result(2), _ev("bot", "assistant", "ok")],
+        "the last turn, no results": [_ev("user", "user", "go"), _ev("bot", "assistant", "", tool_calls=[call(1), call(2)])],
+        "the last turn, results cut off": [
+            _ev("bot", "assistant", "x", tool_calls=[call(1), call(2)]), result(1), _ev("user", "user", "bye"), result(2),
+            _ev("bot", "assistant", "", tool_calls=[call(3), call(4)]), result(3, error=True), result(4),
+            _ev("user", "user", "bye")],
+        "two groups in a row": [
+            _ev("bot", "assistant", "a", tool_calls=[call(1), call(2)]), result(1), result(2),
+            _ev("bot", "assistant", "b", tool_calls=[call(3), call(4, "other")]), result(4), result(3, error=True),
+            _ev("bot", "assistant", "c")],
+    }
+    for label, events in logs.items():
+        view = training_view(perspective_dicts(events, "bot", "SYS"))
+        rendered = render_events(events, "bot", offset=3)
+        assert rendered is not None, label
+        assert _one_pass(rendered) == _general_path(view, offset=3), label
+    # A late result after another message, and no turn after it: that one case is left to the general path.
+    tail = [_ev("bot", "assistant", "", tool_calls=[call(1), call(2)]), result(1), _ev("user", "user", "x"), result(2)]
+    assert render_events(tail, "bot") is None
 
 
 def test_run_reader_keeps_last_records_across_buffer_refills_superseded_and_torn_lines(batch, tmp_path, monkeypatch):

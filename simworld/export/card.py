@@ -38,6 +38,28 @@ def _dist(counter: Counter[int]) -> dict[str, Any]:
             "max": items[-1][0]}
 
 
+def _turns_and_calls(messages: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
+    """(assistant turns, tool calls, the tools called in order), leaving out of the sequence calls
+    whose result was an error when any was (the last result of each call id decides)."""
+    errors: dict[Any, bool] = {}
+    turns = 0
+    called = []
+    for m in messages:
+        role = m["role"]
+        if role == "assistant":
+            turns += 1
+            tool_calls = m.get("tool_calls")
+            if tool_calls:
+                called.extend(tool_calls)
+        elif role == "tool":
+            errors[m.get("tool_call_id")] = bool(m.get("error"))
+    if errors and any(errors.values()):
+        sequence = [c["name"] for c in called if not errors.get(c.get("id"), False)]
+    else:
+        sequence = [c["name"] for c in called]
+    return turns, len(called), sequence
+
+
 class CardStats:
     """Streaming statistics of an export (memory bounded by distinct values, not by samples)."""
 
@@ -83,24 +105,13 @@ class CardStats:
             if name not in ("value", "passed") and isinstance(v, (int, float)):
                 self.scorer_sum[name] += v
                 self.scorer_n[name] += 1
-        errors: dict[Any, bool] = {}  # the last result of each call id decides, as a dict of all results would
-        turns = 0
-        called = []
-        for m in sample.messages:
-            role = m["role"]
-            if role == "assistant":
-                turns += 1
-                tool_calls = m.get("tool_calls")
-                if tool_calls:
-                    called.extend(tool_calls)
-            elif role == "tool":
-                errors[m.get("tool_call_id")] = bool(m.get("error"))
-        if errors and any(errors.values()):
-            sequence = [c["name"] for c in called if not errors.get(c.get("id"), False)]
+        rendered = sample.rendered
+        if rendered is not None:
+            turns, calls, sequence = rendered.turns, rendered.calls, rendered.sequence
         else:
-            sequence = [c["name"] for c in called]
+            turns, calls, sequence = _turns_and_calls(sample.messages)
         self.turns[turns] += 1
-        self.tool_calls[len(called)] += 1
+        self.tool_calls[calls] += 1
         if sequence:
             used = self.tools_used.get(sample.world)
             if used is None:

@@ -139,6 +139,10 @@ def simhash(text: str) -> int:
 
 
 def dedup_text(sample: Sample) -> str:
+    """The sample's conversation without the system message: contents, and each call as its name
+    and JSON arguments."""
+    if sample.rendered is not None:
+        return sample.rendered.dedup_text
     parts = []
     for m in sample.messages:
         if m["role"] == "system":

@@ -53,7 +53,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
         for sample in _synthetic_samples([run], opts, ignored):
             hit = wanted.get((ri, sample.id))
             if hit is not None:
-                sample.record = None
+                sample.detach()
                 held.setdefault(hit[0], {})[hit[1]] = sample
     outputs = _Outputs({"train": out})
     pairs = identical = unrelated = not_ours = 0

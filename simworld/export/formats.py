@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from simworld.export.source import Sample
-from simworld.llama3.format import (BEGIN, EOM, EOT, HEADERS, contains_special_token, conversation_messages,
-                                    json_dumps, llama3_messages, render_normalized, system_content)
+from simworld.export.source import Sample, render_events
+from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages, llama3_messages,
+                                    render_normalized, system_content)
 
 FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
 
@@ -79,8 +79,7 @@ _SYSTEMS: dict[tuple[str, int, int, Any], _SystemPart] = {}
 def system_part(sample: Sample) -> _SystemPart:
     """The cached system part of a sample: the same role in the same world shares one (the system
     message and tool definitions are most of a sample's text, and are serialized once)."""
-    first = sample.messages[0] if sample.messages else None
-    prompt = first["content"] if first is not None and first["role"] == "system" else ""
+    prompt = sample.system_prompt
     key = (prompt, id(sample.tools), id(sample.tools_openai), sample.today)
     part = _SYSTEMS.get(key)
     if part is None or part.tools is not sample.tools or part.tools_openai is not sample.tools_openai:
@@ -88,68 +87,6 @@ def system_part(sample: Sample) -> _SystemPart:
             _SYSTEMS.clear()
         part = _SYSTEMS[key] = _SystemPart(prompt, sample.tools, sample.tools_openai, sample.today)
     return part
-
-
-def _conversation(sample: Sample) -> list[dict[str, Any]]:
-    msgs = sample.messages
-    return conversation_messages(msgs[1:] if msgs and msgs[0]["role"] == "system" else msgs)
-
-
-_H_USER, _H_ASSISTANT, _H_TOOL = HEADERS["user"], HEADERS["assistant"], HEADERS["tool"]
-
-
-def _render_conversation(msgs: list[dict[str, Any]], offset: int) -> tuple[list[dict[str, Any]], str, list[list[int]]] | None:
-    """`conversation_messages` and `render_normalized(..., begin=False, offset=offset)` of message
-    dicts in one pass, or None when a turn needs the general path (parallel calls, an OpenAI-shaped
-    call). Equal to the general path (a test compares them)."""
-    conv: list[dict[str, Any]] = []
-    pieces: list[str] = []
-    spans: list[list[int]] = []
-    pos = offset
-    for m in msgs:
-        role = m["role"]
-        content = m.get("content") or ""
-        if role == "user":
-            conv.append({"role": "user", "content": content})
-            pieces.append(_H_USER)
-            pieces.append(content)
-            pieces.append(EOT)
-            pos += len(_H_USER) + len(content) + len(EOT)
-        elif role == "tool":
-            item = {"role": "tool", "content": content, "tool_call_id": m.get("tool_call_id")}
-            if m.get("name"):
-                item["name"] = m["name"]
-            conv.append(item)
-            pieces.append(_H_TOOL)
-            pieces.append(content)
-            pieces.append(EOT)
-            pos += len(_H_TOOL) + len(content) + len(EOT)
-        elif role == "assistant":
-            calls = m.get("tool_calls")
-            pos += len(_H_ASSISTANT)
-            if calls:
-                if len(calls) != 1 or "name" not in calls[0]:
-                    return None
-                c = calls[0]
-                call = {"id": c.get("id", ""), "name": c["name"], "arguments": c.get("arguments", {})}
-                conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
-                body = content + json_dumps({"type": "function", "name": call["name"],
-                                             "parameters": call["arguments"]}) + EOM
-                spans.append([pos, pos + len(body)])
-            else:
-                body = content + EOT
-                bad = m.get("invalid")
-                if bad:
-                    conv.append({"role": "assistant", "content": content, "invalid": bad})
-                else:
-                    conv.append({"role": "assistant", "content": content})
-                    spans.append([pos, pos + len(body)])
-            pieces.append(_H_ASSISTANT)
-            pieces.append(body)
-            pos += len(body)
-        else:
-            return None
-    return conv, "".join(pieces), spans
 
 
 def llama3_line_bytes(sample: Sample) -> bytes:
@@ -178,17 +115,21 @@ class Llama3Line(NamedTuple):
 
 
 def llama3_line_parts(sample: Sample) -> Llama3Line:
-    """`llama3_line`, serialized from the cached system part and one pass over the conversation."""
+    """`llama3_line`, serialized from the cached system part and one pass over the conversation
+    (over the record's events when the sample has them: :func:`~simworld.export.source.render_events`)."""
     part = system_part(sample)
-    msgs = sample.messages
-    if msgs and msgs[0]["role"] == "system":
-        msgs = msgs[1:]
-    fast = _render_conversation(msgs, part.prefix_len)
-    if fast is None:
+    rendered = None
+    if sample.record is not None and sample.rendered is None:
+        rendered = sample.rendered = render_events(sample.record.get("events") or [], sample.perspective,
+                                                   part.prefix_len)
+    if rendered is not None:
+        conv, text, spans = rendered.conversation, rendered.text, rendered.spans
+    else:
+        msgs = sample.messages
+        if msgs and msgs[0]["role"] == "system":
+            msgs = msgs[1:]
         conv = conversation_messages(msgs)
         text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
-    else:
-        conv, text, spans = fast
     messages = orjson.dumps(conv)
     text_json = orjson.dumps(text)
     pieces = [

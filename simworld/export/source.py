@@ -12,12 +12,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from simworld import registry
 from simworld.episode import STOP
+from simworld.llama3.format import EOM, EOT, HEADERS, json_dumps
 from simworld.replay import load_run_scenario, parse_record
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, world_of
@@ -98,25 +99,234 @@ class RunInfo:
         return hit
 
 
-@dataclass
 class Sample:
-    """One perspective of one trajectory (or one external conversation), ready to format."""
+    """One perspective of one trajectory (or one external conversation), ready to format.
 
-    id: str
-    perspective: str
-    messages: list[dict[str, Any]]
-    """system/user/assistant/tool dicts; assistant ``tool_calls`` hold ``{"id", "name", "arguments"}``."""
-    tools: list[Any]
-    """ToolSpecs (or OpenAI-shaped tool dicts for external data)."""
-    tools_openai: list[dict[str, Any]]
-    today: dt.date
-    scores: dict[str, Any]
-    provenance: dict[str, Any]
-    synthetic: bool = True
-    split_key: str = ""
-    world: str = ""
-    success: bool = True
-    record: dict[str, Any] | None = field(default=None, repr=False)
+    A trajectory's sample keeps its record and builds :attr:`messages` only when asked: the
+    ``llama3`` export renders straight from the record's events (:func:`render_events`) and never
+    needs them.
+    """
+
+    __slots__ = ("id", "perspective", "_messages", "system_prompt", "tools", "tools_openai", "today", "scores",
+                 "provenance", "synthetic", "split_key", "world", "success", "record", "rendered")
+
+    def __init__(self, id: str, perspective: str, messages: list[dict[str, Any]] | None, tools: list[Any],
+                 tools_openai: list[dict[str, Any]], today: dt.date, scores: dict[str, Any],
+                 provenance: dict[str, Any], synthetic: bool = True, split_key: str = "", world: str = "",
+                 success: bool = True, record: dict[str, Any] | None = None, system_prompt: str | None = None) -> None:
+        self.id = id
+        self.perspective = perspective
+        self._messages = messages
+        """system/user/assistant/tool dicts; assistant ``tool_calls`` hold ``{"id", "name", "arguments"}``."""
+        if system_prompt is None and messages and messages[0]["role"] == "system":
+            system_prompt = messages[0]["content"]
+        self.system_prompt = system_prompt or ""
+        self.tools = tools
+        """ToolSpecs (or OpenAI-shaped tool dicts for external data)."""
+        self.tools_openai = tools_openai
+        self.today = today
+        self.scores = scores
+        self.provenance = provenance
+        self.synthetic = synthetic
+        self.split_key = split_key
+        self.world = world
+        self.success = success
+        self.record = record
+        self.rendered: RoleRender | None = None
+        """The one-pass render of this role's events, when the llama3 export made it."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        if self._messages is None:
+            assert self.record is not None
+            self._messages = training_view(perspective_dicts(self.record.get("events") or [], self.perspective,
+                                                             self.system_prompt or None))
+        return self._messages
+
+    def detach(self) -> None:
+        """Build the messages and drop the record (a sample held in memory for later)."""
+        self.messages  # noqa: B018
+        self.record = None
+
+    def __repr__(self) -> str:
+        return f"Sample(id={self.id!r}, perspective={self.perspective!r})"
+
+
+_H_USER, _H_ASSISTANT, _H_TOOL = HEADERS["user"], HEADERS["assistant"], HEADERS["tool"]
+
+
+class RoleRender(NamedTuple):
+    """One role's training view of a trajectory, rendered in one pass over its events
+    (:func:`render_events`): what the llama3 line, the dataset card and deduplication need."""
+
+    conversation: list[dict[str, Any]]
+    """The normalized messages after the system message (``conversation_messages`` of the view)."""
+    text: str
+    """The Llama 3 text of `conversation` (no ``<|begin_of_text|>``, no system message)."""
+    spans: list[list[int]]
+    """Loss spans, shifted by the offset :func:`render_events` was given."""
+    turns: int
+    """Assistant messages in the view."""
+    calls: int
+    """Tool calls made in the view."""
+    sequence: list[str]
+    """The tools called, in order, leaving out calls whose result was an error when any was."""
+    dedup_text: str
+    """What near-duplicate detection compares (:func:`simworld.export.curation.dedup_text`)."""
+
+
+def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> RoleRender | None:
+    """`role`'s training view of `events` (``training_view(perspective_dicts(...))`` without the
+    system message), normalized as :func:`~simworld.llama3.format.conversation_messages` does and
+    rendered as Llama 3 text in one pass. None when there is no assistant turn, or in the one case
+    left to the general path: the last assistant turn makes parallel calls, another message follows,
+    and a result of this role comes after that.
+    Equal to the general path (a test compares them over every scenario)."""
+    h_user, h_assistant, h_tool, eot, eom = _H_USER, _H_ASSISTANT, _H_TOOL, EOT, EOM
+    conv: list[dict[str, Any]] = []
+    pieces: list[str] = []
+    spans: list[list[int]] = []
+    parts: list[str] = []  # what deduplication compares, in the order of the view's messages
+    errors: list[tuple[int, Any, bool]] = []  # (position in parts, call id, error) of each result
+    names: list[tuple[str, Any]] = []
+    pos = offset
+    pending: str | None = None  # other speakers' text, merged into one user message
+    group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]] | None = None  # parallel calls and their results
+    grouped = False  # results still join the group
+    group_end = 0
+    cut = None
+    turns = 0
+    for ev in events:
+        audience = ev.get("audience")
+        if audience is not None and audience != role:
+            continue
+        if ev.get("speaker") != role:
+            if ev["role"] == "tool":
+                continue
+            content = ev.get("content")
+            if content:
+                grouped = False  # a message between the results ends them
+                pending = content if pending is None else pending + "\n\n" + content
+            continue
+        if group is not None and (not grouped or ev["role"] != "tool"):
+            # A later turn of this role: the results are in the view, each after its call.
+            pos = _close_group(group, conv, pieces, spans, pos)
+            group = None
+        if pending is not None:
+            if STOP in pending:
+                pending = pending.replace(STOP, "").strip()
+            conv.append({"role": "user", "content": pending})
+            pieces.append(h_user)
+            pieces.append(pending)
+            pieces.append(eot)
+            parts.append(pending)
+            pos += len(h_user) + len(pending) + len(eot)
+            pending = None
+        content = ev.get("content") or ""
+        if ev["role"] == "tool":
+            call_id = ev.get("tool_call_id")
+            name = ev.get("name")
+            item = {"role": "tool", "content": content, "tool_call_id": call_id}
+            if name:
+                item["name"] = name
+            errors.append((len(parts), call_id, bool(ev.get("error"))))
+            parts.append(content)
+            if group is not None:  # (grouped: a later message would have closed it)
+                group[2].append(item)
+                continue
+            conv.append(item)
+            pieces.append(h_tool)
+            pieces.append(content)
+            pieces.append(eot)
+            pos += len(h_tool) + len(content) + len(eot)
+            continue
+        calls = ev.get("tool_calls")
+        if calls and any("name" not in c for c in calls):
+            return None  # an OpenAI-shaped call: the general path reads those
+        parts.append(content)
+        turns += 1
+        if calls and len(calls) > 1:
+            group = (content, [_call_of(c, names, parts) for c in calls], [])
+            grouped, group_end = True, len(parts)
+            cut = None  # decided by what follows
+            continue
+        pos += len(h_assistant)
+        if calls:
+            call = _call_of(calls[0], names, parts)
+            conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
+            body = content + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]}) + eom
+            spans.append([pos, pos + len(body)])
+        else:
+            body = content + eot
+            bad = ev.get("invalid")
+            if bad:
+                conv.append({"role": "assistant", "content": content, "invalid": bad})
+            else:
+                conv.append({"role": "assistant", "content": content})
+                spans.append([pos, pos + len(body)])
+        pieces.append(h_assistant)
+        pieces.append(body)
+        pos += len(body)
+        cut = (len(conv), len(pieces), len(spans), len(parts), turns, len(names))
+    if group is not None:  # the last turn: the view ends before its results
+        pos = _close_group((group[0], group[1], []), conv, pieces, spans, pos)
+        cut = (len(conv), len(pieces), len(spans), group_end, turns, len(names))
+    if cut is None:
+        return None  # no turn, or results of the last turn came after another message (the general path)
+    n_conv, n_pieces, n_spans, n_parts, turns, n_names = cut
+    if n_conv < len(conv):
+        del conv[n_conv:], pieces[n_pieces:], spans[n_spans:]
+    del parts[n_parts:], names[n_names:]
+    failed = {call_id: err for i, call_id, err in errors if i < n_parts}
+    if failed and any(failed.values()):
+        sequence = [name for name, call_id in names if not failed.get(call_id, False)]
+    else:
+        sequence = [name for name, _ in names]
+    return RoleRender(conv, "".join(pieces), spans, turns, len(names), sequence, "\n".join(parts))
+
+
+def _call_of(c: dict[str, Any], names: list[tuple[str, Any]], parts: list[str]) -> dict[str, Any]:
+    """The normalized call dict of a recorded call (noted for the card and deduplication)."""
+    args = c.get("arguments", {})
+    call = {"id": c.get("id", ""), "name": c["name"], "arguments": args}
+    names.append((c["name"], c.get("id")))
+    parts.append(c["name"] + " " + orjson.dumps(args or {}).decode())
+    return call
+
+
+def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], conv: list[dict[str, Any]],
+                 pieces: list[str], spans: list[list[int]], pos: int) -> int:
+    """Render an assistant turn with parallel calls as conversation_messages splits it: one turn per
+    call (the text with the first), each followed by its result, then results that answer none."""
+    content, calls, found = group
+    results: dict[Any, dict[str, Any]] = {}
+    for j, item in enumerate(found):
+        results.setdefault(item["tool_call_id"] or f"#{j}", item)  # the first result of an id counts
+    ids = {c["id"] for c in calls}
+    for k, call in enumerate(calls):
+        text = content if k == 0 else ""
+        conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
+        body = text + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]}) + EOM
+        pieces.append(_H_ASSISTANT)
+        pieces.append(body)
+        pos += len(_H_ASSISTANT)
+        spans.append([pos, pos + len(body)])
+        pos += len(body)
+        result = results.get(call["id"])
+        if result is not None:
+            pos = _put_result(result, conv, pieces, pos)
+    for result in results.values():
+        if result["tool_call_id"] not in ids:
+            pos = _put_result(result, conv, pieces, pos)
+    return pos
+
+
+def _put_result(item: dict[str, Any], conv: list[dict[str, Any]], pieces: list[str], pos: int) -> int:
+    conv.append(item)
+    pieces.append(_H_TOOL)
+    pieces.append(item["content"])
+    pieces.append(EOT)
+    return pos + len(_H_TOOL) + len(item["content"]) + len(EOT)
 
 
 def open_run(path: str | Path, requested_scorers: tuple[str, ...] = ()) -> RunInfo:
@@ -216,11 +426,22 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
     for role, kind in run.kinds.items():
         if kind != "assistant":
             continue
-        msgs = training_view(perspective_dicts(events, role, system.get(role)))
-        if not any(m["role"] == "assistant" for m in msgs):
+        if not _speaks(events, role):
             continue
         tools, tools_openai = run.tools_for(record, role)
-        yield Sample(id=f"{prov['run']}/{record['episode_id']}/{role}", perspective=role, messages=msgs, tools=tools,
+        yield Sample(id=f"{prov['run']}/{record['episode_id']}/{role}", perspective=role, messages=None, tools=tools,
                      tools_openai=tools_openai, today=run.today, scores=scores, provenance={**prov, "perspective": role},
                      synthetic=prov["synthetic"], split_key=f"{record.get('scenario')}\x00{task.get('instance_id')}",
-                     world=run.scenario.world.type, success=prov["success"], record=record)
+                     world=run.scenario.world.type, success=prov["success"], record=record,
+                     system_prompt=system.get(role) or "")
+
+
+def _speaks(events: list[dict[str, Any]], role: str) -> bool:
+    """Whether `role`'s training view has an assistant turn: an event of its own that is not a tool
+    result and that it can see."""
+    for ev in events:
+        if ev.get("speaker") == role and ev["role"] != "tool":
+            audience = ev.get("audience")
+            if audience is None or audience == role:
+                return True
+    return False
