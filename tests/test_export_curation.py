@@ -369,3 +369,21 @@ def test_cli_export_errors_are_one_line(ledger_runs, tmp_path, args, needle):
     res = cli(*full)
     assert res.returncode == 2 and needle in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_streamed_output_hands_chunks_to_disk_and_keeps_every_byte(tmp_path, monkeypatch):
+    import sys
+
+    from simworld.export.pipeline import _Outputs, _Streamed
+
+    monkeypatch.setattr(_Streamed, "CHUNK", 64 << 10)
+    out = tmp_path / "big.jsonl"
+    outputs = _Outputs({"train": out})
+    lines = [orjson.dumps({"i": i, "pad": "x" * (i * 37 % 5000)}) for i in range(400)]  # ~1 MB
+    for line in lines:
+        outputs.write("train", line)
+    stream = outputs.fh["train"]
+    if sys.platform.startswith("linux"):
+        assert stream.recycle and 0 < stream.dropped < stream.started <= stream.written
+    outputs.commit()
+    assert out.read_bytes() == b"".join(x + b"\n" for x in lines)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -63,25 +64,87 @@ def validation_path(out: Path) -> Path:
     return out.with_name(stem + ".validation.jsonl")
 
 
+def _sync_file_range() -> Any:
+    """libc's ``sync_file_range`` (Linux), or None."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "posix_fadvise"):
+        return None
+    try:
+        import ctypes
+        import ctypes.util
+
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SFR_WRITE, _SFR_WAIT = 2, 1 | 2 | 4  # SYNC_FILE_RANGE_WRITE; WAIT_BEFORE | WRITE | WAIT_AFTER
+
+
+class _Streamed:
+    """One output file written as a stream: each 16 MiB written is handed to the disk at once and,
+    once on disk, dropped from the page cache.
+
+    An export writes gigabytes it will not read again. Left in the page cache, they fill memory
+    with dirty pages, and each new page the kernel has to find for them costs more CPU than the
+    bytes do (on a VM, four to eight times as much, and unpredictably). Recycling a few chunks keeps
+    the export's memory flat, its kernel time steady, and leaves the final fsync little to do.
+    """
+
+    CHUNK = 16 << 20
+    _sfr: Any = None
+    _sfr_loaded = False
+
+    def __init__(self, path: Path) -> None:
+        self.fh = open(path, "wb", buffering=1 << 20)
+        self.written = 0  # bytes handed to the file object
+        self.started = 0  # bytes whose write-out was started
+        self.dropped = 0  # bytes on disk and out of the page cache
+        if not _Streamed._sfr_loaded:
+            _Streamed._sfr, _Streamed._sfr_loaded = _sync_file_range(), True
+        self.recycle = _Streamed._sfr is not None
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.written += len(data)
+        if self.recycle and self.written - self.started >= self.CHUNK:
+            self._advance()
+
+    def _advance(self) -> None:
+        self.fh.flush()
+        fd, sfr = self.fh.fileno(), _Streamed._sfr
+        end = self.written
+        ok = sfr(fd, self.started, end - self.started, _SFR_WRITE) == 0
+        if ok and self.dropped < self.started:  # the previous chunk: wait for it, then let it go
+            ok = sfr(fd, self.dropped, self.started - self.dropped, _SFR_WAIT) == 0
+            if ok:
+                os.posix_fadvise(fd, self.dropped, self.started - self.dropped, os.POSIX_FADV_DONTNEED)
+                self.dropped = self.started
+        self.started = end
+        if not ok:  # a file system that cannot: write as usual (errors surface in write and fsync)
+            self.recycle = False
+
+
 class _Outputs:
     """Temporary output files, renamed into place on commit, removed on failure."""
 
     def __init__(self, paths: dict[str, Path]) -> None:
         self.paths = paths
         self.tmp = {k: p.with_name(f".{p.name}.tmp-{os.getpid()}") for k, p in paths.items()}
-        self.fh: dict[str, BinaryIO] = {}
+        self.fh: dict[str, _Streamed] = {}
         self.count = {k: 0 for k in paths}
         try:
             for k, p in self.tmp.items():
                 p.parent.mkdir(parents=True, exist_ok=True)
-                self.fh[k] = open(p, "wb", buffering=1 << 20)
+                self.fh[k] = _Streamed(p)
         except OSError as exc:
             self.abort()
             raise SimworldError(f"cannot write {paths[k]}: {exc.strerror or exc}") from None
 
     def write(self, key: str, line: dict[str, Any] | bytes | list[bytes]) -> None:
-        """Write one line: a dict, its serialized bytes, or byte pieces to join (written as they are:
-        large shared pieces are never copied into a joined line)."""
+        """Write one line: a dict, its serialized bytes, or byte pieces to join."""
         fh = self.fh[key]
         try:
             if isinstance(line, list):
@@ -95,10 +158,10 @@ class _Outputs:
 
     def commit(self) -> None:
         try:
-            for k, fh in self.fh.items():
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
+            for k, out in self.fh.items():
+                out.fh.flush()
+                os.fsync(out.fh.fileno())
+                out.fh.close()
             for k, p in self.tmp.items():
                 os.replace(p, self.paths[k])
         except OSError as exc:
@@ -106,9 +169,9 @@ class _Outputs:
             raise SimworldError(f"cannot write {self.paths[k]}: {exc.strerror or exc}") from None
 
     def abort(self) -> None:
-        for fh in self.fh.values():
+        for out in self.fh.values():
             try:
-                fh.close()
+                out.fh.close()
             except OSError:
                 pass
         for p in self.tmp.values():

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -185,11 +186,10 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
     h_user, h_assistant, h_tool, eot, eom = _H_USER, _H_ASSISTANT, _H_TOOL, EOT, EOM
     conv: list[dict[str, Any]] = []
     pieces: list[str] = []
-    spans: list[list[int]] = []
+    spans: list[Any] = []  # the piece number of each turn in the loss mask, made character spans at the end
     parts: list[str] = []  # what deduplication compares, in the order of the view's messages
     errors: list[tuple[int, Any, bool]] = []  # (position in parts, call id, error) of each result
     names: list[tuple[str, Any]] = []
-    pos = offset
     pending: str | None = None  # other speakers' text, merged into one user message
     group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]] | None = None  # parallel calls and their results
     grouped = False  # results still join the group
@@ -210,7 +210,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
             continue
         if group is not None and (not grouped or ev["role"] != "tool"):
             # A later turn of this role: the results are in the view, each after its call.
-            pos = _close_group(group, conv, pieces, spans, pos)
+            _close_group(group, conv, pieces, spans)
             group = None
         if pending is not None:
             if STOP in pending:
@@ -220,7 +220,6 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
             pieces.append(pending)
             pieces.append(eot)
             parts.append(pending)
-            pos += len(h_user) + len(pending) + len(eot)
             pending = None
         content = ev.get("content") or ""
         if ev["role"] == "tool":
@@ -238,7 +237,6 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
             pieces.append(h_tool)
             pieces.append(content)
             pieces.append(eot)
-            pos += len(h_tool) + len(content) + len(eot)
             continue
         calls = ev.get("tool_calls")
         if calls and any("name" not in c for c in calls):
@@ -250,12 +248,12 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
             grouped, group_end = True, len(parts)
             cut = None  # decided by what follows
             continue
-        pos += len(h_assistant)
+        pieces.append(h_assistant)
         if calls:
             call = _call_of(calls[0], names, parts)
             conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
             body = content + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]}) + eom
-            spans.append([pos, pos + len(body)])
+            spans.append(len(pieces))
         else:
             body = content + eot
             bad = ev.get("invalid")
@@ -263,13 +261,11 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
                 conv.append({"role": "assistant", "content": content, "invalid": bad})
             else:
                 conv.append({"role": "assistant", "content": content})
-                spans.append([pos, pos + len(body)])
-        pieces.append(h_assistant)
+                spans.append(len(pieces))
         pieces.append(body)
-        pos += len(body)
         cut = (len(conv), len(pieces), len(spans), len(parts), turns, len(names))
     if group is not None:  # the last turn: the view ends before its results
-        pos = _close_group((group[0], group[1], []), conv, pieces, spans, pos)
+        _close_group((group[0], group[1], []), conv, pieces, spans)
         cut = (len(conv), len(pieces), len(spans), group_end, turns, len(names))
     if cut is None:
         return None  # no turn, or results of the last turn came after another message (the general path)
@@ -282,6 +278,9 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
         sequence = [name for name, call_id in names if not failed.get(call_id, False)]
     else:
         sequence = [name for name, _ in names]
+    # Spans from piece numbers: a turn's span is its body piece, end token included.
+    ends = list(accumulate(map(len, pieces), initial=offset))
+    spans = [[ends[k], ends[k + 1]] for k in spans]
     return RoleRender(conv, "".join(pieces), spans, turns, len(names), sequence, "\n".join(parts))
 
 
@@ -295,7 +294,7 @@ def _call_of(c: dict[str, Any], names: list[tuple[str, Any]], parts: list[str]) 
 
 
 def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], conv: list[dict[str, Any]],
-                 pieces: list[str], spans: list[list[int]], pos: int) -> int:
+                 pieces: list[str], spans: list[Any]) -> None:
     """Render an assistant turn with parallel calls as conversation_messages splits it: one turn per
     call (the text with the first), each followed by its result, then results that answer none."""
     content, calls, found = group
@@ -306,27 +305,23 @@ def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], 
     for k, call in enumerate(calls):
         text = content if k == 0 else ""
         conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
-        body = text + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]}) + EOM
         pieces.append(_H_ASSISTANT)
-        pieces.append(body)
-        pos += len(_H_ASSISTANT)
-        spans.append([pos, pos + len(body)])
-        pos += len(body)
+        spans.append(len(pieces))
+        pieces.append(text + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]})
+                      + EOM)
         result = results.get(call["id"])
         if result is not None:
-            pos = _put_result(result, conv, pieces, pos)
+            _put_result(result, conv, pieces)
     for result in results.values():
         if result["tool_call_id"] not in ids:
-            pos = _put_result(result, conv, pieces, pos)
-    return pos
+            _put_result(result, conv, pieces)
 
 
-def _put_result(item: dict[str, Any], conv: list[dict[str, Any]], pieces: list[str], pos: int) -> int:
+def _put_result(item: dict[str, Any], conv: list[dict[str, Any]], pieces: list[str]) -> None:
     conv.append(item)
     pieces.append(_H_TOOL)
     pieces.append(item["content"])
     pieces.append(EOT)
-    return pos + len(_H_TOOL) + len(item["content"]) + len(EOT)
 
 
 def open_run(path: str | Path, requested_scorers: tuple[str, ...] = ()) -> RunInfo:
