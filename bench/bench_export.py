@@ -16,8 +16,10 @@ suite (tests/ledger_world.py, loaded as a plugin): short conversations, three to
 
 Each export runs in a fresh process (`python -m simworld export ...` semantics through
 `export_runs`), pinned to one core where the OS allows; the table reports CPU seconds of that
-process, samples per CPU second, and its peak RSS. Memory is flat when the 100k row's peak RSS
-is close to the 10k row's.
+process (user + kernel), samples per CPU second, and its peak RSS. Memory is flat when the 100k
+row's peak RSS is close to the 10k row's. "write floor" is the CPU time the same number of lines
+of the same size take through the export's writer with no other work, measured right after: the
+kernel's share of any export of that size on this machine.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -83,10 +86,12 @@ except (AttributeError, OSError):
 sys.path.insert(0, sys.argv[1])
 from simworld.export import ExportOptions, export_runs
 opts = json.loads(sys.argv[3])
-t0, w0 = time.process_time(), time.perf_counter()
+r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 res = export_runs([sys.argv[2]], ExportOptions(**opts))
-cpu, wall = time.process_time() - t0, time.perf_counter() - w0
-print(json.dumps({"cpu": cpu, "wall": wall, "samples": sum(res.written.values()),
+r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - w0
+user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+print(json.dumps({"cpu": user + system, "user": user, "sys": system, "wall": wall,
+                  "samples": sum(res.written.values()), "out_bytes": os.path.getsize(opts["out"]),
                   "dups": res.card["duplicates_removed"],
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -100,6 +105,22 @@ def export_once(run: Path, out: Path, **opts) -> dict:
         raise SystemExit(res.stderr)
     out.unlink(missing_ok=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def write_floor(path: Path, line_bytes: int, n: int) -> float:
+    """CPU seconds this machine takes to write `n` lines of `line_bytes` through the export's own
+    writer with no other work: the part of an export's time that is the kernel's, not simworld's."""
+    from simworld.export.pipeline import _Outputs
+
+    line = b"x" * (line_bytes - 1)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    out = _Outputs({"train": path})
+    for _ in range(n):
+        out.write("train", line)
+    out.commit()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    path.unlink()
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
 def main() -> None:
@@ -135,9 +156,11 @@ def main() -> None:
                 size = (run / "trajectories-0.jsonl").stat().st_size
                 for label, opts in (("default (dedup on)", {}), ("--no-dedup", {"dedup": False})):
                     r = export_once(run, tmp / "out.jsonl", **opts)
+                    r["floor"] = write_floor(tmp / "floor.jsonl", round(r["out_bytes"] / r["samples"]), r["samples"])
                     rows.append((name, n, size / n, label, r))
-                    print(f"  {n:>7,} {label:<20} {r['samples']:>7,} samples  cpu {r['cpu']:6.1f}s  "
-                          f"{r['samples'] / r['cpu']:8,.0f}/s  peak RSS {r['rss_mib']:6.0f} MiB", flush=True)
+                    print(f"  {n:>7,} {label:<20} {r['samples']:>7,} samples  cpu {r['cpu']:6.1f}s "
+                          f"(user {r['user']:.1f}, sys {r['sys']:.1f})  {r['samples'] / r['cpu']:8,.0f}/s  "
+                          f"write floor {r['floor']:.1f}s  peak RSS {r['rss_mib']:6.0f} MiB", flush=True)
                 if not args.keep:
                     shutil.rmtree(run)
     finally:
@@ -146,11 +169,14 @@ def main() -> None:
         else:
             print(f"runs kept in {tmp}")
     print()
-    print("| set | trajectories | record bytes | options | samples | CPU s | samples/s (1 core) | peak RSS MiB |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    print(f"{os.cpu_count()} cores on the machine, each export pinned to one.")
+    print("| set | trajectories | record bytes | sample bytes | options | samples | CPU s (user + sys) "
+          "| samples/s (1 core) | write floor s | peak RSS MiB |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, n, rec_bytes, label, r in rows:
-        print(f"| {name} | {n:,} | {rec_bytes:,.0f} | {label} | {r['samples']:,} | {r['cpu']:.1f} | "
-              f"{r['samples'] / r['cpu']:,.0f} | {r['rss_mib']:.0f} |")
+        print(f"| {name} | {n:,} | {rec_bytes:,.0f} | {r['out_bytes'] / r['samples']:,.0f} | {label} | "
+              f"{r['samples']:,} | {r['cpu']:.1f} ({r['user']:.1f} + {r['sys']:.1f}) | "
+              f"{r['samples'] / r['cpu']:,.0f} | {r['floor']:.1f} | {r['rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":
