@@ -17,9 +17,10 @@ suite (tests/ledger_world.py, loaded as a plugin): short conversations, three to
 Each export runs in a fresh process (`python -m simworld export ...` semantics through
 `export_runs`), pinned to one core where the OS allows; the table reports CPU seconds of that
 process (user + kernel), samples per CPU second, and its peak RSS. Memory is flat when the 100k
-row's peak RSS is close to the 10k row's. "write floor" is the CPU time the same number of lines
-of the same size take through the export's writer with no other work, measured right after: the
-kernel's share of any export of that size on this machine.
+row's peak RSS is close to the 10k row's. Two floors are measured right after each export, in
+the parent process: "read floor", the CPU time reading and parsing the run's records takes with
+no other work, and "write floor", the CPU time the same number of lines of the same size take
+through the export's writer. Whatever the export does per sample comes on top of both.
 """
 
 from __future__ import annotations
@@ -107,6 +108,17 @@ def export_once(run: Path, out: Path, **opts) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def read_floor(run: Path) -> float:
+    """CPU seconds reading and parsing the run's records takes with no other work."""
+    from simworld.runio import iter_records
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in iter_records(run):
+        pass
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
 def write_floor(path: Path, line_bytes: int, n: int) -> float:
     """CPU seconds this machine takes to write `n` lines of `line_bytes` through the export's own
     writer with no other work: the part of an export's time that is the kernel's, not simworld's."""
@@ -157,10 +169,11 @@ def main() -> None:
                 for label, opts in (("default (dedup on)", {}), ("--no-dedup", {"dedup": False})):
                     r = export_once(run, tmp / "out.jsonl", **opts)
                     r["floor"] = write_floor(tmp / "floor.jsonl", round(r["out_bytes"] / r["samples"]), r["samples"])
+                    r["read"] = read_floor(run)
                     rows.append((name, n, size / n, label, r))
                     print(f"  {n:>7,} {label:<20} {r['samples']:>7,} samples  cpu {r['cpu']:6.1f}s "
                           f"(user {r['user']:.1f}, sys {r['sys']:.1f})  {r['samples'] / r['cpu']:8,.0f}/s  "
-                          f"write floor {r['floor']:.1f}s  peak RSS {r['rss_mib']:6.0f} MiB", flush=True)
+                          f"floors: read {r['read']:.1f}s, write {r['floor']:.1f}s  peak RSS {r['rss_mib']:6.0f} MiB", flush=True)
                 if not args.keep:
                     shutil.rmtree(run)
     finally:
@@ -171,12 +184,12 @@ def main() -> None:
     print()
     print(f"{os.cpu_count()} cores on the machine, each export pinned to one.")
     print("| set | trajectories | record bytes | sample bytes | options | samples | CPU s (user + sys) "
-          "| samples/s (1 core) | write floor s | peak RSS MiB |")
-    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+          "| samples/s (1 core) | read floor s | write floor s | peak RSS MiB |")
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, n, rec_bytes, label, r in rows:
         print(f"| {name} | {n:,} | {rec_bytes:,.0f} | {r['out_bytes'] / r['samples']:,.0f} | {label} | "
               f"{r['samples']:,} | {r['cpu']:.1f} ({r['user']:.1f} + {r['sys']:.1f}) | "
-              f"{r['samples'] / r['cpu']:,.0f} | {r['floor']:.1f} | {r['rss_mib']:.0f} |")
+              f"{r['samples'] / r['cpu']:,.0f} | {r['read']:.1f} | {r['floor']:.1f} | {r['rss_mib']:.0f} |")
 
 
 if __name__ == "__main__":
