@@ -55,37 +55,64 @@ def llama3_line(sample: Sample, tokenizer: Any = None) -> dict[str, Any]:
     return line
 
 
-class _SystemPart:
-    """A system message's content, its serialized forms, and whether it holds special tokens."""
+class _SystemHead:
+    """What the system messages of one tool set and date share: everything before the role's prompt
+    (environment, dates, tool definitions), serialized once. JSON string escaping works character by
+    character, so a system message's serialized forms are the head's followed by its prompt's."""
 
-    __slots__ = ("tools", "tools_openai", "content", "prefix_len", "text_json", "message_json", "tools_json",
+    __slots__ = ("tools", "tools_openai", "content", "text_open", "content_open", "tools_json", "digest")
+
+    def __init__(self, tools: list[Any], tools_openai: list[Any], today: Any) -> None:
+        self.tools, self.tools_openai = tools, tools_openai
+        self.content = system_content("", tools, today)
+        self.text_open = orjson.dumps(BEGIN + HEADERS["system"] + self.content)[:-1]  # quote, escaped text
+        self.content_open = b'{"role":"system","content":' + orjson.dumps(self.content)[:-1]
+        self.tools_json = orjson.dumps(tools_openai)
+        self.digest = hashlib.blake2b(self.text_open, digest_size=16).digest()
+
+
+class _SystemPart:
+    """A system message: its content, its serialized forms (in pieces: the shared head's, then the
+    prompt's), and whether the prompt holds special tokens."""
+
+    __slots__ = ("tools", "tools_openai", "content", "prefix_len", "text_pieces", "message_pieces", "tools_json",
                  "special", "digest")
 
-    def __init__(self, system_prompt: str, tools: list[Any], tools_openai: list[Any], today: Any) -> None:
-        self.tools, self.tools_openai = tools, tools_openai
-        self.content = system_content(system_prompt, tools, today)
-        prefix = BEGIN + HEADERS["system"] + self.content + EOT
-        self.prefix_len = len(prefix)
-        self.text_json = orjson.dumps(prefix)[:-1]  # the opening quote and the escaped prefix
-        self.message_json = orjson.dumps({"role": "system", "content": self.content})
-        self.tools_json = orjson.dumps(tools_openai)
+    def __init__(self, system_prompt: str, head: _SystemHead) -> None:
+        self.tools, self.tools_openai = head.tools, head.tools_openai
+        rest = "\n\n" + system_prompt if system_prompt else ""
+        self.content = head.content + rest  # = system_content(system_prompt, tools, today)
+        self.prefix_len = len(BEGIN) + len(HEADERS["system"]) + len(self.content) + len(EOT)
+        tail = orjson.dumps(rest + EOT)[1:-1]
+        self.text_pieces = (head.text_open, tail)  # the opening quote and the escaped prefix
+        self.message_pieces = (head.content_open, orjson.dumps(rest)[1:] + b"}")
+        self.tools_json = head.tools_json
         self.special = contains_special_token(system_prompt)
-        self.digest = hashlib.blake2b(self.text_json, digest_size=16).digest()
+        self.digest = hashlib.blake2b(tail, digest_size=16, key=head.digest).digest() if rest else head.digest
 
 
+_HEADS: dict[tuple[int, int, Any], _SystemHead] = {}
 _SYSTEMS: dict[tuple[str, int, int, Any], _SystemPart] = {}
 
 
 def system_part(sample: Sample) -> _SystemPart:
     """The cached system part of a sample: the same role in the same world shares one (the system
-    message and tool definitions are most of a sample's text, and are serialized once)."""
+    message and tool definitions are most of a sample's text, and are serialized once), and roles
+    whose prompts differ per episode (a negotiator's private terms) share the tool definitions."""
     prompt = sample.system_prompt
-    key = (prompt, id(sample.tools), id(sample.tools_openai), sample.today)
+    tools, tools_openai = sample.tools, sample.tools_openai
+    key = (prompt, id(tools), id(tools_openai), sample.today)
     part = _SYSTEMS.get(key)
-    if part is None or part.tools is not sample.tools or part.tools_openai is not sample.tools_openai:
+    if part is None or part.tools is not tools or part.tools_openai is not tools_openai:
+        hkey = key[1:]
+        head = _HEADS.get(hkey)
+        if head is None or head.tools is not tools or head.tools_openai is not tools_openai:
+            if len(_HEADS) >= 256:
+                _HEADS.clear()
+            head = _HEADS[hkey] = _SystemHead(tools, tools_openai, sample.today)
         if len(_SYSTEMS) >= 256:
             _SYSTEMS.clear()
-        part = _SYSTEMS[key] = _SystemPart(prompt, sample.tools, sample.tools_openai, sample.today)
+        part = _SYSTEMS[key] = _SystemPart(prompt, head)
     return part
 
 
@@ -134,8 +161,8 @@ def llama3_line_parts(sample: Sample) -> Llama3Line:
     text_json = orjson.dumps(text)
     pieces = [
         b'{"id":', orjson.dumps(sample.id), b',"perspective":', orjson.dumps(sample.perspective),
-        b',"text":', part.text_json, text_json[1:],
-        b',"messages":[', part.message_json, b"," if conv else b"", messages[1:-1],
+        b',"text":', *part.text_pieces, text_json[1:],
+        b',"messages":[', *part.message_pieces, b"," if conv else b"", messages[1:-1],
         b'],"tools":', part.tools_json, b',"scores":', orjson.dumps(sample.scores),
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
