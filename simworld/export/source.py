@@ -83,6 +83,11 @@ class RunInfo:
     _worlds: dict[bytes, Any] = field(default_factory=dict, repr=False)
     _tools: dict[tuple[bytes, tuple[str, ...]], tuple[list[ToolSpec], list[dict[str, Any]]]] = \
         field(default_factory=dict, repr=False)
+    name: str = ""
+    """The run directory's name (sample ids and provenance carry it)."""
+
+    def __post_init__(self) -> None:
+        self.name = os.path.basename(os.path.normpath(str(self.path)))
 
     def tools_for(self, record: dict[str, Any], role: str) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
         """(ToolSpecs, OpenAI tool dicts) `role` had in this episode, from its world instance: a world
@@ -391,7 +396,7 @@ def provenance_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) 
     prov = record.get("provenance") or {}
     task = record.get("task") or {}
     return {
-        "run": os.path.basename(os.path.normpath(str(run.path))),
+        "run": run.name,
         "scenario": record.get("scenario"),
         "scenario_hash": record.get("scenario_hash"),
         "episode_id": record.get("episode_id"),
