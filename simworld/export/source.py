@@ -1,8 +1,10 @@
 """Reading runs for export: one :class:`Sample` per trajectory per assistant-side perspective.
 
-Records are used as the plain dicts the shards hold (no pydantic per record): export runs at tens
-of thousands of samples per second. :func:`perspective_dicts` is :func:`simworld.perspective.perspective`
-over dicts (a test keeps the two equal).
+Records are used as the plain dicts the shards hold (no pydantic per record).
+:func:`perspective_dicts` is :func:`simworld.perspective.perspective` over dicts (a test keeps the
+two equal). The llama3 export skips even those: :func:`render_events` turns a role's events into
+its normalized messages, Llama 3 text, loss spans, card counts and dedup text in one pass (tests
+keep it equal to the perspective path).
 """
 
 from __future__ import annotations
