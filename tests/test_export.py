@@ -221,14 +221,15 @@ def test_fast_llama3_serialization_equals_the_plain_one(batch):
     assert n > 20
 
 
-def _general_path(messages, offset=7):
+def _general_path(messages, offset=7, mask_failed=False):
     """What the llama3 line, the card and deduplication make of a training view without the one-pass render."""
     from simworld.export.card import _turns_and_calls
     from simworld.export.curation import dedup_text
     from simworld.export.source import Sample
     from simworld.llama3.format import conversation_messages, render_normalized
 
-    conv = conversation_messages(messages[1:] if messages and messages[0]["role"] == "system" else messages)
+    conv = conversation_messages(messages[1:] if messages and messages[0]["role"] == "system" else messages,
+                                 mask_failed)
     text, spans = render_normalized(conv, begin=False, offset=offset)
     plain = Sample(id="x", perspective="r", messages=messages, tools=[], tools_openai=[], today=None, scores={},
                    provenance={})
@@ -244,7 +245,7 @@ def test_one_pass_render_of_events_equals_the_perspective_path(batch):
     from simworld.export.source import render_events, training_view
 
     runs, _ = batch
-    n = 0
+    n = failed_turns = 0
     for run in runs.values():
         info = open_run(run)
         for rec in iter_records(run):
@@ -256,8 +257,12 @@ def test_one_pass_render_of_events_equals_the_perspective_path(batch):
                     continue
                 assert rendered is not None
                 assert _one_pass(rendered) == _general_path(view)
+                masked = render_events(rec["events"], role, offset=7, mask_failed=True)
+                assert _one_pass(masked) == _general_path(view, mask_failed=True)
+                failed_turns += sum(1 for m in masked.conversation if m.get("tool_calls") and m.get("invalid"))
                 n += 1
     assert n > 20
+    assert failed_turns > 0  # the sloppy ledger clerk's calls fail
 
 
 def _ev(speaker, role, content="", **kw):
@@ -286,6 +291,10 @@ def test_one_pass_render_handles_merges_stop_markers_audiences_errors_and_reject
     view = training_view(perspective_dicts(events, "bot", "SYS"))
     rendered = render_events(events, "bot", offset=7)
     assert _one_pass(rendered) == _general_path(view)
+    masked = render_events(events, "bot", offset=7, mask_failed=True)
+    assert _one_pass(masked) == _general_path(view, mask_failed=True)
+    assert [m.get("invalid") for m in masked.conversation if m.get("tool_calls")] == ["the tool call failed", None]
+    assert masked.spans == rendered.spans[1:] and masked.text == rendered.text
     assert rendered.turns == 4 and rendered.calls == 2 and rendered.sequence == ["lookup"]
     assert rendered.conversation[0] == {"role": "user", "content": "hi\n\nagain\n\na notice"}
     assert render_events(events, "nobody") is None
@@ -323,6 +332,8 @@ def test_one_pass_render_splits_parallel_calls_as_the_general_path_does():
         rendered = render_events(events, "bot", offset=3)
         assert rendered is not None, label
         assert _one_pass(rendered) == _general_path(view, offset=3), label
+        masked = render_events(events, "bot", offset=3, mask_failed=True)
+        assert _one_pass(masked) == _general_path(view, offset=3, mask_failed=True), label
     # A late result after another message, and no turn after it: that one case is left to the general path.
     tail = [_ev("bot", "assistant", "", tool_calls=[call(1), call(2)]), result(1), _ev("user", "user", "x"), result(2)]
     assert render_events(tail, "bot") is None

@@ -357,6 +357,7 @@ def test_cli_export_end_to_end(ledger_runs, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--format", "yaml"], "Invalid value for '--format'"),
     (["--format", "openai", "--tokenize"], "--tokenize applies to --format llama3"),
+    (["--format", "trl", "--mask-failed-calls"], "--mask-failed-calls applies to --format llama3 and openai"),
     (["--out", "{run}/extra.jsonl"], "a run directory may hold no other .jsonl"),
     (["--validation", "1.5"], "--validation"),
     (["--out", "/dev/null"], "is not a regular file"),
@@ -387,3 +388,55 @@ def test_streamed_output_hands_chunks_to_disk_and_keeps_every_byte(tmp_path, mon
         assert stream.recycle and 0 < stream.dropped < stream.started <= stream.written
     outputs.commit()
     assert out.read_bytes() == b"".join(x + b"\n" for x in lines)
+
+
+def test_mask_failed_calls_keeps_failed_calls_in_the_text_and_out_of_the_loss(ledger_runs, tmp_path):
+    from simworld.llama3.format import FAILED_CALL
+
+    _, _, sloppy = ledger_runs
+    failed = {}  # (episode, call id) of every call whose result was an error
+    for rec in iter_records(sloppy):
+        for ev in rec["events"]:
+            if ev["role"] == "tool" and ev.get("error"):
+                failed[(rec["episode_id"], ev["tool_call_id"])] = True
+    assert failed
+    lines = {}
+    for mask in (False, True):
+        for fmt, tokenize in (("llama3", True), ("llama3", False), ("openai", False)):
+            out = tmp_path / f"{fmt}-{tokenize}-{mask}.jsonl"
+            export([sloppy], out, fmt=fmt, tokenize=tokenize, mask_failed_calls=mask, dedup=False)
+            lines[fmt, tokenize, mask] = worlds.read_lines(out)
+    masked_turns = 0
+    for tokenize in (True, False):
+        for plain, masked in zip(lines["llama3", tokenize, False], lines["llama3", tokenize, True]):
+            assert masked["text"] == plain["text"] and masked["id"] == plain["id"]
+            episode = masked["provenance"]["episode_id"]
+            turns = [m for m in masked["messages"] if m["role"] == "assistant"]
+            kept = [m for m in turns if not m.get("invalid")]
+            for m, p in zip(masked["messages"], plain["messages"]):
+                calls = m.get("tool_calls") or []
+                expected = FAILED_CALL if calls and (episode, calls[0]["id"]) in failed else p.get("invalid")
+                assert m.get("invalid") == expected
+                masked_turns += expected == FAILED_CALL
+            assert len(masked["mask"]) == len(kept) and set(map(tuple, masked["mask"])) <= set(map(tuple, plain["mask"]))
+            for start, end in masked["mask"]:
+                assert masked["text"][end - len("<|eom_id|>"):end] in ("<|eom_id|>", "<|eot_id|>")
+            if tokenize:
+                assert masked["tokens"] == plain["tokens"]
+                assert sum(masked["token_mask"]) < sum(plain["token_mask"]) or len(kept) == len(turns)
+    assert masked_turns > 0
+    from test_llama3_oracle import reference_text
+
+    for line in lines["llama3", False, True][:20]:  # the marked messages still encode to the text
+        assert reference_text(line["messages"]) == line["text"]
+    weights = 0
+    for plain, masked in zip(lines["openai", False, False], lines["openai", False, True]):
+        episode = masked["provenance"]["episode_id"]
+        for m, p in zip(masked["messages"], plain["messages"]):
+            calls = m.get("tool_calls") or []
+            if any((episode, c["id"]) in failed for c in calls):
+                assert m["weight"] == 0 and "weight" not in p
+                weights += 1
+            else:
+                assert m.get("weight") == p.get("weight")
+    assert weights > 0

@@ -32,12 +32,15 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
 @click.option("--mix", multiple=True, metavar="FILE:FRACTION",
               help="Blend in external OpenAI-format conversations as this fraction of the output (repeatable).")
 @click.option("--tokenize", is_flag=True, help="llama3: add token ids and a token-level loss mask.")
+@click.option("--mask-failed-calls", is_flag=True,
+              help="llama3, openai: keep assistant turns whose tool call returned an error in the conversation "
+                   "but out of the loss (invalid / weight 0).")
 @click.option("--scorer", "scorers", multiple=True, metavar="NAME",
               help="Scorers to compute when the run has no RUN/scores/scores.jsonl (default: the scenario's).")
 def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, only_success: bool,
             task_types: tuple[str, ...], scenarios: tuple[str, ...], no_dedup: bool, no_near_dedup: bool,
             near_dup_bits: int, validation: float, val_out: str | None, split_seed: int, mix: tuple[str, ...],
-            tokenize: bool, scorers: tuple[str, ...]) -> None:
+            tokenize: bool, mask_failed_calls: bool, scorers: tuple[str, ...]) -> None:
     """Export the trajectories of one or more RUNS as training data.
 
     One sample per trajectory per assistant-side perspective (each party of a negotiation). Writes
@@ -51,7 +54,7 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     opts = ExportOptions(fmt=fmt, out=out, min_score=min_score, only_success=only_success, task_types=task_types,
                          scenarios=scenarios, dedup=not no_dedup, near_dedup=not no_near_dedup,
                          near_dup_bits=near_dup_bits, validation=validation, val_out=val_out, split_seed=split_seed,
-                         mix=mix, tokenize=tokenize, scorers=scorers,
+                         mix=mix, tokenize=tokenize, mask_failed_calls=mask_failed_calls, scorers=scorers,
                          command="simworld " + shlex.join(sys.argv[1:]))
     result = export_runs(runs, opts)
     console = Console()

@@ -8,6 +8,10 @@
 * ``openai``: chat fine-tuning lines: ``messages`` (assistant ``tool_calls`` with ``arguments`` as
   a JSON string, ``tool`` messages with ``tool_call_id``), top-level ``tools``; an assistant turn
   the environment rejected gets ``"weight": 0``.
+* With ``mask_failed`` (``--mask-failed-calls``), an assistant turn whose tool call got an error
+  result stays in the conversation but out of the loss: llama3 marks it ``invalid`` (out of `mask`
+  and `token_mask`; a parallel-call turn is split, so each call is judged alone), openai gives its
+  message ``"weight": 0`` (any failed call of the message).
 * ``trl``: Hugging Face conversational format (``arguments`` as a dict), shaped for the Llama
   3.1 chat template shipped with TRL: one tool call per assistant message (parallel calls are
   split, each followed by its result), text that accompanied a call is dropped (the template
@@ -28,7 +32,7 @@ import orjson
 
 from simworld.export.source import Sample, render_events
 from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages, llama3_messages,
-                                    render_normalized, system_content)
+                                    failed_call_ids, render_normalized, system_content)
 
 FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
 
@@ -42,8 +46,8 @@ def _call_parts(call: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     return call.get("id") or "", call["name"], call.get("arguments") or {}
 
 
-def llama3_line(sample: Sample, tokenizer: Any = None) -> dict[str, Any]:
-    normalized = llama3_messages(sample.messages, sample.tools, sample.today)
+def llama3_line(sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any]:
+    normalized = llama3_messages(sample.messages, sample.tools, sample.today, mask_failed)
     text, spans = render_normalized(normalized)
     line = {"id": sample.id, "perspective": sample.perspective, "text": text, "messages": normalized,
             "tools": sample.tools_openai, "scores": sample.scores, "mask": spans,
@@ -116,9 +120,9 @@ def system_part(sample: Sample) -> _SystemPart:
     return part
 
 
-def llama3_line_bytes(sample: Sample) -> bytes:
+def llama3_line_bytes(sample: Sample, mask_failed: bool = False) -> bytes:
     """`llama3_line` serialized, fast: the system part's serialized forms are reused across samples."""
-    return b"".join(llama3_line_parts(sample).pieces)
+    return b"".join(llama3_line_parts(sample, mask_failed).pieces)
 
 
 class Llama3Line(NamedTuple):
@@ -141,21 +145,21 @@ class Llama3Line(NamedTuple):
         return hashlib.blake2b(self.text_json, digest_size=16, key=self.system_digest).digest()
 
 
-def llama3_line_parts(sample: Sample) -> Llama3Line:
+def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
     """`llama3_line`, serialized from the cached system part and one pass over the conversation
     (over the record's events when the sample has them: :func:`~simworld.export.source.render_events`)."""
     part = system_part(sample)
     rendered = None
     if sample.record is not None and sample.rendered is None:
         rendered = sample.rendered = render_events(sample.record.get("events") or [], sample.perspective,
-                                                   part.prefix_len)
+                                                   part.prefix_len, mask_failed)
     if rendered is not None:
         conv, text, spans = rendered.conversation, rendered.text, rendered.spans
     else:
         msgs = sample.messages
         if msgs and msgs[0]["role"] == "system":
             msgs = msgs[1:]
-        conv = conversation_messages(msgs)
+        conv = conversation_messages(msgs, mask_failed)
         text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
     messages = orjson.dumps(conv)
     text_json = orjson.dumps(text)
@@ -170,7 +174,8 @@ def llama3_line_parts(sample: Sample) -> Llama3Line:
     return Llama3Line(pieces, text_json, part.digest, part.special or b"<|" in messages)
 
 
-def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False) -> list[dict[str, Any]]:
+    failed = failed_call_ids(messages) if mask_failed else ()
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m["role"]
@@ -185,7 +190,7 @@ def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                      for cid, name, args in map(_call_parts, calls)]
             else:
                 msg["content"] = m["content"]
-            if m.get("invalid"):
+            if m.get("invalid") or (calls and any(c.get("id") in failed for c in calls)):
                 msg["weight"] = 0
             out.append(msg)
         elif role == "tool":
@@ -195,8 +200,8 @@ def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def openai_line(sample: Sample) -> dict[str, Any]:
-    line: dict[str, Any] = {"messages": openai_messages(sample.messages)}
+def openai_line(sample: Sample, mask_failed: bool = False) -> dict[str, Any]:
+    line: dict[str, Any] = {"messages": openai_messages(sample.messages, mask_failed)}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
     line.update(_meta(sample))
@@ -296,11 +301,11 @@ def sharegpt_line(sample: Sample) -> dict[str, Any]:
     return line
 
 
-def format_line(fmt: str, sample: Sample, tokenizer: Any = None) -> dict[str, Any]:
+def format_line(fmt: str, sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any]:
     if fmt == "llama3":
-        return llama3_line(sample, tokenizer)
+        return llama3_line(sample, tokenizer, mask_failed)
     if fmt == "openai":
-        return openai_line(sample)
+        return openai_line(sample, mask_failed)
     if fmt == "trl":
         return trl_line(sample)
     if fmt == "sharegpt":

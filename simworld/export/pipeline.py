@@ -46,6 +46,7 @@ class ExportOptions:
     split_seed: int = 0
     mix: tuple[str, ...] = ()
     tokenize: bool = False
+    mask_failed_calls: bool = False
     scorers: tuple[str, ...] = ()
     today: dt.date | None = None
     command: str = ""
@@ -242,6 +243,9 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         raise SimworldError("no run directory given")
     if opts.tokenize and opts.fmt != "llama3":
         raise SimworldError("--tokenize applies to --format llama3")
+    if opts.mask_failed_calls and opts.fmt not in ("llama3", "openai"):
+        raise SimworldError("--mask-failed-calls applies to --format llama3 and openai (the others have no "
+                            "per-turn loss)")
     if not 0 <= opts.validation < 1:
         raise SimworldError("--validation must be a fraction in [0, 1)")
     runs = [open_run(d, opts.scorers) for d in run_dirs]
@@ -278,10 +282,10 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
 
     def emit(sample: Sample) -> bool:
         if opts.fmt == "llama3" and tokenizer is None:
-            fast = llama3_line_parts(sample)
+            fast = llama3_line_parts(sample, opts.mask_failed_calls)
             line, special = fast.pieces, fast.special
         else:
-            fast, line, special = None, format_line(opts.fmt, sample, tokenizer), True
+            fast, line, special = None, format_line(opts.fmt, sample, tokenizer, opts.mask_failed_calls), True
         if special and _has_special_tokens(sample):
             stats.filtered["special_tokens_in_text"] += 1
             return False

@@ -21,7 +21,7 @@ import orjson
 
 from simworld import registry
 from simworld.episode import STOP
-from simworld.llama3.format import EOM, EOT, HEADERS, json_dumps
+from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, json_dumps
 from simworld.replay import load_run_scenario, parse_record
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, world_of
@@ -183,12 +183,13 @@ class RoleRender(NamedTuple):
     """What near-duplicate detection compares (:func:`simworld.export.curation.dedup_text`)."""
 
 
-def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> RoleRender | None:
+def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask_failed: bool = False) -> RoleRender | None:
     """`role`'s training view of `events` (``training_view(perspective_dicts(...))`` without the
     system message), normalized as :func:`~simworld.llama3.format.conversation_messages` does and
     rendered as Llama 3 text in one pass. None when there is no assistant turn, or in the one case
     left to the general path: the last assistant turn makes parallel calls, another message follows,
-    and a result of this role comes after that.
+    and a result of this role comes after that. With `mask_failed`, a turn whose call got an error
+    result is marked ``invalid`` and left out of the spans, as ``conversation_messages`` does.
     Equal to the general path (a test compares them over every scenario)."""
     h_user, h_assistant, h_tool, eot, eom = _H_USER, _H_ASSISTANT, _H_TOOL, EOT, EOM
     conv: list[dict[str, Any]] = []
@@ -197,6 +198,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
     parts: list[str] = []  # what deduplication compares, in the order of the view's messages
     errors: list[tuple[int, Any, bool]] = []  # (position in parts, call id, error) of each result
     names: list[tuple[str, Any]] = []
+    call_turns: list[tuple[int, int, Any]] = []  # (message number, span number, call id) of each call turn
     pending: str | None = None  # other speakers' text, merged into one user message
     group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]] | None = None  # parallel calls and their results
     grouped = False  # results still join the group
@@ -217,7 +219,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
             continue
         if group is not None and (not grouped or ev["role"] != "tool"):
             # A later turn of this role: the results are in the view, each after its call.
-            _close_group(group, conv, pieces, spans)
+            _close_group(group, conv, pieces, spans, call_turns)
             group = None
         if pending is not None:
             if STOP in pending:
@@ -258,6 +260,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
         pieces.append(h_assistant)
         if calls:
             call = _call_of(calls[0], names, parts)
+            call_turns.append((len(conv), len(spans), call["id"]))
             conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
             body = content + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]}) + eom
             spans.append(len(pieces))
@@ -272,7 +275,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
         pieces.append(body)
         cut = (len(conv), len(pieces), len(spans), len(parts), turns, len(names))
     if group is not None:  # the last turn: the view ends before its results
-        _close_group((group[0], group[1], []), conv, pieces, spans)
+        _close_group((group[0], group[1], []), conv, pieces, spans, call_turns)
         cut = (len(conv), len(pieces), len(spans), group_end, turns, len(names))
     if cut is None:
         return None  # no turn, or results of the last turn came after another message (the general path)
@@ -285,6 +288,13 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0) -> R
         sequence = [name for name, call_id in names if not failed.get(call_id, False)]
     else:
         sequence = [name for name, _ in names]
+    if mask_failed and failed and any(failed.values()):
+        dropped = set()
+        for i, k, call_id in call_turns:
+            if i < n_conv and failed.get(call_id, False):
+                conv[i]["invalid"] = FAILED_CALL
+                dropped.add(k)
+        spans = [k for j, k in enumerate(spans) if j not in dropped]
     # Spans from piece numbers: a turn's span is its body piece, end token included.
     ends = list(accumulate(map(len, pieces), initial=offset))
     spans = [[ends[k], ends[k + 1]] for k in spans]
@@ -301,7 +311,7 @@ def _call_of(c: dict[str, Any], names: list[tuple[str, Any]], parts: list[str]) 
 
 
 def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], conv: list[dict[str, Any]],
-                 pieces: list[str], spans: list[Any]) -> None:
+                 pieces: list[str], spans: list[Any], call_turns: list[tuple[int, int, Any]]) -> None:
     """Render an assistant turn with parallel calls as conversation_messages splits it: one turn per
     call (the text with the first), each followed by its result, then results that answer none."""
     content, calls, found = group
@@ -311,6 +321,7 @@ def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], 
     ids = {c["id"] for c in calls}
     for k, call in enumerate(calls):
         text = content if k == 0 else ""
+        call_turns.append((len(conv), len(spans), call["id"]))
         conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
         pieces.append(_H_ASSISTANT)
         spans.append(len(pieces))

@@ -260,7 +260,7 @@ def _invalid(m: Message | dict[str, Any]) -> str | None:
 
 
 def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequence[ToolSpec | dict[str, Any]] | None,
-                    today: dt.date | str) -> list[dict[str, Any]]:
+                    today: dt.date | str, mask_failed: bool = False) -> list[dict[str, Any]]:
     """The messages a Llama 3.1 sample is made of, as plain dicts.
 
     The first message is the built system message (from a leading ``system`` message, if any, plus
@@ -270,17 +270,37 @@ def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequenc
     ``tool``), ``content``, and ``tool_calls`` (``[{"id", "name", "arguments"}]``) on assistant
     turns that call a tool, ``tool_call_id``/``name`` on tool results, and ``invalid`` (the reason)
     on an assistant turn the environment rejected: it stays in the text but out of the loss spans.
+    With `mask_failed`, a turn whose tool call got an error result is marked the same way
+    (``invalid`` = :data:`FAILED_CALL`).
     """
     msgs = list(messages)
     system_prompt = ""
     if msgs and _msg_fields(msgs[0])[0] == "system":
         system_prompt = _msg_fields(msgs[0])[1]
         msgs = msgs[1:]
-    return [{"role": "system", "content": system_content(system_prompt, tools, today)}, *conversation_messages(msgs)]
+    return [{"role": "system", "content": system_content(system_prompt, tools, today)},
+            *conversation_messages(msgs, mask_failed)]
 
 
-def conversation_messages(msgs: Sequence[Message | dict[str, Any]]) -> list[dict[str, Any]]:
+FAILED_CALL = "the tool call failed"
+"""The ``invalid`` reason of a turn whose call got an error result (``mask_failed``)."""
+
+
+def failed_call_ids(msgs: Iterable[Message | dict[str, Any]]) -> set[Any]:
+    """Ids of the calls whose result was an error (the last result of an id decides)."""
+    errors: dict[Any, bool] = {}
+    for m in msgs:
+        if isinstance(m, Message):
+            if m.role == "tool":
+                errors[m.tool_call_id] = m.error
+        elif m["role"] == "tool":
+            errors[m.get("tool_call_id")] = bool(m.get("error"))
+    return {call_id for call_id, error in errors.items() if error}
+
+
+def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed: bool = False) -> list[dict[str, Any]]:
     """The normalized messages after the system message (see :func:`llama3_messages`)."""
+    failed = failed_call_ids(msgs) if mask_failed else ()
     out: list[dict[str, Any]] = []
     i = 0
     n = len(msgs)
@@ -297,7 +317,10 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]]) -> list[dict
         elif role == "assistant" and calls:
             call_dicts = [dict(zip(("id", "name", "arguments"), _call_fields(c))) for c in calls]
             if len(call_dicts) == 1:
-                out.append({"role": "assistant", "content": content, "tool_calls": call_dicts})
+                item = {"role": "assistant", "content": content, "tool_calls": call_dicts}
+                if call_dicts[0]["id"] in failed:
+                    item["invalid"] = FAILED_CALL
+                out.append(item)
                 continue
             # Parallel calls: pair each call with its result, which follow the message in order.
             results: dict[str, dict[str, Any]] = {}
@@ -311,7 +334,10 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]]) -> list[dict
                 j += 1
             leftover = [r for r in results.values() if r["tool_call_id"] not in {c["id"] for c in call_dicts}]
             for k, call in enumerate(call_dicts):
-                out.append({"role": "assistant", "content": content if k == 0 else "", "tool_calls": [call]})
+                item = {"role": "assistant", "content": content if k == 0 else "", "tool_calls": [call]}
+                if call["id"] in failed:
+                    item["invalid"] = FAILED_CALL
+                out.append(item)
                 result = results.get(call["id"])
                 if result is not None:
                     out.append(result)
