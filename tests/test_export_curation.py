@@ -440,3 +440,46 @@ def test_mask_failed_calls_keeps_failed_calls_in_the_text_and_out_of_the_loss(le
             else:
                 assert m.get("weight") == p.get("weight")
     assert weights > 0
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    import subprocess
+
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || mount -t tmpfs tmpfs /tmp"],
+        capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm to mount a small tmpfs; the failing-writer "
+                                                   "test above covers the same error path")
+def test_export_onto_a_full_disk_is_one_line_and_keeps_the_previous_export(ledger_runs, tmp_path):
+    """A real ENOSPC: a tmpfs with room for one export and not two (the new one is written beside the
+    old until it is complete)."""
+    import os
+    import subprocess
+    import sys
+
+    _, good, _ = ledger_runs
+    export([good], tmp_path / "probe.jsonl", dedup=False)
+    size = (tmp_path / "probe.jsonl").stat().st_size
+    mnt, log = tmp_path / "mnt", tmp_path / "log"
+    mnt.mkdir()
+    cmd = f"{sys.executable} -m simworld export {good} --no-dedup --out {mnt}/train.jsonl"
+    script = f"""
+        mount -t tmpfs -o size={size + size // 2} tmpfs {mnt}
+        {cmd} > /dev/null 2> {log}.err0; echo $? > {log}.rc0
+        sha256sum {mnt}/train.jsonl {mnt}/train.card.json > {log}.sum0
+        {cmd} > /dev/null 2> {log}.err1; echo $? > {log}.rc1
+        sha256sum {mnt}/train.jsonl {mnt}/train.card.json > {log}.sum1
+        ls -A {mnt} > {log}.ls
+    """
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "SIMWORLD_PLUGINS": "test_export_worlds"}
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, check=True, timeout=120)
+    read = lambda suffix: (tmp_path / f"log.{suffix}").read_text()  # noqa: E731
+    assert read("rc0").strip() == "0", read("err0")
+    err = read("err1")
+    assert read("rc1").strip() == "2" and err.strip().count("\n") == 0, err
+    assert "cannot write" in err and "No space left on device" in err and "Traceback" not in err
+    assert read("sum1") == read("sum0")  # the earlier export and its card, untouched
+    assert sorted(read("ls").split()) == ["train.card.json", "train.card.md", "train.jsonl"]  # no temporaries
