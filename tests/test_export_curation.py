@@ -401,11 +401,13 @@ def test_mask_failed_calls_keeps_failed_calls_in_the_text_and_out_of_the_loss(le
                 failed[(rec["episode_id"], ev["tool_call_id"])] = True
     assert failed
     lines = {}
+    cards = {}
     for mask in (False, True):
         for fmt, tokenize in (("llama3", True), ("llama3", False), ("openai", False)):
             out = tmp_path / f"{fmt}-{tokenize}-{mask}.jsonl"
-            export([sloppy], out, fmt=fmt, tokenize=tokenize, mask_failed_calls=mask, dedup=False)
+            res = export([sloppy], out, fmt=fmt, tokenize=tokenize, mask_failed_calls=mask, dedup=False)
             lines[fmt, tokenize, mask] = worlds.read_lines(out)
+            cards[fmt, tokenize, mask] = res.card
     masked_turns = 0
     for tokenize in (True, False):
         for plain, masked in zip(lines["llama3", tokenize, False], lines["llama3", tokenize, True]):
@@ -425,6 +427,13 @@ def test_mask_failed_calls_keeps_failed_calls_in_the_text_and_out_of_the_loss(le
                 assert masked["tokens"] == plain["tokens"]
                 assert sum(masked["token_mask"]) < sum(plain["token_mask"]) or len(kept) == len(turns)
     assert masked_turns > 0
+    # The card counts them: the same number whichever path rendered the lines.
+    assert cards["llama3", False, True]["failed_calls_masked"] * 2 == masked_turns
+    assert cards["llama3", True, True]["failed_calls_masked"] == cards["openai", False, True]["failed_calls_masked"] \
+        == masked_turns // 2
+    assert "failed_calls_masked" not in cards["llama3", False, False]
+    md = (tmp_path / "llama3-False-True.card.md").read_text()
+    assert f"out of the loss (--mask-failed-calls): {masked_turns // 2:,}." in md
     from test_llama3_oracle import reference_text
 
     for line in lines["llama3", False, True][:20]:  # the marked messages still encode to the text

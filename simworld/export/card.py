@@ -222,6 +222,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     out.append(f"Duplicates removed: {dup.get('exact', 0):,} exact, {dup.get('near', 0):,} near.")
     if card["filtered"]:
         out.append("Filtered out: " + ", ".join(f"{k}: {v:,}" for k, v in card["filtered"].items()))
+    if "failed_calls_masked" in card:
+        out.append(f"Failed tool calls kept in the text and out of the loss (--mask-failed-calls): "
+                   f"{card['failed_calls_masked']:,}.")
     for m in card["mix"]:
         out.append(f"Mixed in `{m['file']}`: {m['samples']:,} samples ({m['achieved']:.1%} of the output, "
                    f"{m['requested']:.1%} requested), tagged synthetic: false.")

@@ -24,7 +24,7 @@ from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
 from simworld.export.formats import FORMATS, format_line, llama3_line_parts, system_part
 from simworld.export.source import RunInfo, Sample, ScoreLookup, compact_scores, open_run, samples_of
-from simworld.llama3.format import contains_special_token
+from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.runio import iter_records
 
 
@@ -204,6 +204,17 @@ def _has_special_tokens(sample: Sample) -> bool:
     return False
 
 
+def _failed_calls(sample: Sample) -> int:
+    """Tool calls of the sample whose result was an error (what --mask-failed-calls keeps out of the loss)."""
+    if sample.rendered is not None:
+        return sum(1 for m in sample.rendered.conversation if m.get("invalid") == FAILED_CALL)
+    failed = failed_call_ids(sample.messages)
+    if not failed:
+        return 0
+    return sum(1 for m in sample.messages if m["role"] == "assistant"
+               for c in m.get("tool_calls") or () if c.get("id") in failed)
+
+
 def _keep_record(record: dict[str, Any], opts: ExportOptions, stats: CardStats) -> bool:
     if opts.scenarios and record.get("scenario") not in opts.scenarios:
         stats.filtered["scenario"] += 1
@@ -270,6 +281,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     stats = CardStats()
     for run in runs:
         stats.add_run(run)
+    if opts.mask_failed_calls:
+        stats.extra["failed_calls_masked"] = 0
     dedup = Deduplicator(near=opts.near_dedup, max_bits=opts.near_dup_bits) if opts.dedup else None
     paths = {"train": out}
     if opts.validation > 0:
@@ -294,6 +307,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
         outputs.write(split, line)
         stats.add(sample, split)
+        if opts.mask_failed_calls:
+            stats.extra["failed_calls_masked"] += _failed_calls(sample)
         return True
 
     gc_was_enabled = gc.isenabled()
