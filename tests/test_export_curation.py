@@ -492,3 +492,46 @@ def test_export_onto_a_full_disk_is_one_line_and_keeps_the_previous_export(ledge
     assert "cannot write" in err and "No space left on device" in err and "Traceback" not in err
     assert read("sum1") == read("sum0")  # the earlier export and its card, untouched
     assert sorted(read("ls").split()) == ["train.card.json", "train.card.md", "train.jsonl"]  # no temporaries
+
+
+def _damage(run, tmp_path):
+    """A copy of `run` with three records of the wrong shape (valid JSON): an event without a role,
+    events that are not a list, a tool call whose name is a number. Returns (copy, damaged ids)."""
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "scores", ignore_errors=True)
+    shard = sorted(copy.glob("trajectories-*.jsonl"))[0]
+    lines = shard.read_bytes().splitlines()
+    records = [orjson.loads(x) for x in lines[:3]]
+    records[0]["events"][1] = {"speaker": "clerk", "content": "no role"}
+    records[1]["events"] = "garbage"
+    call_event = next(e for e in records[2]["events"] if e.get("tool_calls"))
+    call_event["tool_calls"][0]["name"] = 5
+    shard.write_bytes(b"\n".join([orjson.dumps(r) for r in records] + lines[3:]) + b"\n")
+    return copy, [r["episode_id"] for r in records]
+
+
+@pytest.mark.parametrize("fmt", ["llama3", "openai", "trl", "sharegpt"])
+def test_records_of_the_wrong_shape_are_skipped_counted_and_named(ledger_runs, tmp_path, fmt):
+    _, good, _ = ledger_runs
+    damaged, ids = _damage(good, tmp_path)
+    whole = export([good], tmp_path / "whole.jsonl", fmt=fmt, dedup=False)
+    res = cli("export", str(damaged), "--format", fmt, "--no-dedup", "--out", str(tmp_path / "out.jsonl"))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    skipped = [x for x in res.stderr.splitlines() if x.startswith("skipped record ")]
+    assert [x.split()[2].rstrip(":") for x in skipped] == ids
+    assert all("not a valid trajectory" in x for x in skipped)
+    card = orjson.loads((tmp_path / "out.card.json").read_bytes())
+    assert card["filtered"]["malformed_record"] == 3
+    assert card["samples"] == whole.card["samples"] - 3  # the ledger clerk: one sample per record
+    kept = {x.get("provenance", x).get("episode_id") for x in worlds.read_lines(tmp_path / "out.jsonl")}
+    assert not kept & set(ids)
+
+
+def test_dpo_skips_records_of_the_wrong_shape(ledger_runs, tmp_path):
+    _, good, sloppy = ledger_runs
+    damaged, ids = _damage(good, tmp_path)
+    res = export([damaged, sloppy], tmp_path / "dpo.jsonl", fmt="dpo")
+    assert res.card["filtered"]["malformed_record"] == 3

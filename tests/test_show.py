@@ -94,3 +94,21 @@ def test_cli_show_errors_are_one_line(run, args, needle):
     res = cli("show", str(run), *[a.replace("{id}", first) for a in args])
     assert res.returncode == 2 and needle in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_show_names_a_damaged_record_in_one_line(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(run, copy)
+    shard = sorted(copy.glob("trajectories-*.jsonl"))[0]
+    lines = shard.read_bytes().splitlines()
+    record = orjson.loads(lines[0])
+    record["events"] = "garbage"
+    shard.write_bytes(b"\n".join([orjson.dumps(record)] + lines[1:]) + b"\n")
+    clerk = next(r for r, k in open_run(copy).kinds.items() if k == "assistant")
+    for extra in ([], ["--perspective", clerk]):
+        res = cli("show", str(copy), "--episode", record["episode_id"], *extra)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.strip() == f"episode {record['episode_id']}: not a valid trajectory: events: " \
+                                     "Input should be a valid list"

@@ -70,6 +70,13 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
+    notes = card.get("malformed_records", [])
+    for bad in notes:
+        click.echo(f"skipped record {bad}", err=True)
+    more = card["filtered"].get("malformed_record", 0) - len(notes)
+    if more > 0:
+        click.echo(f"skipped {more:,} more records that are not valid trajectories (simworld replay lists them)",
+                   err=True)
     if fmt == "dpo" and not sum(result.written.values()):
         console.print("note: no preference pairs: a pair needs two trajectories of the same task instance and "
                       "seed whose scores differ, e.g. export a run of another agent made with the same --seed "

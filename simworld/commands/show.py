@@ -30,6 +30,7 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
 
     from simworld.errors import SimworldError
     from simworld.export.source import ScoreLookup, compact_scores, open_run
+    from simworld.replay import parse_record
     from simworld.runio import iter_records
     from simworld.show import listing, perspective_text, select_records, show_record
 
@@ -50,16 +51,26 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
         if not records:
             console.print("no episodes match")
             return
+        damaged = 0
         for record in records:
-            scores = compact_scores(lookup.get(record))
-            if perspective is not None:
-                text = perspective_text(record, info, perspective, "llama3" if fmt == "pretty" else fmt, scores)
-                if fmt == "pretty":
-                    console.rule(f"{record['episode_id']} as {perspective} (llama3)")
-                    console.print(text, markup=False, soft_wrap=True)
+            try:
+                scores = compact_scores(lookup.get(record))
+                if perspective is not None:
+                    text = perspective_text(record, info, perspective, "llama3" if fmt == "pretty" else fmt, scores)
+                    if fmt == "pretty":
+                        console.rule(f"{record['episode_id']} as {perspective} (llama3)")
+                        console.print(text, markup=False, soft_wrap=True)
+                    else:
+                        click.echo(text)
                 else:
-                    click.echo(text)
-            else:
-                show_record(console, record, info, scores, max_result)
+                    show_record(console, record, info, scores, max_result)
+            except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+                reason = parse_record(record)
+                if not isinstance(reason, str):
+                    raise exc  # a valid trajectory: the fault is simworld's
+                click.echo(f"episode {record.get('episode_id', '?')}: {reason}", err=True)
+                damaged += 1
+        if damaged:
+            raise SystemExit(1)
     finally:
         lookup.close()

@@ -22,9 +22,10 @@ import orjson
 from simworld.errors import SimworldError
 from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
-from simworld.export.formats import FORMATS, format_line, llama3_line_parts, system_part
+from simworld.export.formats import FORMATS, Llama3Line, format_line, llama3_line_parts, system_part
 from simworld.export.source import RunInfo, Sample, ScoreLookup, compact_scores, open_run, samples_of
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
+from simworld.replay import parse_record
 from simworld.runio import iter_records
 
 
@@ -228,22 +229,57 @@ def _keep_record(record: dict[str, Any], opts: ExportOptions, stats: CardStats) 
     return True
 
 
-def _synthetic_samples(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats) -> Iterator[Sample]:
+_MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+"""What reading a record of the wrong shape raises (a well-formed record never does)."""
+
+
+def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
+    """Count and note a record the export cannot read, as `simworld score` does; re-raise `exc` when
+    the record is a valid trajectory after all (then the fault is simworld's, not the run's)."""
+    reason = parse_record(record) if isinstance(record, dict) else "not a JSON object"
+    if not isinstance(reason, str):
+        raise exc
+    stats.filtered["malformed_record"] += 1
+    notes = stats.extra.setdefault("malformed_records", [])
+    if len(notes) < 20:
+        notes.append(f"{record.get('episode_id', '?') if isinstance(record, dict) else '?'}: {reason}")
+
+
+def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats,
+                      with_messages: bool = False) -> Iterator[list[Sample]]:
+    """The samples of each kept record, one list per record. Records of the wrong shape are skipped
+    and counted (``filtered.malformed_record``); `with_messages` builds each sample's messages
+    here, so that a record whose messages cannot be built is skipped too."""
     for run in runs:
         lookup = ScoreLookup(run)
         try:
             for record in iter_records(run.path):
-                if not _keep_record(record, opts, stats):
+                try:
+                    if not _keep_record(record, opts, stats):
+                        continue
+                    scores = compact_scores(lookup.get(record))
+                    if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
+                        stats.filtered["below_min_score"] += 1
+                        continue
+                    samples = list(samples_of(run, record, scores))
+                    if with_messages:
+                        for sample in samples:
+                            sample.messages  # noqa: B018
+                except _MALFORMED as exc:
+                    _skip_malformed(record, exc, stats)
                     continue
-                scores = compact_scores(lookup.get(record))
-                if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
-                    stats.filtered["below_min_score"] += 1
-                    continue
-                yield from samples_of(run, record, scores)
+                if samples:
+                    yield samples
         finally:
             stats.extra.setdefault("scores_computed_during_export", 0)
             stats.extra["scores_computed_during_export"] += lookup.computed
             lookup.close()
+
+
+def _synthetic_samples(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats) -> Iterator[Sample]:
+    """Every sample of the kept, well-formed records, messages built."""
+    for group in _synthetic_groups(runs, opts, stats, with_messages=True):
+        yield from group
 
 
 def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportResult:
@@ -293,13 +329,15 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     total_frac = sum(f for _, f in mixes)
     synthetic_written = 0
 
-    def emit(sample: Sample) -> bool:
+    def render(sample: Sample) -> tuple[Llama3Line | None, dict[str, Any] | list[bytes], bool]:
+        """(the fast llama3 line or None, the line to write, whether its text holds special tokens)."""
         if opts.fmt == "llama3" and tokenizer is None:
             fast = llama3_line_parts(sample, opts.mask_failed_calls)
-            line, special = fast.pieces, fast.special
-        else:
-            fast, line, special = None, format_line(opts.fmt, sample, tokenizer, opts.mask_failed_calls), True
-        if special and _has_special_tokens(sample):
+            return fast, fast.pieces, fast.special and _has_special_tokens(sample)
+        return None, format_line(opts.fmt, sample, tokenizer, opts.mask_failed_calls), _has_special_tokens(sample)
+
+    def emit(sample: Sample, fast: Llama3Line | None, line: dict[str, Any] | list[bytes], special: bool) -> bool:
+        if special:
             stats.filtered["special_tokens_in_text"] += 1
             return False
         if dedup is not None and not dedup.keep(sample, fast.digest() if fast is not None else None):
@@ -314,19 +352,25 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the loop makes no reference cycles; the cyclic collector would only rescan
     try:
-        for sample in _synthetic_samples(runs, opts, stats):
-            if not emit(sample):
+        for group in _synthetic_groups(runs, opts, stats):
+            try:  # every line of a record is made before any is written: a bad record leaves none
+                lines = [render(sample) for sample in group]
+            except _MALFORMED as exc:
+                _skip_malformed(group[0].record, exc, stats)
                 continue
-            synthetic_written += 1
-            for k, (path, frac, it) in enumerate(externals):
-                # External samples make up `frac` of the output: frac / (1 - total) per synthetic one.
-                while not mix_stats[k]["exhausted"] and \
-                        mix_stats[k]["samples"] < frac / (1 - total_frac) * synthetic_written:
-                    ext = next(it, None)
-                    if ext is None:
-                        mix_stats[k]["exhausted"] = True
-                    elif emit(ext):
-                        mix_stats[k]["samples"] += 1
+            for sample, (fast, line, special) in zip(group, lines):
+                if not emit(sample, fast, line, special):
+                    continue
+                synthetic_written += 1
+                for k, (path, frac, it) in enumerate(externals):
+                    # External samples make up `frac` of the output: frac / (1 - total) per synthetic one.
+                    while not mix_stats[k]["exhausted"] and \
+                            mix_stats[k]["samples"] < frac / (1 - total_frac) * synthetic_written:
+                        ext = next(it, None)
+                        if ext is None:
+                            mix_stats[k]["exhausted"] = True
+                        elif emit(ext, *render(ext)):
+                            mix_stats[k]["samples"] += 1
         outputs.commit()
     except BaseException:
         outputs.abort()

@@ -29,8 +29,32 @@ from simworld.scoring.report import SCORES_DIR, SCORES_FILE, score_line, scorer_
 from simworld.types import ToolSpec
 
 
+class MalformedEvent(ValueError):
+    """An event of a record has a field of the wrong type (the record is not a valid trajectory)."""
+
+
+def _text(ev: dict[str, Any]) -> str:
+    content = ev.get("content", "")
+    if type(content) is not str:
+        raise MalformedEvent("content is not a string")
+    return content
+
+
+def _calls(ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """An event's tool calls, each checked for the fields every format writes."""
+    calls = ev.get("tool_calls") or []
+    if type(calls) is not list:
+        raise MalformedEvent("tool_calls is not a list")
+    for c in calls:
+        if type(c) is not dict or type(c.get("name")) is not str or type(c.get("id", "")) is not str \
+                or type(c.get("arguments", {})) is not dict:
+            raise MalformedEvent("a tool call without a string name and id and an arguments object")
+    return calls
+
+
 def perspective_dicts(events: list[dict[str, Any]], role: str, system: str | None) -> list[dict[str, Any]]:
-    """Role `role`'s view of a global event log of dicts (see :mod:`simworld.perspective`)."""
+    """Role `role`'s view of a global event log of dicts (see :mod:`simworld.perspective`).
+    Raises (MalformedEvent, KeyError, ...) on events of the wrong shape."""
     out: list[dict[str, Any]] = []
     if system:
         out.append({"role": "system", "content": system})
@@ -40,18 +64,21 @@ def perspective_dicts(events: list[dict[str, Any]], role: str, system: str | Non
             continue
         if ev.get("speaker") == role:
             if ev["role"] == "tool":
-                out.append({"role": "tool", "content": ev.get("content", ""), "tool_call_id": ev.get("tool_call_id"),
+                out.append({"role": "tool", "content": _text(ev), "tool_call_id": ev.get("tool_call_id"),
                             "name": ev.get("name"), "error": bool(ev.get("error"))})
             else:
-                msg: dict[str, Any] = {"role": "assistant", "content": ev.get("content", "")}
-                if ev.get("tool_calls"):
-                    msg["tool_calls"] = ev["tool_calls"]
+                msg: dict[str, Any] = {"role": "assistant", "content": _text(ev)}
+                calls = _calls(ev)
+                if calls:
+                    msg["tool_calls"] = calls
                 if ev.get("invalid"):
                     msg["invalid"] = ev["invalid"]
                 out.append(msg)
             continue
-        content = ev.get("content")
-        if ev["role"] == "tool" or not content:
+        if ev["role"] == "tool":
+            continue
+        content = _text(ev)
+        if not content:
             continue
         if out and out[-1]["role"] == "user":
             out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + content}
@@ -212,7 +239,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         if ev.get("speaker") != role:
             if ev["role"] == "tool":
                 continue
-            content = ev.get("content")
+            content = _text(ev)
             if content:
                 grouped = False  # a message between the results ends them
                 pending = content if pending is None else pending + "\n\n" + content
@@ -230,7 +257,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             pieces.append(eot)
             parts.append(pending)
             pending = None
-        content = ev.get("content") or ""
+        content = _text(ev)
         if ev["role"] == "tool":
             call_id = ev.get("tool_call_id")
             name = ev.get("name")
@@ -247,9 +274,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             pieces.append(content)
             pieces.append(eot)
             continue
-        calls = ev.get("tool_calls")
-        if calls and any("name" not in c for c in calls):
-            return None  # an OpenAI-shaped call: the general path reads those
+        calls = _calls(ev)
         parts.append(content)
         turns += 1
         if calls and len(calls) > 1:
