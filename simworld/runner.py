@@ -204,7 +204,14 @@ class RunDir:
                                 "trajectory shards may end in .jsonl in a run directory")
 
         def keep(record: dict[str, Any]) -> None:
-            stats = episode_stats(record)
+            try:
+                stats = episode_stats(record)
+            except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+                # Valid JSON but not a trajectory (damaged by hand or on disk): the episode runs again
+                # and its new record, written later, is the one every reader takes.
+                prior.repaired.append(f"{path.name}: ignored a record of episode {record['episode_id']} that is "
+                                      "not a valid trajectory (an episode left with no valid record runs again)")
+                return
             prior.latest[stats.index] = stats
             prior.records += 1
 

@@ -130,6 +130,23 @@ def test_corrupt_lines_are_rerun(slow_scenario, reference, tmp_path):
     assert stripped(out) == reference
 
 
+def test_a_record_of_the_wrong_shape_is_noted_and_its_episode_rerun(slow_scenario, reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = ("run", slow_scenario, "--episodes", N, "--out", out, "-q")
+    simworld(*cmd, check=0)
+    shard = shard_paths(out)[0]
+    lines = shard.read_bytes().splitlines(keepends=True)
+    record = orjson.loads(lines[5])
+    record["events"] = "garbage"  # valid JSON, not a trajectory
+    lines[5] = orjson.dumps(record) + b"\n"
+    shard.write_bytes(b"".join(lines))
+    again = simworld(*cmd, check=0)
+    assert f"ignored a record of episode {record['episode_id']} that is not a valid trajectory" in \
+        " ".join(again.stderr.split()), again.stderr
+    assert "Traceback" not in again.stderr
+    assert stripped(out) == reference  # the episode ran again; its new record is the one readers take
+
+
 def _fsize_limit(limit):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
