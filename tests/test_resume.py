@@ -115,12 +115,17 @@ def test_ctrl_c_stops_cleanly_and_resumes(slow_scenario, reference, tmp_path):
     assert orjson.loads((out / "manifest.json").read_bytes())["status"] == "complete"
 
 
-def test_corrupt_lines_are_rerun(slow_scenario, reference, tmp_path):
+def _finished_run(slow_scenario, tmp_path):
+    """A finished run: (its directory, the command that made it, its first shard and that shard's lines)."""
     out = tmp_path / "run"
     cmd = ("run", slow_scenario, "--episodes", N, "--out", out, "-q")
     simworld(*cmd, check=0)
     shard = shard_paths(out)[0]
-    lines = shard.read_bytes().splitlines(keepends=True)
+    return out, cmd, shard, shard.read_bytes().splitlines(keepends=True)
+
+
+def test_corrupt_lines_are_rerun(slow_scenario, reference, tmp_path):
+    out, cmd, shard, lines = _finished_run(slow_scenario, tmp_path)
     lines[10] = b"#" * (len(lines[10]) - 1) + b"\n"  # bit rot in the middle: a whole line unreadable
     lines[-1] = lines[-1][:40] + b"\x00garbage" + lines[-1][48:]  # the last line corrupt
     shard.write_bytes(b"".join(lines))
@@ -131,11 +136,7 @@ def test_corrupt_lines_are_rerun(slow_scenario, reference, tmp_path):
 
 
 def test_a_record_of_the_wrong_shape_is_noted_and_its_episode_rerun(slow_scenario, reference, tmp_path):
-    out = tmp_path / "run"
-    cmd = ("run", slow_scenario, "--episodes", N, "--out", out, "-q")
-    simworld(*cmd, check=0)
-    shard = shard_paths(out)[0]
-    lines = shard.read_bytes().splitlines(keepends=True)
+    out, cmd, shard, lines = _finished_run(slow_scenario, tmp_path)
     record = orjson.loads(lines[5])
     record["events"] = "garbage"  # valid JSON, not a trajectory
     lines[5] = orjson.dumps(record) + b"\n"
