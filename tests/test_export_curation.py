@@ -535,3 +535,24 @@ def test_dpo_skips_records_of_the_wrong_shape(ledger_runs, tmp_path):
     damaged, ids = _damage(good, tmp_path)
     res = export([damaged, sloppy], tmp_path / "dpo.jsonl", fmt="dpo")
     assert res.card["filtered"]["malformed_record"] == 3
+
+
+def test_damaged_score_lines_are_recomputed_not_trusted(ledger_runs, tmp_path):
+    import shutil
+
+    _, _, sloppy = ledger_runs
+    copy = tmp_path / "run"
+    shutil.copytree(sloppy, copy)
+    score_run(copy)
+    before = export([copy], tmp_path / "before.jsonl", dedup=False)
+    path = copy / "scores" / "scores.jsonl"
+    lines = path.read_bytes().splitlines()
+    first, fourth = orjson.loads(lines[0]), orjson.loads(lines[3])
+    lines[0] = orjson.dumps({"episode_id": first["episode_id"], "value": "high", "scores": [1]})
+    lines[3] = f'{{"episode_id":"{fourth["episode_id"]}","value":'.encode()  # cut short: not JSON
+    path.write_bytes(b"\n".join(lines + [b"garbage", b"[1, 2]"]) + b"\n")
+    after = export([copy], tmp_path / "after.jsonl", dedup=False)
+    assert after.card["scores_computed_during_export"] == 2
+    assert before.card["scores_computed_during_export"] == 0
+    scores = lambda name: [x["scores"] for x in worlds.read_lines(tmp_path / name)]  # noqa: E731
+    assert scores("after.jsonl") == scores("before.jsonl")

@@ -400,17 +400,23 @@ class ScoreLookup:
         return offsets
 
     def get(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record's score line; computed when the file has none for it, or a damaged one."""
         eid = record["episode_id"]
         if self._fh is not None:
+            stored = None
             if self._offsets is None:
                 line = self._fh.readline()
                 if line.endswith(b"\n") and f'"episode_id":"{eid}"'.encode() in line[:400]:
-                    return orjson.loads(line)
-                self._offsets = self._index()  # out of step (the run grew since): look lines up
-            pos = self._offsets.get(eid)
-            if pos is not None:
-                self._fh.seek(pos)
-                return orjson.loads(self._fh.readline())
+                    stored = _score_line(line)
+                else:
+                    self._offsets = self._index()  # out of step (the run grew since): look lines up
+            if self._offsets is not None:
+                pos = self._offsets.get(eid)
+                if pos is not None:
+                    self._fh.seek(pos)
+                    stored = _score_line(self._fh.readline())
+            if stored is not None:
+                return stored
         traj = parse_record(record)
         if isinstance(traj, str):
             return {"value": 0.0, "passed": False, "scores": {}, "error": traj}
@@ -420,6 +426,21 @@ class ScoreLookup:
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
+
+
+def _score_line(raw: bytes) -> dict[str, Any] | None:
+    """A stored score line, or None when it is not one (damaged: the scores are computed instead)."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("value", 0.0), (int, float)):
+        return None
+    scores = line.get("scores", {})
+    if not isinstance(scores, dict) or not all(isinstance(v, dict) and isinstance(v.get("value"), (int, float))
+                                               for v in scores.values()):
+        return None
+    return line
 
 
 def compact_scores(line: dict[str, Any]) -> dict[str, Any]:
