@@ -64,8 +64,15 @@ def test_task_type_and_scenario_filters(tmp_path):
     export([run], tmp_path / "t.jsonl", dedup=False, task_types=(types[0],))
     got = worlds.read_lines(tmp_path / "t.jsonl")
     assert got and {line["provenance"]["task_type"] for line in got} == {types[0]}
-    res = export([run], tmp_path / "s.jsonl", dedup=False, scenarios=("nope",))
-    assert res.written["train"] == 0 and res.card["filtered"]["scenario"] == 12
+    res = export([run], tmp_path / "s.jsonl", dedup=False, scenarios=("retail_mixed",))
+    assert res.written["train"] == 12 and "scenario" not in res.card["filtered"]
+    # A name no run can hold is a typo, not an empty export.
+    with pytest.raises(SimworldError, match="--scenario 'nope': no run of that scenario; these runs are of "
+                                            "retail_mixed"):
+        export([run], tmp_path / "s.jsonl", dedup=False, scenarios=("nope",))
+    with pytest.raises(SimworldError, match="--task-type 'cancel_order': no task of that name .* one of "
+                                            "cancel_pending_order, "):
+        export([run], tmp_path / "s.jsonl", dedup=False, task_types=("cancel_order",))
 
 
 def test_scores_are_computed_when_the_run_was_never_scored(ledger_runs, tmp_path):
@@ -358,13 +365,15 @@ def test_cli_export_end_to_end(ledger_runs, tmp_path):
     (["--format", "yaml"], "Invalid value for '--format'"),
     (["--format", "openai", "--tokenize"], "--tokenize applies to --format llama3"),
     (["--format", "trl", "--mask-failed-calls"], "--mask-failed-calls applies to --format llama3 and openai"),
+    (["--out", "{run}/scenario.yaml/x.jsonl"], "scenario.yaml is not a directory"),
+    (["--validation", "0.2", "--val-out", "{tmp}/o.jsonl"], "is the --out file"),
     (["--out", "{run}/extra.jsonl"], "a run directory may hold no other .jsonl"),
     (["--validation", "1.5"], "--validation"),
     (["--out", "/dev/null"], "is not a regular file"),
 ])
 def test_cli_export_errors_are_one_line(ledger_runs, tmp_path, args, needle):
     _, good, _ = ledger_runs
-    full = ["export", str(good)] + [a.replace("{run}", str(good)) for a in args]
+    full = ["export", str(good)] + [a.replace("{run}", str(good)).replace("{tmp}", str(tmp_path)) for a in args]
     if "--out" not in args:
         full += ["--out", str(tmp_path / "o.jsonl")]
     res = cli(*full)

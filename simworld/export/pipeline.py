@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from simworld import registry
 from simworld.errors import SimworldError
 from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
@@ -177,7 +178,10 @@ class _Outputs:
             except OSError:
                 pass
         for p in self.tmp.values():
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:  # its directory is gone or was never one: nothing of ours is there
+                pass
 
 
 def _check_out(out: Path, runs: Sequence[RunInfo]) -> None:
@@ -185,9 +189,29 @@ def _check_out(out: Path, runs: Sequence[RunInfo]) -> None:
         if out.parent.resolve() == run.path.resolve() and out.name.endswith(".jsonl"):
             raise SimworldError(f"--out {out}: a run directory may hold no other .jsonl file than its shards; "
                                 "write the export elsewhere")
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise SimworldError(f"--out {out}: {parent} is not a directory")
+            break
     if out.exists() and not out.is_file():
         # The export is renamed into place at the end: never over a directory or a device.
         raise SimworldError(f"--out {out} exists and is not a regular file")
+
+
+def _check_filters(opts: ExportOptions, runs: Sequence[RunInfo]) -> None:
+    """A --task-type or --scenario that none of the runs can hold is a typo, not an empty export."""
+    registry.load_builtins()
+    tasks = sorted({name for run in runs for name in registry.TASKS.get(run.scenario.world.type, {})})
+    for name in opts.task_types:
+        if name not in tasks:
+            raise SimworldError(f"--task-type {name!r}: no task of that name in the world of these runs; "
+                                f"one of {', '.join(tasks)}")
+    scenarios = sorted({run.scenario.name for run in runs})
+    for name in opts.scenarios:
+        if name not in scenarios:
+            raise SimworldError(f"--scenario {name!r}: no run of that scenario; these runs are of "
+                                f"{', '.join(scenarios)}")
 
 
 def _has_special_tokens(sample: Sample) -> bool:
@@ -296,8 +320,13 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     if not 0 <= opts.validation < 1:
         raise SimworldError("--validation must be a fraction in [0, 1)")
     runs = [open_run(d, opts.scorers) for d in run_dirs]
+    _check_filters(opts, runs)
     out = Path(opts.out)
     _check_out(out, runs)
+    if opts.val_out:
+        _check_out(Path(opts.val_out), runs)
+        if Path(opts.val_out).resolve() == out.resolve():
+            raise SimworldError(f"--val-out {opts.val_out} is the --out file; give the validation split its own")
     mixes = [parse_mix(m) for m in opts.mix]
     if sum(f for _, f in mixes) >= 1:
         raise SimworldError("--mix fractions must add up to less than 1")
