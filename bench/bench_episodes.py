@@ -45,7 +45,7 @@ def measure(scenario: str, sets: list[str], episodes: int, repeats: int, profile
     """One configuration, in this process."""
     from simworld import registry
     from simworld.episode import episode_specs, run_episode_sync
-    from simworld.runner import resolve_scenario, run_batch, trajectory_line
+    from simworld.runner import resolve_scenario, run_batch
 
     sc = resolve_scenario(scenario, sets)
     world_cls = registry.get_world(sc.world.type)
@@ -106,7 +106,6 @@ def runner_overhead_us(sc, specs, repeats: int) -> dict[str, float]:
     """What the runner adds per episode, on finished trajectories: JSON line, summary stats, write."""
     from simworld.episode import run_episode_sync
     from simworld.runio import ShardWriter
-    from simworld.runner import trajectory_line
     from simworld.summary import trajectory_stats
 
     trajs = [run_episode_sync(sc, spec) for spec in specs]
@@ -114,7 +113,7 @@ def runner_overhead_us(sc, specs, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(max(repeats, 3)):
             t0 = time.process_time()
-            lines = [trajectory_line(t) for t in trajs]
+            lines = [t.to_jsonl() for t in trajs]
             t1 = time.process_time()
             for t in trajs:
                 trajectory_stats(t)

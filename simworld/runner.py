@@ -273,13 +273,8 @@ def _crash(spec: EpisodeSpec, exc: BaseException) -> EpisodeCrash:
     return EpisodeCrash(f"episode {spec.episode_id} crashed: {type(exc).__name__}: {exc}{hint}")
 
 
-def trajectory_line(traj: Trajectory) -> bytes:
-    """One JSON line: `Trajectory.to_jsonl()` (orjson)."""
-    return traj.to_jsonl()
-
-
 def _record(traj: Trajectory) -> tuple[bytes, EpisodeStats]:
-    return trajectory_line(traj), trajectory_stats(traj)
+    return traj.to_jsonl(), trajectory_stats(traj)
 
 
 def run_local(sc: Scenario, indices: Iterable[int], writer: ShardWriter, on_done: Callable[[EpisodeStats], None],
