@@ -169,6 +169,19 @@ def parse_record(record: dict[str, Any]) -> Trajectory | str:
         return f"not a valid trajectory: {loc}: {err.get('msg', 'invalid')}"
 
 
+RECORD_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+"""What reading a record of the wrong shape as plain dicts raises (a well-formed record raises none)."""
+
+
+def record_problem(record: Any, exc: BaseException) -> str:
+    """Why `record`, reading which raised `exc` (one of RECORD_ERRORS), is not a trajectory. Re-raises
+    `exc` when the record is a valid trajectory after all: then the fault is simworld's, not the run's."""
+    reason = parse_record(record) if isinstance(record, dict) else "not a valid trajectory: not a JSON object"
+    if not isinstance(reason, str):
+        raise exc
+    return reason
+
+
 def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None,
                scenario: Scenario | None = None) -> Iterator[ReplayResult]:
     """Replay the (latest) record of every episode of a run, or only of `episode_ids`."""

@@ -42,6 +42,7 @@ from simworld.episode import EpisodeSpec, episode_specs, run_episode, run_episod
 from simworld.errors import SimworldError
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
+from simworld.replay import RECORD_ERRORS, record_problem
 from simworld.scenario import Scenario, load_scenario, parse_overrides
 from simworld.summary import EpisodeStats, RunSummary, episode_stats, trajectory_stats
 from simworld.types import Trajectory
@@ -206,11 +207,12 @@ class RunDir:
         def keep(record: dict[str, Any]) -> None:
             try:
                 stats = episode_stats(record)
-            except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+            except RECORD_ERRORS as exc:
                 # Valid JSON but not a trajectory (damaged by hand or on disk): the episode runs again
                 # and its new record, written later, is the one every reader takes.
                 prior.repaired.append(f"{path.name}: ignored a record of episode {record['episode_id']} that is "
-                                      "not a valid trajectory (an episode left with no valid record runs again)")
+                                      f"{record_problem(record, exc)} (an episode left with no valid record "
+                                      "runs again)")
                 return
             prior.latest[stats.index] = stats
             prior.records += 1

@@ -30,7 +30,7 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
 
     from simworld.errors import SimworldError
     from simworld.export.source import ScoreLookup, compact_scores, open_run
-    from simworld.replay import parse_record
+    from simworld.replay import RECORD_ERRORS, record_problem
     from simworld.runio import iter_records
     from simworld.show import listing, perspective_text, select_records, show_record
 
@@ -64,11 +64,8 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
                         click.echo(text)
                 else:
                     show_record(console, record, info, scores, max_result)
-            except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
-                reason = parse_record(record)
-                if not isinstance(reason, str):
-                    raise exc  # a valid trajectory: the fault is simworld's
-                click.echo(f"episode {record.get('episode_id', '?')}: {reason}", err=True)
+            except RECORD_ERRORS as exc:
+                click.echo(f"episode {record.get('episode_id', '?')}: {record_problem(record, exc)}", err=True)
                 damaged += 1
         if damaged:
             raise SystemExit(1)

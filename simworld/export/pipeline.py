@@ -26,7 +26,7 @@ from simworld.export.curation import Deduplicator, iter_external, parse_mix, spl
 from simworld.export.formats import FORMATS, Llama3Line, format_line, llama3_line_parts, system_part
 from simworld.export.source import RunInfo, Sample, ScoreLookup, compact_scores, open_run, samples_of
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
-from simworld.replay import parse_record
+from simworld.replay import RECORD_ERRORS, record_problem
 from simworld.runio import iter_records
 
 
@@ -253,16 +253,10 @@ def _keep_record(record: dict[str, Any], opts: ExportOptions, stats: CardStats) 
     return True
 
 
-_MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError)
-"""What reading a record of the wrong shape raises (a well-formed record never does)."""
-
-
 def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
-    """Count and note a record the export cannot read, as `simworld score` does; re-raise `exc` when
-    the record is a valid trajectory after all (then the fault is simworld's, not the run's)."""
-    reason = parse_record(record) if isinstance(record, dict) else "not a JSON object"
-    if not isinstance(reason, str):
-        raise exc
+    """Count and note a record the export cannot read, as `simworld score` does (re-raises `exc`
+    when the record is a valid trajectory: :func:`~simworld.replay.record_problem`)."""
+    reason = record_problem(record, exc)
     stats.filtered["malformed_record"] += 1
     notes = stats.extra.setdefault("malformed_records", [])
     if len(notes) < 20:
@@ -289,7 +283,7 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                     if with_messages:
                         for sample in samples:
                             sample.messages  # noqa: B018
-                except _MALFORMED as exc:
+                except RECORD_ERRORS as exc:
                     _skip_malformed(record, exc, stats)
                     continue
                 if samples:
@@ -384,7 +378,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         for group in _synthetic_groups(runs, opts, stats):
             try:  # every line of a record is made before any is written: a bad record leaves none
                 lines = [render(sample) for sample in group]
-            except _MALFORMED as exc:
+            except RECORD_ERRORS as exc:
                 _skip_malformed(group[0].record, exc, stats)
                 continue
             for sample, (fast, line, special) in zip(group, lines):
