@@ -17,6 +17,7 @@ import orjson
 
 import simworld
 from simworld.export.source import RunInfo, Sample
+from simworld.llama3.format import failed_call_ids
 
 
 def _dist(counter: Counter[int]) -> dict[str, Any]:
@@ -39,25 +40,16 @@ def _dist(counter: Counter[int]) -> dict[str, Any]:
 
 
 def _turns_and_calls(messages: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
-    """(assistant turns, tool calls, the tools called in order), leaving out of the sequence calls
-    whose result was an error when any was (the last result of each call id decides)."""
-    errors: dict[Any, bool] = {}
+    """(assistant turns, tool calls, the tools called in order, leaving out calls whose result was
+    an error)."""
+    failed = failed_call_ids(messages)
     turns = 0
     called = []
     for m in messages:
-        role = m["role"]
-        if role == "assistant":
+        if m["role"] == "assistant":
             turns += 1
-            tool_calls = m.get("tool_calls")
-            if tool_calls:
-                called.extend(tool_calls)
-        elif role == "tool":
-            errors[m.get("tool_call_id")] = bool(m.get("error"))
-    if errors and any(errors.values()):
-        sequence = [c["name"] for c in called if not errors.get(c.get("id"), False)]
-    else:
-        sequence = [c["name"] for c in called]
-    return turns, len(called), sequence
+            called.extend(m.get("tool_calls") or ())
+    return turns, len(called), [c["name"] for c in called if c.get("id") not in failed]
 
 
 class CardStats:

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from simworld.errors import SimworldError
-from simworld.export.source import Sample
+from simworld.export.source import Sample, dedup_call_text
 
 # ----------------------------------------------------------------------------------------------
 # Hashing
@@ -149,7 +149,7 @@ def dedup_text(sample: Sample) -> str:
             continue
         parts.append(m["content"])
         for c in m.get("tool_calls") or ():
-            parts.append(c["name"] + " " + orjson.dumps(c.get("arguments") or {}).decode())
+            parts.append(dedup_call_text(c["name"], c.get("arguments")))
     return "\n".join(parts)
 
 

@@ -79,18 +79,16 @@ class _SystemPart:
     """A system message: its content, its serialized forms (in pieces: the shared head's, then the
     prompt's), and whether the prompt holds special tokens."""
 
-    __slots__ = ("tools", "tools_openai", "content", "prefix_len", "text_pieces", "message_pieces", "tools_json",
-                 "special", "digest")
+    __slots__ = ("head", "content", "prefix_len", "text_pieces", "message_pieces", "special", "digest")
 
     def __init__(self, system_prompt: str, head: _SystemHead) -> None:
-        self.tools, self.tools_openai = head.tools, head.tools_openai
+        self.head = head
         rest = "\n\n" + system_prompt if system_prompt else ""
         self.content = head.content + rest  # = system_content(system_prompt, tools, today)
         self.prefix_len = len(BEGIN) + len(HEADERS["system"]) + len(self.content) + len(EOT)
         tail = orjson.dumps(rest + EOT)[1:-1]
         self.text_pieces = (head.text_open, tail)  # the opening quote and the escaped prefix
         self.message_pieces = (head.content_open, orjson.dumps(rest)[1:] + b"}")
-        self.tools_json = head.tools_json
         self.special = contains_special_token(system_prompt)
         self.digest = hashlib.blake2b(tail, digest_size=16, key=head.digest).digest() if rest else head.digest
 
@@ -107,7 +105,7 @@ def system_part(sample: Sample) -> _SystemPart:
     tools, tools_openai = sample.tools, sample.tools_openai
     key = (prompt, id(tools), id(tools_openai), sample.today)
     part = _SYSTEMS.get(key)
-    if part is None or part.tools is not tools or part.tools_openai is not tools_openai:
+    if part is None or part.head.tools is not tools or part.head.tools_openai is not tools_openai:
         hkey = key[1:]
         head = _HEADS.get(hkey)
         if head is None or head.tools is not tools or head.tools_openai is not tools_openai:
@@ -167,7 +165,7 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
         b'{"id":', orjson.dumps(sample.id), b',"perspective":', orjson.dumps(sample.perspective),
         b',"text":', *part.text_pieces, text_json[1:],
         b',"messages":[', *part.message_pieces, b"," if conv else b"", messages[1:-1],
-        b'],"tools":', part.tools_json, b',"scores":', orjson.dumps(sample.scores),
+        b'],"tools":', part.head.tools_json, b',"scores":', orjson.dumps(sample.scores),
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
     ]

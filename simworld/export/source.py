@@ -21,7 +21,7 @@ import orjson
 
 from simworld import registry
 from simworld.episode import STOP
-from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, json_dumps
+from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, render_tool_call
 from simworld.replay import load_run_scenario, parse_record
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, world_of
@@ -218,7 +218,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     and a result of this role comes after that. With `mask_failed`, a turn whose call got an error
     result is marked ``invalid`` and left out of the spans, as ``conversation_messages`` does.
     Equal to the general path (a test compares them over every scenario)."""
-    h_user, h_assistant, h_tool, eot, eom = _H_USER, _H_ASSISTANT, _H_TOOL, EOT, EOM
+    h_user, h_assistant, eot, eom = _H_USER, _H_ASSISTANT, EOT, EOM
     conv: list[dict[str, Any]] = []
     pieces: list[str] = []
     spans: list[Any] = []  # the piece number of each turn in the loss mask, made character spans at the end
@@ -268,11 +268,8 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             parts.append(content)
             if group is not None:  # (grouped: a later message would have closed it)
                 group[2].append(item)
-                continue
-            conv.append(item)
-            pieces.append(h_tool)
-            pieces.append(content)
-            pieces.append(eot)
+            else:
+                _put_result(item, conv, pieces)
             continue
         calls = _calls(ev)
         parts.append(content)
@@ -287,7 +284,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             call = _call_of(calls[0], names, parts)
             call_turns.append((len(conv), len(spans), call["id"]))
             conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
-            body = content + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]}) + eom
+            body = content + render_tool_call(call) + eom
             spans.append(len(pieces))
         else:
             body = content + eot
@@ -308,15 +305,13 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     if n_conv < len(conv):
         del conv[n_conv:], pieces[n_pieces:], spans[n_spans:]
     del parts[n_parts:], names[n_names:]
-    failed = {call_id: err for i, call_id, err in errors if i < n_parts}
-    if failed and any(failed.values()):
-        sequence = [name for name, call_id in names if not failed.get(call_id, False)]
-    else:
-        sequence = [name for name, _ in names]
-    if mask_failed and failed and any(failed.values()):
+    last = {call_id: err for i, call_id, err in errors if i < n_parts}  # the last result of an id decides
+    failed = {call_id for call_id, err in last.items() if err}
+    sequence = [name for name, call_id in names if call_id not in failed]
+    if mask_failed and failed:
         dropped = set()
         for i, k, call_id in call_turns:
-            if i < n_conv and failed.get(call_id, False):
+            if i < n_conv and call_id in failed:
                 conv[i]["invalid"] = FAILED_CALL
                 dropped.add(k)
         spans = [k for j, k in enumerate(spans) if j not in dropped]
@@ -331,8 +326,13 @@ def _call_of(c: dict[str, Any], names: list[tuple[str, Any]], parts: list[str]) 
     args = c.get("arguments", {})
     call = {"id": c.get("id", ""), "name": c["name"], "arguments": args}
     names.append((c["name"], c.get("id")))
-    parts.append(c["name"] + " " + orjson.dumps(args or {}).decode())
+    parts.append(dedup_call_text(c["name"], args))
     return call
+
+
+def dedup_call_text(name: str, arguments: dict[str, Any] | None) -> str:
+    """How a call reads in the text near-duplicate detection compares: its name and JSON arguments."""
+    return name + " " + orjson.dumps(arguments or {}).decode()
 
 
 def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], conv: list[dict[str, Any]],
@@ -350,8 +350,7 @@ def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], 
         conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
         pieces.append(_H_ASSISTANT)
         spans.append(len(pieces))
-        pieces.append(text + json_dumps({"type": "function", "name": call["name"], "parameters": call["arguments"]})
-                      + EOM)
+        pieces.append(text + render_tool_call(call) + EOM)
         result = results.get(call["id"])
         if result is not None:
             _put_result(result, conv, pieces)

@@ -168,10 +168,8 @@ def system_content(system_prompt: str, tools: Sequence[ToolSpec | dict[str, Any]
 def _call_fields(call: ToolCall | dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     if isinstance(call, ToolCall):
         return call.id, call.name, call.arguments
-    if "name" in call:
-        return call.get("id", ""), call["name"], call.get("arguments", {})
-    fn = call.get("function")
-    if isinstance(fn, dict):
+    fn = call.get("function") if "name" not in call else None
+    if isinstance(fn, dict):  # OpenAI-shaped
         args = fn.get("arguments", {})
         if isinstance(args, str):
             args = json.loads(args) if args.strip() else {}
