@@ -192,14 +192,18 @@ class LLMAgent(Agent):
     def _openai_request(self, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """`client: openai`: the SDK client and the request, litellm's kwargs translated."""
         p = self.params
-        key = kwargs.pop("api_key", None) or os.environ.get("OPENAI_API_KEY") or "no-key"
-        client = openai_client(p.api_base, key, p.timeout)
+        client = self._sdk_client(kwargs.pop("api_key", None))
         for name in ("api_base", "drop_params", "max_retries", *p.provider_params):
             kwargs.pop(name, None)
         kwargs["model"] = p.model.removeprefix("openai/")
         if p.provider_params:
             kwargs["extra_body"] = dict(p.provider_params)
         return client, kwargs
+
+    def _sdk_client(self, key: str | None) -> Any:
+        """The OpenAI SDK client for `api_base` (it insists on a key; a local server needs none)."""
+        p = self.params
+        return openai_client(p.api_base, key or os.environ.get("OPENAI_API_KEY") or "no-key", p.timeout)
 
     async def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
         p = self.params
@@ -246,8 +250,7 @@ class LLMAgent(Agent):
         kwargs["prompt"] = render_messages(messages, view.tools, view.episode.sc.today, add_generation_prompt=True)
         kwargs["stop"] = _LLAMA3_STOP + list(self.params.stop)
         if self.params.resolved_client == "litellm" and self.params.api_base and self._provider() in _OPENAI_COMPATIBLE:
-            key = kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY") or "no-key"
-            kwargs["client"] = openai_client(self.params.api_base, key, self.params.timeout)
+            kwargs["client"] = self._sdk_client(kwargs.get("api_key"))
         response = await self._call("atext_completion", kwargs)
         try:
             text = response.choices[0].text or ""
