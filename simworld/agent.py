@@ -28,6 +28,12 @@ class AgentParams(BaseModel):
     type: str
 
 
+def same_move(a: Message, b: Message) -> bool:
+    """Do two actions say the same and make the same calls (call ids aside: the engine assigns them)?"""
+    return a.content == b.content and \
+        [(c.name, c.arguments) for c in a.tool_calls] == [(c.name, c.arguments) for c in b.tool_calls]
+
+
 @dataclass
 class View:
     """What one role sees when it is its turn to act."""
@@ -83,3 +89,21 @@ class Agent:
 
     async def act(self, view: View) -> Message | str:
         raise NotImplementedError
+
+    async def observe(self, view: View, taken: Message) -> None:
+        """Catch up on a turn this agent did not play: a fork replays its parent's prefix, then its
+        agents take over, and each is first brought through the prefix's turns of its role.
+
+        `view` is what the role saw at that turn and `taken` what the record says the role did. The
+        default suits scripted agents, which carry state from turn to turn (what they have read,
+        where their script is): act on the view as in a run, then :meth:`adopt` the recorded action
+        in place of the reply. An agent that reads everything it needs from each view (an LLM
+        agent) overrides this to do nothing, so no model is called for the prefix.
+        """
+        reply = await self.act(view)
+        self.adopt(reply, taken)
+
+    def adopt(self, reply: Message | str, taken: Message) -> None:
+        """While catching up (:meth:`observe`), `reply` was this agent's answer but `taken` is what
+        happened. Agents whose state follows their own actions reconcile it here; the default
+        keeps nothing of either."""

@@ -15,7 +15,7 @@ new trajectory records its parent episode and the fork point.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from simworld.episode import Episode, EpisodeSpec, continue_episode
+from simworld.episode import AgentFailure, Episode, EpisodeSpec, continue_episode
 from simworld.errors import SimworldError
 from simworld.runio import iter_records
 from simworld.scenario import Scenario, load_scenario
@@ -96,8 +96,10 @@ def _check_setup(traj: Trajectory, ep: Episode) -> Mismatch | None:
     return None
 
 
-def _apply(traj: Trajectory, ep: Episode, upto: int | None = None) -> Mismatch | None:
-    """Step the recorded actions through `ep`, comparing every event; stop after event `upto`."""
+def _apply(traj: Trajectory, ep: Episode, upto: int | None = None,
+           before_step: Callable[[Message], None] | None = None) -> Mismatch | None:
+    """Step the recorded actions through `ep`, comparing every event; stop after event `upto`.
+    `before_step(action)` is called before each recorded action is applied (its role is `ep.current`)."""
     events = traj.events
     last = len(events) - 1 if upto is None else upto
     for i in range(last + 1):
@@ -109,7 +111,10 @@ def _apply(traj: Trajectory, ep: Episode, upto: int | None = None) -> Mismatch |
                                 f"the episode ended ({ep.termination})")
             if ev.role not in ("user", "assistant") or ev.speaker != ep.current:
                 return Mismatch(f"event {i}", "speaker", f"{ev.speaker} ({ev.role})", f"{ep.current} to act")
-            ep.step(Message(role=ev.role, content=ev.content, tool_calls=list(ev.tool_calls), invalid=ev.invalid))
+            action = Message(role=ev.role, content=ev.content, tool_calls=list(ev.tool_calls), invalid=ev.invalid)
+            if before_step is not None:
+                before_step(action)
+            ep.step(action)
         diff = _first_field_diff(ev, ep.events[i])
         if diff is not None:
             return Mismatch(f"event {i}", diff[0], diff[1], diff[2])
@@ -211,8 +216,12 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
     """Replay `traj` through event `fork_at`, then continue with the agents of `agents_scenario`.
 
     `agents_scenario` is the run's scenario with other agents (``--set roles.R.agent.type=...``);
-    its world and task must be the same. The new episode id is ``<parent>-fork<N>-<hash>``;
-    ``provenance.parent`` and ``provenance.fork_at`` record where it came from.
+    its world and task must be the same. What it sets wins over the parent's variation (as ``--set``
+    does in a run): a path it overrides is dropped from the variation the fork is built with.
+    Before taking over, every agent is brought through the prefix's turns of its role
+    (:meth:`~simworld.agent.Agent.observe`), so a scripted customer goes on with its script instead
+    of starting it again. The new episode id is ``<parent>-fork<N>-<hash>``; ``provenance.parent``
+    and ``provenance.fork_at`` record where it came from.
     """
     n = len(traj.events)
     if not 0 <= fork_at < n:
@@ -227,8 +236,20 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
     if traj.scenario_hash and traj.scenario_hash != scenario.content_hash:
         raise SimworldError(f"{traj.episode_id}: the record is of another scenario than the run's scenario.yaml")
     new_id = f"{traj.episode_id}-fork{fork_at}-{agents_scenario.content_hash[:6]}"
-    ep = episode_for(traj, agents_scenario, episode_id=new_id, make_agents=True)
-    problem = _check_setup(traj, ep) or _apply(traj, ep, upto=fork_at)
+    overridden = [p for p in traj.variation if p in scenario.variations and p not in agents_scenario.variations]
+    base = traj.model_copy(update={"variation": {p: v for p, v in traj.variation.items() if p not in overridden}}) \
+        if overridden else traj
+    ep = episode_for(base, agents_scenario, episode_id=new_id, make_agents=True)
+
+    def catch_up(taken: Message) -> None:
+        role = ep.current
+        try:
+            asyncio.run(ep.agents[role].observe(ep.view(role), taken))
+        except AgentFailure as exc:
+            raise SimworldError(f"{traj.episode_id}: cannot fork: the {role} agent failed while catching up on the "
+                                f"prefix: {exc}") from None
+
+    problem = _check_setup(traj, ep) or _apply(traj, ep, upto=fork_at, before_step=catch_up)
     if problem is not None:
         raise SimworldError(f"{traj.episode_id}: cannot fork: replay differs at {problem.describe()}")
     if len(ep.events) != fork_at + 1:

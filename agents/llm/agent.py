@@ -216,6 +216,10 @@ class LLMAgent(Agent):
                                        timeout=p.timeout, backoff=p.retry_backoff, backoff_max=p.retry_backoff_max,
                                        what=f"{self.role}: model {p.model}")
 
+    async def observe(self, view: View, taken: Message) -> None:
+        """Nothing to catch up on: every request is built from the whole view (no model call for a
+        fork's prefix)."""
+
     async def act(self, view: View) -> Message:
         messages = self.prompt_messages(view)
         kwargs = self._request()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from simworld.agent import AgentParams
+from simworld.agent import AgentParams, View, same_move
 from simworld.registry import register_agent
 from simworld.types import Message, ToolCall
 
@@ -57,6 +57,14 @@ class NoisySupportOracle(SupportOracle):
 
     def provenance(self) -> dict[str, Any]:
         return {"mistakes": dict(sorted(self.mistakes.items())), "recovered": self.recovered}
+
+    async def observe(self, view: View, taken: Message) -> None:
+        """A mistake it would have made at a turn it did not play was not made: forget it."""
+        mistakes, tampered = Counter(self.mistakes), self.tampered
+        reply = await self.act(view)
+        if not (isinstance(reply, Message) and same_move(reply, taken)):
+            self.mistakes, self.tampered, self.intended = mistakes, tampered, None
+        self.adopt(reply, taken)
 
     # -- wrong tool calls
     def emit(self, call: ToolCall) -> ToolCall:

@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from simworld import registry
-from simworld.agent import Agent, AgentParams, View
+from simworld.agent import Agent, AgentParams, View, same_move
 from simworld.types import Message, ToolCall
 
 from . import nlu
@@ -200,6 +200,15 @@ class SupportOracle(Agent):
     def emit(self, call: ToolCall) -> ToolCall:
         """The call actually sent (the noisy oracle corrupts some)."""
         return call
+
+    def adopt(self, reply: Message | str, taken: Message) -> None:
+        """Catching up on a fork's prefix: results are read against the call that was made, and a
+        question that was not asked awaits no answer."""
+        if isinstance(reply, Message) and same_move(reply, taken):
+            return
+        self.pending = taken.tool_calls[0] if taken.tool_calls else None
+        if taken.tool_calls or isinstance(reply, str) or reply.tool_calls:
+            self.awaiting = set()
 
     # -- the turn
     async def act(self, view: View) -> Message:

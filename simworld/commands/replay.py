@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -14,10 +15,10 @@ import click
               help="With --episode and --out: restore the state after event N and continue with the agents "
                    "given by --set.")
 @click.option("--out", type=click.Path(path_type=str), default=None,
-              help="Run directory for forked trajectories (created; appended to).")
+              help="Directory for forked trajectories (created; appended to; not a run of `simworld run`).")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
-              help="With --fork-at: scenario overrides for the continuation, e.g. "
-                   "--set roles.support.agent.type=llm.")
+              help="With --fork-at: the continuation's agents, system prompts, personas, max_turns or "
+                   "scoring, e.g. --set roles.support.agent.type=llm (they win over the scenario's variations).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only mismatches and the summary line.")
 def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str | None, sets: tuple[str, ...],
             quiet: bool) -> None:
@@ -63,6 +64,9 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         sys.exit(1)
 
 
+_FORK_SETTABLE = re.compile(r"^(roles\.[^.]+\.(agent(\..+)?|system_prompt|persona)|max_turns|scoring(\..+)?)$")
+
+
 def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...]) -> None:
     from pathlib import Path
 
@@ -72,6 +76,17 @@ def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...])
     from simworld.runner import scenario_yaml
     from simworld.scenario import parse_overrides, scenario_from_data
 
+    overrides = parse_overrides(sets)
+    for key in overrides:
+        if not _FORK_SETTABLE.match(key):
+            raise SimworldError(f"--set {key}: a fork goes on in its parent's world with its parent's task; it can set "
+                                "roles.ROLE.agent..., roles.ROLE.system_prompt, roles.ROLE.persona, max_turns "
+                                "and scoring")
+    dest = Path(out)
+    if dest.exists() and dest.resolve() == Path(run).resolve():
+        raise SimworldError(f"--out {out} is the run being forked; write forks to a directory of their own")
+    if (dest / "manifest.json").exists():
+        raise SimworldError(f"--out {out} is a run directory; write forks to a directory of their own")
     scenario = load_run_scenario(run)
     record = next((r for r in iter_records(run) if r.get("episode_id") == episode), None)
     if record is None:
@@ -80,9 +95,8 @@ def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...])
     if isinstance(traj, str):
         raise SimworldError(f"{run}: episode {episode}: {traj}")
     agents_sc = scenario_from_data(scenario.model_dump(mode="json"), source=f"{run}/scenario.yaml",
-                                   overrides=parse_overrides(sets)) if sets else scenario
+                                   overrides=overrides) if sets else scenario
     new = fork_trajectory(traj, scenario, fork_at, agents_sc)
-    dest = Path(out)
     try:
         dest.mkdir(parents=True, exist_ok=True)
         sc_file = dest / "scenario.yaml"
