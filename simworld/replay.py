@@ -187,11 +187,12 @@ def record_problem(record: Any, exc: BaseException) -> str:
     return reason
 
 
-def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None,
-               scenario: Scenario | None = None) -> Iterator[ReplayResult]:
-    """Replay the (latest) record of every episode of a run, or only of `episode_ids`."""
+def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None, scenario: Scenario | None = None,
+               problems: list[tuple[str, str]] | None = None) -> Iterator[ReplayResult]:
+    """Replay the (latest) record of every episode of a run, or only of `episode_ids`. Lines of the
+    shards that hold no record are listed in `problems` (see :func:`~simworld.runio.iter_records`)."""
     sc = scenario or load_run_scenario(run_dir)
-    for record in iter_records(run_dir):
+    for record in iter_records(run_dir, problems=problems):
         eid = str(record.get("episode_id", ""))
         if episode_ids is not None and eid not in episode_ids:
             continue
@@ -257,3 +258,20 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
     new = asyncio.run(continue_episode(ep))
     prov = new.provenance.model_copy(update={"parent": traj.episode_id, "fork_at": fork_at})
     return new.model_copy(update={"provenance": prov})
+
+
+def missing_episodes(run_dir: str | Path, recorded: set[str]) -> tuple[list[str], str | None]:
+    """The episodes a run's manifest says were run that have no record, and the run's status
+    (None without a manifest: a directory of forks)."""
+    path = Path(run_dir) / "manifest.json"
+    try:
+        manifest = orjson.loads(path.read_bytes())
+        episodes, seed, status = int(manifest["episodes"]), int(manifest["seed"]), str(manifest["status"])
+    except FileNotFoundError:
+        return [], None
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise SimworldError(f"{path}: unreadable manifest (not the JSON `simworld run` writes)") from None
+    from simworld.episode import episode_specs
+
+    specs = episode_specs(load_run_scenario(run_dir), episodes, seed)
+    return [s.episode_id for s in specs if s.episode_id not in recorded], status

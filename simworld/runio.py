@@ -39,11 +39,11 @@ _CHUNK = 1 << 22
 _ID_KEY = b'"episode_id":"'
 
 
-def _complete_lines(path: Path) -> Iterator[tuple[bytearray, int, int]]:
+def _complete_lines(path: Path, torn: list[int] | None = None) -> Iterator[tuple[bytearray, int, int]]:
     """(buffer, start, end) of every complete line of a shard (newline excluded; a torn last line is
-    skipped). The buffer is reused: a line is valid until the next one is asked for. Reading into
-    one buffer makes no object per line (records are large: a copy per line costs as much as
-    parsing a small record)."""
+    skipped, its length appended to `torn` when given). The buffer is reused: a line is valid until
+    the next one is asked for. Reading into one buffer makes no object per line (records are large:
+    a copy per line costs as much as parsing a small record)."""
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     filled = 0
@@ -55,6 +55,8 @@ def _complete_lines(path: Path) -> Iterator[tuple[bytearray, int, int]]:
                 view = memoryview(buf)
             got = fh.readinto(view[filled:])
             if not got:
+                if filled and torn is not None and bytes(buf[:filled]).strip():
+                    torn.append(filled)
                 return
             end = filled + got
             pos = 0
@@ -69,7 +71,7 @@ def _complete_lines(path: Path) -> Iterator[tuple[bytearray, int, int]]:
                 buf[:filled] = view[pos:end]
 
 
-def _load(buf: bytearray, start: int, end: int) -> Any:
+def _load(buf: bytearray | bytes, start: int, end: int) -> Any:
     try:
         with memoryview(buf) as view:
             return orjson.loads(view[start:end])
@@ -77,11 +79,30 @@ def _load(buf: bytearray, start: int, end: int) -> Any:
         return None
 
 
-def iter_records(run_dir: str | Path, latest_only: bool = True) -> Iterator[dict[str, Any]]:
-    """Stream trajectory dicts of a run; with `latest_only`, the last record of each episode id.
+_INDEX_KEY = b'"episode_index":'
+_NO_INDEX = 1 << 62
 
-    Memory holds one offset per episode, never the trajectories themselves. Torn and corrupt lines
-    are skipped.
+
+def _index_of(buf: bytearray, start: int, end: int) -> int:
+    """The line's ``episode_index`` read from its bytes (records lead with it), or a large number."""
+    i = buf.find(_INDEX_KEY, start, min(end, start + 4096))
+    if i < 0:
+        return _NO_INDEX
+    j = i + len(_INDEX_KEY)
+    k = j
+    while k < end and 48 <= buf[k] <= 57:
+        k += 1
+    return int(buf[j:k]) if k > j else _NO_INDEX
+
+
+def iter_records(run_dir: str | Path, latest_only: bool = True,
+                 problems: list[tuple[str, str]] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream trajectory dicts of a run; with `latest_only`, the last record of each episode id, in
+    episode order (index, then id), whatever the number of workers that wrote the shards.
+
+    Memory holds one entry per episode, never the trajectories themselves. Torn and corrupt lines
+    are skipped; with `problems`, each is also listed there as (``"torn"`` or ``"corrupt"``, a
+    line naming the shard and line).
     """
     shards = shard_paths(run_dir)
     if not latest_only:
@@ -91,36 +112,62 @@ def iter_records(run_dir: str | Path, latest_only: bool = True) -> Iterator[dict
                 if isinstance(record, dict):
                     yield record
         return
-    last: dict[bytes, tuple[int, int]] = {}
-    lines = 0
+    # Pass 1: where each episode's last record is (shard, offset, length, line) and its index.
+    last: dict[bytes, tuple[int, int, int, int, int]] = {}
     for si, path in enumerate(shards):
         offset = 0
-        for buf, start, end in _complete_lines(path):
+        torn: list[int] = []
+        for line, (buf, start, end) in enumerate(_complete_lines(path, torn), 1):
             i = buf.find(_ID_KEY, start, end)
             if i >= 0:
                 j = buf.find(b'"', i + 14, end)
-                last[bytes(buf[i + 14:j])] = (si, offset)
-                lines += 1
+                last[bytes(buf[i + 14:j])] = (_index_of(buf, start, end), si, offset, end - start, line)
+            elif problems is not None and buf[start:end].strip():
+                problems.append(("corrupt", f"{path.name} line {line}: not a trajectory record (no episode_id)"))
             offset += end - start + 1
-    wanted = None
-    if len(last) < lines:  # some episode was recorded again: only its last record counts
-        wanted = {}
-        for si, offset in last.values():
-            wanted.setdefault(si, set()).add(offset)
+        if torn and problems is not None:
+            problems.append(("torn", f"{path.name}: a torn last line of {torn[0]:,} bytes (an interrupted write; "
+                                     "`simworld run` repairs it on resume)"))
+    order = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))
     last.clear()
-    for si, path in enumerate(shards):
-        keep = wanted.get(si, ()) if wanted is not None else None
-        offset = 0
-        for buf, start, end in _complete_lines(path):
-            here, offset = offset, offset + end - start + 1
-            if keep is not None:
-                if here not in keep:
-                    continue
-            elif buf.find(_ID_KEY, start, end) < 0:
+    positions = [(si, offset) for _, (_, si, offset, _, _) in order]
+    if positions == sorted(positions):  # the files hold them in order: read them straight through
+        wanted: dict[int, dict[int, int]] = {}
+        for _, (_, si, offset, _, line) in order:
+            wanted.setdefault(si, {})[offset] = line
+        del order, positions
+        for si, path in enumerate(shards):
+            keep = wanted.get(si)
+            if not keep:
                 continue
-            record = _load(buf, start, end)
-            if isinstance(record, dict) and "episode_id" in record:
-                yield record
+            offset = 0
+            for buf, start, end in _complete_lines(path):
+                here, offset = offset, offset + end - start + 1
+                line = keep.get(here)
+                if line is not None:
+                    yield from _record(buf, start, end, path, line, problems)
+        return
+    del positions
+    fds: dict[int, int] = {}
+    try:
+        for _, (_, si, offset, length, line) in order:
+            fd = fds.get(si)
+            if fd is None:
+                fd = fds[si] = os.open(shards[si], os.O_RDONLY)
+            data = os.pread(fd, length, offset)
+            yield from _record(data, 0, len(data), shards[si], line, problems)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _record(buf: bytearray | bytes, start: int, end: int, path: Path, line: int,
+            problems: list[tuple[str, str]] | None) -> Iterator[dict[str, Any]]:
+    record = _load(buf, start, end)
+    if isinstance(record, dict) and "episode_id" in record:
+        yield record
+    elif problems is not None:
+        problems.append(("corrupt", f"{path.name} line {line}: not a JSON record"))
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

@@ -272,3 +272,40 @@ def test_cli_fork_refuses_what_it_cannot_do_in_one_line(tmp_path, extra, needle)
     assert res.returncode == 2 and needle in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+# -- a verifier answers for what it could not read
+
+def test_replay_reports_unreadable_lines_and_missing_episodes_and_exits_1(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 6)
+    shard = next(run.glob("trajectories-*.jsonl"))
+    lines = shard.read_bytes().splitlines(keepends=True)
+    lost = orjson.loads(lines[1])["episode_id"]
+    gone = orjson.loads(lines[4])["episode_id"]
+    lines[1] = lines[1][:150] + b"\n"  # a damaged record
+    del lines[4]  # a record that is not there at all
+    lines.insert(3, b"\x00\xffgarbage\n")
+    shard.write_bytes(b"".join(lines))
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout
+    assert f"{shard.name} line 2: not a JSON record" in out
+    assert f"{shard.name} line 4: not a trajectory record" in out
+    assert f"MISSING {gone}: in the manifest" in out and f"MISSING {lost}" in out
+    assert "replayed 4 episodes" in out and "Traceback" not in res.stderr
+
+
+def test_replay_of_an_interrupted_run_notes_what_is_not_recorded_yet(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 4)
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    (run / "manifest.json").write_bytes(orjson.dumps({**manifest, "episodes": 6, "status": "interrupted"}))
+    shard = next(run.glob("trajectories-*.jsonl"))
+    shard.write_bytes(shard.read_bytes() + b'{"schema_version":1,"episode_id":"torn')  # killed mid-write
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "note: the run is interrupted: 2 of its episodes are not recorded yet" in res.stdout
+    assert "note: " + shard.name + ": a torn last line" in res.stdout
+    # The same damage in a run that says it is complete is a failure.
+    (run / "manifest.json").write_bytes(orjson.dumps({**manifest, "episodes": 6}))
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 1 and "UNREADABLE" in res.stdout and "MISSING" in res.stdout

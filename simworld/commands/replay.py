@@ -37,12 +37,13 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         return
     if sets or out:
         raise SimworldError("--set and --out apply with --fork-at")
-    from simworld.replay import replay_run
+    from simworld.replay import missing_episodes, replay_run
 
     wanted = set(episodes) if episodes else None
     total = bad = events = 0
     seen: set[str] = set()
-    for result in replay_run(run, wanted):
+    problems: list[tuple[str, str]] = []
+    for result in replay_run(run, wanted, problems=problems):
         total += 1
         seen.add(result.episode_id)
         events += result.events_checked
@@ -56,11 +57,33 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         missing = sorted(wanted - seen)
         if missing:
             raise SimworldError(f"{run}: no episode {missing[0]!r}")
-    if not total:
+    # A verifier also answers for what it could not read: unreadable lines, and episodes the
+    # manifest says were run that have no record. Both are expected only of an unfinished run.
+    missing, status = missing_episodes(run, seen) if not wanted else ([], None)
+    unfinished = status is not None and status != "complete"
+    gaps = 0
+    for kind, where in problems:
+        if kind == "torn" and unfinished:
+            click.echo(f"note: {where}")
+            continue
+        gaps += 1
+        click.echo(f"UNREADABLE {where}")
+    if missing and unfinished:
+        click.echo(f"note: the run is {status}: {len(missing):,} of its episodes are not recorded yet "
+                   "(re-run its `simworld run` command to finish it)")
+    elif missing:
+        gaps += len(missing)
+        for eid in missing[:10]:
+            click.echo(f"MISSING {eid}: in the manifest, no record in the shards")
+        if len(missing) > 10:
+            click.echo(f"MISSING {len(missing) - 10:,} more episodes")
+    if not total and not gaps:
         raise SimworldError(f"{run}: no trajectories to replay")
-    click.echo(f"replayed {total:,} episodes ({events:,} events): "
-               + (f"{bad:,} mismatch{'es' if bad != 1 else ''}" if bad else "all match"))
-    if bad:
+    summary = f"{bad:,} mismatch{'es' if bad != 1 else ''}" if bad else "all match"
+    if gaps:
+        summary += f"; {gaps:,} unreadable or missing record{'s' if gaps != 1 else ''}"
+    click.echo(f"replayed {total:,} episodes ({events:,} events): {summary}")
+    if bad or gaps:
         sys.exit(1)
 
 
