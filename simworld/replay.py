@@ -41,16 +41,59 @@ class Mismatch:
     field: str = ""
     recorded: Any = None
     replayed: Any = None
+    note: str = ""
+    """Said after `where` (for a tool result: the call it answers)."""
 
     def describe(self, limit: int = 160) -> str:
-        def short(v: Any) -> str:
-            text = v if isinstance(v, str) else orjson.dumps(v, default=str).decode()
-            return text if len(text) <= limit else text[:limit] + "…"
-
-        what = f"{self.where}" + (f" {self.field}" if self.field else "")
+        """One line: where, the path to the first differing value inside the field, and the two
+        values (strings quoted, so whitespace shows; long ones cut around the difference)."""
+        what = f"{self.where}{self.note}" + (f" {self.field}" if self.field else "")
         if self.recorded is None and self.replayed is None:
             return what
-        return f"{what}: recorded {short(self.recorded)} but replay gives {short(self.replayed)}"
+        path, a, b = _locate(self.recorded, self.replayed)
+        if isinstance(a, str) and isinstance(b, str):
+            a, b = _around(a, b, limit)
+        return f"{what}{path}: recorded {_short(a, limit)} but replay gives {_short(b, limit)}"
+
+
+_ABSENT = object()
+
+
+def _locate(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any]:
+    """The path (``.key`` / ``[i]``) to the first difference inside two JSON-like values, and the
+    values there (``_ABSENT`` where one side has no such key or item)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            x, y = a.get(key, _ABSENT), b.get(key, _ABSENT)
+            if x != y:
+                return _locate(x, y, f"{path}.{key}")
+    elif isinstance(a, list) and isinstance(b, list):
+        for i in range(max(len(a), len(b))):
+            x = a[i] if i < len(a) else _ABSENT
+            y = b[i] if i < len(b) else _ABSENT
+            if x != y:
+                return _locate(x, y, f"{path}[{i}]")
+    return path, a, b
+
+
+def _around(a: str, b: str, limit: int) -> tuple[str, str]:
+    """Two long strings cut to a window around their first difference (marked with …)."""
+    if len(a) <= limit and len(b) <= limit:
+        return a, b
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    start = max(0, i - limit // 3)
+    cut = [("…" if start else "") + t[start:start + limit - 2] + ("…" if len(t) > start + limit - 2 else "")
+           for t in (a, b)]
+    return cut[0], cut[1]
+
+
+def _short(v: Any, limit: int) -> str:
+    if v is _ABSENT:
+        return "nothing"
+    text = orjson.dumps(v, default=str).decode()
+    if isinstance(v, str):
+        return text  # already cut around the difference
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass
@@ -84,15 +127,21 @@ def _first_field_diff(recorded: Message, replayed: Message) -> tuple[str, Any, A
     return "message", a, b
 
 
-def _check_setup(traj: Trajectory, ep: Episode) -> Mismatch | None:
-    fingerprint = traj.world.get("fingerprint")
-    if fingerprint and fingerprint != ep.world.data.fingerprint:
-        return Mismatch("world", "fingerprint", fingerprint, ep.world.data.fingerprint)
-    task = ep.task.record().model_dump(mode="json")
-    recorded = traj.task.model_dump(mode="json")
-    if task != recorded:
-        key = next((k for k in recorded if recorded[k] != task.get(k)), "task")
-        return Mismatch("task", key, recorded.get(key), task.get(key))
+_SETUP_FIELDS = ("scenario", "world", "agents", "system", "tools", "task")
+"""What a record says of its episode's setup; all of it follows from the scenario, the variation
+and the seeds, and all of it reaches training data (system prompts and tool lists) or scores."""
+
+
+def _check_setup(traj: Trajectory, ep: Episode, fields: tuple[str, ...] = _SETUP_FIELDS) -> Mismatch | None:
+    fresh = ep.trajectory().model_dump(mode="json", include=set(fields))
+    recorded = traj.model_dump(mode="json", include=set(fields))
+    for name in fields:
+        if recorded[name] != fresh[name]:
+            path, _, _ = _locate(recorded[name], fresh[name])
+            key = path.lstrip(".").split(".")[0].split("[")[0] if path else ""
+            if isinstance(recorded[name], dict) and key in recorded[name]:
+                return Mismatch(name, key, recorded[name].get(key), fresh[name].get(key))
+            return Mismatch(name, "", recorded[name], fresh[name])
     return None
 
 
@@ -117,13 +166,27 @@ def _apply(traj: Trajectory, ep: Episode, upto: int | None = None,
             ep.step(action)
         diff = _first_field_diff(ev, ep.events[i])
         if diff is not None:
-            return Mismatch(f"event {i}", diff[0], diff[1], diff[2])
+            return Mismatch(f"event {i}", diff[0], diff[1], diff[2], note=_result_of(events, i))
     return None
+
+
+def _result_of(events: list[Message], i: int) -> str:
+    """`` (the result of event J's call NAME)`` for a tool result: a result that differs most often
+    means the call's arguments were altered."""
+    ev = events[i]
+    if ev.role != "tool" or not ev.tool_call_id:
+        return ""
+    for j in range(i - 1, -1, -1):
+        for call in events[j].tool_calls:
+            if call.id == ev.tool_call_id:
+                args = orjson.dumps(call.arguments, default=str).decode()
+                return f" (the result of event {j}'s call {call.name}{args if len(args) <= 80 else ''})"
+    return ""
 
 
 def replay_trajectory(traj: Trajectory, scenario: Scenario) -> ReplayResult:
     """Re-execute one recorded episode; the result names the first difference, if any."""
-    if traj.scenario_hash and traj.scenario_hash != scenario.content_hash:
+    if traj.scenario_hash != scenario.content_hash:
         return ReplayResult(traj.episode_id, Mismatch("scenario", "hash", traj.scenario_hash, scenario.content_hash))
     ep = episode_for(traj, scenario)
     result = ReplayResult(traj.episode_id, episode=ep)
@@ -250,7 +313,8 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
             raise SimworldError(f"{traj.episode_id}: cannot fork: the {role} agent failed while catching up on the "
                                 f"prefix: {exc}") from None
 
-    problem = _check_setup(traj, ep) or _apply(traj, ep, upto=fork_at, before_step=catch_up)
+    # The fork's agents and prompts are its own; its world and task must be the parent's.
+    problem = _check_setup(traj, ep, ("world", "task")) or _apply(traj, ep, upto=fork_at, before_step=catch_up)
     if problem is not None:
         raise SimworldError(f"{traj.episode_id}: cannot fork: replay differs at {problem.describe()}")
     if len(ep.events) != fork_at + 1:

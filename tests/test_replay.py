@@ -101,6 +101,50 @@ def test_altered_hash_outcome_and_task_are_caught(ledger_run):
     assert not r5.ok
 
 
+@pytest.mark.parametrize(("change", "where", "field"), [
+    (lambda r: r["system"].update(clerk="You are evil."), "system", "clerk"),
+    (lambda r: r["tools"]["clerk"].pop(), "tools", "clerk"),
+    (lambda r: r["agents"]["clerk"].update(type="ledger_sloppy"), "agents", "clerk"),
+    (lambda r: r["world"].update(seed=r["world"]["seed"] + 1), "world", "seed"),
+    (lambda r: r["world"].update(fingerprint=""), "world", "fingerprint"),
+    (lambda r: r.update(scenario_hash=""), "scenario", "hash"),
+    (lambda r: r.update(scenario="other"), "scenario", ""),
+])
+def test_every_setup_field_a_record_holds_is_checked(ledger_run, change, where, field):
+    # All of these reach training data (system prompts, tool lists) or scores, and all follow from
+    # the scenario and the seeds: a record that says otherwise is altered.
+    sc = load_run_scenario(ledger_run)
+    rec = _records(ledger_run)[0]
+    assert set(rec["system"]) >= {"clerk"} and rec["tools"]["clerk"]
+    result = replay_trajectory(_tampered(rec, change), sc)
+    assert not result.ok
+    assert (result.mismatch.where, result.mismatch.field) == (where, field), result.mismatch.describe()
+
+
+def test_a_mismatch_names_the_path_and_shows_the_difference():
+    from simworld.replay import Mismatch
+
+    nested = Mismatch("outcome", "metrics", {"group": "x" * 300, "nash": 0.0}, {"group": "x" * 300, "nash": 0.09})
+    assert nested.describe() == "outcome metrics.nash: recorded 0.0 but replay gives 0.09"
+    spaces = Mismatch("event 4", "content", "abc ", "abc")
+    assert spaces.describe() == 'event 4 content: recorded "abc " but replay gives "abc"'
+    long_a, long_b = "a" * 500 + "1014.49" + "z" * 500, "a" * 500 + "1014.50" + "z" * 500
+    text = Mismatch("event 9", "content", long_a, long_b).describe()
+    assert "1014.49" in text and "1014.50" in text and len(text) < 400
+
+
+def test_a_differing_result_names_the_call_it_answers(ledger_run):
+    sc = load_run_scenario(ledger_run)
+    rec = _records(ledger_run)[1]
+    i = _first_call(rec)
+    rec2 = orjson.loads(orjson.dumps(rec))
+    rec2["events"][i]["tool_calls"][0]["arguments"]["amount"] = 6
+    text = replay_trajectory(Trajectory.model_validate(rec2), sc).mismatch.describe()
+    name = rec["events"][i]["tool_calls"][0]["name"]
+    assert text.startswith(f"event {i + 1} (the result of event {i}'s call {name}"), text
+    assert '"amount":6' in text
+
+
 def test_cli_replay_exit_codes_and_first_difference(tmp_path):
     run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 5)
     ok = cli("replay", str(run), "-q")
@@ -112,11 +156,12 @@ def test_cli_replay_exit_codes_and_first_difference(tmp_path):
     i = _first_tool_result(rec)
     rec["events"][i]["content"] = '{"account": 0, "balance": 1}'
     lines[3] = orjson.dumps(rec) + b"\n"
-    shard.write_bytes(b"".join(lines) + b'{"episode_id": "torn')  # plus a torn last line: skipped
+    shard.write_bytes(b"".join(lines) + b'{"episode_id": "torn')  # plus a torn last line
     bad = cli("replay", str(run))
     assert bad.returncode == 1
-    assert f"MISMATCH {rec['episode_id']}: event {i} content" in bad.stdout
-    assert "1 mismatch" in bad.stdout
+    assert f"MISMATCH {rec['episode_id']}: event {i} (the result of event {i - 1}'s call" in bad.stdout
+    assert "content: recorded" in bad.stdout
+    assert "1 mismatch; 1 unreadable or missing record" in bad.stdout
     assert bad.stdout.count("ok ") == 4
 
 
