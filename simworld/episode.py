@@ -48,10 +48,18 @@ class AgentFailure(Exception):
 
 @dataclass(frozen=True)
 class EpisodeSpec:
+    """What one episode depends on besides the scenario.
+
+    `seed` seeds the episode's agents and tools. `task_seed`, when set (a scenario with
+    ``repeats`` > 1), seeds the task and was used to draw the variation instead: the episodes of a
+    group share it, so they retry the same task. None means `seed` does both.
+    """
+
     episode_id: str
     index: int
     seed: int
     variation: dict[str, Any] = field(default_factory=dict)
+    task_seed: int | None = None
 
 
 def episode_seed(run_seed: int, index: int) -> int:
@@ -60,20 +68,28 @@ def episode_seed(run_seed: int, index: int) -> int:
 
 def episode_specs(sc: Scenario, episodes: int | None = None, seed: int | None = None,
                   start: int = 0) -> list[EpisodeSpec]:
-    """The independent episode specs of a run: ids, seeds and drawn variations."""
+    """The independent episode specs of a run: ids, seeds and drawn variations.
+
+    With ``sc.repeats`` = K > 1, episode i belongs to task group i // K: its task and variation
+    come from the seed of the group's first episode (`task_seed`), its agents and tools from its
+    own seed. With K = 1 every episode is its own group (and `task_seed` stays None).
+    """
     n = sc.episodes if episodes is None else episodes
     run_seed = sc.seed if seed is None else seed
+    repeats = sc.repeats
     out = []
     paths = sorted(sc.variations)
     for i in range(start, start + n):
         s = episode_seed(run_seed, i)
+        task_seed = s if repeats == 1 else episode_seed(run_seed, i - i % repeats)
         variation: dict[str, Any] = {}
         if paths:
-            rng = np.random.default_rng(np.random.SeedSequence([s, 1]))
+            rng = np.random.default_rng(np.random.SeedSequence([task_seed, 1]))
             for path in paths:
                 values = sc.variations[path]
                 variation[path] = values[int(rng.integers(len(values)))]
-        out.append(EpisodeSpec(episode_id=f"{sc.name}-s{run_seed}-{i:06d}", index=i, seed=s, variation=variation))
+        out.append(EpisodeSpec(episode_id=f"{sc.name}-s{run_seed}-{i:06d}", index=i, seed=s, variation=variation,
+                               task_seed=None if repeats == 1 else task_seed))
     return out
 
 
@@ -122,6 +138,8 @@ class Episode:
         self.sc = sc = apply_variation(scenario, spec.variation)
         ss = np.random.SeedSequence(spec.seed)
         task_ss, tool_ss, *agent_ss = ss.spawn(2 + len(sc.roles))
+        if spec.task_seed is not None:
+            task_ss = np.random.SeedSequence(spec.task_seed).spawn(1)[0]  # what episode task_seed's own would be
         self.world, generator = _memo(sc, "world+task", lambda: _world_and_task(sc))
         self.state = self.world.new_state()
         self.task: TaskInstance = generator.sample(self.world, self.state, np.random.default_rng(task_ss))
@@ -292,6 +310,7 @@ class Episode:
             scenario=self.base_scenario.name,
             scenario_hash=self.base_scenario.content_hash,
             seed=self.spec.seed,
+            task_seed=self.spec.task_seed,
             episode_index=self.spec.index,
             variation=self.spec.variation,
             agents={role: spec.agent.model_dump() for role, spec in sc.roles.items()},

@@ -113,7 +113,7 @@ def episode_for(traj: Trajectory, scenario: Scenario, episode_id: str | None = N
                 make_agents: bool = False) -> Episode:
     """A fresh Episode with the trajectory's world, task and RNGs (no agents unless asked)."""
     spec = EpisodeSpec(episode_id=episode_id or traj.episode_id, index=traj.episode_index, seed=traj.seed,
-                       variation=dict(traj.variation))
+                       variation=dict(traj.variation), task_seed=traj.task_seed)
     return Episode(scenario, spec, make_agents=make_agents)
 
 

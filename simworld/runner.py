@@ -96,9 +96,12 @@ def resolve_scenario(path: str | Path, sets: Iterable[str] = (), seed: int | Non
 
 
 def scenario_yaml(sc: Scenario) -> bytes:
-    """The resolved scenario as YAML (what a run directory's ``scenario.yaml`` holds)."""
-    return yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False, allow_unicode=True,
-                          width=100).encode()
+    """The resolved scenario as YAML (what a run directory's ``scenario.yaml`` holds).
+
+    `repeats` is written only when it is not 1, as before the field existed.
+    """
+    return yaml.safe_dump(sc.model_dump(mode="json", exclude={"repeats"} if sc.repeats == 1 else None),
+                          sort_keys=False, allow_unicode=True, width=100).encode()
 
 
 def is_scripted(sc: Scenario) -> bool:

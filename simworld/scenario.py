@@ -64,6 +64,9 @@ class Scenario(_Strict):
     max_turns: int = Field(default=40, ge=1, le=10_000)
     scoring: list[str] = Field(default_factory=list)
     episodes: int = Field(default=10, ge=0)
+    repeats: int = Field(default=1, ge=1, description="Episodes per task: episode i tries the task (and the "
+                         "variation) of group i // repeats again, with its own agent and tool randomness; "
+                         "for pass^k.")
     seed: int = 0
     today: dt.date = Field(default=dt.date(2024, 9, 1), description="'Today Date' of the Llama 3 system "
                            "prompt (never the wall clock).")
@@ -79,9 +82,14 @@ class Scenario(_Strict):
 
     @property
     def content_hash(self) -> str:
-        """sha256 of the canonical JSON of the scenario (first 16 hex digits)."""
+        """sha256 of the canonical JSON of the scenario (first 16 hex digits).
+
+        `repeats` at its default is left out, so scenarios (and runs) from before the field keep
+        their hash.
+        """
         return _memo(self, "content_hash", lambda: hashlib.sha256(
-            orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:16])
+            orjson.dumps(self.model_dump(mode="json", exclude=_DEFAULT_REPEATS if self.repeats == 1 else None),
+                         option=orjson.OPT_SORT_KEYS)).hexdigest()[:16])
 
     def role_order(self) -> list[str]:
         """Turn order: the first speaker, then the other roles in declaration order."""
@@ -89,6 +97,8 @@ class Scenario(_Strict):
         i = names.index(self.first_speaker)
         return names[i:] + names[:i]
 
+
+_DEFAULT_REPEATS = {"repeats"}
 
 # Validated scenarios are treated as immutable: derived values (content hash, the scenario of each
 # variation) are computed once per object, not once per episode.

@@ -7,9 +7,12 @@
   episode, in the order :func:`~simworld.runio.iter_records` yields them;
 * ``RUN/scores/summary.json``: the table by task type and agent, and pass^k.
 
-pass^k (tau-bench): for a task instance tried n times with c passes, the chance that k draws
-without replacement all pass, C(c, k) / C(n, k), averaged over instances with n >= k. Repeated
-seeds of the same task share its ``task.instance_id``.
+pass^k (tau-bench): for a task instance tried n times by one agent, c of them successful, the
+chance that k tries drawn without replacement all succeed, C(c, k) / C(n, k), averaged over the
+(instance, agent) pairs with n >= k. As in tau-bench it counts *task success*
+(``outcome.success``: the final state and the required outputs right), not ``passed`` (success and
+every scorer passed; that is ``pass_rate``). The tries of one task are the episodes that share its
+``task.instance_id``: a scenario with ``repeats: K`` runs every task K times.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from simworld.types import Trajectory
 SCORES_DIR = "scores"
 SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "summary.json"
+PASS_K_OF = "task success (outcome.success) over the tries of each task instance by each agent"
 
 
 def scorer_names(scenario: Scenario | None, requested: Iterable[str] = ()) -> list[str]:
@@ -112,7 +116,7 @@ class ScoreSummary:
         self.names = names
         self.rows: dict[tuple[str, str], _Row] = {}
         self.total = _Row()
-        self.tries: dict[tuple[str, str, str], list[int]] = {}
+        self.tries: dict[tuple[str, str, str], list[int]] = {}  # (scenario, agent, instance) -> [tries, successes]
         self.bad_records: list[str] = []
 
     def add(self, line: dict[str, Any]) -> None:
@@ -121,9 +125,10 @@ class ScoreSummary:
         key = (line["scenario"], line["agent"], line["instance_id"])
         t = self.tries.setdefault(key, [0, 0])
         t[0] += 1
-        t[1] += bool(line["passed"])
+        t[1] += bool(line["success"])
 
     def pass_k(self) -> dict[str, float]:
+        """pass^1..pass^8 over task success (as many k as the most-tried task instance allows)."""
         max_n = max((n for n, _ in self.tries.values()), default=0)
         out = {}
         for k in range(1, min(max_n, 8) + 1):
@@ -138,6 +143,7 @@ class ScoreSummary:
             "rows": [{"task_type": t, "agent": a, **row.as_dict()} for (t, a), row in sorted(self.rows.items())],
             "total": self.total.as_dict(),
             "pass_k": self.pass_k(),
+            "pass_k_of": PASS_K_OF,
             "task_instances": len(self.tries),
             "bad_records": self.bad_records[:20],
         }
