@@ -64,8 +64,6 @@ def test_sloppy_clerk_is_caught_by_every_relevant_scorer(sloppy):
         problems = {p["tool"]: p["problem"] for p in tv.details["invalid"]}
         assert "amount" in problems["deposit"] and problems["transfer_all"] == "unknown tool"
         assert tv.value == pytest.approx(0.5)
-        pv = s["policy_violations"]
-        assert [v["tool"] for v in pv.details["violations"]] == ["transfer_all"] and not pv.passed
         h = s["heuristics"]
         assert len(h.details["invalid"]) == 1 and len(h.details["repeated"]) == 0 and not h.passed
         target = traj.task.goal["account"]
@@ -73,6 +71,13 @@ def test_sloppy_clerk_is_caught_by_every_relevant_scorer(sloppy):
         extra = [d for d in cd.details["changed"]]
         deposit_ok = any(e.tool_calls and e.tool_calls[0].arguments.get("account") == (target + 1) % 50
                          and not traj.events[i + 1].error for i, e in enumerate(traj.events))
+        # transfer_all is no tool of the clerk; a deposit into a frozen account is a write the world's
+        # rule refused; the schema-invalid deposit (amount="lots") is a mistake, not a violation
+        pv = s["policy_violations"]
+        found = [(v["tool"], v["why"]) for v in pv.details["violations"]]
+        frozen = [] if deposit_ok else [("deposit", "account is frozen")]
+        assert found == frozen + [("transfer_all", "tool not available to the role")] and not pv.passed
+        assert pv.details["rejected_writes"] == 1
         if deposit_ok:  # the second account was not frozen: the extra deposit landed
             assert not cd.passed and [(d["row"], d["field"]) for d in extra] == [(str((target + 1) % 50), "balance")]
             assert extra[0]["after"] == extra[0]["before"] + 1
@@ -132,8 +137,12 @@ def test_negotiation_scorer_on_both_negotiation_worlds(tmp_path):
             res = {r: m.get(f"reservation_{r}", (m.get("reservations") or {}).get(r, 0.0)) for r in m.get("utilities", {})}
             assert s.passed == bool(m["agreement"] and all(u >= res[r] - 1e-9 for r, u in m["utilities"].items()))
             if m["agreement"]:
-                shares = [(u - res[r]) / (1 - res[r]) for r, u in m["utilities"].items()]
-                assert s.value == pytest.approx(sum(max(0.0, min(1.0, x)) for x in shares) / len(shares), abs=1e-6)
+                # gains over walking away relative to the Nash point's (haggle records none: best case 1)
+                nash = (traj.task.goal.get("nash") or {}).get("utilities")
+                assert s.details["reference"] == ("nash" if sc.world.type == "bargaining" else "best case")
+                best = nash or dict.fromkeys(res, 1.0)
+                gains = [max(0.0, min(1.0, (u - res[r]) / (best[r] - res[r]))) for r, u in m["utilities"].items()]
+                assert s.value == pytest.approx(math.prod(gains) ** (1 / len(gains)), abs=1e-6)
             else:
                 assert s.value == 0.0
             assert sum(s.details["offers"].values()) == sum(
