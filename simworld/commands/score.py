@@ -3,33 +3,70 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
-
-def render_summary(summary: dict, console) -> None:  # noqa: ANN001
-    """The score table by task type and agent, then pass^k."""
+def score_table(summary: dict[str, Any], width: int | None = None) -> tuple[Any, list[str]]:
+    """The rich Table of a score summary (`ScoreSummary.as_dict()`), one row per task type and agent,
+    and the scorers left out to fit in `width` columns (None: all of them, whatever the width)."""
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     scorers = sorted({k for row in summary["rows"] for k in row["scorers"]})
-    table = Table(title="scores by task type and agent", title_justify="left")
-    for name, justify in (("task type", "left"), ("agent", "left"), ("episodes", "right"), ("success", "right"),
-                          ("passed", "right"), ("mean", "right")):
-        table.add_column(name, justify=justify)
-    for name in scorers:
-        table.add_column(name, justify="right")
-    rows = summary["rows"]
-    for i, row in enumerate([*rows, {"task_type": "all", "agent": "", **summary["total"]}]):
-        cells = [row["task_type"], row["agent"], f"{row['episodes']:,}", f"{100 * row['success_rate']:.1f}%",
-                 f"{100 * row['pass_rate']:.1f}%", f"{row['mean_value']:.3f}"]
-        cells += [f"{row['scorers'][n]:.3f}" if n in row["scorers"] else "-" for n in scorers]
-        table.add_row(*cells, end_section=i == len(rows) - 1)
+    rows = [*summary["rows"], {"task_type": "all", "agent": "", **summary["total"]}]
+    probe = Console(width=100_000)
+
+    def build(shown: list[str]) -> Any:
+        table = Table(title="scores by task type and agent", title_justify="left")
+        # Only the label columns give way when the table is too wide, and they fold: every
+        # character stays, so the rows of two agents never look alike.
+        table.add_column("task type", overflow="fold")
+        table.add_column("agent", overflow="fold")
+        for name in ("episodes", "success", "passed", "mean", *shown):
+            table.add_column(name.replace("_", " "), justify="right", no_wrap=True)
+        for i, row in enumerate(rows):
+            cells = [row["task_type"], row["agent"], f"{row['episodes']:,}", f"{100 * row['success_rate']:.1f}%",
+                     f"{100 * row['pass_rate']:.1f}%", f"{row['mean_value']:.3f}"]
+            cells += [f"{row['scorers'][n]:.3f}" if n in row["scorers"] else "-" for n in shown]
+            table.add_row(*cells, end_section=i == len(rows) - 2)
+        return table
+
+    shown = list(scorers)
+    table = build(shown)
+    while width is not None and shown and Measurement.get(probe, probe.options, table).maximum > width:
+        shown.pop()
+        table = build(shown)
+    return table, scorers[len(shown):]
+
+
+def render_summary(summary: dict[str, Any], console: Any, fit: bool = True) -> None:
+    """The score table by task type and agent, then pass^k (over task success).
+
+    `fit`: leave out scorer columns that would not fit in the console's width (they are named)."""
+    table, left_out = score_table(summary, console.width if fit else None)
     console.print(table)
+    if left_out:
+        console.print(f"not shown for want of width: {', '.join(left_out)} (see scores/summary.json)",
+                      highlight=False)
     if summary["pass_k"]:
-        console.print("pass^k over " + f"{summary['task_instances']:,} task instances: "
+        console.print(f"pass^k (all k tries of a task succeed; {summary['task_instances']:,} task instances): "
                       + ", ".join(f"{k} {v:.3f}" for k, v in summary["pass_k"].items()), highlight=False)
     for bad in summary.get("bad_records", []):
         console.print(f"skipped record {bad}", highlight=False)
+
+
+def output_console(summary: dict[str, Any]) -> Any:
+    """A terminal's own width; for a pipe or a file, as wide as the whole table (nothing cut)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    if sys.stdout.isatty():
+        return Console()
+    table, _ = score_table(summary)
+    probe = Console(width=100_000)
+    return Console(width=max(80, Measurement.get(probe, probe.options, table).maximum))
 
 
 @click.command("score")
@@ -41,14 +78,15 @@ def command(run: str, scorers: tuple[str, ...]) -> None:
 
     Writes RUN/scores/scores.jsonl (one line per episode; scores-NAME.jsonl for --scorer) and
     RUN/scores/summary.json; the trajectory shards are never rewritten. Prints the table by task
-    type and agent, and pass^k over repeated seeds of the same task instance.
+    type and agent ("success": the task's success; "passed": success and every scorer passed), and
+    pass^k: the chance that k tries of the same task instance all succeed (tries are episodes that
+    share a task instance; a scenario's `repeats` makes them).
     """
-    from rich.console import Console
-
     from simworld.scoring.report import score_run
 
     summary, path = score_run(run, scorers)
-    console = Console(width=None if sys.stdout.isatty() else 200)  # a pipe gets the whole table
+    data = summary.as_dict()
+    console = output_console(data)
     console.print(f"{run}: scored {summary.total.episodes:,} episodes with {', '.join(summary.names)} -> {path}",
                   highlight=False, soft_wrap=True)
-    render_summary(summary.as_dict(), console)
+    render_summary(data, console)
