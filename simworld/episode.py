@@ -168,7 +168,7 @@ class Episode:
     # -- prompts and views
     def _system_prompt(self, role: str) -> str:
         spec = self.sc.roles[role]
-        parts = [spec.system_prompt.strip() or self.world.default_system_prompt(spec.kind)]
+        parts = [spec.system_prompt.strip() or self.world.default_system_prompt(spec.kind, tuple(spec.tools))]
         if spec.persona.strip():
             parts.append("Persona: " + spec.persona.strip())
         brief = self.task.private_for(role, spec.kind).get("brief")

@@ -488,8 +488,9 @@ class World:
         return expected
 
     # -- episode hooks (worlds override what they need)
-    def default_system_prompt(self, kind: str) -> str:
-        """System prompt for a role whose scenario gives none (e.g. the store policy)."""
+    def default_system_prompt(self, kind: str, tools: tuple[str, ...] = ()) -> str:
+        """System prompt for a role whose scenario gives none (e.g. the store policy); `tools` are
+        the tools the role may call (a prompt should describe no other)."""
         return ""
 
     def next_speaker(self, state: State, current: str, order: list[str]) -> str:

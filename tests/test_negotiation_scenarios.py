@@ -1,6 +1,7 @@
 """The shipped negotiation scenarios: they load, run to the end, vary, and yield per-party samples."""
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -82,3 +83,17 @@ def test_cli_run_summarises_per_strategy_pairing(tmp_path):
     assert len(groups) >= 10
     for stats in groups.values():
         assert {"utility_buyer", "utility_seller", "pareto_distance", "rounds"} <= set(stats)
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_a_partys_system_prompt_names_only_tools_it_has(path):
+    # The used-car seller was told what check_market_price knows without having the tool.
+    from simworld.episode import Episode
+
+    sc = load_scenario(path)
+    ep = Episode(sc, episode_specs(sc, 1)[0], make_agents=False)
+    names = set(ep.world.tools)
+    assert names
+    for role, role_spec in ep.sc.roles.items():
+        named = {n for n in names if re.search(rf"\b{re.escape(n)}\b", ep.system[role])}
+        assert named <= set(role_spec.tools), (role, named - set(role_spec.tools))

@@ -165,13 +165,15 @@ class BargainingWorld(World):
         # The market never changes during an episode: check_market_price's answers are made once.
         answers = [_market_answer(item, row) for item, row in zip(items, prices)]
         return WorldData({"market": market}, vocab={"item": items},
-                         meta={"space": space, "tools": tools, "system_prompt": _system_prompt(params, items),
+                         meta={"space": space, "tools": tools, "system_prompt": _system_prompt(params, []),
+                               "system_prompt_market": _system_prompt(params, items),
                                "market_answers": answers})
 
     # -- episode hooks
-    def default_system_prompt(self, kind: str) -> str:
-        """The protocol and the issues (the same for both parties; their briefs add private goals)."""
-        return str(self.data.meta["system_prompt"])
+    def default_system_prompt(self, kind: str, tools: tuple[str, ...] = ()) -> str:
+        """The protocol and the issues (the same for both parties; their briefs add private goals),
+        and what check_market_price knows for a party that has it."""
+        return str(self.data.meta["system_prompt_market" if "check_market_price" in tools else "system_prompt"])
 
     def next_speaker(self, state: State, current: str, order: list[str]) -> str:
         """The other party; a turn handed over by text alone passes the move too."""

@@ -98,7 +98,7 @@ class RetailWorld(World):
         self.ix = data.indexes
 
     # -- prompts and labels
-    def default_system_prompt(self, kind: str) -> str:
+    def default_system_prompt(self, kind: str, tools: tuple[str, ...] = ()) -> str:
         return ASSISTANT_POLICY if kind == "assistant" else CUSTOMER_PROMPT
 
     def row_label(self, table: str, row: int) -> str:
