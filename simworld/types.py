@@ -116,8 +116,8 @@ class Trajectory(_Model):
 
     `seed` seeded the episode (agents, tools, and the task unless `task_seed` is set). `task_seed`
     is set only for a scenario with ``repeats`` > 1: the seed of the task group whose task this
-    episode retried. `to_jsonl` leaves it out when None, so runs without repeats are unchanged
-    byte for byte (and records from before the field read as None).
+    episode retried. Dumps leave it out when None, so runs without repeats are unchanged byte for
+    byte (and records from before the field read as None).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -125,7 +125,7 @@ class Trajectory(_Model):
     scenario: str
     scenario_hash: str
     seed: int
-    task_seed: int | None = None
+    task_seed: int | None = Field(default=None, exclude_if=lambda seed: seed is None)
     episode_index: int = 0
     variation: dict[str, Any] = Field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -142,15 +142,12 @@ class Trajectory(_Model):
         """One JSON line (with the trailing newline)."""
         # Python-mode dump: orjson serialises dates and enums itself, a little faster than
         # pydantic's JSON mode, with the same bytes.
-        exclude = _UNSET_TASK_SEED if self.task_seed is None else None
-        return orjson.dumps(self.model_dump(exclude=exclude), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        return orjson.dumps(self.model_dump(), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
     @classmethod
     def from_json(cls, line: bytes | str) -> Trajectory:
         return cls.model_validate(orjson.loads(line))
 
-
-_UNSET_TASK_SEED = {"task_seed"}
 
 TIMING_FIELDS = ("timings",)
 
