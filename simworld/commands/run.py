@@ -69,7 +69,8 @@ class _ProgressBar:
 @click.option("--max-retries", type=click.IntRange(min=0), default=None,
               help="Set max_retries on every role whose agent has it (model calls).")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
-              help="Override a scenario field, e.g. --set roles.support.agent.type=llm (repeatable).")
+              help="Override a scenario field, e.g. --set roles.support.agent.type=llm, or --set repeats=4 to "
+                   "run each task 4 times (for pass^k) (repeatable).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(scenario: str, out: str, episodes: int | None, seed: int | None, workers: int,
             concurrency: int | None, max_retries: int | None, sets: tuple[str, ...], quiet: bool) -> None:
