@@ -4,6 +4,7 @@ ShareGPT rules), plus masks and tokens."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -35,12 +36,15 @@ def batch(tmp_path_factory):
     out = {}
     for fmt in ("llama3", "openai", "trl", "sharegpt"):
         path = root / f"{fmt}.jsonl"
-        export_runs(list(runs.values()), ExportOptions(fmt=fmt, out=str(path), dedup=False, tokenize=fmt == "llama3"))
+        res = export_runs(list(runs.values()), ExportOptions(fmt=fmt, out=str(path), dedup=False,
+                                                             tokenize=fmt == "llama3"))
         out[fmt] = worlds.read_lines(path)
+        out[fmt + ".card"] = res.card
     # The default llama3 export (no tokens) takes the one-pass path over the records' events.
     path = root / "llama3-plain.jsonl"
-    export_runs(list(runs.values()), ExportOptions(fmt="llama3", out=str(path), dedup=False))
+    res = export_runs(list(runs.values()), ExportOptions(fmt="llama3", out=str(path), dedup=False))
     out["llama3-plain"] = worlds.read_lines(path)
+    out["llama3-plain.card"] = res.card
     return runs, out
 
 
@@ -156,9 +160,17 @@ def _trl_template() -> str:
     return (Path(trl.__file__).parent / "chat_templates" / "llama3_1.jinja").read_text()
 
 
+def _assistant_turns_of_llama3(line):
+    """(text, calls) of each assistant turn of a llama3 line: what the other formats must keep."""
+    return [(m["content"], [(c["name"], c["arguments"]) for c in m.get("tool_calls", [])])
+            for m in line["messages"] if m["role"] == "assistant"]
+
+
 def test_trl_lines_render_through_the_official_llama31_template(batch):
     _, out = batch
     template = _trl_template()
+    llama3 = {line["id"]: line for line in out["llama3"]}
+    texts_with_calls = 0
     for line in out["trl"]:
         for m in line["messages"]:
             assert "tool_calls" not in m or len(m["tool_calls"]) == 1  # template: one call per turn
@@ -170,25 +182,106 @@ def test_trl_lines_render_through_the_official_llama31_template(batch):
                                             add_generation_prompt=False)
         text = rendered[0]
         assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>")
+        # Every assistant turn of the llama3 sample is here, its text (a message of its own when the
+        # turn also calls a tool: the template renders only the call of a tool-call message) before
+        # its call, and the rendered text shows them in that order.
+        expected, shown = [], []
+        for content, calls in _assistant_turns_of_llama3(llama3[line["id"]]):
+            if content.strip():
+                expected.append(("text", content))
+                shown.append(content.strip())
+                texts_with_calls += bool(calls)
+            for name, args in calls:
+                expected.append(("call", name, args))
+                shown.append(f'{{"name": "{name}", "parameters": ')
+        written = []
         for m in line["messages"]:
-            for call in m.get("tool_calls", []):
-                assert f'{{"name": "{call["function"]["name"]}", "parameters": ' in text
-            if m["role"] == "assistant" and m["content"].strip() and not m.get("tool_calls"):
-                assert m["content"].strip() in text
+            if m["role"] == "assistant" and m.get("tool_calls"):
+                call = m["tool_calls"][0]["function"]
+                written.append(("call", call["name"], call["arguments"]))
+            elif m["role"] == "assistant":
+                written.append(("text", m["content"]))
+        assert written == expected, line["id"]
+        at = 0
+        for piece in shown:
+            at = text.index(piece, at) + len(piece)
+    assert texts_with_calls > 10  # the negotiators speak and offer in one turn
+
+
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+def _llama_factory_function_call(value):
+    """(text, call) of a function_call value as LLaMA-Factory (0.9.4 on) reads it: the JSON between
+    its first <tool_call> tags, the rest text before the call; or the whole value as JSON."""
+    match = _TOOL_CALL.search(value)
+    if match is None:
+        return "", orjson.loads(value)
+    return value.replace(match.group(0), ""), orjson.loads(match.group(1))
 
 
 def test_sharegpt_lines_follow_llama_factory_rules(batch):
     _, out = batch
+    llama3 = {line["id"]: line for line in out["llama3"]}
+    texts_with_calls = 0
     for line in out["sharegpt"]:
         conv = line["conversations"]
         assert conv and len(conv) % 2 == 0
+        replies = []
         for i, turn in enumerate(conv):
             assert turn["from"] in (("human", "observation") if i % 2 == 0 else ("gpt", "function_call"))
             if turn["from"] == "function_call":
-                call = orjson.loads(turn["value"])
+                text, call = _llama_factory_function_call(turn["value"])
                 assert set(call) == {"name", "arguments"} and isinstance(call["arguments"], dict)
+                replies.append((text, [(call["name"], call["arguments"])]))
+                texts_with_calls += bool(text)
+            elif turn["from"] == "gpt":
+                replies.append((turn["value"], []))
+        # One reply per assistant turn of the llama3 sample, with its text and its call.
+        assert replies == _assistant_turns_of_llama3(llama3[line["id"]]), line["id"]
         if line["tools"]:
             assert all("name" in t and "parameters" in t for t in orjson.loads(line["tools"]))
+    assert texts_with_calls > 10
+
+
+def test_sharegpt_call_text_that_holds_the_tag_is_left_out_and_counted(tmp_path):
+    from simworld.export.formats import sharegpt_line, sharegpt_texts_left_out
+    from simworld.export.source import Sample
+
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "go"},
+                {"role": "assistant", "content": "Use <tool_call> tags.", "tool_calls": [
+                    {"id": "c1", "name": "f", "arguments": {"s": "</tool_call>"}}]},
+                {"role": "tool", "content": "ok", "tool_call_id": "c1"},
+                {"role": "assistant", "content": "Then: ", "tool_calls": [
+                    {"id": "c2", "name": "f", "arguments": {"s": "a </tool_call> b"}}]},
+                {"role": "tool", "content": "ok", "tool_call_id": "c2"}]
+    sample = Sample(id="x", perspective="a", messages=messages, tools=[], tools_openai=[], today=None, scores={},
+                    provenance={})
+    calls = [t["value"] for t in sharegpt_line(sample)["conversations"] if t["from"] == "function_call"]
+    assert [_llama_factory_function_call(v) for v in calls] == [
+        ("", {"name": "f", "arguments": {"s": "</tool_call>"}}),
+        ("Then: ", {"name": "f", "arguments": {"s": "a </tool_call> b"}})]
+    assert sharegpt_texts_left_out(messages) == 1
+
+
+def test_card_counts_the_assistant_turns_each_format_writes(batch):
+    from collections import Counter
+
+    from simworld.export.card import _dist
+
+    _, out = batch
+    written = {}
+    for fmt in ("llama3", "llama3-plain", "openai", "trl"):
+        written[fmt] = {x["id"]: sum(1 for m in x["messages"] if m["role"] == "assistant") for x in out[fmt]}
+    written["sharegpt"] = {x["id"]: sum(1 for t in x["conversations"] if t["from"] in ("gpt", "function_call"))
+                           for x in out["sharegpt"]}
+    for fmt, turns in written.items():
+        assert out[fmt + ".card"]["assistant_turns_per_sample"] == _dist(Counter(turns.values())), fmt
+    # Parallel calls are one turn per call in llama3 (and sharegpt), one message in openai; trl
+    # writes the text of a turn that also calls a tool as a message of its own.
+    assert written["llama3-plain"] == written["llama3"] == written["sharegpt"]
+    assert any(written["llama3"][i] > n for i, n in written["openai"].items())
+    assert any(written["trl"][i] > n for i, n in written["llama3"].items())
 
 
 def test_perspective_of_dicts_equals_the_core_perspective(batch):
@@ -233,7 +326,9 @@ def _general_path(messages, offset=7, mask_failed=False):
     text, spans = render_normalized(conv, begin=False, offset=offset)
     plain = Sample(id="x", perspective="r", messages=messages, tools=[], tools_openai=[], today=None, scores={},
                    provenance={})
-    return conv, text, [list(s) for s in spans], _turns_and_calls(messages), dedup_text(plain)
+    _, calls, sequence = _turns_and_calls(messages)
+    turns = sum(1 for m in conv if m["role"] == "assistant")  # as written: a parallel-call turn is one per call
+    return conv, text, [list(s) for s in spans], (turns, calls, sequence), dedup_text(plain)
 
 
 def _one_pass(rendered):

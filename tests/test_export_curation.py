@@ -349,6 +349,82 @@ def test_dpo_pairs_from_forks_and_from_other_agents_on_the_same_seed(tmp_path):
         assert p["scores"]["rejected"]["heuristics"] < p["scores"]["chosen"]["heuristics"] == 1.0
 
 
+def test_dpo_pairs_are_split_by_task_instance_as_the_sft_samples_are(ledger_runs, tmp_path):
+    _, good, sloppy = ledger_runs
+    export([good, sloppy], tmp_path / "sft.jsonl", dedup=False, validation=0.3, split_seed=4)
+    val_out = tmp_path / "held" / "dpo-val.jsonl"
+    res = export([good, sloppy], tmp_path / "dpo.jsonl", fmt="dpo", validation=0.3, split_seed=4, val_out=str(val_out))
+    instance = lambda p: (p["scenario"], p["instance_id"])  # noqa: E731
+    sft_val = {instance(x["provenance"]) for x in worlds.read_lines(tmp_path / "sft.validation.jsonl")}
+    sft_train = {instance(x["provenance"]) for x in worlds.read_lines(tmp_path / "sft.jsonl")}
+    train, val = worlds.read_lines(tmp_path / "dpo.jsonl"), worlds.read_lines(val_out)
+    assert train and val and res.written == {"train": len(train), "validation": len(val)}
+    assert res.card["counts"]["split"] == res.written and res.card["outputs"]["validation"] == str(val_out)
+    for pairs, held_out in ((val, True), (train, False)):
+        for p in pairs:
+            both = {instance(p["provenance"]["chosen"]), instance(p["provenance"]["rejected"])}
+            assert len(both) == 1 and (both <= sft_val) == held_out and (both <= sft_train) != held_out
+    whole = export([good, sloppy], tmp_path / "all.jsonl", fmt="dpo")
+    assert whole.written == {"train": len(train) + len(val)}
+
+
+def test_dpo_completions_start_at_the_text_of_a_turn_that_also_calls_a_tool(tmp_path):
+    from simworld.export.dpo import _parting
+
+    def run(name, step):  # a buyer that says the same with every offer, moving or not
+        roles = worlds.haggle_data()["roles"]
+        buyer = {**roles["buyer"], "agent": {"type": "haggler", "step": step, "say": "Here is my offer."}}
+        return worlds.make_run(tmp_path / name, worlds.haggle_data(roles={**roles, "buyer": buyer}), 3)
+
+    res = export([run("moving", 0.1), run("stubborn", 0.0)], tmp_path / "dpo.jsonl", fmt="dpo")
+    pairs = worlds.read_lines(tmp_path / "dpo.jsonl")
+    assert len(pairs) == res.card["dpo"]["pairs"] == 3
+    for p in pairs:
+        assert [m["role"] for m in p["prompt"]] == ["system", "user"]
+        assert p["chosen"][0] == p["rejected"][0] == {"role": "assistant", "content": "Here is my offer."}
+        assert p["chosen"][1]["tool_calls"] != p["rejected"][1]["tool_calls"]
+
+    head = [{"role": "system", "content": "S"}, {"role": "user", "content": "Your offer?"}]
+    say = {"role": "assistant", "content": "I can do $9,800. Your move."}
+
+    def offer(price):
+        return {"role": "assistant", "content": "",
+                "tool_calls": [{"type": "function", "function": {"name": "make_offer", "arguments": {"price": price}}}]}
+
+    assert _parting(head + [say, offer(9800)], head + [say, offer(9000)]) == 2  # not 3: the text is the turn's
+    assert _parting(head + [say, offer(9800)], head + [say]) == 2
+    no, ok = {"role": "user", "content": "no"}, {"role": "user", "content": "ok"}
+    assert _parting(head + [say, no], head + [say, ok]) == 3  # a text-only turn, then others part
+    assert _parting(head + [offer(1)], head + [offer(2)]) == 2
+
+
+def test_filters_count_the_samples_they_leave_out(tmp_path):
+    hag = worlds.make_run(tmp_path / "hag", worlds.haggle_data(), 4)  # two samples (parties) per episode
+    everything = export([hag], tmp_path / "all.jsonl", dedup=False)
+    res = export([hag], tmp_path / "none.jsonl", dedup=False, min_score=1.0)
+    dropped = everything.written["train"] - res.written["train"]
+    assert dropped > 4 and res.card["filtered"] == {"below_min_score": dropped}
+    res = export([hag], tmp_path / "scen.jsonl", dedup=False, only_success=True)
+    assert sum(res.card["filtered"].values()) == everything.written["train"] - res.written["train"]
+    assert "Samples filtered out" in (tmp_path / "none.card.md").read_text()
+
+
+def test_runs_that_share_a_directory_name_get_distinct_ids(ledger_runs, tmp_path):
+    _, good, sloppy = ledger_runs
+    import shutil
+
+    for side, run in (("oracle", good), ("noisy", sloppy)):
+        shutil.copytree(run, tmp_path / side / "run")
+    res = export([tmp_path / "oracle" / "run", tmp_path / "noisy" / "run"], tmp_path / "x.jsonl", dedup=False)
+    lines = worlds.read_lines(tmp_path / "x.jsonl")
+    assert len({x["id"] for x in lines}) == len(lines) == res.written["train"]
+    assert {x["provenance"]["run"] for x in lines} == {"oracle/run", "noisy/run"}
+    assert all(x["id"].startswith(x["provenance"]["run"] + "/") for x in lines)
+    # No clash: the run's own name, as before.
+    export([good, tmp_path / "noisy" / "run"], tmp_path / "y.jsonl", dedup=False)
+    assert {x["provenance"]["run"] for x in worlds.read_lines(tmp_path / "y.jsonl")} == {"good", "run"}
+
+
 def test_cli_export_end_to_end(ledger_runs, tmp_path):
     _, good, sloppy = ledger_runs
     out = tmp_path / "data" / "train.jsonl"
@@ -370,6 +446,8 @@ def test_cli_export_end_to_end(ledger_runs, tmp_path):
     (["--out", "{run}/extra.jsonl"], "a run directory may hold no other .jsonl"),
     (["--validation", "1.5"], "--validation"),
     (["--out", "/dev/null"], "is not a regular file"),
+    (["--format", "dpo", "--mix", "{run}/scenario.yaml:0.2"], "--mix applies to the conversation formats"),
+    (["{run}"], "given twice"),
 ])
 def test_cli_export_errors_are_one_line(ledger_runs, tmp_path, args, needle):
     _, good, _ = ledger_runs
@@ -533,7 +611,7 @@ def test_records_of_the_wrong_shape_are_skipped_counted_and_named(ledger_runs, t
     assert [x.split()[2].rstrip(":") for x in skipped] == ids
     assert all("not a valid trajectory" in x for x in skipped)
     card = orjson.loads((tmp_path / "out.card.json").read_bytes())
-    assert card["filtered"]["malformed_record"] == 3
+    assert card["malformed_records_skipped"] == 3 and "malformed_record" not in card["filtered"]
     assert card["samples"] == whole.card["samples"] - 3  # the ledger clerk: one sample per record
     kept = {x.get("provenance", x).get("episode_id") for x in worlds.read_lines(tmp_path / "out.jsonl")}
     assert not kept & set(ids)
@@ -543,7 +621,7 @@ def test_dpo_skips_records_of_the_wrong_shape(ledger_runs, tmp_path):
     _, good, sloppy = ledger_runs
     damaged, ids = _damage(good, tmp_path)
     res = export([damaged, sloppy], tmp_path / "dpo.jsonl", fmt="dpo")
-    assert res.card["filtered"]["malformed_record"] == 3
+    assert res.card["malformed_records_skipped"] == 3 and "malformed_record" not in res.card["filtered"]
 
 
 def test_damaged_score_lines_are_recomputed_not_trusted(ledger_runs, tmp_path):

@@ -103,6 +103,8 @@ class SellItem(TaskGenerator):
 
 class HaggleParamsAgent(AgentParams):
     step: float = 0.1
+    say: str = ""
+    """Said with each offer (in the same turn as the call), when given."""
 
 
 @register_agent("haggler")
@@ -122,6 +124,9 @@ class Haggler(Agent):
         mine = [e for e in view.events if e.speaker == view.role and e.tool_calls]
         start = limit * 0.4 if view.role == "buyer" else view.private.get("list", limit) * 1.6
         price = start + (limit - start) * min(1.0, self.params.step * (len(mine) + 1))
+        if self.params.say:
+            return Message(role="assistant", content=self.params.say,
+                           tool_calls=[ToolCall(id="x", name="make_offer", arguments={"price": max(1, int(price))})])
         return '{"name": "make_offer", "parameters": {"price": %d}}' % max(1, int(price))
 
 

@@ -30,7 +30,8 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
               help="Validation file (default: OUT with .validation.jsonl).")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
 @click.option("--mix", multiple=True, metavar="FILE:FRACTION",
-              help="Blend in external OpenAI-format conversations as this fraction of the output (repeatable).")
+              help="Blend in external OpenAI-format conversations as this fraction of the output (repeatable; "
+                   "not with --format dpo).")
 @click.option("--tokenize", is_flag=True, help="llama3: add token ids and a token-level loss mask.")
 @click.option("--mask-failed-calls", is_flag=True,
               help="llama3, openai: keep assistant turns whose tool call returned an error in the conversation "
@@ -61,11 +62,11 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     card = result.card
     parts = [f"{n:,} {k}" for k, n in result.written.items()]
     dup = card["duplicates_removed"]
-    console.print(f"exported {' + '.join(parts)} samples ({fmt}) -> "
+    console.print(f"exported {' + '.join(parts)} {'pairs' if fmt == 'dpo' else 'samples'} ({fmt}) -> "
                   + ", ".join(str(p) for p in result.outputs.values()), highlight=False, soft_wrap=True)
     notes = [f"duplicates removed: {dup['exact']:,} exact, {dup['near']:,} near"]
     if card["filtered"]:
-        notes.append("filtered: " + ", ".join(f"{k} {v:,}" for k, v in card["filtered"].items()))
+        notes.append("samples filtered out: " + ", ".join(f"{k} {v:,}" for k, v in card["filtered"].items()))
     for m in card["mix"]:
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
@@ -73,9 +74,13 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     notes = card.get("malformed_records", [])
     for bad in notes:
         click.echo(f"skipped record {bad}", err=True)
-    more = card["filtered"].get("malformed_record", 0) - len(notes)
+    more = card["malformed_records_skipped"] - len(notes)
     if more > 0:
         click.echo(f"skipped {more:,} more records that are not valid trajectories (simworld replay lists them)",
+                   err=True)
+    if card.get("call_texts_left_out"):
+        click.echo(f"note: left out the text of {card['call_texts_left_out']:,} assistant turns that also call a "
+                   "tool: the text holds <tool_call>, which LLaMA-Factory would read as the start of the call",
                    err=True)
     if fmt == "dpo" and not sum(result.written.values()):
         console.print("note: no preference pairs: a pair needs two trajectories of the same task instance and "

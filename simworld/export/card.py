@@ -68,6 +68,9 @@ class CardStats:
         self.transitions_used: dict[str, Counter[tuple[str, str]]] = {}
         self.offered: dict[str, dict[str, Any]] = {}
         self.filtered: Counter[str] = Counter()
+        """Samples left out, by reason (a record left out counts the samples it would have given)."""
+        self.malformed_records = 0
+        """Records skipped as not valid trajectories (their samples cannot be told)."""
         self.samples = 0
         self.mix: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
@@ -80,7 +83,9 @@ class CardStats:
         graph = run.world_cls.tool_transitions(names)
         entry["edges"].update((a, b) for a, b in graph.edges)
 
-    def add(self, sample: Sample, split: str) -> None:
+    def add(self, sample: Sample, split: str, turns: int | None = None) -> None:
+        """Count a written sample; `turns`: the assistant turns of its line as written (a format that
+        splits parallel calls writes one turn per call), else those of its messages."""
         self.samples += 1
         prov = sample.provenance
         self.by["scenario"][str(prov.get("scenario", "external"))] += 1
@@ -99,10 +104,10 @@ class CardStats:
                 self.scorer_n[name] += 1
         rendered = sample.rendered
         if rendered is not None:
-            turns, calls, sequence = rendered.turns, rendered.calls, rendered.sequence
+            in_view, calls, sequence = rendered.turns, rendered.calls, rendered.sequence
         else:
-            turns, calls, sequence = _turns_and_calls(sample.messages)
-        self.turns[turns] += 1
+            in_view, calls, sequence = _turns_and_calls(sample.messages)
+        self.turns[in_view if turns is None else turns] += 1
         self.tool_calls[calls] += 1
         if sequence:
             used = self.tools_used.get(sample.world)
@@ -153,6 +158,7 @@ class CardStats:
             "tool_calls_per_sample": _dist(self.tool_calls),
             "coverage": self.coverage(),
             "filtered": dict(sorted(self.filtered.items())),
+            "malformed_records_skipped": self.malformed_records,
             "duplicates_removed": duplicates,
             "mix": self.mix,
             **self.extra,
@@ -213,7 +219,12 @@ def render_markdown(card: dict[str, Any]) -> str:
     dup = card["duplicates_removed"]
     out.append(f"Duplicates removed: {dup.get('exact', 0):,} exact, {dup.get('near', 0):,} near.")
     if card["filtered"]:
-        out.append("Filtered out: " + ", ".join(f"{k}: {v:,}" for k, v in card["filtered"].items()))
+        out.append("Samples filtered out: " + ", ".join(f"{k}: {v:,}" for k, v in card["filtered"].items()) + ".")
+    if card.get("malformed_records_skipped"):
+        out.append(f"Records skipped as not valid trajectories: {card['malformed_records_skipped']:,}.")
+    if card.get("call_texts_left_out"):
+        out.append(f"Texts of turns that also call a tool left out (they hold `<tool_call>`): "
+                   f"{card['call_texts_left_out']:,}.")
     if "failed_calls_masked" in card:
         out.append(f"Failed tool calls kept in the text and out of the loss (--mask-failed-calls): "
                    f"{card['failed_calls_masked']:,}.")

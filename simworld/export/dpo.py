@@ -6,7 +6,13 @@ grouped per perspective. For each group whose best and worst scores differ, and 
 conversations part at one of this perspective's own turns, one pair is written in TRL's
 conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
 continuation of the higher-scored trajectory) and ``rejected`` (the lower-scored one), messages as
-in ``--format trl``.
+in ``--format trl``. A turn that says something and calls a tool is two messages there (its text,
+then the call); a pair never parts between the two: when two conversations say the same and call
+differently, both completions start at the text.
+
+With ``--validation``, pairs are split by task instance as the other formats' samples are
+(:func:`~simworld.export.curation.split_of` over the same key), so a DPO and an SFT export with the
+same ``--validation`` and ``--split-seed`` hold out the same task instances.
 
 The first pass keeps (episode, score) per trajectory; the second holds only the paired samples.
 """
@@ -18,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from simworld.export.card import CardStats, write_card
-from simworld.export.formats import trl_line
-from simworld.export.pipeline import ExportOptions, ExportResult, _Outputs, _synthetic_samples
+from simworld.export.curation import split_of
+from simworld.export.formats import trl_messages
+from simworld.export.pipeline import ExportOptions, ExportResult, _Outputs, _synthetic_samples, output_paths
 from simworld.export.source import RunInfo, Sample
 
 
@@ -28,12 +35,23 @@ def _key(sample: Sample) -> tuple[Any, ...]:
     return (p["scenario"], p["instance_id"], p["seed"], sample.perspective)
 
 
+def _parting(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
+    """Where two conversations part: the length of the prefix they share, moved back before a
+    shared text message when a call follows it in either (that text and call are one turn)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    if n and a[n - 1]["role"] == "assistant" and "tool_calls" not in a[n - 1] \
+            and any(n < len(x) and "tool_calls" in x[n] for x in (a, b)):
+        n -= 1
+    return n
+
+
 def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> ExportResult:
     stats = CardStats()
     for run in runs:
         stats.add_run(run)
-    # Sample ids carry the run directory's name; the run's position makes them unique even when
-    # two runs share a name.
+    # Samples are keyed by the run's position too, which needs no assumption about their ids.
     groups: dict[tuple[Any, ...], list[tuple[float, tuple[int, str]]]] = {}
     for ri, run in enumerate(runs):
         for sample in _synthetic_samples([run], opts, stats):
@@ -55,7 +73,8 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             if hit is not None:
                 sample.detach()
                 held.setdefault(hit[0], {})[hit[1]] = sample
-    outputs = _Outputs({"train": out})
+    paths = output_paths(opts)
+    outputs = _Outputs(paths)
     pairs = identical = unrelated = not_ours = 0
     try:
         for key in sorted(held, key=str):
@@ -63,10 +82,8 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             if len(both) != 2:
                 continue
             chosen, rejected = both["chosen"], both["rejected"]
-            a, b = trl_line(chosen)["messages"], trl_line(rejected)["messages"]
-            n = 0
-            while n < min(len(a), len(b)) and a[n] == b[n]:
-                n += 1
+            a, b = trl_messages(chosen.messages), trl_messages(rejected.messages)
+            n = _parting(a, b)
             if n == len(a) or n == len(b):
                 identical += 1
                 continue
@@ -76,7 +93,8 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             if a[n]["role"] != "assistant" or b[n]["role"] != "assistant":
                 not_ours += 1  # they part on what someone else said: no choice of this perspective
                 continue
-            outputs.write("train", {
+            split = split_of(chosen.split_key, opts.validation, opts.split_seed)
+            outputs.write(split, {
                 "id": f"{chosen.id}>{rejected.id}",
                 "prompt": a[:n], "chosen": a[n:], "rejected": b[n:],
                 **({"tools": chosen.tools_openai} if chosen.tools_openai else {}),
@@ -84,7 +102,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 "provenance": {"chosen": chosen.provenance, "rejected": rejected.provenance},
                 "synthetic": True,
             })
-            stats.add(chosen, "train")
+            stats.add(chosen, split, sum(1 for m in a if m["role"] == "assistant"))
             pairs += 1
         outputs.commit()
     except BaseException:
@@ -92,7 +110,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
         raise
     stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
                           "skipped_identical": identical, "skipped_no_common_prompt": unrelated, "skipped_diverge_on_other_party": not_ours}
-    card = stats.as_dict(opts.command, "dpo", {"train": str(out)}, {"exact": 0, "near": 0})
-    result = ExportResult(outputs={"train": out}, written=dict(outputs.count), card=card)
+    card = stats.as_dict(opts.command, "dpo", {k: str(p) for k, p in paths.items()}, {"exact": 0, "near": 0})
+    result = ExportResult(outputs=paths, written=dict(outputs.count), card=card)
     result.card_paths = write_card(out, card)
     return result

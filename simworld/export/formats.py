@@ -14,11 +14,17 @@
   message ``"weight": 0`` (any failed call of the message).
 * ``trl``: Hugging Face conversational format (``arguments`` as a dict), shaped for the Llama
   3.1 chat template shipped with TRL: one tool call per assistant message (parallel calls are
-  split, each followed by its result), text that accompanied a call is dropped (the template
-  cannot show it), no empty ``tools`` or ``tool_calls`` keys, and the conversation opens with a
-  user turn (an empty one is added for a role that spoke first).
+  split, each followed by its result); the text of a turn that also calls a tool is an assistant
+  message of its own right before the call (the template renders only the call of a message
+  with ``tool_calls``); no empty ``tools`` or ``tool_calls`` keys, and the conversation opens
+  with a user turn (an empty one is added for a role that spoke first).
 * ``sharegpt``: LLaMA-Factory style: ``conversations`` of ``human`` / ``gpt`` / ``function_call``
   / ``observation`` alternating as LLaMA-Factory requires, ``system``, ``tools`` as a JSON string.
+  One call per ``function_call`` turn (as in ``llama3``); the text of a turn that also calls a
+  tool goes in front of its call as ``TEXT<tool_call>{"name", "arguments"}</tool_call>``, the
+  form LLaMA-Factory (0.9.4 on) reads as text followed by the call; a text holding
+  ``<tool_call>`` itself cannot be told apart from the call and is left out
+  (:func:`sharegpt_texts_left_out` counts them).
 * ``dpo``: see :mod:`simworld.export.dpo`.
 """
 
@@ -135,6 +141,8 @@ class Llama3Line(NamedTuple):
     special: bool
     """False only when no message content and no call argument can hold a special token (no
     ``<|`` anywhere in the serialized messages, and a clean system prompt)."""
+    turns: int
+    """Assistant turns of the text (a turn with parallel calls is one turn per call)."""
 
     def digest(self) -> bytes:
         """16 bytes that identify the sample's full text, for exact deduplication, without
@@ -152,13 +160,14 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
         rendered = sample.rendered = render_events(sample.record.get("events") or [], sample.perspective,
                                                    part.prefix_len, mask_failed)
     if rendered is not None:
-        conv, text, spans = rendered.conversation, rendered.text, rendered.spans
+        conv, text, spans, turns = rendered.conversation, rendered.text, rendered.spans, rendered.turns
     else:
         msgs = sample.messages
         if msgs and msgs[0]["role"] == "system":
             msgs = msgs[1:]
         conv = conversation_messages(msgs, mask_failed)
         text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
+        turns = sum(1 for m in conv if m["role"] == "assistant")
     messages = orjson.dumps(conv)
     text_json = orjson.dumps(text)
     pieces = [
@@ -169,7 +178,7 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
     ]
-    return Llama3Line(pieces, text_json, part.digest, part.special or b"<|" in messages)
+    return Llama3Line(pieces, text_json, part.digest, part.special or b"<|" in messages, turns)
 
 
 def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False) -> list[dict[str, Any]]:
@@ -206,35 +215,6 @@ def openai_line(sample: Sample, mask_failed: bool = False) -> dict[str, Any]:
     return line
 
 
-def one_call_per_turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages where each assistant turn makes at most one call, followed by its result.
-
-    Text that accompanied calls is dropped; the order of results follows the calls.
-    """
-    out: list[dict[str, Any]] = []
-    i, n = 0, len(messages)
-    while i < n:
-        m = messages[i]
-        i += 1
-        calls = m.get("tool_calls") if m["role"] == "assistant" else None
-        if not calls:
-            out.append(m)
-            continue
-        results = {}
-        while i < n and messages[i]["role"] == "tool":
-            results.setdefault(messages[i].get("tool_call_id"), messages[i])
-            i += 1
-        ids = set()
-        for call in calls:
-            ids.add(call.get("id"))
-            out.append({"role": "assistant", "content": "", "tool_calls": [call],
-                        **({"invalid": m["invalid"]} if m.get("invalid") else {})})
-            if call.get("id") in results:
-                out.append(results[call.get("id")])
-        out.extend(r for cid, r in results.items() if cid not in ids)
-    return out
-
-
 def _opens_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     head = 1 if messages and messages[0]["role"] == "system" else 0
     if head < len(messages) and messages[head]["role"] != "user":
@@ -242,22 +222,29 @@ def _opens_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return messages
 
 
-def trl_line(sample: Sample) -> dict[str, Any]:
-    msgs: list[dict[str, Any]] = []
-    for m in _opens_with_user(one_call_per_turn(sample.messages)):
+def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A training view's messages in the form of ``--format trl`` (see the module docstring)."""
+    out: list[dict[str, Any]] = []
+    for m in _opens_with_user(conversation_messages(messages)):
         role = m["role"]
         if role == "assistant" and m.get("tool_calls"):
+            if m["content"].strip():  # the template shows only the call of a message with tool_calls
+                out.append({"role": "assistant", "content": m["content"]})
             _, name, args = _call_parts(m["tool_calls"][0])
-            msgs.append({"role": "assistant", "content": "",
-                         "tool_calls": [{"type": "function", "function": {"name": name, "arguments": args}}]})
+            out.append({"role": "assistant", "content": "",
+                        "tool_calls": [{"type": "function", "function": {"name": name, "arguments": args}}]})
         elif role == "tool":
             item = {"role": "tool", "content": m["content"]}
             if m.get("name"):
                 item["name"] = m["name"]
-            msgs.append(item)
+            out.append(item)
         else:
-            msgs.append({"role": role, "content": m["content"]})
-    line: dict[str, Any] = {"messages": msgs}
+            out.append({"role": role, "content": m["content"]})
+    return out
+
+
+def trl_line(sample: Sample) -> dict[str, Any]:
+    line: dict[str, Any] = {"messages": trl_messages(sample.messages)}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
     line.update(_meta(sample))
@@ -265,6 +252,28 @@ def trl_line(sample: Sample) -> dict[str, Any]:
 
 
 _IN = ("human", "observation")
+_TOOL_CALL_OPEN, _TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+
+
+def _keeps_call_text(text: str) -> bool:
+    """Whether a sharegpt function_call turn can carry `text` before its call: LLaMA-Factory takes
+    the first ``<tool_call>`` of the value for the call's."""
+    return bool(text.strip()) and _TOOL_CALL_OPEN not in text
+
+
+def _function_call_value(text: str, name: str, arguments: dict[str, Any]) -> str:
+    call = json.dumps({"name": name, "arguments": arguments})
+    if not _keeps_call_text(text):
+        return call
+    # "<\/" is "</" in JSON: no string in the call can end the tag early.
+    return text + _TOOL_CALL_OPEN + call.replace("</", "<\\/") + _TOOL_CALL_CLOSE
+
+
+def sharegpt_texts_left_out(messages: list[dict[str, Any]]) -> int:
+    """How many texts of turns that call a tool ``--format sharegpt`` leaves out (those holding
+    ``<tool_call>``)."""
+    return sum(1 for m in messages if m["role"] == "assistant" and m.get("tool_calls")
+               and m["content"].strip() and not _keeps_call_text(m["content"]))
 
 
 def sharegpt_line(sample: Sample) -> dict[str, Any]:
@@ -280,7 +289,7 @@ def sharegpt_line(sample: Sample) -> dict[str, Any]:
             turns.append({"from": "human", "value": ""})  # two outputs in a row (or a role that spoke first)
         turns.append({"from": tag, "value": value})
 
-    for m in one_call_per_turn(sample.messages):
+    for m in conversation_messages(sample.messages):
         role = m["role"]
         if role == "system":
             system = m["content"]
@@ -290,13 +299,20 @@ def sharegpt_line(sample: Sample) -> dict[str, Any]:
             put("observation", m["content"])
         elif m.get("tool_calls"):
             _, name, args = _call_parts(m["tool_calls"][0])
-            put("function_call", json.dumps({"name": name, "arguments": args}))
+            put("function_call", _function_call_value(m["content"], name, args))
         else:
             put("gpt", m["content"])
     tools = [t["function"] for t in sample.tools_openai]
     line: dict[str, Any] = {"conversations": turns, "system": system, "tools": json.dumps(tools) if tools else ""}
     line.update(_meta(sample))
     return line
+
+
+def assistant_turns(fmt: str, line: dict[str, Any]) -> int:
+    """The assistant turns a formatted line holds, as written (what the dataset card counts)."""
+    if fmt == "sharegpt":
+        return sum(1 for t in line["conversations"] if t["from"] in ("gpt", "function_call"))
+    return sum(1 for m in line["messages"] if m["role"] == "assistant")
 
 
 def format_line(fmt: str, sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any]:

@@ -23,8 +23,10 @@ from simworld import registry
 from simworld.errors import SimworldError
 from simworld.export.card import CardStats, write_card
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
-from simworld.export.formats import FORMATS, Llama3Line, format_line, llama3_line_parts, system_part
-from simworld.export.source import RunInfo, Sample, ScoreLookup, compact_scores, open_run, samples_of
+from simworld.export.formats import (FORMATS, Llama3Line, assistant_turns, format_line, llama3_line_parts,
+                                     sharegpt_texts_left_out, system_part)
+from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names, open_run,
+                                    sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, record_problem
 from simworld.runio import iter_records
@@ -65,6 +67,14 @@ class ExportResult:
 def validation_path(out: Path) -> Path:
     stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
     return out.with_name(stem + ".validation.jsonl")
+
+
+def output_paths(opts: ExportOptions) -> dict[str, Path]:
+    """The files an export writes: ``train`` (--out) and, with --validation, ``validation``."""
+    paths = {"train": Path(opts.out)}
+    if opts.validation > 0:
+        paths["validation"] = Path(opts.val_out) if opts.val_out else validation_path(paths["train"])
+    return paths
 
 
 def _sync_file_range() -> Any:
@@ -240,24 +250,22 @@ def _failed_calls(sample: Sample) -> int:
                for c in m.get("tool_calls") or () if c.get("id") in failed)
 
 
-def _keep_record(record: dict[str, Any], opts: ExportOptions, stats: CardStats) -> bool:
+def _filter_reason(record: dict[str, Any], opts: ExportOptions) -> str | None:
+    """Why the --scenario, --task-type and --only-success filters leave `record` out, or None."""
     if opts.scenarios and record.get("scenario") not in opts.scenarios:
-        stats.filtered["scenario"] += 1
-        return False
+        return "scenario"
     if opts.task_types and (record.get("task") or {}).get("type") not in opts.task_types:
-        stats.filtered["task_type"] += 1
-        return False
+        return "task_type"
     if opts.only_success and not (record.get("outcome") or {}).get("success"):
-        stats.filtered["not_successful"] += 1
-        return False
-    return True
+        return "not_successful"
+    return None
 
 
 def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
     """Count and note a record the export cannot read, as `simworld score` does (re-raises `exc`
     when the record is a valid trajectory: :func:`~simworld.replay.record_problem`)."""
     reason = record_problem(record, exc)
-    stats.filtered["malformed_record"] += 1
+    stats.malformed_records += 1
     notes = stats.extra.setdefault("malformed_records", [])
     if len(notes) < 20:
         notes.append(f"{record.get('episode_id', '?') if isinstance(record, dict) else '?'}: {reason}")
@@ -267,18 +275,23 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                       with_messages: bool = False) -> Iterator[list[Sample]]:
     """The samples of each kept record, one list per record. Records of the wrong shape are skipped
     and counted (``filtered.malformed_record``); `with_messages` builds each sample's messages
-    here, so that a record whose messages cannot be built is skipped too."""
+    here, so that a record whose messages cannot be built is skipped too. A record a filter leaves
+    out counts as the samples it would have given."""
     for run in runs:
         lookup = ScoreLookup(run)
         try:
             for record in iter_records(run.path):
                 try:
-                    if not _keep_record(record, opts, stats):
+                    reason = _filter_reason(record, opts)
+                    if reason is None and opts.min_score is not None:
+                        scores = compact_scores(lookup.get(record))
+                        if scores["value"] < opts.min_score - 1e-9:
+                            reason = "below_min_score"
+                    if reason is not None:
+                        stats.filtered[reason] += sample_count(run, record)
                         continue
-                    scores = compact_scores(lookup.get(record))
-                    if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
-                        stats.filtered["below_min_score"] += 1
-                        continue
+                    if opts.min_score is None:
+                        scores = compact_scores(lookup.get(record))
                     samples = list(samples_of(run, record, scores))
                     if with_messages:
                         for sample in samples:
@@ -300,12 +313,30 @@ def _synthetic_samples(runs: Sequence[RunInfo], opts: ExportOptions, stats: Card
         yield from group
 
 
+def _open_runs(run_dirs: Sequence[str | Path], scorers: tuple[str, ...]) -> list[RunInfo]:
+    """The runs, each named so that sample ids and provenance tell apart runs whose directories
+    share a name (:func:`~simworld.export.source.distinct_run_names`)."""
+    seen: dict[str, str | Path] = {}
+    for d in run_dirs:
+        key = os.path.realpath(d)
+        if key in seen:
+            raise SimworldError(f"run {d}: given twice (as {seen[key]} too); give each run once")
+        seen[key] = d
+    runs = [open_run(d, scorers) for d in run_dirs]
+    for run, name in zip(runs, distinct_run_names([run.path for run in runs])):
+        run.name = name
+    return runs
+
+
 def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportResult:
     """Export the runs' trajectories in `opts.fmt` to `opts.out` (+ validation split, + card)."""
     if opts.fmt not in FORMATS:
         raise SimworldError(f"unknown format {opts.fmt!r}; one of {', '.join(FORMATS)}")
     if not run_dirs:
         raise SimworldError("no run directory given")
+    if opts.mix and opts.fmt == "dpo":
+        raise SimworldError("--mix applies to the conversation formats (llama3, openai, trl, sharegpt): "
+                            "the external data are conversations, not preference pairs")
     if opts.tokenize and opts.fmt != "llama3":
         raise SimworldError("--tokenize applies to --format llama3")
     if opts.mask_failed_calls and opts.fmt not in ("llama3", "openai"):
@@ -313,7 +344,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
                             "per-turn loss)")
     if not 0 <= opts.validation < 1:
         raise SimworldError("--validation must be a fraction in [0, 1)")
-    runs = [open_run(d, opts.scorers) for d in run_dirs]
+    runs = _open_runs(run_dirs, opts.scorers)
     _check_filters(opts, runs)
     out = Path(opts.out)
     _check_out(out, runs)
@@ -342,10 +373,10 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         stats.add_run(run)
     if opts.mask_failed_calls:
         stats.extra["failed_calls_masked"] = 0
+    if opts.fmt == "sharegpt":
+        stats.extra["call_texts_left_out"] = 0
     dedup = Deduplicator(near=opts.near_dedup, max_bits=opts.near_dup_bits) if opts.dedup else None
-    paths = {"train": out}
-    if opts.validation > 0:
-        paths["validation"] = Path(opts.val_out) if opts.val_out else validation_path(out)
+    paths = output_paths(opts)
     outputs = _Outputs(paths)
     externals = [(path, frac, iter_external(path, today)) for path, frac in mixes]
     mix_stats = [{"file": str(path), "requested": frac, "samples": 0, "exhausted": False} for path, frac in mixes]
@@ -366,10 +397,16 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if dedup is not None and not dedup.keep(sample, fast.digest() if fast is not None else None):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
+        if sample.synthetic:  # (the card counts turns and calls of the synthetic samples only)
+            turns = fast.turns if fast is not None else assistant_turns(opts.fmt, line)  # type: ignore[arg-type]
+        else:
+            turns = None
         outputs.write(split, line)
-        stats.add(sample, split)
+        stats.add(sample, split, turns)
         if opts.mask_failed_calls:
             stats.extra["failed_calls_masked"] += _failed_calls(sample)
+        if opts.fmt == "sharegpt":
+            stats.extra["call_texts_left_out"] += sharegpt_texts_left_out(sample.messages)
         return True
 
     gc_was_enabled = gc.isenabled()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -201,7 +201,7 @@ class RoleRender(NamedTuple):
     spans: list[list[int]]
     """Loss spans, shifted by the offset :func:`render_events` was given."""
     turns: int
-    """Assistant messages in the view."""
+    """Assistant turns in `conversation` (a turn with parallel calls is one per call, as written)."""
     calls: int
     """Tool calls made in the view."""
     sequence: list[str]
@@ -275,6 +275,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         parts.append(content)
         turns += 1
         if calls and len(calls) > 1:
+            turns += len(calls) - 1
             group = (content, [_call_of(c, names, parts) for c in calls], [])
             grouped, group_end = True, len(parts)
             cut = None  # decided by what follows
@@ -492,6 +493,30 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
                      synthetic=prov["synthetic"], split_key=f"{record.get('scenario')}\x00{task.get('instance_id')}",
                      world=run.scenario.world.type, success=prov["success"], record=record,
                      system_prompt=system.get(role) or "")
+
+
+def sample_count(run: RunInfo, record: dict[str, Any]) -> int:
+    """How many samples :func:`samples_of` makes of `record` (what a filter that leaves it out removes)."""
+    events = record.get("events") or []
+    return sum(1 for role, kind in run.kinds.items() if kind == "assistant" and _speaks(events, role))
+
+
+def distinct_run_names(paths: Sequence[Path]) -> list[str]:
+    """A name per run directory for sample ids and provenance: its own name, or, where two runs
+    share one, the shortest ending of their paths that tells them apart (``oracle/run``,
+    ``noisy/run``). The paths must be distinct."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    names = [p[-1] for p in parts]
+    for name in set(names):
+        clash = [i for i, n in enumerate(names) if n == name]
+        if len(clash) < 2:
+            continue
+        depth, deepest = 2, max(len(parts[i]) for i in clash)
+        while depth < deepest and len({parts[i][-depth:] for i in clash}) < len(clash):
+            depth += 1
+        for i in clash:
+            names[i] = "/".join(parts[i][-depth:]).lstrip("/")
+    return names
 
 
 def _speaks(events: list[dict[str, Any]], role: str) -> bool:
