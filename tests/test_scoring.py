@@ -237,3 +237,17 @@ def test_cli_score_errors_are_one_line(tmp_path):
         res = cli(*args)
         assert res.returncode == 2 and needle in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_score_names_every_line_it_could_not_read(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 4)
+    shard = next(run.glob("trajectories-*.jsonl"))
+    lines = shard.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2][:120] + b"\n"
+    shard.write_bytes(b"".join(lines))
+    res = cli("score", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "scored 3 episodes" in res.stdout
+    assert f"skipped record {shard.name} line 3: not a JSON record" in res.stdout
+    summary = orjson.loads((run / SCORES_DIR / "summary.json").read_bytes())
+    assert f"{shard.name} line 3: not a JSON record" in summary["bad_records"]

@@ -152,7 +152,8 @@ class ScoreSummary:
 def iter_score_lines(run_dir: str | Path, names: list[str], scenario: Scenario,
                      summary: ScoreSummary | None = None) -> Iterator[dict[str, Any]]:
     ctx = ScoringContext(scenario)
-    for record in iter_records(run_dir):
+    unreadable: list[tuple[str, str]] = []
+    for record in iter_records(run_dir, problems=unreadable):
         traj = parse_record(record)
         if isinstance(traj, str):
             if summary is not None:
@@ -162,6 +163,8 @@ def iter_score_lines(run_dir: str | Path, names: list[str], scenario: Scenario,
         if summary is not None:
             summary.add(line)
         yield line
+    if summary is not None:  # lines that hold no record are skipped too, and said so
+        summary.bad_records.extend(where for _, where in unreadable)
 
 
 def scores_path(run_dir: str | Path, names: list[str], scenario: Scenario | None) -> Path:
