@@ -274,7 +274,7 @@ def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
 def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats,
                       with_messages: bool = False) -> Iterator[list[Sample]]:
     """The samples of each kept record, one list per record. Records of the wrong shape are skipped
-    and counted (``filtered.malformed_record``); `with_messages` builds each sample's messages
+    and counted (``malformed_records_skipped``); `with_messages` builds each sample's messages
     here, so that a record whose messages cannot be built is skipped too. A record a filter leaves
     out counts as the samples it would have given."""
     for run in runs:
@@ -283,15 +283,13 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
             for record in iter_records(run.path):
                 try:
                     reason = _filter_reason(record, opts)
-                    if reason is None and opts.min_score is not None:
+                    if reason is None:
                         scores = compact_scores(lookup.get(record))
-                        if scores["value"] < opts.min_score - 1e-9:
+                        if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
                             reason = "below_min_score"
                     if reason is not None:
                         stats.filtered[reason] += sample_count(run, record)
                         continue
-                    if opts.min_score is None:
-                        scores = compact_scores(lookup.get(record))
                     samples = list(samples_of(run, record, scores))
                     if with_messages:
                         for sample in samples:
@@ -320,7 +318,8 @@ def _open_runs(run_dirs: Sequence[str | Path], scorers: tuple[str, ...]) -> list
     for d in run_dirs:
         key = os.path.realpath(d)
         if key in seen:
-            raise SimworldError(f"run {d}: given twice (as {seen[key]} too); give each run once")
+            also = f" (also as {seen[key]})" if str(seen[key]) != str(d) else ""
+            raise SimworldError(f"run {d} is given twice{also}; give each run once")
         seen[key] = d
     runs = [open_run(d, scorers) for d in run_dirs]
     for run, name in zip(runs, distinct_run_names([run.path for run in runs])):
