@@ -66,6 +66,11 @@ def episode_seed(run_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(run_seed) & 0xFFFFFFFFFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def episode_id(name: str, run_seed: int, index: int) -> str:
+    """The id of episode `index` of a run of scenario `name` with seed `run_seed`."""
+    return f"{name}-s{run_seed}-{index:06d}"
+
+
 def episode_specs(sc: Scenario, episodes: int | None = None, seed: int | None = None,
                   start: int = 0) -> list[EpisodeSpec]:
     """The independent episode specs of a run: ids, seeds and drawn variations.
@@ -88,7 +93,7 @@ def episode_specs(sc: Scenario, episodes: int | None = None, seed: int | None = 
             for path in paths:
                 values = sc.variations[path]
                 variation[path] = values[int(rng.integers(len(values)))]
-        out.append(EpisodeSpec(episode_id=f"{sc.name}-s{run_seed}-{i:06d}", index=i, seed=s, variation=variation,
+        out.append(EpisodeSpec(episode_id=episode_id(sc.name, run_seed, i), index=i, seed=s, variation=variation,
                                task_seed=None if repeats == 1 else task_seed))
     return out
 

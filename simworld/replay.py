@@ -261,7 +261,7 @@ def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None, scenari
             continue
         traj = parse_record(record)
         if isinstance(traj, str):
-            yield ReplayResult(eid, Mismatch("record", "", traj))
+            yield ReplayResult(eid, Mismatch("record", traj))  # the field says why; there is nothing to compare
             continue
         yield replay_trajectory(traj, sc)
 

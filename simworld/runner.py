@@ -38,7 +38,7 @@ import yaml
 
 import simworld
 from simworld import registry
-from simworld.episode import EpisodeSpec, episode_specs, run_episode, run_episode_sync
+from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
 from simworld.errors import SimworldError
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
@@ -199,8 +199,9 @@ class RunDir:
         except OSError as exc:
             raise _os_problem("write", existing, exc) from None
 
-    def scan(self) -> _Prior:
-        """Read earlier sessions' records (latest per episode) and cut torn or corrupt tails."""
+    def scan(self, sc: Scenario) -> _Prior:
+        """Read earlier sessions' records (latest per episode) and cut torn or corrupt tails. A record
+        counts for episode i only if it has that episode's id and seed."""
         prior = _Prior()
         foreign = foreign_jsonl(self.path)
         if foreign:
@@ -210,6 +211,16 @@ class RunDir:
         def keep(record: dict[str, Any]) -> None:
             try:
                 stats = episode_stats(record)
+                index = record["episode_index"]
+                if not isinstance(index, int) or index < 0:
+                    raise ValueError("episode_index is not an index")
+                eid = episode_id(sc.name, sc.seed, index)
+                if record["episode_id"] != eid or record["seed"] != episode_seed(sc.seed, index):
+                    # Altered by hand or on disk: it would stand in for an episode it is not.
+                    prior.repaired.append(f"{path.name}: ignored a record of episode {record['episode_id']!r} "
+                                          f"with index {index}, not episode {eid}'s id and seed (that episode "
+                                          "runs again unless another record is its own)")
+                    return
             except RECORD_ERRORS as exc:
                 # Valid JSON but not a trajectory (damaged by hand or on disk): the episode runs again
                 # and its new record, written later, is the one every reader takes.
@@ -532,7 +543,7 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
     rd.open(sc)
     started = time.perf_counter()
     try:
-        prior = rd.scan()
+        prior = rd.scan(sc)
         summary = RunSummary()
         pending: list[int] = []
         retried = 0

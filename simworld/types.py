@@ -124,9 +124,9 @@ class Trajectory(_Model):
     episode_id: str
     scenario: str
     scenario_hash: str
-    seed: int
-    task_seed: int | None = Field(default=None, exclude_if=lambda seed: seed is None)
-    episode_index: int = 0
+    seed: int = Field(ge=0)
+    task_seed: int | None = Field(default=None, ge=0, exclude_if=lambda seed: seed is None)
+    episode_index: int = Field(default=0, ge=0)
     variation: dict[str, Any] = Field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     world: dict[str, Any] = Field(default_factory=dict)

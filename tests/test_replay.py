@@ -354,3 +354,21 @@ def test_replay_of_an_interrupted_run_notes_what_is_not_recorded_yet(tmp_path):
     (run / "manifest.json").write_bytes(orjson.dumps({**manifest, "episodes": 6}))
     res = cli("replay", str(run), "-q")
     assert res.returncode == 1 and "UNREADABLE" in res.stdout and "MISSING" in res.stdout
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("seed", -1, "seed: Input should be greater than or equal to 0"),
+    ("seed", 1.5, "seed: Input should be a valid integer"),
+    ("episode_index", -3, "episode_index: Input should be greater than or equal to 0"),
+])
+def test_a_record_that_is_not_a_trajectory_is_one_line_in_replay(tmp_path, field, value, why):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 3)
+    shard = next(run.glob("trajectories-*.jsonl"))
+    lines = shard.read_bytes().splitlines(keepends=True)
+    rec = orjson.loads(lines[1])
+    rec[field] = value
+    lines[1] = orjson.dumps(rec) + b"\n"
+    shard.write_bytes(b"".join(lines))
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert f"MISMATCH {rec['episode_id']}: record not a valid trajectory: {why}" in res.stdout, res.stdout

@@ -148,6 +148,24 @@ def test_a_record_of_the_wrong_shape_is_noted_and_its_episode_rerun(slow_scenari
     assert stripped(out) == reference  # the episode ran again; its new record is the one readers take
 
 
+@pytest.mark.parametrize("change", [
+    lambda r: r.update(seed=-1),  # not a seed at all
+    lambda r: r.update(seed=r["seed"] + 1),  # another episode's seed
+    lambda r: r.update(episode_id="other-s9-000005"),  # another id: episode 5 would have no record
+])
+def test_a_record_that_is_not_its_episodes_own_does_not_stand_in_for_it(slow_scenario, reference, tmp_path, change):
+    out, cmd, shard, lines = _finished_run(slow_scenario, tmp_path)
+    record = orjson.loads(lines[5])
+    change(record)
+    lines[5] = orjson.dumps(record) + b"\n"
+    shard.write_bytes(b"".join(lines))
+    again = simworld(*cmd, check=0)
+    assert "ignored a record of episode" in " ".join(again.stderr.split()), again.stdout + again.stderr
+    assert "1 run" in again.stdout
+    ids = {r["episode_id"] for r in iter_records(out)}
+    assert {r["episode_id"] for r in map(orjson.loads, reference)} <= ids
+
+
 def _fsize_limit(limit):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
