@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from simworld.registry import register_world
-from simworld.types import FieldDiff, Outcome
+from simworld.types import FieldDiff, Message, Outcome
 from simworld.world import State, World, WorldData
 
 from . import kernels
 from .data import USER_NUM_RANGE, RetailParams, generate
-from .policy import ASSISTANT_POLICY, CUSTOMER_PROMPT
+from .policy import ASSISTANT_POLICY, CUSTOMER_PROMPT, policy_breaches
 
 STATUS = {name: i for i, name in enumerate(["pending", "processed", "delivered", "cancelled",
                                              "pending (item modified)", "return requested",
@@ -100,6 +101,23 @@ class RetailWorld(World):
     # -- prompts and labels
     def default_system_prompt(self, kind: str, tools: tuple[str, ...] = ()) -> str:
         return ASSISTANT_POLICY if kind == "assistant" else CUSTOMER_PROMPT
+
+    def policy_checks(self, events: Sequence[Message], kinds: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Writes of the support side that the store policy forbids although a tool may carry them out
+        (the ``policy_violations`` scorer calls this hook), one ``{"event", "tool", "rule", "why"}`` per
+        rule a write call breaks:
+
+        * ``authentication``: the write came before a ``find_user_id_by_email`` /
+          ``find_user_id_by_name_zip`` result identified the customer from details the customer gave,
+          or it names an order, account or payment method of another user;
+        * ``confirmation``: the customer's last words before the write are not an explicit yes
+          (:func:`~.policy.is_explicit_yes`) to the support side's last description, or that
+          description does not state the change made (action, order, items, payment method, new
+          address), or the same change already used that yes.
+
+        `events` is the episode's log; `kinds` maps each role to ``user`` or ``assistant``.
+        """
+        return policy_breaches(self, events, kinds)
 
     def row_label(self, table: str, row: int) -> str:
         if table == "orders" and row < self.orders.n:
