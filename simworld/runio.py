@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +30,24 @@ SHARD_GLOB = "trajectories-*.jsonl"
 
 
 def shard_paths(run_dir: str | Path) -> list[Path]:
+    """The run's shards, in order. Each must be a regular file (or a link to one): a directory, a
+    dangling link or a FIFO under a shard's name is one line, not a traceback or a hang."""
     d = Path(run_dir)
     if not d.is_dir():
         raise SimworldError(f"{run_dir}: not a run directory")
-    return sorted(d.glob(SHARD_GLOB))
+    paths = sorted(d.glob(SHARD_GLOB))
+    for p in paths:
+        try:
+            regular = stat.S_ISREG(p.stat().st_mode)
+        except OSError as exc:
+            raise read_error(p, exc) from None
+        if not regular:
+            raise SimworldError(f"cannot read {p}: not a regular file")
+    return paths
+
+
+def read_error(path: Path, exc: OSError) -> SimworldError:
+    return SimworldError(f"cannot read {path}: {exc.strerror or exc}")
 
 
 _CHUNK = 1 << 22
@@ -47,13 +62,20 @@ def _complete_lines(path: Path, torn: list[int] | None = None) -> Iterator[tuple
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     filled = 0
-    with open(path, "rb", buffering=0) as fh:
+    try:
+        fh = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise read_error(path, exc) from None
+    with fh:
         while True:
             if filled == len(buf):  # a line longer than the buffer
                 view.release()
                 buf.extend(bytes(len(buf)))
                 view = memoryview(buf)
-            got = fh.readinto(view[filled:])
+            try:
+                got = fh.readinto(view[filled:])
+            except OSError as exc:
+                raise read_error(path, exc) from None
             if not got:
                 if filled and torn is not None and bytes(buf[:filled]).strip():
                     torn.append(filled)
@@ -152,9 +174,12 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
     try:
         for _, (_, si, offset, length, line) in order:
             fd = fds.get(si)
-            if fd is None:
-                fd = fds[si] = os.open(shards[si], os.O_RDONLY)
-            data = os.pread(fd, length, offset)
+            try:
+                if fd is None:
+                    fd = fds[si] = os.open(shards[si], os.O_RDONLY)
+                data = os.pread(fd, length, offset)
+            except OSError as exc:
+                raise read_error(shards[si], exc) from None
             yield from _record(data, 0, len(data), shards[si], line, problems)
     finally:
         for fd in fds.values():
@@ -171,14 +196,22 @@ def _record(buf: bytearray | bytes, start: int, end: int, path: Path, line: int,
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write a small file so that readers see the old or the new content, never a mix."""
+    """Write a small file so that readers see the old or the new content, never a mix. On any
+    failure (a full disk, Ctrl-C) the temporary file is removed and the old content stays."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 # ----------------------------------------------------------------------------------------------

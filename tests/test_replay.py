@@ -372,3 +372,23 @@ def test_a_record_that_is_not_a_trajectory_is_one_line_in_replay(tmp_path, field
     res = cli("replay", str(run), "-q")
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert f"MISMATCH {rec['episode_id']}: record not a valid trajectory: {why}" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling link", "fifo"])
+@pytest.mark.parametrize("command", ["show", "replay", "score", "export"])
+def test_a_shard_that_cannot_be_read_is_one_line_in_every_reader(tmp_path, kind, command):
+    import os
+
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 2)
+    bad = run / "trajectories-000002-000.jsonl"
+    if kind == "directory":
+        bad.mkdir()
+    elif kind == "dangling link":
+        bad.symlink_to(tmp_path / "nowhere")
+    else:
+        os.mkfifo(bad)  # a reader that opened it would wait forever
+    args = [command, str(run)] + (["--out", str(tmp_path / "out.jsonl")] if command == "export" else [])
+    res = cli(*args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"error: cannot read {bad}: "), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -251,3 +251,32 @@ def test_score_names_every_line_it_could_not_read(tmp_path):
     assert f"skipped record {shard.name} line 3: not a JSON record" in res.stdout
     summary = orjson.loads((run / SCORES_DIR / "summary.json").read_bytes())
     assert f"{shard.name} line 3: not a JSON record" in summary["bad_records"]
+
+
+def test_an_interrupted_or_failing_score_leaves_the_old_scores_and_no_temporary_file(tmp_path, monkeypatch):
+    import simworld.scoring.report as report
+
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 6)
+    score_run(run)
+    before = {p.name: p.read_bytes() for p in (run / SCORES_DIR).iterdir()}
+    assert set(before) == {"scores.jsonl", "summary.json"}
+    real, calls = report.score_line, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "score_line", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score_run(run)
+    assert {p.name: p.read_bytes() for p in (run / SCORES_DIR).iterdir()} == before
+
+
+def test_score_into_a_scores_path_that_is_a_file_is_one_line(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 2)
+    (run / SCORES_DIR).write_text("not a directory")
+    res = cli("score", str(run))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: cannot write scores under {run / SCORES_DIR}: it is not a directory"

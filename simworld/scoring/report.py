@@ -29,7 +29,7 @@ import orjson
 from simworld import registry
 from simworld.errors import SimworldError
 from simworld.replay import load_run_scenario, parse_record
-from simworld.runio import iter_records, write_atomic
+from simworld.runio import iter_records
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
 from simworld.types import Trajectory
@@ -180,16 +180,33 @@ def score_run(run_dir: str | Path, requested: Iterable[str] = ()) -> tuple[Score
     summary = ScoreSummary(names)
     out = scores_path(run_dir, names, scenario)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    summary_tmp = out.with_name(f".{SUMMARY_FILE}.tmp-{os.getpid()}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise SimworldError(f"cannot write scores under {out.parent}: it is not a directory")
     try:
         out.parent.mkdir(exist_ok=True)
         with open(tmp, "wb") as fh:
             for line in iter_score_lines(run_dir, names, scenario, summary):
                 fh.write(orjson.dumps(line) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        # Both files are complete before either replaces its old version: the summary always
+        # describes the score lines beside it (a full disk fails before any rename).
+        if out.name == SCORES_FILE:
+            with open(summary_tmp, "wb") as fh:
+                fh.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, out)
         if out.name == SCORES_FILE:
-            write_atomic(out.parent / SUMMARY_FILE,
-                         orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SimworldError(f"cannot write scores under {out.parent}: {exc.strerror or exc}") from None
+            os.replace(summary_tmp, out.parent / SUMMARY_FILE)
+    except BaseException as exc:  # Ctrl-C included: never leave a temporary file behind
+        for t in (tmp, summary_tmp):
+            try:
+                t.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise SimworldError(f"cannot write scores under {out.parent}: {exc.strerror or exc}") from None
+        raise
     return summary, out
