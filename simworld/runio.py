@@ -149,7 +149,7 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             offset += end - start + 1
         if torn and problems is not None:
             problems.append(("torn", f"{path.name}: a torn last line of {torn[0]:,} bytes (an interrupted write; "
-                                     "`simworld run` repairs it on resume)"))
+                                     "the run's next `simworld run`, or a fork's next fork, cuts it)"))
     order = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))
     last.clear()
     positions = [(si, offset) for _, (_, si, offset, _, _) in order]

@@ -392,3 +392,30 @@ def test_a_shard_that_cannot_be_read_is_one_line_in_every_reader(tmp_path, kind,
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith(f"error: cannot read {bad}: "), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_fork_that_cannot_be_written_leaves_whole_lines_and_the_next_one_lands(tmp_path):
+    import resource
+
+    run, _ = _retail_run(tmp_path, 1)
+    eid = _records(run)[0]["episode_id"]
+    out = tmp_path / "forks"
+    shard = out / "trajectories-forks.jsonl"
+    base = ["replay", str(run), "--episode", eid, "--out", str(out), "--fork-at"]
+    assert cli(*base, "2").returncode == 0
+    size = shard.stat().st_size
+
+    def limit():  # the file may not grow by a whole record: a full disk, as far as the write sees
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1000, size + 1000))
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "tests"), "SIMWORLD_PLUGINS": "test_export_worlds"}
+    full = subprocess.run([sys.executable, "-m", "simworld", *base, "4"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120, preexec_fn=limit)
+    assert full.returncode == 2 and full.stderr.startswith(f"error: cannot write {out}: "), full.stderr
+    assert shard.stat().st_size == size  # the failed record was cut back
+    with open(shard, "ab") as fh:  # a torn line from a crash of an older version
+        fh.write(b'{"schema_version":1,"episode_id":"x')
+    again = cli(*base, "6")
+    assert again.returncode == 0 and "repaired trajectories-forks.jsonl: cut 35 bytes" in again.stderr
+    check = cli("replay", str(out), "-q")
+    assert check.returncode == 0 and "replayed 2 episodes" in check.stdout, check.stdout

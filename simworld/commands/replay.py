@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -91,8 +93,6 @@ _FORK_SETTABLE = re.compile(r"^(roles\.[^.]+\.(agent(\..+)?|system_prompt|person
 
 
 def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...]) -> None:
-    from pathlib import Path
-
     from simworld.errors import SimworldError
     from simworld.replay import fork_trajectory, load_run_scenario, parse_record
     from simworld.runio import iter_records, write_atomic
@@ -129,10 +129,41 @@ def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...])
                 raise SimworldError(f"{out} holds a run of another scenario; use a new --out directory")
         else:
             write_atomic(sc_file, scenario_yaml(agents_sc))
-        with open(dest / "trajectories-forks.jsonl", "ab") as fh:
-            fh.write(new.to_jsonl())
+        repaired = _append_fork(dest / "trajectories-forks.jsonl", new.to_jsonl())
     except OSError as exc:
         raise SimworldError(f"cannot write {out}: {exc.strerror or exc}") from None
+    if repaired:
+        click.echo(f"repaired {repaired}", err=True)
     o = new.outcome
     click.echo(f"forked {episode} at event {fork_at} -> {new.episode_id} in {out}: {len(new.events)} events, "
                f"{'success' if o.success else 'failure'} ({o.termination})")
+
+
+def _append_fork(path: Path, line: bytes) -> str | None:
+    """Append one fork record so the file stays whole lines: a write that fails (a full disk) is
+    cut back, and a torn last line an earlier failure or crash left is cut before appending (the
+    new record would otherwise be glued to it). Returns a note of what was cut, if anything."""
+    from simworld.runio import ShardWriter, truncate_tail
+
+    note = None
+    if path.exists():
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            end = size
+            while end > 0:  # back to the last newline, a block at a time
+                start = max(0, end - (1 << 16))
+                fh.seek(start)
+                nl = fh.read(end - start).rfind(b"\n")
+                if nl >= 0:
+                    end = start + nl + 1
+                    break
+                end = start
+        if end < size:
+            truncate_tail(path, end)
+            note = f"{path.name}: cut {size - end} bytes of a torn last line"
+    writer = ShardWriter(path)
+    try:
+        writer.write(line)
+    finally:
+        writer.close()
+    return note
