@@ -25,9 +25,15 @@ class ScenarioError(SimworldError):
 class UnknownName(SimworldError):
     """An unknown world, task, tool, agent or scorer name."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], where: str = "") -> None:
         self.kind, self.name = kind, name
-        super().__init__(f"unknown {kind} {name!r}{suggest(name, known)}")
+        super().__init__(f"unknown {kind} {name!r}{f' {where}' if where else ''}{suggest(name, known)}")
+
+
+class DamagedRecord(ValueError):
+    """A record that validates as a trajectory but names what its run cannot build (a task or world
+    of no run of this scenario): altered by hand or on disk. Readers skip or report it like a
+    record of the wrong shape (it is a ValueError for that reason)."""
 
 
 def suggest(name: str, known: Iterable[str]) -> str:

@@ -126,10 +126,10 @@ def register_scorer(name: str) -> Callable[[T], T]:
     return deco
 
 
-def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
+def _lookup(table: dict[str, Any], kind: str, name: str, where: str = "") -> Any:
     load_builtins()
     if name not in table:
-        raise UnknownName(kind, name, table)
+        raise UnknownName(kind, name, table, where)
     return table[name]
 
 
@@ -139,7 +139,7 @@ def get_world(name: str) -> Any:
 
 def get_task(world: str, name: str) -> Any:
     load_builtins()
-    return _lookup(TASKS.get(world, {}), f"task for world {world!r}", name)
+    return _lookup(TASKS.get(world, {}), "task", name, f"for world {world!r}")
 
 
 def get_agent(name: str) -> Any:

@@ -24,7 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from simworld.episode import AgentFailure, Episode, EpisodeSpec, continue_episode
-from simworld.errors import SimworldError
+from simworld.errors import DamagedRecord, SimworldError, UnknownName
 from simworld.runio import iter_records
 from simworld.scenario import Scenario, load_scenario
 from simworld.types import Message, Trajectory
@@ -114,7 +114,18 @@ def episode_for(traj: Trajectory, scenario: Scenario, episode_id: str | None = N
     """A fresh Episode with the trajectory's world, task and RNGs (no agents unless asked)."""
     spec = EpisodeSpec(episode_id=episode_id or traj.episode_id, index=traj.episode_index, seed=traj.seed,
                        variation=dict(traj.variation), task_seed=traj.task_seed)
-    return Episode(scenario, spec, make_agents=make_agents)
+    try:
+        return Episode(scenario, spec, make_agents=make_agents)
+    except (UnknownName, ValidationError) as exc:
+        # The run's scenario was built already; what fails here is the record's own variation.
+        raise DamagedRecord(f"its variation cannot be applied to the run's scenario: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+    return str(exc).splitlines()[0]
 
 
 def _first_field_diff(recorded: Message, replayed: Message) -> tuple[str, Any, Any] | None:
@@ -243,7 +254,10 @@ RECORD_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError)
 
 def record_problem(record: Any, exc: BaseException) -> str:
     """Why `record`, reading which raised `exc` (one of RECORD_ERRORS), is not a trajectory. Re-raises
-    `exc` when the record is a valid trajectory after all: then the fault is simworld's, not the run's."""
+    `exc` when the record is a valid trajectory after all: then the fault is simworld's, not the run's
+    (unless `exc` is a :class:`~simworld.errors.DamagedRecord`, which says what is wrong itself)."""
+    if isinstance(exc, DamagedRecord):
+        return f"not a trajectory of this run: {exc}"
     reason = parse_record(record) if isinstance(record, dict) else "not a valid trajectory: not a JSON object"
     if not isinstance(reason, str):
         raise exc
@@ -263,7 +277,10 @@ def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None, scenari
         if isinstance(traj, str):
             yield ReplayResult(eid, Mismatch("record", traj))  # the field says why; there is nothing to compare
             continue
-        yield replay_trajectory(traj, sc)
+        try:
+            yield replay_trajectory(traj, sc)
+        except DamagedRecord as exc:
+            yield ReplayResult(eid, Mismatch("record", f"not a trajectory of this run: {exc}"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,7 +320,10 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
     overridden = [p for p in traj.variation if p in scenario.variations and p not in agents_scenario.variations]
     base = traj.model_copy(update={"variation": {p: v for p, v in traj.variation.items() if p not in overridden}}) \
         if overridden else traj
-    ep = episode_for(base, agents_scenario, episode_id=new_id, make_agents=True)
+    try:
+        ep = episode_for(base, agents_scenario, episode_id=new_id, make_agents=True)
+    except DamagedRecord as exc:
+        raise SimworldError(f"{traj.episode_id}: cannot fork: {exc}") from None
 
     def catch_up(taken: Message) -> None:
         role = ep.current

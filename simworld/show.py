@@ -20,6 +20,7 @@ from rich.text import Text
 
 from simworld.errors import SimworldError, suggest
 from simworld.export.source import RunInfo, ScoreLookup, compact_scores, perspective_dicts, training_view
+from simworld.replay import RECORD_ERRORS, record_problem
 
 ROLE_COLOURS = ("cyan", "green", "magenta", "yellow", "blue", "red")
 MAX_RESULT_CHARS = 600
@@ -45,7 +46,8 @@ def select_records(records: Iterator[dict[str, Any]], episodes: tuple[str, ...] 
             raise SimworldError(f"no episode {missing[0]!r} in the run")
         return [found[e] for e in episodes]
     if failed:
-        records = (r for r in records if not (r.get("outcome") or {}).get("success"))
+        # A record of the wrong shape counts as failed: it is shown, and says what is wrong with it.
+        records = (r for r in records if not (isinstance(r.get("outcome"), dict) and r["outcome"].get("success")))
     if sample is not None:
         rng = random.Random(seed)
         reservoir: list[dict[str, Any]] = []
@@ -176,15 +178,23 @@ def perspective_text(record: dict[str, Any], run: RunInfo, role: str, fmt: str, 
     return orjson.dumps(msgs, option=orjson.OPT_INDENT_2).decode()
 
 
-def listing(console: Console, records: list[dict[str, Any]], lookup: ScoreLookup | None) -> None:
+def listing(console: Console, records: list[dict[str, Any]], lookup: ScoreLookup | None) -> list[str]:
+    """Print the records as a table; returns one line per record too damaged to list (its id and why)."""
     table = Table(title="episodes", title_justify="left")
     for col in ("episode", "task", "outcome", "termination", "events", "score"):
         table.add_column(col, justify="right" if col in ("events", "score") else "left")
+    damaged = []
     for r in records:
-        o = r.get("outcome") or {}
-        score = compact_scores(lookup.get(r))["value"] if lookup else None
-        table.add_row(r.get("episode_id", "?"), (r.get("task") or {}).get("type", "?"),
-                      Text("success", style="green") if o.get("success") else Text("failure", style="red"),
-                      str(o.get("termination", "")), str(len(r.get("events") or [])),
-                      "-" if score is None else f"{score:.2f}")
+        try:
+            o = r.get("outcome") or {}
+            score = compact_scores(lookup.get(r))["value"] if lookup else None
+            row = (str(r.get("episode_id", "?")), str((r.get("task") or {}).get("type", "?")),
+                   Text("success", style="green") if o.get("success") else Text("failure", style="red"),
+                   str(o.get("termination", "")), str(len(r.get("events") or [])),
+                   "-" if score is None else f"{score:.2f}")
+        except RECORD_ERRORS as exc:
+            damaged.append(f"episode {r.get('episode_id', '?')}: {record_problem(r, exc)}")
+            continue
+        table.add_row(*row)
     console.print(table)
+    return damaged

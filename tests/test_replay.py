@@ -356,6 +356,17 @@ def test_replay_of_an_interrupted_run_notes_what_is_not_recorded_yet(tmp_path):
     assert res.returncode == 1 and "UNREADABLE" in res.stdout and "MISSING" in res.stdout
 
 
+def _set_in_shard(run, line, field, value):
+    """Set a top-level field of the shard's `line`-th record, as an edit by hand would; the record."""
+    shard = next(run.glob("trajectories-*.jsonl"))
+    lines = shard.read_bytes().splitlines(keepends=True)
+    rec = orjson.loads(lines[line])
+    rec[field] = value
+    lines[line] = orjson.dumps(rec) + b"\n"
+    shard.write_bytes(b"".join(lines))
+    return rec
+
+
 @pytest.mark.parametrize(("field", "value", "why"), [
     ("seed", -1, "seed: Input should be greater than or equal to 0"),
     ("seed", 1.5, "seed: Input should be a valid integer"),
@@ -363,12 +374,7 @@ def test_replay_of_an_interrupted_run_notes_what_is_not_recorded_yet(tmp_path):
 ])
 def test_a_record_that_is_not_a_trajectory_is_one_line_in_replay(tmp_path, field, value, why):
     run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 3)
-    shard = next(run.glob("trajectories-*.jsonl"))
-    lines = shard.read_bytes().splitlines(keepends=True)
-    rec = orjson.loads(lines[1])
-    rec[field] = value
-    lines[1] = orjson.dumps(rec) + b"\n"
-    shard.write_bytes(b"".join(lines))
+    rec = _set_in_shard(run, 1, field, value)
     res = cli("replay", str(run), "-q")
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert f"MISMATCH {rec['episode_id']}: record not a valid trajectory: {why}" in res.stdout, res.stdout
@@ -419,3 +425,22 @@ def test_a_fork_that_cannot_be_written_leaves_whole_lines_and_the_next_one_lands
     assert again.returncode == 0 and "repaired trajectories-forks.jsonl: cut 35 bytes" in again.stderr
     check = cli("replay", str(out), "-q")
     assert check.returncode == 0 and "replayed 2 episodes" in check.stdout, check.stdout
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("variation", {"task.type": "nope"}, "unknown task 'nope' for world"),
+    ("world", {"type": "nope"}, "unknown world 'nope'"),
+])
+def test_a_record_naming_what_its_run_cannot_build_is_skipped_and_named(tmp_path, field, value, why):
+    # Such a record validates; before, it stopped every reader with a line that named no episode.
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 3)
+    rec = _set_in_shard(run, 1, field, value)
+    eid = rec["episode_id"]
+    replay = cli("replay", str(run), "-q")
+    assert replay.returncode == 1 and f"MISMATCH {eid}: " in replay.stdout, replay.stdout + replay.stderr
+    score = cli("score", str(run))
+    assert score.returncode == 0 and "scored 2 episodes" in score.stdout, score.stdout + score.stderr
+    assert f"skipped record {eid}: " in score.stdout and why in score.stdout
+    export = cli("export", str(run), "--out", str(tmp_path / "x.jsonl"))
+    assert export.returncode == 0 and "Traceback" not in export.stderr, export.stderr
+    assert eid not in (tmp_path / "x.jsonl").read_text() and why in export.stderr

@@ -45,8 +45,12 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
     lookup = ScoreLookup(info)
     try:
         if not (episodes or failed or sample) and perspective is None:
-            listing(console, records, lookup)
+            damaged_rows = listing(console, records, lookup)
             console.print("show one with --episode ID", style="dim")
+            for line in damaged_rows:
+                click.echo(line, err=True)
+            if damaged_rows:
+                raise SystemExit(1)
             return
         if not records:
             console.print("no episodes match")

@@ -24,9 +24,10 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simworld import registry
+from simworld.errors import DamagedRecord, UnknownName
 from simworld.scenario import Scenario
 from simworld.types import Trajectory
 
@@ -63,8 +64,11 @@ def role_kinds(traj: Trajectory, scenario: Scenario | None = None) -> dict[str, 
 
 def world_of(world: dict[str, Any]) -> Any:
     """The World instance a trajectory's ``world`` field names (generated once per process)."""
-    cls = registry.get_world(str(world.get("type", "")))
-    return cls.load(world.get("params") or {}, int(world.get("seed") or 0))
+    try:
+        cls = registry.get_world(str(world.get("type", "")))
+        return cls.load(world.get("params") or {}, int(world.get("seed") or 0))
+    except (UnknownName, ValidationError) as exc:  # the record names a world no run of it can have
+        raise DamagedRecord(f"its world cannot be built: {str(exc).splitlines()[0]}") from None
 
 
 class ScoringContext:

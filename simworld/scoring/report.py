@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 
 from simworld import registry
-from simworld.errors import SimworldError
-from simworld.replay import load_run_scenario, parse_record
+from simworld.errors import DamagedRecord, SimworldError
+from simworld.replay import load_run_scenario, parse_record, record_problem
 from simworld.runio import iter_records
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
@@ -159,7 +159,12 @@ def iter_score_lines(run_dir: str | Path, names: list[str], scenario: Scenario,
             if summary is not None:
                 summary.bad_records.append(f"{record.get('episode_id', '?')}: {traj}")
             continue
-        line = score_line(traj, names, ctx)
+        try:
+            line = score_line(traj, names, ctx)
+        except DamagedRecord as exc:
+            if summary is not None:
+                summary.bad_records.append(f"{traj.episode_id}: {record_problem(record, exc)}")
+            continue
         if summary is not None:
             summary.add(line)
         yield line
