@@ -241,10 +241,34 @@ class RunDir:
                 raise _os_problem("read", path, exc) from None
         return prior
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self, notes: list[str] | None = None) -> dict[str, Any]:
+        """The manifest earlier sessions wrote, or {} for a new run. One that cannot be read or
+        is not of the shape `run` writes is set aside as ``manifest.json.damaged`` (noted in
+        `notes`) and the run goes on with a new one: its records are what matter."""
+        path = self.path / MANIFEST_FILE
         try:
-            return orjson.loads((self.path / MANIFEST_FILE).read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise _os_problem("read", path, exc) from None
+        try:
+            manifest = orjson.loads(data)
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+            int(manifest.get("episodes", 0) or 0)
+            if not isinstance(manifest.get("sessions", []), list):
+                raise ValueError("sessions is not a list")
+            return manifest
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            damaged = path.with_name(MANIFEST_FILE + ".damaged")
+            try:
+                os.replace(path, damaged)
+            except OSError as exc2:
+                raise _os_problem("write", damaged, exc2) from None
+            if notes is not None:
+                notes.append(f"{MANIFEST_FILE}: unreadable ({str(exc).splitlines()[0]}); kept as {damaged.name}, "
+                             "a new one is written (earlier sessions' history starts again)")
             return {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -556,7 +580,7 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                 summary.add(stats)
         skipped = n - len(pending)
         session = next_session(rd.path)
-        manifest = rd.read_manifest()
+        manifest = rd.read_manifest(prior.repaired)
         sessions = list(manifest.get("sessions", []))
         this_session = {"session": session, "started": _now(), "status": "running", "episodes": n,
                         "pending": len(pending), "retried": retried, "workers": workers,

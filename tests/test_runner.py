@@ -275,3 +275,18 @@ def test_group_table_stays_on_one_screen():
     summary.render(wide)
     assert "per group (means); 5 more groups in manifest.json" in wide.export_text()
     assert len(summary.to_dict()["groups"]) == 25
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'{"episodes": "y"}', b'{"sessions": 5}', b"", b"\xff\x00"])
+def test_a_damaged_manifest_is_set_aside_and_the_run_resumes(tmp_path, content):
+    sc = scenario()
+    out = tmp_path / "run"
+    run_batch(sc, out, episodes=6)
+    (out / "manifest.json").write_bytes(content)
+    result = run_batch(sc, out, episodes=8)
+    assert result.status == "complete" and result.new == 2 and result.skipped == 6
+    assert any(r.startswith("manifest.json: unreadable") for r in result.repaired), result.repaired
+    assert (out / "manifest.json.damaged").read_bytes() == content
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["episodes"] == 8 and manifest["status"] == "complete"
+    assert len(list(iter_records(out))) == 8
