@@ -71,6 +71,8 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
+    for problem in card.get("score_files_unreadable", ()):
+        click.echo(f"note: cannot read {problem}; scores computed from the records", err=True)
     notes = card.get("malformed_records", [])
     for bad in notes:
         click.echo(f"skipped record {bad}", err=True)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 import simworld
-from simworld.export.source import RunInfo, Sample
+from simworld.export.source import RunInfo, Sample, json_text
 from simworld.llama3.format import failed_call_ids
 
 
@@ -145,10 +145,10 @@ class CardStats:
         synth = sum(self.success.values())
         return {
             "format": fmt,
-            "command": command,
+            "command": json_text(command),
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "simworld_version": simworld.__version__,
-            "outputs": outputs,
+            "outputs": {k: json_text(v) for k, v in outputs.items()},
             "samples": self.samples,
             "counts": {k: dict(sorted(v.items())) for k, v in self.by.items()},
             "success_rate": round(self.success["success"] / synth, 6) if synth else None,
@@ -220,6 +220,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     out.append(f"Duplicates removed: {dup.get('exact', 0):,} exact, {dup.get('near', 0):,} near.")
     if card["filtered"]:
         out.append("Samples filtered out: " + ", ".join(f"{k}: {v:,}" for k, v in card["filtered"].items()) + ".")
+    for problem in card.get("score_files_unreadable", ()):
+        out.append(f"Score file unreadable, scores computed from the records: {problem}.")
     if card.get("malformed_records_skipped"):
         out.append(f"Records skipped as not valid trajectories: {card['malformed_records_skipped']:,}.")
     if card.get("call_texts_left_out"):
@@ -243,10 +245,8 @@ def card_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(stem + ".card.md"), out.with_name(stem + ".card.json")
 
 
-def write_card(out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
-    from simworld.runio import write_atomic
-
+def card_files(out: Path, card: dict[str, Any]) -> dict[Path, bytes]:
+    """The card's files beside the export `out` (``.card.md`` first) and their bytes: the export
+    writes them together with its data, so that a card never describes other data than its own."""
     md, js = card_paths(out)
-    write_atomic(js, orjson.dumps(card, option=orjson.OPT_INDENT_2) + b"\n")
-    write_atomic(md, render_markdown(card).encode())
-    return md, js
+    return {md: render_markdown(card).encode(), js: orjson.dumps(card, option=orjson.OPT_INDENT_2) + b"\n"}

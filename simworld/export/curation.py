@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import stat
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 import orjson
 
 from simworld.errors import SimworldError
-from simworld.export.source import Sample, dedup_call_text
+from simworld.export.source import Sample, dedup_call_text, json_text
 
 # ----------------------------------------------------------------------------------------------
 # Hashing
@@ -315,8 +316,14 @@ def parse_mix(spec: str) -> tuple[Path, float]:
     if not 0 < fraction < 1:
         raise SimworldError(f"--mix {spec!r}: the fraction must be between 0 and 1 (exclusive)")
     p = Path(path)
-    if not p.is_file():
-        raise SimworldError(f"--mix {spec!r}: no such file {path}")
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise SimworldError(f"--mix {spec!r}: no such file {path}") from None
+    except OSError as exc:
+        raise SimworldError(f"--mix {spec!r}: cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise SimworldError(f"--mix {spec!r}: {path} is not a regular file")
     return p, fraction
 
 
@@ -335,6 +342,47 @@ def _text(content: Any, where: str) -> str:
     raise ValueError(f"{where}: content must be a string")
 
 
+MAX_NESTING = 100
+"""How deep arguments and parameter schemas of external data may nest (JSON writers stop at a few
+hundred levels; no real conversation comes near)."""
+
+
+def _too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    level = [value]
+    for _ in range(limit):
+        level = [v for x in level if isinstance(x, (dict, list)) for v in (x.values() if isinstance(x, dict) else x)]
+        if not level:
+            return False
+    return True
+
+
+_SCHEMA_PROBLEMS: dict[bytes, tuple[str, str] | None] = {}
+
+
+def schema_problem(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """Where in `schema` (``.properties.a``, or empty) and why it is not a valid JSON Schema (draft
+    2020-12, whose keywords for tool parameters the earlier drafts share), or None. Remembered per
+    distinct schema: an external file repeats a few tool sets on every line."""
+    try:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        return "", str(exc)
+    if key in _SCHEMA_PROBLEMS:
+        return _SCHEMA_PROBLEMS[key]
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    problem: tuple[str, str] | None = None
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        problem = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path), exc.message
+    if len(_SCHEMA_PROBLEMS) >= 1024:
+        _SCHEMA_PROBLEMS.clear()
+    _SCHEMA_PROBLEMS[key] = problem
+    return problem
+
+
 def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(messages in sample form, OpenAI tools) of one external line; ValueError names the problem."""
     if not isinstance(obj, dict):
@@ -349,8 +397,17 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
         fn = t.get("function") if isinstance(t, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or t.get("type", "function") != "function":
             raise ValueError(f"tools[{i}]: expected {{'type': 'function', 'function': {{'name': ..., ...}}}}")
-        if not isinstance(fn.get("parameters", {}), dict):
+        if not isinstance(fn.get("description", ""), str):
+            raise ValueError(f"tools[{i}].function.description must be a string")
+        parameters = fn.get("parameters", {})
+        if not isinstance(parameters, dict):
             raise ValueError(f"tools[{i}].function.parameters must be an object")
+        if _too_deep(parameters):
+            raise ValueError(f"tools[{i}].function.parameters: nested more than {MAX_NESTING} levels deep")
+        problem = schema_problem(parameters)
+        if problem:
+            where, why = problem
+            raise ValueError(f"tools[{i}].function.parameters{where}: {why} (not a valid JSON Schema)")
     out: list[dict[str, Any]] = []
     open_calls: set[str] = set()
     for i, m in enumerate(messages):
@@ -365,6 +422,8 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
         content = _text(m.get("content"), where)
         if role == "assistant":
             calls = []
+            if not isinstance(m.get("tool_calls") or [], list):
+                raise ValueError(f"{where}.tool_calls must be a list")
             for j, c in enumerate(m.get("tool_calls") or []):
                 fn = c.get("function") if isinstance(c, dict) else None
                 if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(c.get("id"), str):
@@ -376,6 +435,8 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
                     raise ValueError(f"{where}.tool_calls[{j}]: arguments are not valid JSON") from None
                 if not isinstance(args, dict):
                     raise ValueError(f"{where}.tool_calls[{j}]: arguments must be a JSON object")
+                if _too_deep(args):
+                    raise ValueError(f"{where}.tool_calls[{j}]: arguments nested more than {MAX_NESTING} levels deep")
                 calls.append({"id": c["id"], "name": fn["name"], "arguments": args})
                 open_calls.add(c["id"])
             if not calls and m.get("content") is None:
@@ -388,6 +449,8 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
             out.append(msg)
         elif role == "tool":
             cid = m.get("tool_call_id")
+            if not isinstance(cid, str):
+                raise ValueError(f"{where}.tool_call_id must be a string")
             if cid not in open_calls:
                 raise ValueError(f"{where}: tool_call_id {cid!r} answers no earlier tool call")
             out.append({"role": "tool", "content": content, "tool_call_id": cid})
@@ -414,9 +477,9 @@ def iter_external(path: Path, today: dt.date) -> Iterator[Sample]:
             except (orjson.JSONDecodeError, ValueError) as exc:
                 msg = "not valid JSON" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
                 raise SimworldError(f"{path}:{lineno}: {msg}") from None
-            prov = {"source": str(path), "line": lineno, "synthetic": False}
-            yield Sample(id=f"{path.name}:{lineno}", perspective="assistant", messages=messages, tools=tools,
-                         tools_openai=tools, today=today, scores={}, provenance=prov, synthetic=False,
+            prov = {"source": json_text(str(path)), "line": lineno, "synthetic": False}
+            yield Sample(id=f"{json_text(path.name)}:{lineno}", perspective="assistant", messages=messages,
+                         tools=tools, tools_openai=tools, today=today, scores={}, provenance=prov, synthetic=False,
                          split_key=f"external\x00{path}\x00{lineno}")
 
 

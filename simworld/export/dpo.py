@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simworld.export.card import CardStats, write_card
+from simworld.export.card import CardStats, card_files
 from simworld.export.curation import split_of
 from simworld.export.formats import trl_messages
 from simworld.export.pipeline import ExportOptions, ExportResult, _Outputs, _synthetic_samples, output_paths
@@ -104,13 +104,13 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             })
             stats.add(chosen, split, sum(1 for m in a if m["role"] == "assistant"))
             pairs += 1
-        outputs.commit()
+        stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
+                              "skipped_identical": identical, "skipped_no_common_prompt": unrelated,
+                              "skipped_diverge_on_other_party": not_ours}
+        card = stats.as_dict(opts.command, "dpo", {k: str(p) for k, p in paths.items()}, {"exact": 0, "near": 0})
+        cards = card_files(out, card)
+        outputs.commit(cards)
     except BaseException:
         outputs.abort()
         raise
-    stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
-                          "skipped_identical": identical, "skipped_no_common_prompt": unrelated, "skipped_diverge_on_other_party": not_ours}
-    card = stats.as_dict(opts.command, "dpo", {k: str(p) for k, p in paths.items()}, {"exact": 0, "near": 0})
-    result = ExportResult(outputs=paths, written=dict(outputs.count), card=card)
-    result.card_paths = write_card(out, card)
-    return result
+    return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards))

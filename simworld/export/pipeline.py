@@ -2,14 +2,21 @@
 
 Records are read one at a time from each run's shards and written as they are formatted; what
 stays in memory is per-episode offsets (the run reader's), the duplicate indexes (a few bytes per
-kept sample) and the card's counters. Output goes to a temporary file renamed into place at the
-end, so a failed export leaves no partial file and never touches an earlier one.
+kept sample) and the card's counters. Output goes to temporary files (data, validation split,
+card) renamed into place together at the end, so a failed export leaves no partial file and never
+touches an earlier one: its data and its card stay as they were.
+
+Records are checked before they are used: one whose fields are not of the types a trajectory's
+are is read as `simworld replay` reads it (skipped and named when it is not a valid trajectory);
+its events are checked as they are rendered.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import gc
+import hashlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,15 +28,15 @@ import orjson
 
 from simworld import registry
 from simworld.errors import SimworldError
-from simworld.export.card import CardStats, write_card
+from simworld.export.card import CardStats, card_files, card_paths
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
 from simworld.export.formats import (FORMATS, Llama3Line, assistant_turns, format_line, llama3_line_parts,
                                      sharegpt_texts_left_out, system_part)
-from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names, open_run,
-                                    sample_count, samples_of)
+from simworld.export.source import (RecordProblem, RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names,
+                                    json_text, open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
-from simworld.replay import RECORD_ERRORS, record_problem
-from simworld.runio import iter_records
+from simworld.replay import RECORD_ERRORS, parse_record, record_problem
+from simworld.runio import _fsync_dir, iter_records  # (the run writer's: make renames durable)
 
 
 @dataclass
@@ -140,21 +147,37 @@ class _Streamed:
             self.recycle = False
 
 
+def _temp_name(path: Path, kind: str = "tmp") -> Path:
+    """A hidden file beside `path` for writing it (or keeping its old content) until the export is
+    complete: ``.NAME.tmp-PID``, or a short hash of NAME where that would be too long a name."""
+    name = f".{path.name}.{kind}-{os.getpid()}"
+    if len(os.fsencode(name)) > 255:
+        name = f".{kind}-{os.getpid()}-{hashlib.blake2b(os.fsencode(path.name), digest_size=8).hexdigest()}"
+    return path.with_name(name)
+
+
+def _cannot_write(path: Path, exc: OSError) -> SimworldError:
+    return SimworldError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 class _Outputs:
-    """Temporary output files, renamed into place on commit, removed on failure."""
+    """The export's files, written to temporaries and renamed into place together on commit (the
+    data and the card), so that a failure leaves the previous export (data and card) as it was and
+    no temporaries behind."""
 
     def __init__(self, paths: dict[str, Path]) -> None:
         self.paths = paths
-        self.tmp = {k: p.with_name(f".{p.name}.tmp-{os.getpid()}") for k, p in paths.items()}
+        self.tmp = {k: _temp_name(p) for k, p in paths.items()}
         self.fh: dict[str, _Streamed] = {}
         self.count = {k: 0 for k in paths}
+        self.staged: list[tuple[Path, Path]] = []  # (temporary, final) of the files written whole at commit
         try:
             for k, p in self.tmp.items():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 self.fh[k] = _Streamed(p)
         except OSError as exc:
             self.abort()
-            raise SimworldError(f"cannot write {paths[k]}: {exc.strerror or exc}") from None
+            raise _cannot_write(paths[k], exc) from None
 
     def write(self, key: str, line: dict[str, Any] | bytes | list[bytes]) -> None:
         """Write one line: a dict, its serialized bytes, or byte pieces to join."""
@@ -166,20 +189,70 @@ class _Outputs:
             else:
                 fh.write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
         except OSError as exc:
-            raise SimworldError(f"cannot write {self.paths[key]}: {exc.strerror or exc}") from None
+            raise _cannot_write(self.paths[key], exc) from None
         self.count[key] += 1
 
-    def commit(self) -> None:
+    def commit(self, files: dict[Path, bytes] | None = None) -> None:
+        """Finish the streamed files, write `files` (the card) beside them, then put all in place."""
+        final = self.paths["train"]
         try:
             for k, out in self.fh.items():
+                final = self.paths[k]
                 out.fh.flush()
                 os.fsync(out.fh.fileno())
                 out.fh.close()
-            for k, p in self.tmp.items():
-                os.replace(p, self.paths[k])
+            for final, data in (files or {}).items():
+                tmp = _temp_name(final)
+                self.staged.append((tmp, final))
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
         except OSError as exc:
             self.abort()
-            raise SimworldError(f"cannot write {self.paths[k]}: {exc.strerror or exc}") from None
+            raise _cannot_write(final, exc) from None
+        self._install([(self.tmp[k], p) for k, p in self.paths.items()] + self.staged)
+
+    def _install(self, moves: list[tuple[Path, Path]]) -> None:
+        """Rename each temporary over its final path; when one rename fails, put back what the
+        earlier ones replaced (each replaced file is kept under a second name, a hard link, until
+        all are in place)."""
+        done: list[tuple[Path, Path | None]] = []  # (final, where its old content is, if it had one)
+        final = moves[0][1]
+        try:
+            for tmp, final in moves:
+                backup = None
+                if os.path.lexists(final):
+                    if not os.path.isfile(final):
+                        raise IsADirectoryError(errno.EISDIR, "it exists and is not a regular file")
+                    backup = _temp_name(final, "old")
+                    try:
+                        os.link(final, backup, follow_symlinks=False)
+                    except OSError:  # a file system without hard links: this one cannot be put back
+                        backup = None
+                os.replace(tmp, final)
+                done.append((final, backup))
+        except BaseException as exc:
+            for put, backup in reversed(done):
+                try:
+                    if backup is not None:
+                        os.replace(backup, put)
+                    else:
+                        os.unlink(put)
+                except OSError:
+                    pass
+            self.abort()
+            if isinstance(exc, OSError):
+                raise _cannot_write(final, exc) from None
+            raise
+        for _, backup in done:
+            if backup is not None:
+                try:
+                    os.unlink(backup)
+                except OSError:
+                    pass
+        for parent in {final.parent for _, final in moves}:
+            _fsync_dir(parent)
 
     def abort(self) -> None:
         for out in self.fh.values():
@@ -187,26 +260,56 @@ class _Outputs:
                 out.fh.close()
             except OSError:
                 pass
-        for p in self.tmp.values():
+        for p in [*self.tmp.values(), *(tmp for tmp, _ in self.staged)]:
             try:
                 p.unlink(missing_ok=True)
             except OSError:  # its directory is gone or was never one: nothing of ours is there
                 pass
 
 
-def _check_out(out: Path, runs: Sequence[RunInfo]) -> None:
+def _check_target(path: Path, option: str | None) -> None:
+    """A file the export will rename into place (`option` names it; None: a card): never over a
+    directory or a device, and with a name the file system takes."""
+    try:
+        if path.exists() and not path.is_file():
+            raise SimworldError(f"{option} {path} exists and is not a regular file" if option else
+                                f"cannot write {path}: it exists and is not a regular file")
+        os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long, a parent that may not be read
+        raise _cannot_write(path, exc) from None
+
+
+def _check_out(out: Path, runs: Sequence[RunInfo], option: str = "--out") -> None:
     for run in runs:
         if out.parent.resolve() == run.path.resolve() and out.name.endswith(".jsonl"):
-            raise SimworldError(f"--out {out}: a run directory may hold no other .jsonl file than its shards; "
+            raise SimworldError(f"{option} {out}: a run directory may hold no other .jsonl file than its shards; "
                                 "write the export elsewhere")
-    for parent in (out.parent, *out.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise SimworldError(f"--out {out}: {parent} is not a directory")
-            break
-    if out.exists() and not out.is_file():
-        # The export is renamed into place at the end: never over a directory or a device.
-        raise SimworldError(f"--out {out} exists and is not a regular file")
+    try:
+        for parent in (out.parent, *out.parent.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SimworldError(f"{option} {out}: {parent} is not a directory")
+                break
+    except OSError as exc:
+        raise _cannot_write(out, exc) from None
+    _check_target(out, option)
+
+
+def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Sequence[Path] = ()) -> None:
+    """Everything an export will write can be written, and no two of them are one file."""
+    for key, path in paths.items():
+        _check_out(path, runs, "--out" if key == "train" else "--val-out")
+    for card in cards:
+        _check_target(card, None)
+    seen: dict[str, str] = {}
+    for what, path in [*(("--out" if k == "train" else "--val-out", p) for k, p in paths.items()),
+                       *(("the card", p) for p in cards)]:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise SimworldError(f"{what} {path} is the {seen[key]} file; give each output its own")
+        seen[key] = what
 
 
 def _check_filters(opts: ExportOptions, runs: Sequence[RunInfo]) -> None:
@@ -261,14 +364,84 @@ def _filter_reason(record: dict[str, Any], opts: ExportOptions) -> str | None:
     return None
 
 
-def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
-    """Count and note a record the export cannot read, as `simworld score` does (re-raises `exc`
-    when the record is a valid trajectory: :func:`~simworld.replay.record_problem`)."""
-    reason = record_problem(record, exc)
+_NONE = type(None)
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int, "episode_id": str, "scenario": str, "scenario_hash": str, "seed": int,
+    "task_seed": (int, _NONE), "episode_index": int, "variation": dict, "agents": dict, "world": dict, "task": dict,
+    "system": dict, "tools": dict, "events": list, "final_state_hash": str, "outcome": dict, "provenance": dict}
+_KNOWN_FIELDS = frozenset(_RECORD_FIELDS)
+_REQUIRED_FIELDS = frozenset(("episode_id", "scenario", "scenario_hash", "seed", "task", "provenance"))
+
+
+def _well_typed(record: dict[str, Any]) -> bool:
+    """Whether the fields of `record` that export reads have the types `Trajectory.to_jsonl` writes:
+    every top-level field, and what export takes from task, outcome, provenance, agents, system
+    and tools. About 2 µs, where validating the record as a Trajectory takes 30 (9 without its
+    events); the events are checked as they are rendered (:class:`~simworld.export.source.MalformedEvent`)."""
+    if not _REQUIRED_FIELDS <= record.keys() <= _KNOWN_FIELDS:
+        return False
+    for key, value in record.items():
+        kind = _RECORD_FIELDS[key]
+        if type(value) is not kind and (type(kind) is not tuple or type(value) not in kind):
+            return False
+    if record["seed"] < 0 or record.get("episode_index", 0) < 0 or (record.get("task_seed") or 0) < 0:
+        return False
+    task = record["task"]
+    if type(task.get("type")) is not str or type(task.get("instance_id")) is not str:
+        return False
+    if type(record.get("outcome", {}).get("success", False)) is not bool:
+        return False
+    prov = record["provenance"]
+    if type(prov.get("simworld_version")) is not str or type(prov.get("agent_ids", {})) is not dict \
+            or type(prov.get("models", {})) is not dict or type(prov.get("synthetic", True)) is not bool \
+            or type(prov.get("parent")) not in (str, _NONE) or type(prov.get("fork_at")) not in (int, _NONE):
+        return False
+    for agent in record.get("agents", {}).values():
+        if type(agent) is not dict:
+            return False
+    for prompt in record.get("system", {}).values():
+        if type(prompt) is not str:
+            return False
+    for names in record.get("tools", {}).values():
+        if type(names) is not list:
+            return False
+    return True
+
+
+def _trajectory_record(record: dict[str, Any]) -> dict[str, Any] | str:
+    """`record` itself when it is well typed (:func:`_well_typed`); else, as `simworld replay` reads
+    it (:func:`~simworld.replay.parse_record`), the record a Trajectory makes of it (``"5"`` for a
+    seed becomes 5) or why it is not a trajectory."""
+    if _well_typed(record):
+        return record
+    traj = parse_record(record)
+    return traj if isinstance(traj, str) else traj.model_dump()
+
+
+def _note_malformed(record: Any, reason: str, stats: CardStats) -> None:
     stats.malformed_records += 1
     notes = stats.extra.setdefault("malformed_records", [])
     if len(notes) < 20:
-        notes.append(f"{record.get('episode_id', '?') if isinstance(record, dict) else '?'}: {reason}")
+        eid = record.get("episode_id", "?") if isinstance(record, dict) else "?"
+        notes.append(f"{eid if isinstance(eid, str) else '?'}: {reason}")
+
+
+def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
+    """Count and note a record the export cannot read, as `simworld score` does (re-raises `exc`
+    when the record is a valid trajectory: :func:`~simworld.replay.record_problem`)."""
+    if isinstance(exc, RecordProblem):
+        reason = str(exc)
+    else:
+        try:
+            reason = record_problem(record, exc)
+        except TypeError:  # a valid trajectory: one that orjson cannot write (nested too deeply)?
+            try:
+                orjson.dumps(record)
+            except orjson.JSONEncodeError as too_deep:
+                reason = f"cannot be written as JSON: {too_deep}"
+            else:
+                raise
+    _note_malformed(record, reason, stats)
 
 
 def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats,
@@ -281,10 +454,19 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
         lookup = ScoreLookup(run)
         try:
             for record in iter_records(run.path):
+                checked = _trajectory_record(record)
+                if type(checked) is str:
+                    _note_malformed(record, checked, stats)
+                    continue
+                record = checked
                 try:
                     reason = _filter_reason(record, opts)
                     if reason is None:
-                        scores = compact_scores(lookup.get(record))
+                        line = lookup.get(record)
+                        if "error" in line:  # a record it could not score
+                            _note_malformed(record, line["error"], stats)
+                            continue
+                        scores = compact_scores(line)
                         if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
                             reason = "below_min_score"
                     if reason is not None:
@@ -302,6 +484,9 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
         finally:
             stats.extra.setdefault("scores_computed_during_export", 0)
             stats.extra["scores_computed_during_export"] += lookup.computed
+            if lookup.unreadable:
+                stats.extra.setdefault("score_files_unreadable", []).append(
+                    f"{json_text(str(lookup.path))}: {lookup.unreadable}")
             lookup.close()
 
 
@@ -343,21 +528,19 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
                             "per-turn loss)")
     if not 0 <= opts.validation < 1:
         raise SimworldError("--validation must be a fraction in [0, 1)")
+    if opts.min_score is not None and not 0 <= opts.min_score <= 1:  # (NaN too)
+        raise SimworldError(f"--min-score {opts.min_score}: must be a mean score in [0, 1]")
     runs = _open_runs(run_dirs, opts.scorers)
     _check_filters(opts, runs)
     out = Path(opts.out)
-    _check_out(out, runs)
-    if opts.val_out:
-        _check_out(Path(opts.val_out), runs)
-        if Path(opts.val_out).resolve() == out.resolve():
-            raise SimworldError(f"--val-out {opts.val_out} is the --out file; give the validation split its own")
+    _check_outputs(output_paths(opts), runs, card_paths(out))
     mixes = [parse_mix(m) for m in opts.mix]
     if sum(f for _, f in mixes) >= 1:
         raise SimworldError("--mix fractions must add up to less than 1")
     today = opts.today or runs[0].today
-    for path, _ in mixes:
-        for _ in iter_external(path, today):  # validate every line before writing anything
-            pass
+    for path, _ in mixes:  # validate every line before writing anything
+        if not sum(1 for _ in iter_external(path, today)):
+            raise SimworldError(f"--mix {path}: holds no conversation to mix in")
     if opts.fmt == "dpo":
         from simworld.export.dpo import export_dpo
 
@@ -378,7 +561,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     paths = output_paths(opts)
     outputs = _Outputs(paths)
     externals = [(path, frac, iter_external(path, today)) for path, frac in mixes]
-    mix_stats = [{"file": str(path), "requested": frac, "samples": 0, "exhausted": False} for path, frac in mixes]
+    mix_stats = [{"file": json_text(str(path)), "requested": frac, "samples": 0, "exhausted": False}
+                 for path, frac in mixes]
     total_frac = sum(f for _, f in mixes)
     synthetic_written = 0
 
@@ -422,27 +606,28 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
                     continue
                 synthetic_written += 1
                 for k, (path, frac, it) in enumerate(externals):
-                    # External samples make up `frac` of the output: frac / (1 - total) per synthetic one.
+                    # External samples make up `frac` of the output: frac / (1 - total) per synthetic
+                    # one, rounded to the nearest whole sample (a fraction of less than half a sample
+                    # mixes in none).
                     while not mix_stats[k]["exhausted"] and \
-                            mix_stats[k]["samples"] < frac / (1 - total_frac) * synthetic_written:
+                            mix_stats[k]["samples"] < int(frac / (1 - total_frac) * synthetic_written + 0.5):
                         ext = next(it, None)
                         if ext is None:
                             mix_stats[k]["exhausted"] = True
                         elif emit(ext, *render(ext)):
                             mix_stats[k]["samples"] += 1
-        outputs.commit()
+        total = stats.samples
+        for m in mix_stats:
+            m["achieved"] = m["samples"] / total if total else 0.0
+        stats.mix = mix_stats
+        duplicates = {"exact": dedup.removed_exact if dedup else 0, "near": dedup.removed_near if dedup else 0}
+        card = stats.as_dict(opts.command, opts.fmt, {k: str(p) for k, p in paths.items()}, duplicates)
+        cards = card_files(out, card)
+        outputs.commit(cards)
     except BaseException:
         outputs.abort()
         raise
     finally:
         if gc_was_enabled:
             gc.enable()
-    total = stats.samples
-    for m in mix_stats:
-        m["achieved"] = m["samples"] / total if total else 0.0
-    stats.mix = mix_stats
-    duplicates = {"exact": dedup.removed_exact if dedup else 0, "near": dedup.removed_near if dedup else 0}
-    card = stats.as_dict(opts.command, opts.fmt, {k: str(p) for k, p in paths.items()}, duplicates)
-    result = ExportResult(outputs=paths, written=dict(outputs.count), card=card)
-    result.card_paths = write_card(out, card)
-    return result
+    return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards))

@@ -21,12 +21,32 @@ import orjson
 
 from simworld import registry
 from simworld.episode import STOP
+from simworld.errors import SimworldError
 from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, render_tool_call
 from simworld.replay import load_run_scenario, parse_record
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, world_of
 from simworld.scoring.report import SCORES_DIR, SCORES_FILE, score_line, scorer_names
 from simworld.types import ToolSpec
+
+
+def json_text(text: str) -> str:
+    """`text` as it may go into a JSON line: a path whose name is not UTF-8 (which Python holds as
+    lone surrogates) shows its undecodable bytes as ``\\xNN`` escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+class RecordProblem(ValueError):
+    """A record that reads as a Trajectory and still names what cannot be had: a world that cannot
+    be loaded from its ``world`` field, a tool its world does not have."""
 
 
 class MalformedEvent(ValueError):
@@ -116,7 +136,7 @@ class RunInfo:
     """The run directory's name (sample ids and provenance carry it)."""
 
     def __post_init__(self) -> None:
-        self.name = os.path.basename(os.path.normpath(str(self.path)))
+        self.name = json_text(os.path.basename(os.path.normpath(str(self.path))))
 
     def tools_for(self, record: dict[str, Any], role: str) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
         """(ToolSpecs, OpenAI tool dicts) `role` had in this episode, from its world instance: a world
@@ -127,8 +147,14 @@ class RunInfo:
         hit = self._tools.get((wkey, names))
         if hit is None:
             instance = self._worlds.get(wkey)
-            if instance is None:
-                instance = self._worlds[wkey] = world_of({"type": self.scenario.world.type, **world})
+            try:
+                if instance is None:
+                    instance = self._worlds[wkey] = world_of({"type": self.scenario.world.type, **world})
+                unknown = [n for n in names if n not in instance.tools]
+            except (SimworldError, ValueError, TypeError) as exc:  # (pydantic's ValidationError is a ValueError)
+                raise RecordProblem(f"its world cannot be loaded: {_one_line(exc)}") from None
+            if unknown:
+                raise RecordProblem(f"tools.{role}: {unknown[0]!r} is no tool of world {self.scenario.world.type!r}")
             specs = instance.tool_specs(list(names))
             hit = self._tools[(wkey, names)] = (specs, [t.openai() for t in specs])
         return hit
@@ -382,10 +408,23 @@ class ScoreLookup:
     def __init__(self, run: RunInfo) -> None:
         self.run = run
         self.ctx = ScoringContext(run.scenario)
-        path = run.path / SCORES_DIR / SCORES_FILE
-        self._fh = open(path, "rb") if path.exists() else None
+        self.path = run.path / SCORES_DIR / SCORES_FILE
+        self.unreadable: str | None = None
+        """Why the score file could not be read (its scores are then computed), or None."""
+        self._fh = None
         self._offsets: dict[str, int] | None = None
         self.computed = 0
+        try:
+            self._fh = open(self.path, "rb")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a directory, a file it may not read: as if `simworld score` never ran
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        self.unreadable = exc.strerror or str(exc)
+        self.close()
+        self._fh = None
 
     def _index(self) -> dict[str, int]:
         offsets: dict[str, int] = {}
@@ -395,37 +434,59 @@ class ScoreLookup:
         for line in self._fh:
             i = line.find(b'"episode_id":"')
             if i >= 0 and line.endswith(b"\n"):
-                offsets[line[i + 14:line.find(b'"', i + 14)].decode()] = pos
+                try:
+                    offsets[line[i + 14:line.find(b'"', i + 14)].decode()] = pos
+                except UnicodeDecodeError:  # not a line `simworld score` wrote: its episode's scores are computed
+                    pass
             pos += len(line)
         return offsets
 
     def get(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record's score line; computed when the file has none for it, or a damaged one."""
-        eid = record["episode_id"]
         if self._fh is not None:
-            stored = None
-            if self._offsets is None:
-                line = self._fh.readline()
-                if line.endswith(b"\n") and f'"episode_id":"{eid}"'.encode() in line[:400]:
-                    stored = _score_line(line)
-                else:
-                    self._offsets = self._index()  # out of step (the run grew since): look lines up
-            if self._offsets is not None:
-                pos = self._offsets.get(eid)
-                if pos is not None:
-                    self._fh.seek(pos)
-                    stored = _score_line(self._fh.readline())
+            try:
+                stored = self._stored(record["episode_id"])
+            except OSError as exc:  # an I/O error mid-file: the rest of the scores are computed
+                self._give_up(exc)
+                stored = None
             if stored is not None:
                 return stored
         traj = parse_record(record)
         if isinstance(traj, str):
             return {"value": 0.0, "passed": False, "scores": {}, "error": traj}
+        try:
+            line = score_line(traj, self.run.scorers, self.ctx)
+        except (SimworldError, ValueError, TypeError) as exc:  # its world cannot be loaded from the record
+            return {"value": 0.0, "passed": False, "scores": {}, "error": f"cannot be scored: {_one_line(exc)}"}
         self.computed += 1
-        return score_line(traj, self.run.scorers, self.ctx)
+        return line
+
+    def _stored(self, eid: str) -> dict[str, Any] | None:
+        assert self._fh is not None
+        stored = None
+        if self._offsets is None:
+            line = self._fh.readline()
+            if line.endswith(b"\n") and f'"episode_id":"{eid}"'.encode("utf-8", "surrogatepass") in line[:400]:
+                stored = _score_line(line)
+            else:
+                self._offsets = self._index()  # out of step (the run grew since): look lines up
+        if self._offsets is not None:
+            pos = self._offsets.get(eid)
+            if pos is not None:
+                self._fh.seek(pos)
+                stored = _score_line(self._fh.readline())
+        return stored
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _score_line(raw: bytes) -> dict[str, Any] | None:
@@ -504,7 +565,8 @@ def sample_count(run: RunInfo, record: dict[str, Any]) -> int:
 def distinct_run_names(paths: Sequence[Path]) -> list[str]:
     """A name per run directory for sample ids and provenance: its own name, or, where two runs
     share one, the shortest ending of their paths that tells them apart (``oracle/run``,
-    ``noisy/run``). The paths must be distinct."""
+    ``noisy/run``); bytes of a name that are not UTF-8 as ``\\xNN`` (:func:`json_text`). The paths
+    must be distinct."""
     parts = [Path(os.path.abspath(p)).parts for p in paths]
     names = [p[-1] for p in parts]
     for name in set(names):
@@ -516,7 +578,7 @@ def distinct_run_names(paths: Sequence[Path]) -> list[str]:
             depth += 1
         for i in clash:
             names[i] = "/".join(parts[i][-depth:]).lstrip("/")
-    return names
+    return [json_text(name) for name in names]
 
 
 def _speaks(events: list[dict[str, Any]], role: str) -> bool:
