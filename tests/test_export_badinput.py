@@ -151,6 +151,20 @@ def test_records_replay_rejects_are_skipped_and_named(run, tmp_path, key, value)
     assert dpo.card["malformed_records_skipped"] == 1
 
 
+@pytest.mark.parametrize("case", [c for c in worlds.scenario_cases() if c.id in (
+    "ledger", "haggle", "scenarios/retail/mixed.yaml", "scenarios/negotiation/used_car.yaml")])
+def test_records_as_run_writes_them_take_the_quick_check(tmp_path, case):
+    """The check export makes of every record knows every field of a trajectory, and the records
+    `run` writes pass it as they are (none is validated by pydantic on the way)."""
+    from simworld.export.pipeline import _RECORD_FIELDS, _REQUIRED_FIELDS, _trajectory_record
+    from simworld.types import Trajectory
+
+    assert set(_RECORD_FIELDS) == set(Trajectory.model_fields)
+    assert _REQUIRED_FIELDS == {k for k, f in Trajectory.model_fields.items() if f.is_required()}
+    records = list(iter_records(worlds.make_run(tmp_path / "run", worlds.scenario_of(case), 6)))
+    assert records and all(_trajectory_record(r) is r for r in records)
+
+
 def test_the_command_names_a_skipped_record(run, tmp_path):
     damaged, eid = _with_field(run, tmp_path, "seed", 1.5)
     res = cli("export", str(damaged), "--no-dedup", "--out", str(tmp_path / "out.jsonl"))
