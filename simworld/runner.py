@@ -330,9 +330,9 @@ def run_local(sc: Scenario, indices: Iterable[int], writer: ShardWriter, on_done
                 return
             try:
                 traj = run_episode_sync(sc, spec)
+                line, stats = _record(traj)
             except Exception as exc:
                 raise _crash(spec, exc) from exc
-            line, stats = _record(traj)
             writer.write(line)
             on_done(stats)
         return
@@ -350,9 +350,9 @@ async def _run_concurrent(sc: Scenario, indices: Iterable[int], writer: ShardWri
                 return
             try:
                 traj = await run_episode(sc, spec)
+                line, stats = _record(traj)
             except Exception as exc:
                 raise _crash(spec, exc) from exc
-            line, stats = _record(traj)
             writer.write(line)
             on_done(stats)
 

@@ -68,6 +68,35 @@ def test_garbage_is_an_invalid_move(sc, garbage):
     Message.model_validate(t.events[-2].model_dump())
 
 
+def _deep(n):
+    value = 1
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("action", "why"), [
+    ("hello \ud800", "content is not valid Unicode"),
+    (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"account": 1 << 70})]),
+     "integer beyond 64 bits"),
+    (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"amount": float("nan")})]),
+     "is nan (JSON has no such number)"),
+    (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"amount": _deep(300)})]),
+     "nest deeper than"),
+    (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"amount": {1, 2}})]),
+     "is a set, not a JSON value"),
+])
+def test_an_action_no_record_can_hold_is_an_invalid_move_and_the_record_is_written(sc, action, why):
+    # A model's lone surrogate or a 70-bit integer once reached the writer and killed the run.
+    ep = Episode(sc, episode_specs(sc, 1)[0])
+    ep.step("hello")
+    ep.step(action)
+    assert ep.invalid_moves == 1 and ep.current == "clerk"
+    assert why in ep.events[-2].invalid, ep.events[-2].invalid
+    line = ep.trajectory().to_jsonl()  # the record can be written...
+    assert orjson.loads(line)["events"][-2]["invalid"].startswith("the action cannot be recorded")
+
+
 def test_unavailable_tool_is_an_error_result(sc):
     data = ledger_world.scenario_data()
     data["roles"]["clerk"]["tools"] = ["get_balance"]
