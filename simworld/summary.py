@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 
@@ -27,12 +28,16 @@ class EpisodeStats(NamedTuple):
     error: str | None
     group: str | None
     metrics: tuple[tuple[str, float], ...]
+    task_seed: int | None = None
+    """The repeat group (a scenario with ``repeats`` > 1): episodes sharing it retry one task."""
 
 
 def episode_stats(record: dict[str, Any]) -> EpisodeStats:
     """Statistics of one trajectory record (a `Trajectory.model_dump(mode="json")` dict)."""
     events = ((e.get("role"), e.get("speaker"), len(e.get("tool_calls") or ())) for e in record.get("events") or ())
-    return _stats(int(record.get("episode_index", 0)), record.get("outcome") or {}, events)
+    task_seed = record.get("task_seed")
+    return _stats(int(record.get("episode_index", 0)), record.get("outcome") or {}, events,
+                  task_seed if isinstance(task_seed, int) else None)
 
 
 def trajectory_stats(traj: Any) -> EpisodeStats:
@@ -40,10 +45,11 @@ def trajectory_stats(traj: Any) -> EpisodeStats:
     o = traj.outcome
     outcome = {"success": o.success, "termination": o.termination, "invalid_moves": o.invalid_moves,
                "tool_errors": o.tool_errors, "error": o.error, "metrics": o.metrics}
-    return _stats(traj.episode_index, outcome, ((e.role, e.speaker, len(e.tool_calls)) for e in traj.events))
+    return _stats(traj.episode_index, outcome, ((e.role, e.speaker, len(e.tool_calls)) for e in traj.events),
+                  traj.task_seed)
 
 
-def _stats(index: int, outcome: dict[str, Any], events: Any) -> EpisodeStats:
+def _stats(index: int, outcome: dict[str, Any], events: Any, task_seed: int | None = None) -> EpisodeStats:
     tool_calls = turns = 0
     for role, speaker, calls in events:
         if speaker != "world" and role in ("user", "assistant"):
@@ -64,7 +70,26 @@ def _stats(index: int, outcome: dict[str, Any], events: Any) -> EpisodeStats:
         error=outcome.get("error"),
         group=group if isinstance(group, str) else None,
         metrics=numeric,
+        task_seed=task_seed,
     )
+
+
+def pass_hat_k(counts: Iterable[tuple[int, int]], k: int) -> float | None:
+    """Mean over tasks (n tries, c successes) with n >= k of C(c, k) / C(n, k) (tau-bench's pass^k)."""
+    vals = [math.comb(c, k) / math.comb(n, k) for n, c in counts if n >= k]
+    return sum(vals) / len(vals) if vals else None
+
+
+def pass_k_values(tries: Iterable[tuple[int, int]], max_k: int = 8) -> dict[str, float]:
+    """pass^1..pass^max_k over (tries, successes) per task, as many k as the most-tried task allows."""
+    counts = list(tries)
+    top = max((n for n, _ in counts), default=0)
+    out = {}
+    for k in range(1, min(top, max_k) + 1):
+        v = pass_hat_k(counts, k)
+        if v is not None:
+            out[f"pass^{k}"] = round(v, 6)
+    return out
 
 
 class _Means:
@@ -103,6 +128,7 @@ class RunSummary:
         self.terminations: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.groups: dict[str, _Means] = {}
+        self.repeats: dict[int, list[int]] = {}  # task_seed -> [tries, successes]
 
     def add(self, stats: EpisodeStats) -> None:
         self.episodes += 1
@@ -116,6 +142,14 @@ class RunSummary:
             self.errors[(stats.error or "unknown")[:160]] += 1
         if stats.group is not None:
             self.groups.setdefault(stats.group, _Means()).add(stats)
+        if stats.task_seed is not None:
+            t = self.repeats.setdefault(stats.task_seed, [0, 0])
+            t[0] += 1
+            t[1] += stats.success
+
+    def pass_k(self) -> dict[str, float]:
+        """pass^k over the repeats of each task (empty without ``repeats``)."""
+        return pass_k_values((n, c) for n, c in self.repeats.values())
 
     @property
     def failed(self) -> int:
@@ -145,6 +179,7 @@ class RunSummary:
             "tool_errors": self.tool_errors,
             "terminations": dict(sorted(self.terminations.items())),
             "failed": self.failed,
+            **({"pass_k": self.pass_k()} if self.repeats else {}),
             "groups": {
                 g: {"episodes": m.n, "success_rate": round(m.successes / m.n, 6) if m.n else 0.0,
                     **{k: round(v, 6) for k in sorted(m.counts) if (v := m.mean(k)) is not None}}
@@ -172,6 +207,9 @@ class RunSummary:
             shown = "; ".join(f"{reason} ({count:,})" for reason, count in self.errors.most_common(3))
             more = len(self.errors) - 3
             table.add_row("agent failures", shown + (f"; and {more} other reasons" if more > 0 else ""))
+        if self.repeats:
+            table.add_row("pass^k", ", ".join(f"{k} {v:.3f}" for k, v in self.pass_k().items())
+                          + f" (all k tries of a task succeed; {len(self.repeats):,} tasks)")
         console.print(table)
         if self.groups:
             title, groups = self._group_table(console.width)

@@ -134,6 +134,9 @@ def test_pass_k_is_over_task_success_of_each_group(tmp_path):
     assert "pass^5" not in d["pass_k"]
     assert d["pass_k"]["pass^1"] == pytest.approx(d["total"]["success_rate"])
     assert d["pass_k"]["pass^1"] > d["pass_k"]["pass^2"] > d["pass_k"]["pass^4"]
+    # `simworld run` says the same at the end of the run, from its repeat groups (no scoring needed).
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["summary"]["pass_k"] == d["pass_k"]
 
 
 def test_cli_run_takes_repeats_from_set(tmp_path):

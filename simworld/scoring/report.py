@@ -17,7 +17,6 @@ every scorer passed; that is ``pass_rate``). The tries of one task are the episo
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from simworld.replay import load_run_scenario, parse_record, record_problem
 from simworld.runio import iter_records
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
+from simworld.summary import pass_hat_k, pass_k_values  # noqa: F401 (pass_hat_k: re-exported)
 from simworld.types import Trajectory
 
 SCORES_DIR = "scores"
@@ -76,12 +76,6 @@ def score_line(traj: Trajectory, names: list[str], ctx: ScoringContext) -> dict[
         "value": summary_value(scores),
         "scores": {n: s.model_dump() for n, s in scores.items()},
     }
-
-
-def pass_hat_k(counts: Iterable[tuple[int, int]], k: int) -> float | None:
-    """Mean over tasks (n tries, c passes) with n >= k of C(c, k) / C(n, k)."""
-    vals = [math.comb(c, k) / math.comb(n, k) for n, c in counts if n >= k]
-    return sum(vals) / len(vals) if vals else None
 
 
 @dataclass
@@ -129,13 +123,7 @@ class ScoreSummary:
 
     def pass_k(self) -> dict[str, float]:
         """pass^1..pass^8 over task success (as many k as the most-tried task instance allows)."""
-        max_n = max((n for n, _ in self.tries.values()), default=0)
-        out = {}
-        for k in range(1, min(max_n, 8) + 1):
-            v = pass_hat_k([tuple(t) for t in self.tries.values()], k)
-            if v is not None:
-                out[f"pass^{k}"] = round(v, 6)
-        return out
+        return pass_k_values((n, c) for n, c in self.tries.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
