@@ -17,32 +17,39 @@ import click
 @click.option("--perspective", metavar="ROLE", default=None,
               help="Show what this assistant-side role's training sample is, instead of the global log.")
 @click.option("--format", "fmt", type=click.Choice(["pretty", "llama3", "messages"]), default="pretty",
-              show_default=True, help="With --perspective: llama3 prints the exact training text.")
+              show_default=True,
+              help="With --perspective: llama3 prints the exact training text, messages its messages as JSON. "
+                   "Piped or redirected, byte for byte; on a terminal, control characters and bidi "
+                   "controls are shown escaped (\\x1b, \\u202e) instead of sent.")
 @click.option("--max-result", type=click.IntRange(min=0), default=600, show_default=True,
-              help="Truncate tool results and notices to about this many characters (0: never).")
+              help="Truncate message content, tool-call arguments, tool results, notices and outcome errors "
+                   "to about this many characters (0: never).")
 def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | None, seed: int, limit: int,
             perspective: str | None, fmt: str, max_result: int) -> None:
     """Print trajectories of RUN: speakers coloured by role, tool calls and results, outcome and scores.
 
-    Without --episode, --failed or --random, lists the run's first episodes.
+    Without --episode, --failed or --random, lists the run's first episodes. Record content is shown,
+    never obeyed: control characters in it are printed escaped (\\x1b), [markup] and :emoji: as written.
     """
     from rich.console import Console
+    from rich.text import Text
 
     from simworld.errors import SimworldError
     from simworld.export.source import ScoreLookup, compact_scores, open_run
     from simworld.replay import RECORD_ERRORS, record_problem
     from simworld.runio import iter_records
-    from simworld.show import listing, perspective_text, select_records, show_record
+    from simworld.show import listing, perspective_text, select_records, show_record, visible, visible_json
 
     if sum(bool(x) for x in (episodes, failed, sample)) > 1:
         raise SimworldError("use one of --episode, --failed and --random")
     if fmt != "pretty" and perspective is None:
         raise SimworldError(f"--format {fmt} needs --perspective ROLE")
     info = open_run(run)
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False, emoji=False)
     records = select_records(iter_records(info.path), episodes, failed, sample, seed,
                              limit if not sample and not episodes else None)
     lookup = ScoreLookup(info)
+    stdout = click.get_text_stream("stdout")
     try:
         if not (episodes or failed or sample) and perspective is None:
             damaged_rows = listing(console, records, lookup)
@@ -62,16 +69,25 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
                 if perspective is not None:
                     text = perspective_text(record, info, perspective, "llama3" if fmt == "pretty" else fmt, scores)
                     if fmt == "pretty":
-                        console.rule(f"{record['episode_id']} as {perspective} (llama3)")
-                        console.print(text, markup=False, soft_wrap=True)
+                        console.rule(Text(visible(f"{record['episode_id']} as {perspective} (llama3)")))
+                        console.print(Text(visible(text)), soft_wrap=True)
+                    elif stdout.isatty():
+                        click.echo(visible(text) if fmt == "llama3" else visible_json(text))
                     else:
-                        click.echo(text)
+                        _write_exact(stdout, text + "\n")
                 else:
                     show_record(console, record, info, scores, max_result)
             except RECORD_ERRORS as exc:
-                click.echo(f"episode {record.get('episode_id', '?')}: {record_problem(record, exc)}", err=True)
+                click.echo(visible(f"episode {record.get('episode_id', '?')}: {record_problem(record, exc)}"), err=True)
                 damaged += 1
         if damaged:
             raise SystemExit(1)
     finally:
         lookup.close()
+
+
+def _write_exact(stdout, text: str) -> None:
+    # click.echo would strip ANSI sequences from a pipe: the training text is written as it is, in UTF-8.
+    stdout.flush()
+    stdout.buffer.write(text.encode("utf-8"))
+    stdout.buffer.flush()
