@@ -35,9 +35,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import keyword
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from simworld.llama3.parse import is_tool_name
 from simworld.types import Message, ToolCall, ToolSpec
 
 BEGIN = "<|begin_of_text|>"
@@ -205,18 +207,32 @@ def render_tool_call(call: ToolCall | dict[str, Any]) -> str:
     return json_dumps({"type": "function", "name": name, "parameters": args})
 
 
-def _python_value(value: Any) -> str:
+# Python's parser takes 200 nested brackets: the call list's, then the call's parentheses (the
+# arguments, level 1), then one per container level.
+_PYTHON_MAX_LEVEL = 199
+
+
+def _python_value(value: Any, level: int = 1) -> str:
     if isinstance(value, str):
         # A JSON string literal is a valid Python one, except that Python does not join \\ud83d\\ude00
         # surrogate escapes: keep non-ASCII characters as they are.
         return json.dumps(value, ensure_ascii=False)
     if value is None or isinstance(value, (bool, int, float)):
         return repr(value)
+    if level > _PYTHON_MAX_LEVEL:
+        raise ValueError(f"arguments nested deeper than {_PYTHON_MAX_LEVEL} levels cannot be written "
+                         "in the pythonic call form")
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_python_value(v) for v in value) + "]"
+        return "[" + ", ".join(_python_value(v, level + 1) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_python_value(str(k))}: {_python_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_python_value(str(k))}: {_python_value(v, level + 1)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as a Python literal")
+
+
+def _python_name(ident: Any) -> bool:
+    # Python reads identifiers NFKC-normalised: a name that normalises to a keyword (fullwidth "ｉｆ") is one.
+    ident = str(ident)
+    return ident.isidentifier() and not keyword.iskeyword(unicodedata.normalize("NFKC", ident))
 
 
 def render_tool_calls(calls: Sequence[ToolCall | dict[str, Any]], style: CallStyle = "json") -> str:
@@ -224,21 +240,26 @@ def render_tool_calls(calls: Sequence[ToolCall | dict[str, Any]], style: CallSty
 
     * ``json``: one JSON object per call (Meta's encoding; several are concatenated, as
       ``ChatFormat`` does);
-    * ``function_tag``: ``<function=NAME>{...}</function>`` per call;
+    * ``function_tag``: ``<function=NAME>{...}</function>`` per call (ValueError when a name is not
+      a tool name, e.g. holds a space or ``>``: see :func:`simworld.llama3.parse.is_tool_name`);
     * ``python_list``: the Llama 3.2 form ``[f(a=1), g(b="x")]`` (ValueError when a tool or
-      argument name is not a Python identifier, e.g. ``if``).
+      argument name is not a Python identifier, e.g. ``if``, or arguments nest deeper than
+      Python's parser takes).
     """
     if style == "json":
         return "".join(render_tool_call(c) for c in calls)
     fields = [_call_fields(c) for c in calls]
     if style == "function_tag":
+        for _, name, _ in fields:
+            if not is_tool_name(name):
+                raise ValueError(f"{name!r} is not a tool name: it cannot be written as <function=NAME>")
         return "".join(f"<function={name}>{json.dumps(args)}</function>" for _, name, args in fields)
     if style == "python_list":
         for _, name, args in fields:
             for ident in (name, *args):
-                if not str(ident).isidentifier() or keyword.iskeyword(ident):
+                if not _python_name(ident):
                     raise ValueError(f"{ident!r} cannot be written in the pythonic call form")
-        return "[" + ", ".join(f"{name}(" + ", ".join(f"{k}={_python_value(v)}" for k, v in args.items()) + ")"
+        return "[" + ", ".join(f"{name}(" + ", ".join(f"{k}={_python_value(v, 2)}" for k, v in args.items()) + ")"
                                for _, name, args in fields) + "]"
     raise ValueError(f"unknown tool call style {style!r}")
 
