@@ -71,6 +71,7 @@ def grow(base: Path, out: Path, n: int, seed: int = 0) -> Path:
             events = orjson.dumps(rec["events"]).translate(table)  # digits only: JSON stays valid
             rec["events"] = orjson.loads(events)
             rec["episode_id"] = f"{old_id}-x{i:07d}"
+            rec["episode_index"] = i  # one index per episode, in file order, as a run of n episodes writes them
             rec["seed"] = rng.getrandbits(62)
             fh.write(orjson.dumps(rec) + b"\n")
             line = dict(scores[old_id], episode_id=rec["episode_id"])

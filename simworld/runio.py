@@ -101,20 +101,14 @@ def _load(buf: bytearray | bytes, start: int, end: int) -> Any:
         return None
 
 
-_INDEX_KEY = b'"episode_index":'
+_INDEX = re.compile(rb'"episode_index":(\d+)')
 _NO_INDEX = 1 << 62
 
 
 def _index_of(buf: bytearray, start: int, end: int) -> int:
     """The line's ``episode_index`` read from its bytes (records lead with it), or a large number."""
-    i = buf.find(_INDEX_KEY, start, min(end, start + 4096))
-    if i < 0:
-        return _NO_INDEX
-    j = i + len(_INDEX_KEY)
-    k = j
-    while k < end and 48 <= buf[k] <= 57:
-        k += 1
-    return int(buf[j:k]) if k > j else _NO_INDEX
+    m = _INDEX.search(buf, start, min(end, start + 4096))
+    return int(m.group(1)) if m else _NO_INDEX
 
 
 def iter_records(run_dir: str | Path, latest_only: bool = True,
@@ -134,8 +128,12 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
                 if isinstance(record, dict):
                     yield record
         return
-    # Pass 1: where each episode's last record is (shard, offset, length, line) and its index.
+    # Pass 1: where each episode's last record is (shard, offset, length, line) and its index, and
+    # whether the files already hold one record per episode in episode order (one worker, no retry).
     last: dict[bytes, tuple[int, int, int, int, int]] = {}
+    lines = 0
+    in_order = True
+    prev: tuple[int, bytes] = (-1, b"")
     for si, path in enumerate(shards):
         offset = 0
         torn: list[int] = []
@@ -143,17 +141,37 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             i = buf.find(_ID_KEY, start, end)
             if i >= 0:
                 j = buf.find(b'"', i + 14, end)
-                last[bytes(buf[i + 14:j])] = (_index_of(buf, start, end), si, offset, end - start, line)
+                eid = bytes(buf[i + 14:j])
+                index = _index_of(buf, start, end)
+                last[eid] = (index, si, offset, end - start, line)
+                lines += 1
+                if in_order:
+                    key = (index, eid)
+                    in_order = key > prev
+                    prev = key
             elif problems is not None and buf[start:end].strip():
                 problems.append(("corrupt", f"{path.name} line {line}: not a trajectory record (no episode_id)"))
             offset += end - start + 1
         if torn and problems is not None:
             problems.append(("torn", f"{path.name}: a torn last line of {torn[0]:,} bytes (an interrupted write; "
                                      "the run's next `simworld run`, or a fork's next fork, cuts it)"))
+    if in_order and len(last) == lines:  # read them straight through
+        last.clear()
+        for path in shards:
+            line = 0
+            for buf, start, end in _complete_lines(path):
+                line += 1
+                if buf.find(_ID_KEY, start, end) >= 0:
+                    record = _load(buf, start, end)
+                    if isinstance(record, dict) and "episode_id" in record:
+                        yield record
+                    elif problems is not None:
+                        problems.append(("corrupt", f"{path.name} line {line}: not a JSON record"))
+        return
     order = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))
     last.clear()
     positions = [(si, offset) for _, (_, si, offset, _, _) in order]
-    if positions == sorted(positions):  # the files hold them in order: read them straight through
+    if positions == sorted(positions):  # the files hold them in order, with superseded records between
         wanted: dict[int, dict[int, int]] = {}
         for _, (_, si, offset, _, line) in order:
             wanted.setdefault(si, {})[offset] = line
