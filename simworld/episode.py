@@ -18,7 +18,6 @@ Turn rules
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from simworld.llama3.parse import ParseError, parse_assistant_turn
 from simworld.perspective import perspective
 from simworld.scenario import Scenario, _memo, apply_variation
 from simworld.task import TaskInstance
-from simworld.types import Message, Outcome, Provenance, ToolCall, Trajectory
+from simworld.types import Message, Outcome, Provenance, ToolCall, Trajectory, argument_problem, text_problem
 from simworld.world import World
 
 STOP = "###STOP###"
@@ -133,58 +132,18 @@ def _world_and_task(sc: Scenario) -> tuple[World, Any]:
     return world, task_cls(task_cls.Params.model_validate(sc.task.params))
 
 
-_INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # what a JSON line (orjson) can hold exactly
-_MAX_DEPTH = 200  # orjson writes nesting up to 254 levels; a record adds a few around arguments
-
-
 def unrecordable(msg: Message) -> str | None:
     """Why `msg` could not be written to a trajectory line exactly, or None. Agents and models can
     produce text with lone surrogates, integers beyond 64 bits, NaN or infinity, or nesting deeper
     than a JSON writer takes; none of them may stop a run or change in the record."""
-    problem = _text_problem(msg.content, "content")
+    problem = text_problem(msg.content, "content")
     if problem is not None:
         return problem
     for call in msg.tool_calls:
-        problem = _text_problem(call.name, "the tool name") or _value_problem(call.arguments, call.name, 0)
+        problem = text_problem(call.name, "the tool name") or argument_problem(call.arguments, call.name)
         if problem is not None:
             return problem
     return None
-
-
-def _text_problem(text: str, what: str) -> str | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{what} is not valid Unicode (a lone surrogate)"
-    return None
-
-
-def _value_problem(value: Any, where: str, depth: int) -> str | None:
-    if depth > _MAX_DEPTH:
-        return f"the arguments of {where} nest deeper than {_MAX_DEPTH} levels"
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return None if _INT_RANGE[0] <= value <= _INT_RANGE[1] else f"an argument of {where} is an integer beyond 64 bits"
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"an argument of {where} is {value} (JSON has no such number)"
-    if isinstance(value, str):
-        return _text_problem(value, f"an argument of {where}")
-    if isinstance(value, list):
-        for item in value:
-            problem = _value_problem(item, where, depth + 1)
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"an argument name of {where} is not a string"
-            problem = _text_problem(key, f"an argument name of {where}") or _value_problem(item, where, depth + 1)
-            if problem is not None:
-                return problem
-        return None
-    return f"an argument of {where} is a {type(value).__name__}, not a JSON value"
 
 
 def _storable_text(text: str) -> str:

@@ -8,6 +8,7 @@ derived from it by :mod:`simworld.perspective`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import orjson
@@ -163,3 +164,55 @@ def strip_timings(record: dict[str, Any]) -> dict[str, Any]:
                           if isinstance(v, dict) else v for k, v in models.items()}
     out["provenance"] = prov
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# What a trajectory line can hold
+
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)
+"""Integers a JSON line written by orjson holds exactly."""
+MAX_ARGUMENT_DEPTH = 200
+"""Deepest container nesting of a call's arguments (the arguments object is level 1). orjson writes
+254 nested containers at most; a trajectory line holds arguments inside 5 containers and an export
+line inside 6 or 7, so 200 leaves room for any wrapper."""
+
+
+def text_problem(text: str, what: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def argument_problem(value: Any, where: str, level: int = 1) -> str | None:
+    """Why a tool call's argument `value` (the arguments object is level 1) cannot be stored exactly
+    in a trajectory line, or None: an integer beyond 64 bits, NaN or infinity, nesting deeper than
+    MAX_ARGUMENT_DEPTH, text that is not valid Unicode, a key that is not a string or a value that is
+    not JSON. The Llama 3 parser refuses such calls and the engine records them as invalid moves."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return text_problem(value, f"an argument of {where}")
+    if isinstance(value, int):
+        return None if INT_RANGE[0] <= value <= INT_RANGE[1] else f"an argument of {where} is an integer beyond 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"an argument of {where} is {value} (JSON has no such number)"
+    if not isinstance(value, (dict, list, tuple)):
+        return f"an argument of {where} is a {type(value).__name__}, not a JSON value"
+    if level > MAX_ARGUMENT_DEPTH:
+        return f"the arguments of {where} are nested deeper than {MAX_ARGUMENT_DEPTH} levels"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"an argument name of {where} is not a string"
+            problem = text_problem(key, f"an argument name of {where}") or argument_problem(item, where, level + 1)
+            if problem is not None:
+                return problem
+        return None
+    for item in value:
+        problem = argument_problem(item, where, level + 1)
+        if problem is not None:
+            return problem
+    return None

@@ -82,7 +82,7 @@ def _deep(n):
     (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"amount": float("nan")})]),
      "is nan (JSON has no such number)"),
     (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"amount": _deep(300)})]),
-     "nest deeper than"),
+     "nested deeper than"),
     (Message(role="assistant", tool_calls=[ToolCall(id="x", name="deposit", arguments={"amount": {1, 2}})]),
      "is a set, not a JSON value"),
 ])

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import re
 import unicodedata
 import warnings
@@ -78,7 +77,7 @@ from typing import Any
 
 import orjson
 
-from simworld.types import Message, ToolCall
+from simworld.types import INT_RANGE, MAX_ARGUMENT_DEPTH, Message, ToolCall, argument_problem  # noqa: F401 (MAX_ARGUMENT_DEPTH: re-exported)
 
 
 class ParseError(ValueError):
@@ -86,13 +85,6 @@ class ParseError(ValueError):
 
 
 PYTHON_TAG = "<|python_tag|>"
-MAX_ARGUMENT_DEPTH = 200
-"""Deepest container nesting of a call's arguments (the arguments object is level 1). orjson writes
-254 nested containers at most; a trajectory line holds arguments inside 5 containers and an export
-line inside 6 or 7, so 200 leaves room for any wrapper (and agrees with the engine's own check)."""
-INT_RANGE = (-(1 << 63), (1 << 64) - 1)
-"""Integers a JSON line written by orjson holds exactly."""
-
 _END_TOKENS = ("<|eom_id|>", "<|eot_id|>", "<|end_of_text|>")
 _FUNCTION_OPEN = "<function="
 _FUNCTION_CLOSE = "</function>"
@@ -134,22 +126,11 @@ def _shown(text: str, limit: int = 60) -> str:
 # Values
 
 
-def _check_value(value: Any, name: str, level: int) -> None:
-    """Raise ParseError for an argument value a trajectory line cannot hold exactly."""
-    if value is None or isinstance(value, (str, bool)):
-        return
-    if isinstance(value, int):
-        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
-            raise ParseError(f"an argument of {_shown(name)} is an integer beyond 64 bits")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ParseError(f"an argument of {_shown(name)} is {value} (JSON has no such number)")
-        return
-    if level > MAX_ARGUMENT_DEPTH:
-        raise ParseError(f"the arguments of {_shown(name)} are nested deeper than {MAX_ARGUMENT_DEPTH} levels")
-    for item in value.values() if isinstance(value, dict) else value:
-        _check_value(item, name, level + 1)
+def _check_value(value: Any, name: str) -> None:
+    """Raise ParseError for arguments a trajectory line cannot hold exactly (:func:`~simworld.types.argument_problem`)."""
+    problem = argument_problem(value, _shown(name))
+    if problem is not None:
+        raise ParseError(problem)
 
 
 def _check_json_ints(text: str) -> None:
@@ -249,7 +230,7 @@ def _call_from_obj(obj: Any) -> _Call:
         args = {}
     if not isinstance(args, dict):
         raise ParseError(f"arguments of {_shown(name)} must be a JSON object")
-    _check_value(args, name, 1)
+    _check_value(args, name)
     return name, args, call_id
 
 
@@ -380,7 +361,7 @@ def _calls_from_python(node: ast.List, source: str) -> list[_Call]:
                 args[key] = _literal(kw.value)
             except RecursionError:
                 raise ParseError("tool call arguments are nested too deeply") from None
-        _check_value(args, name, 1)
+        _check_value(args, name)
         calls.append((name, args, None))
     return calls
 
@@ -457,7 +438,7 @@ def _tag_call_before(body: str, rev: str, end: int) -> tuple[int, list[_Call]] |
     args = _load_json(body[args_start:args_end]) if args_start < args_end else {}
     if not isinstance(args, dict):
         raise ParseError(f"arguments of {_shown(name)} must be a JSON object")
-    _check_value(args, name, 1)
+    _check_value(args, name)
     return start, [(name, args, None)]
 
 
