@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from simworld.export.formats import openai_messages, trl_messages
 from simworld.llama3.format import conversation_messages, render_messages, render_tool_calls
-from simworld.llama3.parse import INT_RANGE, MAX_ARGUMENT_DEPTH, ParseError, is_tool_name, parse_assistant_turn
-from simworld.types import Message, Provenance, TaskRecord, ToolCall, Trajectory
+from simworld.llama3.parse import ParseError, is_tool_name, parse_assistant_turn
+from simworld.types import INT_RANGE, MAX_ARGUMENT_DEPTH, Message, Provenance, TaskRecord, ToolCall, Trajectory
 from test_llama3_oracle import chat_format
 
 

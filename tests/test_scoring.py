@@ -16,7 +16,8 @@ from simworld.errors import UnknownName
 from simworld.registry import register_scorer
 from simworld.runio import iter_records
 from simworld.scoring import Score, ScoringContext, score_trajectory
-from simworld.scoring.report import SCORES_DIR, pass_hat_k, score_run
+from simworld.scoring.report import SCORES_DIR, score_run
+from simworld.summary import pass_hat_k
 from simworld.types import Trajectory
 from test_replay import cli
 

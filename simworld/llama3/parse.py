@@ -29,7 +29,7 @@ What a call is
   digits, ``_``, not starting with a digit) in which ``-`` and ``.`` may also appear after the first
   character (``get-order``, ``crm.lookup``). World tools are named by Python functions.
 * Argument values must be what a trajectory line (orjson) holds exactly: integers in
-  [-2**63, 2**64-1], finite floats, containers nested at most :data:`MAX_ARGUMENT_DEPTH` deep, and
+  [-2**63, 2**64-1], finite floats, containers nested at most :data:`simworld.types.MAX_ARGUMENT_DEPTH` deep, and
   each argument given once. A JSON integer outside that range is an error, never read as a float.
 
 Call, text or ParseError
@@ -77,7 +77,7 @@ from typing import Any
 
 import orjson
 
-from simworld.types import INT_RANGE, MAX_ARGUMENT_DEPTH, Message, ToolCall, argument_problem  # noqa: F401 (MAX_ARGUMENT_DEPTH: re-exported)
+from simworld.types import INT_RANGE, Message, ToolCall, argument_problem
 
 
 class ParseError(ValueError):

@@ -31,7 +31,7 @@ from simworld.replay import load_run_scenario, parse_record, record_problem
 from simworld.runio import iter_records
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
-from simworld.summary import pass_hat_k, pass_k_values  # noqa: F401 (pass_hat_k: re-exported)
+from simworld.summary import pass_k_values
 from simworld.types import Trajectory
 
 SCORES_DIR = "scores"
