@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from pydantic import ValidationError
+
 
 class SimworldError(Exception):
     """An error caused by the user's input (scenario, arguments, files). Printed as one line."""
@@ -32,7 +34,7 @@ class UnknownName(SimworldError):
 
 class DamagedRecord(ValueError):
     """A record that validates as a trajectory but names what its run cannot build (a task or world
-    of no run of this scenario): altered by hand or on disk. Readers skip or report it like a
+    of no run of this scenario, a tool its world does not have): altered by hand or on disk. Readers skip or report it like a
     record of the wrong shape (it is a ValueError for that reason)."""
 
 
@@ -40,3 +42,13 @@ def suggest(name: str, known: Iterable[str]) -> str:
     """`"; did you mean 'x'?"` for the closest known name, or `""`."""
     close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def one_line(exc: BaseException) -> str:
+    """What `exc` says went wrong, on one line: a pydantic ValidationError's first error as
+    ``loc: msg``; otherwise the first line of its message (its type when the message is empty)."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -24,7 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from simworld.episode import AgentFailure, Episode, EpisodeSpec, continue_episode
-from simworld.errors import DamagedRecord, SimworldError, UnknownName
+from simworld.errors import DamagedRecord, SimworldError, UnknownName, one_line
 from simworld.runio import iter_records
 from simworld.scenario import Scenario, load_scenario
 from simworld.types import Message, Trajectory
@@ -118,14 +118,7 @@ def episode_for(traj: Trajectory, scenario: Scenario, episode_id: str | None = N
         return Episode(scenario, spec, make_agents=make_agents)
     except (UnknownName, ValidationError) as exc:
         # The run's scenario was built already; what fails here is the record's own variation.
-        raise DamagedRecord(f"its variation cannot be applied to the run's scenario: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        return f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
-    return str(exc).splitlines()[0]
+        raise DamagedRecord(f"its variation cannot be applied to the run's scenario: {one_line(exc)}") from None
 
 
 def _first_field_diff(recorded: Message, replayed: Message) -> tuple[str, Any, Any] | None:
@@ -243,9 +236,7 @@ def parse_record(record: dict[str, Any]) -> Trajectory | str:
     try:
         return Trajectory.model_validate(record)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        return f"not a valid trajectory: {loc}: {err.get('msg', 'invalid')}"
+        return f"not a valid trajectory: {one_line(exc)}"
 
 
 RECORD_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ValueError)

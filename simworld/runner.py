@@ -39,7 +39,7 @@ import yaml
 import simworld
 from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
-from simworld.errors import SimworldError
+from simworld.errors import SimworldError, one_line
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
 from simworld.replay import RECORD_ERRORS, record_problem
@@ -267,7 +267,7 @@ class RunDir:
             except OSError as exc2:
                 raise _os_problem("write", damaged, exc2) from None
             if notes is not None:
-                notes.append(f"{MANIFEST_FILE}: unreadable ({str(exc).splitlines()[0]}); kept as {damaged.name}, "
+                notes.append(f"{MANIFEST_FILE}: unreadable ({one_line(exc)}); kept as {damaged.name}, "
                              "a new one is written (earlier sessions' history starts again)")
             return {}
 

@@ -27,12 +27,12 @@ from typing import Any
 import orjson
 
 from simworld import registry
-from simworld.errors import SimworldError
+from simworld.errors import DamagedRecord, SimworldError
 from simworld.export.card import CardStats, card_files, card_paths
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
 from simworld.export.formats import (FORMATS, Llama3Line, assistant_turns, format_line, llama3_line_parts,
                                      sharegpt_texts_left_out, system_part)
-from simworld.export.source import (RecordProblem, RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names,
+from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names,
                                     json_text, open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, parse_record, record_problem
@@ -429,7 +429,7 @@ def _note_malformed(record: Any, reason: str, stats: CardStats) -> None:
 def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
     """Count and note a record the export cannot read, as `simworld score` does (re-raises `exc`
     when the record is a valid trajectory: :func:`~simworld.replay.record_problem`)."""
-    if isinstance(exc, RecordProblem):
+    if isinstance(exc, DamagedRecord):
         reason = str(exc)
     else:
         try:

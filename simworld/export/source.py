@@ -21,7 +21,7 @@ import orjson
 
 from simworld import registry
 from simworld.episode import STOP
-from simworld.errors import SimworldError
+from simworld.errors import DamagedRecord, SimworldError, one_line
 from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, render_tool_call
 from simworld.replay import load_run_scenario, parse_record
 from simworld.scenario import Scenario
@@ -42,11 +42,6 @@ def json_text(text: str) -> str:
         except UnicodeEncodeError:
             raw = text.encode("utf-8", "surrogatepass")
         return raw.decode("utf-8", "backslashreplace")
-
-
-class RecordProblem(ValueError):
-    """A record that reads as a Trajectory and still names what cannot be had: a world that cannot
-    be loaded from its ``world`` field, a tool its world does not have."""
 
 
 class MalformedEvent(ValueError):
@@ -152,9 +147,9 @@ class RunInfo:
                     instance = self._worlds[wkey] = world_of({"type": self.scenario.world.type, **world})
                 unknown = [n for n in names if n not in instance.tools]
             except (SimworldError, ValueError, TypeError) as exc:  # (pydantic's ValidationError is a ValueError)
-                raise RecordProblem(f"its world cannot be loaded: {_one_line(exc)}") from None
+                raise DamagedRecord(f"its world cannot be loaded: {one_line(exc)}") from None
             if unknown:
-                raise RecordProblem(f"tools.{role}: {unknown[0]!r} is no tool of world {self.scenario.world.type!r}")
+                raise DamagedRecord(f"tools.{role}: {unknown[0]!r} is no tool of world {self.scenario.world.type!r}")
             specs = instance.tool_specs(list(names))
             hit = self._tools[(wkey, names)] = (specs, [t.openai() for t in specs])
         return hit
@@ -457,7 +452,7 @@ class ScoreLookup:
         try:
             line = score_line(traj, self.run.scorers, self.ctx)
         except (SimworldError, ValueError, TypeError) as exc:  # its world cannot be loaded from the record
-            return {"value": 0.0, "passed": False, "scores": {}, "error": f"cannot be scored: {_one_line(exc)}"}
+            return {"value": 0.0, "passed": False, "scores": {}, "error": f"cannot be scored: {one_line(exc)}"}
         self.computed += 1
         return line
 
@@ -483,10 +478,6 @@ class ScoreLookup:
                 self._fh.close()
             except OSError:
                 pass
-
-
-def _one_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _score_line(raw: bytes) -> dict[str, Any] | None:

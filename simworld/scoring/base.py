@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simworld import registry
-from simworld.errors import DamagedRecord, UnknownName
+from simworld.errors import DamagedRecord, UnknownName, one_line
 from simworld.scenario import Scenario
 from simworld.types import Trajectory
 
@@ -68,7 +68,7 @@ def world_of(world: dict[str, Any]) -> Any:
         cls = registry.get_world(str(world.get("type", "")))
         return cls.load(world.get("params") or {}, int(world.get("seed") or 0))
     except (UnknownName, ValidationError) as exc:  # the record names a world no run of it can have
-        raise DamagedRecord(f"its world cannot be built: {str(exc).splitlines()[0]}") from None
+        raise DamagedRecord(f"its world cannot be built: {one_line(exc)}") from None
 
 
 class ScoringContext:
