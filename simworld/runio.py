@@ -14,6 +14,8 @@ A torn last line (a crash mid-write) is skipped by readers and repaired by `run`
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
 import stat
@@ -213,23 +215,90 @@ def _record(buf: bytearray | bytes, start: int, end: int, path: Path, line: int,
         problems.append(("corrupt", f"{path.name} line {line}: not a JSON record"))
 
 
+def temp_name(path: Path, kind: str = "tmp") -> Path:
+    """A hidden file beside `path` for writing it (or keeping its old content) until it is complete:
+    ``.NAME.KIND-PID``, or a short hash of NAME where that would be too long a name."""
+    name = f".{path.name}.{kind}-{os.getpid()}"
+    if len(os.fsencode(name)) > 255:
+        name = f".{kind}-{os.getpid()}-{hashlib.blake2b(os.fsencode(path.name), digest_size=8).hexdigest()}"
+    return path.with_name(name)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write `data` to a new file at `path` and flush it to disk."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def install_together(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each complete temporary file over its final path, all or none.
+
+    When a rename fails, the ones before it are undone (each replaced file is kept under a second
+    name, a hard link, until all are in place), every temporary of `moves` is removed, and an
+    OSError whose ``filename`` is the final path that could not be written is raised. A final path
+    that exists and is not a regular file is refused (EISDIR), never replaced. On Ctrl-C the same
+    clean-up happens and KeyboardInterrupt goes on. The renames are made durable (directory fsync).
+    """
+    done: list[tuple[Path, Path | None]] = []  # (final, where its old content is, if it had one)
+    keep_old = len(moves) > 1  # one file needs nothing put back
+    final = moves[0][1]
+    try:
+        for tmp, final in moves:
+            backup = None
+            if os.path.lexists(final):
+                if not os.path.isfile(final):
+                    raise IsADirectoryError(errno.EISDIR, "it exists and is not a regular file")
+                if keep_old:
+                    backup = temp_name(final, "old")
+                    try:
+                        os.link(final, backup, follow_symlinks=False)
+                    except OSError:  # a file system without hard links: this one cannot be put back
+                        backup = None
+            os.replace(tmp, final)
+            done.append((final, backup))
+    except BaseException as exc:
+        for put, backup in reversed(done):
+            try:
+                if backup is not None:
+                    os.replace(backup, put)
+                else:
+                    os.unlink(put)
+            except OSError:
+                pass
+        for tmp, _ in moves:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # its directory is gone or was never one: nothing of ours is there
+                pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(final)) from None
+        raise
+    for _, backup in done:
+        if backup is not None:
+            try:
+                os.unlink(backup)
+            except OSError:
+                pass
+    for parent in {final.parent for _, final in moves}:
+        fsync_dir(parent)
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write a small file so that readers see the old or the new content, never a mix. On any
     failure (a full disk, Ctrl-C) the temporary file is removed and the old content stays."""
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp = temp_name(p)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        write_synced(tmp, data)
     except BaseException:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
         raise
+    install_together([(tmp, p)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,7 +374,7 @@ class ShardWriter:
         self.size = os.fstat(self.fd).st_size
         self.lines = 0
         self._last_sync = time.monotonic()
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def write(self, line: bytes) -> None:
         view = memoryview(line)
@@ -340,7 +409,7 @@ class ShardWriter:
             self.fd = -1
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

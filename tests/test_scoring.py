@@ -275,6 +275,26 @@ def test_an_interrupted_or_failing_score_leaves_the_old_scores_and_no_temporary_
     assert {p.name: p.read_bytes() for p in (run / SCORES_DIR).iterdir()} == before
 
 
+def test_scores_and_summary_replace_their_old_versions_together_or_not_at_all(tmp_path):
+    """The second rename failing (the summary's path became a directory) puts the first file back:
+    the score lines never disagree with the summary beside them."""
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 4)
+    score_run(run)
+    scores = run / SCORES_DIR
+    (scores / "scores.jsonl").write_bytes(b"old lines\n")
+    (scores / "summary.json").unlink()
+    (scores / "summary.json").mkdir()
+    res = cli("score", str(run))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == f"error: cannot write scores under {scores}: it exists and is not a regular file"
+    assert (scores / "scores.jsonl").read_bytes() == b"old lines\n"
+    assert sorted(p.name for p in scores.iterdir()) == ["scores.jsonl", "summary.json"]  # no temporaries
+    (scores / "summary.json").rmdir()
+    score_run(run)
+    assert (scores / "scores.jsonl").read_bytes() != b"old lines\n" and (scores / "summary.json").is_file()
+    assert sorted(p.name for p in scores.iterdir()) == ["scores.jsonl", "summary.json"]
+
+
 def test_score_into_a_scores_path_that_is_a_file_is_one_line(tmp_path):
     run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 2)
     (run / SCORES_DIR).write_text("not a directory")

@@ -14,9 +14,7 @@ its events are checked as they are rendered.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import gc
-import hashlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -36,7 +34,7 @@ from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores
                                     json_text, open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, parse_record, record_problem
-from simworld.runio import _fsync_dir, iter_records  # (the run writer's: make renames durable)
+from simworld.runio import install_together, iter_records, temp_name, write_synced
 
 
 @dataclass
@@ -147,15 +145,6 @@ class _Streamed:
             self.recycle = False
 
 
-def _temp_name(path: Path, kind: str = "tmp") -> Path:
-    """A hidden file beside `path` for writing it (or keeping its old content) until the export is
-    complete: ``.NAME.tmp-PID``, or a short hash of NAME where that would be too long a name."""
-    name = f".{path.name}.{kind}-{os.getpid()}"
-    if len(os.fsencode(name)) > 255:
-        name = f".{kind}-{os.getpid()}-{hashlib.blake2b(os.fsencode(path.name), digest_size=8).hexdigest()}"
-    return path.with_name(name)
-
-
 def _cannot_write(path: Path, exc: OSError) -> SimworldError:
     return SimworldError(f"cannot write {path}: {exc.strerror or exc}")
 
@@ -167,7 +156,7 @@ class _Outputs:
 
     def __init__(self, paths: dict[str, Path]) -> None:
         self.paths = paths
-        self.tmp = {k: _temp_name(p) for k, p in paths.items()}
+        self.tmp = {k: temp_name(p) for k, p in paths.items()}
         self.fh: dict[str, _Streamed] = {}
         self.count = {k: 0 for k in paths}
         self.staged: list[tuple[Path, Path]] = []  # (temporary, final) of the files written whole at commit
@@ -202,57 +191,16 @@ class _Outputs:
                 os.fsync(out.fh.fileno())
                 out.fh.close()
             for final, data in (files or {}).items():
-                tmp = _temp_name(final)
+                tmp = temp_name(final)
                 self.staged.append((tmp, final))
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                write_synced(tmp, data)
         except OSError as exc:
             self.abort()
             raise _cannot_write(final, exc) from None
-        self._install([(self.tmp[k], p) for k, p in self.paths.items()] + self.staged)
-
-    def _install(self, moves: list[tuple[Path, Path]]) -> None:
-        """Rename each temporary over its final path; when one rename fails, put back what the
-        earlier ones replaced (each replaced file is kept under a second name, a hard link, until
-        all are in place)."""
-        done: list[tuple[Path, Path | None]] = []  # (final, where its old content is, if it had one)
-        final = moves[0][1]
-        try:
-            for tmp, final in moves:
-                backup = None
-                if os.path.lexists(final):
-                    if not os.path.isfile(final):
-                        raise IsADirectoryError(errno.EISDIR, "it exists and is not a regular file")
-                    backup = _temp_name(final, "old")
-                    try:
-                        os.link(final, backup, follow_symlinks=False)
-                    except OSError:  # a file system without hard links: this one cannot be put back
-                        backup = None
-                os.replace(tmp, final)
-                done.append((final, backup))
-        except BaseException as exc:
-            for put, backup in reversed(done):
-                try:
-                    if backup is not None:
-                        os.replace(backup, put)
-                    else:
-                        os.unlink(put)
-                except OSError:
-                    pass
-            self.abort()
-            if isinstance(exc, OSError):
-                raise _cannot_write(final, exc) from None
-            raise
-        for _, backup in done:
-            if backup is not None:
-                try:
-                    os.unlink(backup)
-                except OSError:
-                    pass
-        for parent in {final.parent for _, final in moves}:
-            _fsync_dir(parent)
+        try:  # all or none: a failed rename puts back what the earlier ones replaced
+            install_together([(self.tmp[k], p) for k, p in self.paths.items()] + self.staged)
+        except OSError as exc:
+            raise _cannot_write(Path(exc.filename), exc) from None
 
     def abort(self) -> None:
         for out in self.fh.values():

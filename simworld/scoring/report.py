@@ -28,7 +28,7 @@ import orjson
 from simworld import registry
 from simworld.errors import DamagedRecord, SimworldError
 from simworld.replay import load_run_scenario, parse_record, record_problem
-from simworld.runio import iter_records
+from simworld.runio import install_together, iter_records, temp_name, write_synced
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
 from simworld.summary import pass_k_values
@@ -172,31 +172,25 @@ def score_run(run_dir: str | Path, requested: Iterable[str] = ()) -> tuple[Score
     names = scorer_names(scenario, requested)
     summary = ScoreSummary(names)
     out = scores_path(run_dir, names, scenario)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    summary_tmp = out.with_name(f".{SUMMARY_FILE}.tmp-{os.getpid()}")
     if out.parent.exists() and not out.parent.is_dir():
         raise SimworldError(f"cannot write scores under {out.parent}: it is not a directory")
+    moves = [(temp_name(out), out)]
+    if out.name == SCORES_FILE:  # the summary always describes the score lines beside it
+        moves.append((temp_name(out.parent / SUMMARY_FILE), out.parent / SUMMARY_FILE))
     try:
         out.parent.mkdir(exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with open(moves[0][0], "wb") as fh:
             for line in iter_score_lines(run_dir, names, scenario, summary):
                 fh.write(orjson.dumps(line) + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
-        # Both files are complete before either replaces its old version: the summary always
-        # describes the score lines beside it (a full disk fails before any rename).
-        if out.name == SCORES_FILE:
-            with open(summary_tmp, "wb") as fh:
-                fh.write(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, out)
-        if out.name == SCORES_FILE:
-            os.replace(summary_tmp, out.parent / SUMMARY_FILE)
+        if len(moves) == 2:
+            write_synced(moves[1][0], orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        install_together(moves)  # both or neither replace their old versions
     except BaseException as exc:  # Ctrl-C included: never leave a temporary file behind
-        for t in (tmp, summary_tmp):
+        for tmp, _ in moves:
             try:
-                t.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
             except OSError:
                 pass
         if isinstance(exc, OSError):
