@@ -142,12 +142,47 @@ def test_a_write_without_the_identity_lookup_is_flagged():
     sc, traj = _episode("cancel_pending_order")
     (lookup,) = [i for i, e in enumerate(traj.events) for c in e.tool_calls if c.name in IDENTIFY]
     assert _violations(traj, sc).passed
-    new, entry = _flagged_once(sc, traj, {lookup: None})
+    new = _reenact(sc, traj, {lookup: None})
     assert not any(c.name in IDENTIFY for e in new.events for c in e.tool_calls)
     ((write, call, result),) = _writes(new)
     assert not result.error  # the tool cancels the order all the same
-    assert entry == {"event": write, "tool": "cancel_pending_order", "rule": "authentication",
-                     "why": "write before the customer was authenticated"}
+    reads = [(i, c.name) for i, e in enumerate(new.events) for c in e.tool_calls
+             if c.name in ("get_user_details", "get_order_details")]
+    assert reads  # the oracle looked at the account and the order before it wrote
+    pv = _violations(new, sc)
+    assert pv.details["violations"] == [
+        {"event": i, "tool": name, "rule": "authentication", "why": "look-up before the customer was authenticated"}
+        for i, name in reads] + [{"event": write, "tool": "cancel_pending_order", "rule": "authentication",
+                                  "why": "write before the customer was authenticated"}]
+    assert pv.value == pytest.approx(1 / (2 + len(reads)))
+
+
+def test_a_look_at_another_customers_order_is_flagged_and_a_look_at_the_catalogue_is_not():
+    """The policy: "Only then look at or change their account or orders", and only the
+    authenticated customer's. A read of the catalogue names no one's data."""
+    sc, traj = _episode("cancel_pending_order")
+    ((write, _, _),) = _writes(traj)
+    other = _other_users_order(traj, PENDING)
+    world = world_of(traj.world)
+    owner = world.user_id(int(world.orders["user"][world.order_row(other)]))
+    peek = Message(role="assistant", content="", tool_calls=[ToolCall(id="peek", name="get_order_details",
+                                                                      arguments={"order_id": other})])
+    new = _reenact(sc, traj, inserts={write: peek})
+    (at,) = [i for i, e in enumerate(new.events) for c in e.tool_calls if c.arguments == {"order_id": other}]
+    assert not new.events[at + 1].error  # the tool shows it
+    pv = _violations(new, sc)
+    assert pv.details["violations"] == [{"event": at, "tool": "get_order_details", "rule": "authentication",
+                                         "why": f"look-up on another customer's data: order {other} belongs to "
+                                                f"{owner}, not the authenticated {traj.task.goal['user_id']}"}]
+    sc, traj = _episode("modify_pending_order_items")
+    world = world_of(traj.world)
+    catalogue = Message(role="assistant", content="", tool_calls=[
+        ToolCall(id="p", name="get_product_details", arguments={"product_id": world.product_id(0)})])
+    first = next(i for i, e in enumerate(traj.events) if e.speaker == "support")  # before any lookup
+    new = _reenact(sc, traj, inserts={first: catalogue})
+    assert any(c.name == "get_product_details" and c.arguments == catalogue.tool_calls[0].arguments
+               for e in new.events[:first + 1] for c in e.tool_calls)
+    assert _violations(new, sc).passed
 
 
 def test_a_lookup_with_details_the_customer_never_gave_does_not_authenticate():
@@ -155,13 +190,16 @@ def test_a_lookup_with_details_the_customer_never_gave_does_not_authenticate():
         c.name == "find_user_id_by_email" for e in t.events for c in e.tool_calls))
     email = next(c.arguments["email"] for e in traj.events for c in e.tool_calls if c.name == "find_user_id_by_email")
     (told,) = [i for i, e in enumerate(traj.events) if e.speaker == "customer" and email in e.content]
-    new, entry = _flagged_once(sc, traj, {told: _say("Can't you look me up from the order?")})
+    new = _reenact(sc, traj, {told: _say("Can't you look me up from the order?")})
     lookup = next(i for i, e in enumerate(new.events) for c in e.tool_calls if c.name == "find_user_id_by_email")
     ((write, _, result),) = _writes(new)
     assert not result.error and not new.events[lookup + 1].error  # the lookup found the user all the same
+    *reads, entry = _violations(new, sc).details["violations"]
     assert (entry["event"], entry["rule"]) == (write, "authentication")
-    assert entry["why"] == ("write before the customer was authenticated (find_user_id_by_email at event "
-                            f"{lookup} used details the customer had not given)")
+    note = f" (find_user_id_by_email at event {lookup} used details the customer had not given)"
+    assert entry["why"] == "write before the customer was authenticated" + note
+    assert reads and all(r["why"] == "look-up before the customer was authenticated" + note
+                         and r["tool"] in ("get_user_details", "get_order_details") for r in reads)
 
 
 def _other_users_order(traj: Trajectory, status: int) -> str:
@@ -217,7 +255,7 @@ class TrustingSupport(SupportOracle):
         return super().authenticate(step)
 
 
-def test_support_that_skips_the_lookup_is_flagged_at_every_write():
+def test_support_that_skips_the_lookup_is_flagged_at_every_write_and_every_look_at_the_account():
     sc, trajs = _run(RETAIL / "mixed.yaml", 60, ["roles.support.agent.type=test_trusting_support"])
     skipped = looked_up = 0
     for traj in trajs:
@@ -226,8 +264,10 @@ def test_support_that_skips_the_lookup_is_flagged_at_every_write():
             continue
         results = {e.tool_call_id: e for e in traj.events if e.role == "tool"}
         identified = any(c.name in IDENTIFY and not results[c.id].error for e in traj.events for c in e.tool_calls)
+        looks = [i for i, e in enumerate(traj.events) for c in e.tool_calls
+                 if c.name in ("get_user_details", "get_order_details") and not results[c.id].error]
         flagged = [v["event"] for v in _violations(traj, sc).details["violations"] if "authentication" in _rules(v)]
-        assert flagged == ([] if identified else writes), traj.episode_id
+        assert flagged == ([] if identified else sorted(looks + writes)), traj.episode_id
         skipped += not identified
         looked_up += identified
     assert skipped >= 10 and looked_up >= 3  # e-mail customers and name-and-zip customers both came

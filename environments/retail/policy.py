@@ -126,7 +126,7 @@ def is_explicit_yes(text: str) -> bool:
 
 
 def policy_breaches(world: RetailWorld, events: Sequence[Message], kinds: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Writes the store policy forbids although the tools may carry them out, as
+    """Calls the store policy forbids although the tools may carry them out, as
     ``{"event", "tool", "rule", "why"}`` in event order (see :meth:`RetailWorld.policy_checks`)."""
     out: list[dict[str, Any]] = []
     results = {ev.tool_call_id: ev for ev in events if ev.role == "tool"}
@@ -135,10 +135,17 @@ def policy_breaches(world: RetailWorld, events: Sequence[Message], kinds: Mappin
             continue
         for call in ev.tool_calls:
             tool = world.tools.get(call.name)
-            if tool is None or not tool.writes or not isinstance(call.arguments, dict):
+            if tool is None or not isinstance(call.arguments, dict):
                 continue
-            for rule, why in (("authentication", _unauthenticated(world, events, i, ev.speaker, call, kinds, results)),
-                              ("confirmation", _unconfirmed(world, events, i, ev.speaker, call, kinds, results))):
+            if tool.writes:
+                checks = (("authentication", _unauthenticated(world, events, i, ev.speaker, call, kinds, results)),
+                          ("confirmation", _unconfirmed(world, events, i, ev.speaker, call, kinds, results)))
+            elif _owners(world, call.arguments):  # a look at an account or an order
+                checks = (("authentication", _unauthenticated(world, events, i, ev.speaker, call, kinds, results,
+                                                              "look-up")),)
+            else:  # the catalogue, the calculator, a lookup by the customer's own details
+                continue
+            for rule, why in checks:
                 if why:
                     out.append({"event": i, "tool": call.name, "rule": rule, "why": why})
     return out
@@ -151,8 +158,9 @@ def _hears(ev: Message, role: str, kinds: Mapping[str, str]) -> bool:
 
 
 def _unauthenticated(world: RetailWorld, events: Sequence[Message], at: int, role: str, call: ToolCall,
-                     kinds: Mapping[str, str], results: Mapping[str | None, Message]) -> str | None:
-    """Why the write at event `at` breaks "authenticate first; help only that customer" (None: it does not)."""
+                     kinds: Mapping[str, str], results: Mapping[str | None, Message], act: str = "write") -> str | None:
+    """Why the `act` (a write, or a look-up of account data) at event `at` breaks "authenticate
+    first; help only that customer" (None: it does not)."""
     said = ""
     identified: dict[int, int] = {}  # user row -> event of the lookup that identified them
     unproven: list[str] = []
@@ -175,13 +183,13 @@ def _unauthenticated(world: RetailWorld, events: Sequence[Message], at: int, rol
             else:
                 unproven.append(f"{c.name} at event {j} used details the customer had not given")
     if not identified:
-        return "write before the customer was authenticated" + (f" ({unproven[0]})" if unproven else "")
+        return f"{act} before the customer was authenticated" + (f" ({unproven[0]})" if unproven else "")
     owners = _owners(world, call.arguments)
     strangers = {what: u for what, u in owners.items() if u not in identified}
     if strangers:
         whose = ", ".join(f"{what} belongs to {world.user_id(u)}" for what, u in strangers.items())
         authenticated = ", ".join(world.user_id(u) for u in identified)
-        return f"write on another customer's data: {whose}, not the authenticated {authenticated}"
+        return f"{act} on another customer's data: {whose}, not the authenticated {authenticated}"
     return None
 
 

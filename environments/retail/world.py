@@ -103,14 +103,15 @@ class RetailWorld(World):
         return ASSISTANT_POLICY if kind == "assistant" else CUSTOMER_PROMPT
 
     def policy_checks(self, events: Sequence[Message], kinds: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Writes of the support side that the store policy forbids although a tool may carry them out
+        """Calls of the support side that the store policy forbids although a tool may carry them out
         (the ``policy_violations`` scorer calls this hook), one ``{"event", "tool", "rule", "why"}`` per
-        rule a write call breaks:
+        rule a call breaks:
 
-        * ``authentication``: the write came before a ``find_user_id_by_email`` /
+        * ``authentication`` (writes, and reads of an account or an order: "only then look at or
+          change their account or orders"): the call came before a ``find_user_id_by_email`` /
           ``find_user_id_by_name_zip`` result identified the customer from details the customer gave,
           or it names an order, account or payment method of another user;
-        * ``confirmation``: the customer's last words before the write are not an explicit yes
+        * ``confirmation`` (writes): the customer's last words before the write are not an explicit yes
           (:func:`~.policy.is_explicit_yes`) to the support side's last description, or that
           description does not state the change made (action, order, items, payment method, new
           address), or the same change already used that yes.
