@@ -7,8 +7,8 @@
   (10 by default). On scripted retail conversations (~150 words), replacing one word moves the
   SimHash by 1-16 bits (median 7), while two different episodes are 34+ bits apart.
 * Both indexes keep flat arrays (8 bytes per kept sample for exact, 176 for near), never samples.
-* **Split** by task instance: a hash of (scenario, task instance id) decides the split, so all
-  seeds and perspectives of a task land on the same side.
+* **Split** by task instance: a hash of (world type, world fingerprint, task type, task instance
+  id) decides the split, so all seeds, perspectives and scenarios of a task land on the same side.
 * **External data** (`--mix FILE:FRACTION`): OpenAI chat fine-tuning JSONL, validated line by
   line, tagged ``synthetic: false``.
 """
@@ -384,7 +384,8 @@ def schema_problem(schema: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(messages in sample form, OpenAI tools) of one external line; ValueError names the problem."""
+    """(messages in sample form, ending at the last assistant message; OpenAI tools) of one external line;
+    ValueError names the problem."""
     if not isinstance(obj, dict):
         raise ValueError("a line must be a JSON object")
     messages = obj.get("messages")
@@ -456,9 +457,12 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
             out.append({"role": "tool", "content": content, "tool_call_id": cid})
         else:
             out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
+    last = max((i for i, m in enumerate(out) if m["role"] == "assistant"), default=None)
+    if last is None:
         raise ValueError("no assistant message")
-    return out, tools
+    # Cut as a synthetic sample is, after the last assistant message: what follows it teaches
+    # nothing, and a conversation that ends on the user's turn is one trainers reject (sharegpt).
+    return out[:last + 1], tools
 
 
 def iter_external(path: Path, today: dt.date) -> Iterator[Sample]:

@@ -26,7 +26,8 @@ from typing import Any
 from simworld.export.card import CardStats, card_files
 from simworld.export.curation import split_of
 from simworld.export.formats import trl_messages
-from simworld.export.pipeline import ExportOptions, ExportResult, _Outputs, _synthetic_samples, output_paths
+from simworld.export.pipeline import (ExportOptions, ExportResult, _has_special_tokens, _Outputs, _synthetic_samples,
+                                      output_paths)
 from simworld.export.source import RunInfo, Sample
 
 
@@ -55,6 +56,9 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
     groups: dict[tuple[Any, ...], list[tuple[float, tuple[int, str]]]] = {}
     for ri, run in enumerate(runs):
         for sample in _synthetic_samples([run], opts, stats):
+            if _has_special_tokens(sample):  # as every other format: a tokenizer would read turn boundaries
+                stats.filtered["special_tokens_in_text"] += 1
+                continue
             groups.setdefault(_key(sample), []).append((float(sample.scores.get("value", 0.0)), (ri, sample.id)))
     wanted: dict[tuple[int, str], tuple[tuple[Any, ...], str]] = {}
     for key, members in groups.items():

@@ -83,7 +83,7 @@ class _SystemHead:
 
 class _SystemPart:
     """A system message: its content, its serialized forms (in pieces: the shared head's, then the
-    prompt's), and whether the prompt holds special tokens."""
+    prompt's), and whether the content (prompt or tool definitions) holds special tokens."""
 
     __slots__ = ("head", "content", "prefix_len", "text_pieces", "message_pieces", "special", "digest")
 
@@ -95,7 +95,7 @@ class _SystemPart:
         tail = orjson.dumps(rest + EOT)[1:-1]
         self.text_pieces = (head.text_open, tail)  # the opening quote and the escaped prefix
         self.message_pieces = (head.content_open, orjson.dumps(rest)[1:] + b"}")
-        self.special = contains_special_token(system_prompt)
+        self.special = contains_special_token(self.content)  # the prompt and the tool definitions
         self.digest = hashlib.blake2b(tail, digest_size=16, key=head.digest).digest() if rest else head.digest
 
 

@@ -276,11 +276,15 @@ def _check_filters(opts: ExportOptions, runs: Sequence[RunInfo]) -> None:
 
 
 def _has_special_tokens(sample: Sample) -> bool:
+    """Does any text of the sample hold a Llama 3 special token: a message, a call's arguments, the
+    system prompt or a tool definition? (A tokenizer that parses them would read a turn boundary.)"""
     msgs = sample.messages
     if msgs and msgs[0]["role"] == "system" and sample.synthetic:
-        if system_part(sample).special:  # the system prompt is checked once per distinct prompt
+        if system_part(sample).special:  # prompt and tool definitions, checked once per distinct prompt
             return True
         msgs = msgs[1:]
+    elif sample.tools_openai and contains_special_token(orjson.dumps(sample.tools_openai).decode()):
+        return True  # an external conversation's tools
     for m in msgs:
         if contains_special_token(m["content"]):
             return True

@@ -534,6 +534,10 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
     system = record.get("system") or {}
     prov = provenance_of(run, record, scores)
     task = record.get("task") or {}
+    world = record.get("world") or {}
+    # The task itself, whichever scenario ran it: scenarios over one world (retail's mixed and its
+    # single-task scenarios) sample the same task instances, which must land on the same side.
+    split_key = f"{world.get('type')}\x00{world.get('fingerprint')}\x00{task.get('type')}\x00{task.get('instance_id')}"
     for role, kind in run.kinds.items():
         if kind != "assistant":
             continue
@@ -542,7 +546,7 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
         tools, tools_openai = run.tools_for(record, role)
         yield Sample(id=f"{prov['run']}/{record['episode_id']}/{role}", perspective=role, messages=None, tools=tools,
                      tools_openai=tools_openai, today=run.today, scores=scores, provenance={**prov, "perspective": role},
-                     synthetic=prov["synthetic"], split_key=f"{record.get('scenario')}\x00{task.get('instance_id')}",
+                     synthetic=prov["synthetic"], split_key=split_key,
                      world=run.scenario.world.type, success=prov["success"], record=record,
                      system_prompt=system.get(role) or "")
 
