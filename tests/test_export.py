@@ -314,19 +314,20 @@ def test_fast_llama3_serialization_equals_the_plain_one(batch):
     assert n > 20
 
 
-def _general_path(messages, offset=7, mask_failed=False):
-    """What the llama3 line, the card and deduplication make of a training view without the one-pass render."""
+def _general_path(messages, offset=7, mask_failed=False, tail=()):
+    """What the llama3 line, the card and deduplication make of a training view (and what its cut left
+    out) without the one-pass render."""
     from simworld.export.card import _turns_and_calls
     from simworld.export.curation import dedup_text
     from simworld.export.source import Sample
     from simworld.llama3.format import conversation_messages, render_normalized
 
     conv = conversation_messages(messages[1:] if messages and messages[0]["role"] == "system" else messages,
-                                 mask_failed)
+                                 mask_failed, tail)
     text, spans = render_normalized(conv, begin=False, offset=offset)
     plain = Sample(id="x", perspective="r", messages=messages, tools=[], tools_openai=[], today=None, scores={},
                    provenance={})
-    _, calls, sequence = _turns_and_calls(messages)
+    _, calls, sequence = _turns_and_calls(messages, list(tail))
     turns = sum(1 for m in conv if m["role"] == "assistant")  # as written: a parallel-call turn is one per call
     return conv, text, [list(s) for s in spans], (turns, calls, sequence), dedup_text(plain)
 
@@ -337,7 +338,7 @@ def _one_pass(rendered):
 
 
 def test_one_pass_render_of_events_equals_the_perspective_path(batch):
-    from simworld.export.source import render_events, training_view
+    from simworld.export.source import render_events, training_view_and_tail
 
     runs, _ = batch
     n = failed_turns = 0
@@ -345,15 +346,15 @@ def test_one_pass_render_of_events_equals_the_perspective_path(batch):
         info = open_run(run)
         for rec in iter_records(run):
             for role, kind in info.kinds.items():
-                view = training_view(perspective_dicts(rec["events"], role, rec["system"].get(role)))
+                view, tail = training_view_and_tail(perspective_dicts(rec["events"], role, rec["system"].get(role)))
                 rendered = render_events(rec["events"], role, offset=7)
                 if kind != "assistant" or not any(m["role"] == "assistant" for m in view):
                     assert rendered is None or kind != "assistant"
                     continue
                 assert rendered is not None
-                assert _one_pass(rendered) == _general_path(view)
+                assert _one_pass(rendered) == _general_path(view, tail=tail)
                 masked = render_events(rec["events"], role, offset=7, mask_failed=True)
-                assert _one_pass(masked) == _general_path(view, mask_failed=True)
+                assert _one_pass(masked) == _general_path(view, mask_failed=True, tail=tail)
                 failed_turns += sum(1 for m in masked.conversation if m.get("tool_calls") and m.get("invalid"))
                 n += 1
     assert n > 20
@@ -366,7 +367,7 @@ def _ev(speaker, role, content="", **kw):
 
 
 def test_one_pass_render_handles_merges_stop_markers_audiences_errors_and_rejected_turns():
-    from simworld.export.source import render_events, training_view
+    from simworld.export.source import render_events, training_view_and_tail
 
     call = {"id": "call_3_0", "name": "lookup", "arguments": {"q": "x <|eot_id|>"}}
     events = [
@@ -383,20 +384,21 @@ def test_one_pass_render_handles_merges_stop_markers_audiences_errors_and_reject
         _ev("user", "user", "trailing"),
         _ev("bot", "tool", "after the last turn", tool_call_id="call_5_0", error=True),
     ]
-    view = training_view(perspective_dicts(events, "bot", "SYS"))
+    view, tail = training_view_and_tail(perspective_dicts(events, "bot", "SYS"))
     rendered = render_events(events, "bot", offset=7)
-    assert _one_pass(rendered) == _general_path(view)
+    assert _one_pass(rendered) == _general_path(view, tail=tail)
     masked = render_events(events, "bot", offset=7, mask_failed=True)
-    assert _one_pass(masked) == _general_path(view, mask_failed=True)
-    assert [m.get("invalid") for m in masked.conversation if m.get("tool_calls")] == ["the tool call failed", None]
-    assert masked.spans == rendered.spans[1:] and masked.text == rendered.text
-    assert rendered.turns == 4 and rendered.calls == 2 and rendered.sequence == ["lookup"]
+    assert _one_pass(masked) == _general_path(view, mask_failed=True, tail=tail)
+    # The last result of an id decides, though it came after the view's last turn.
+    assert [m.get("invalid") for m in masked.conversation if m.get("tool_calls")] == ["the tool call failed"] * 2
+    assert masked.spans == rendered.spans[2:] and masked.text == rendered.text
+    assert rendered.turns == 4 and rendered.calls == 2 and rendered.sequence == []
     assert rendered.conversation[0] == {"role": "user", "content": "hi\n\nagain\n\na notice"}
     assert render_events(events, "nobody") is None
 
 
 def test_one_pass_render_splits_parallel_calls_as_the_general_path_does():
-    from simworld.export.source import render_events, training_view
+    from simworld.export.source import render_events, training_view_and_tail
 
     def call(i, name="lookup"):
         return {"id": f"call_{i}", "name": name, "arguments": {"n": i}}
@@ -423,12 +425,30 @@ def test_one_pass_render_splits_parallel_calls_as_the_general_path_does():
             _ev("bot", "assistant", "c")],
     }
     for label, events in logs.items():
-        view = training_view(perspective_dicts(events, "bot", "SYS"))
+        view, tail = training_view_and_tail(perspective_dicts(events, "bot", "SYS"))
         rendered = render_events(events, "bot", offset=3)
         assert rendered is not None, label
-        assert _one_pass(rendered) == _general_path(view, offset=3), label
+        assert _one_pass(rendered) == _general_path(view, offset=3, tail=tail), label
         masked = render_events(events, "bot", offset=3, mask_failed=True)
-        assert _one_pass(masked) == _general_path(view, offset=3, mask_failed=True), label
+        assert _one_pass(masked) == _general_path(view, offset=3, mask_failed=True, tail=tail), label
+        # A call whose result the record holds is followed by it, in the last turn too (only a log that
+        # ends before any result has calls in a row).
+        conv = rendered.conversation
+        in_a_row = any(a.get("tool_calls") and b["role"] == "assistant" for a, b in zip(conv, conv[1:]))
+        assert in_a_row == (label == "the last turn, no results"), label
+    last = logs["the last turn, results cut off"]
+    view, tail = training_view_and_tail(perspective_dicts(last, "bot", "SYS"))
+    masked = render_events(last, "bot", offset=3, mask_failed=True).conversation
+    assert [(m["role"], m.get("tool_calls", [{}])[0].get("id"), m.get("invalid")) for m in masked[-3:]] == [
+        ("assistant", "call_3", "the tool call failed"), ("tool", None, None), ("assistant", "call_4", None)]
+    assert masked[-2]["content"] == "result 3"  # the last call's result and what followed stay cut
+    # A final call whose result was an error is masked, though the result is after the cut.
+    single = [_ev("user", "user", "go"), _ev("bot", "assistant", "", tool_calls=[call(1)]), result(1, error=True),
+              _ev("user", "user", "bye")]
+    masked = render_events(single, "bot", offset=3, mask_failed=True)
+    assert masked.conversation[-1]["invalid"] == "the tool call failed" and masked.spans == []
+    view, tail = training_view_and_tail(perspective_dicts(single, "bot", "SYS"))
+    assert _one_pass(masked) == _general_path(view, offset=3, mask_failed=True, tail=tail)
     # A late result after another message, and no turn after it: that one case is left to the general path.
     tail = [_ev("bot", "assistant", "", tool_calls=[call(1), call(2)]), result(1), _ev("user", "user", "x"), result(2)]
     assert render_events(tail, "bot") is None
@@ -465,3 +485,65 @@ def test_json_dumps_equals_the_standard_library():
     for value in ({"a": 1.5, "b": [1, {"c": "é\u2028\"x\\"}], "d": None, "e": True, "f": float("inf"), "g": -0.0,
                    "h": 10**30, "i": "\ud83d"}, {}, [], "plain", 3):
         assert json_dumps(value) == json.dumps(value)
+
+
+# -- the last turn of a view: its results are cut, but they still count -------------------------------
+
+
+def _scenario_run(tmp_path: Path, scenario: str, n: int, sets: tuple[str, ...] = ()) -> Path:
+    from simworld.runner import resolve_scenario, run_batch
+
+    sc = resolve_scenario(worlds.ROOT / "scenarios" / scenario, list(sets))
+    run_batch(sc, tmp_path / "run", episodes=n)
+    return tmp_path / "run"
+
+
+def test_a_last_turn_of_parallel_calls_answers_each_call_but_the_last_in_every_split_format(tmp_path):
+    """Negotiators reject and counter in one turn. When that is the view's last turn, each split call
+    but the last is still followed by its result: never a call turn followed by another assistant
+    turn (llama3, trl) or an empty human turn between two calls (sharegpt)."""
+    run = _scenario_run(tmp_path, "negotiation/lease_renewal.yaml", 20)
+    last_groups = 0
+    for rec in iter_records(run):
+        for role in ("tenant", "landlord"):
+            turns = [e for e in rec["events"] if e["speaker"] == role and e["role"] == "assistant"]
+            last_groups += bool(turns) and len(turns[-1]["tool_calls"]) > 1
+    assert last_groups >= 3  # the case occurs in this scenario
+    for fmt in ("llama3", "trl", "sharegpt"):
+        export_runs([str(run)], ExportOptions(out=str(tmp_path / f"{fmt}.jsonl"), fmt=fmt, dedup=False))
+        for line in worlds.read_lines(tmp_path / f"{fmt}.jsonl"):
+            if fmt == "sharegpt":
+                conv = line["conversations"]
+                assert not any(a["from"] == "function_call" and b["from"] == "human" and not b["value"]
+                               for a, b in zip(conv, conv[1:])), line["id"]
+                assert conv[-1]["from"] in ("gpt", "function_call")
+            else:
+                msgs = line["messages"]
+                assert not any(a["role"] == "assistant" and a.get("tool_calls") and b["role"] == "assistant"
+                               and b.get("tool_calls") for a, b in zip(msgs, msgs[1:])), line["id"]
+                assert msgs[-1]["role"] == "assistant"
+                if fmt == "llama3":
+                    assert "<|eom_id|><|start_header_id|>assistant" not in line["text"]
+
+
+def test_mask_failed_calls_masks_a_last_call_whose_error_result_the_view_cut(tmp_path):
+    run = _scenario_run(tmp_path, "retail/cancel_pending_order.yaml", 40,
+                        ("roles.support.agent.type=noisy_oracle", "roles.support.agent.error_rate=0.7", "max_turns=6"))
+    errors = {(r["episode_id"], e["tool_call_id"]): e["error"] for r in iter_records(run) for e in r["events"]
+              if e["role"] == "tool"}  # (the last result of an id decides)
+    opts = {"dedup": False, "mask_failed_calls": True}
+    res = export_runs([str(run)], ExportOptions(out=str(tmp_path / "l.jsonl"), **opts))
+    export_runs([str(run)], ExportOptions(out=str(tmp_path / "o.jsonl"), fmt="openai", **opts))
+    openai = {x["id"]: x for x in worlds.read_lines(tmp_path / "o.jsonl")}
+    ending_on_a_failed_call = 0
+    for line in worlds.read_lines(tmp_path / "l.jsonl"):
+        last = line["messages"][-1]
+        if last.get("tool_calls") and errors[line["provenance"]["episode_id"], last["tool_calls"][0]["id"]]:
+            ending_on_a_failed_call += 1
+            assert last["invalid"] == "the tool call failed"
+            assert not line["mask"] or line["mask"][-1][1] < len(line["text"])  # out of the loss
+            assert openai[line["id"]]["messages"][-1]["weight"] == 0
+    assert ending_on_a_failed_call >= 5
+    masked = sum(1 for x in worlds.read_lines(tmp_path / "l.jsonl") for m in x["messages"]
+                 if m.get("invalid") == "the tool call failed")
+    assert res.card["failed_calls_masked"] == masked

@@ -39,10 +39,10 @@ def _dist(counter: Counter[int]) -> dict[str, Any]:
             "max": items[-1][0]}
 
 
-def _turns_and_calls(messages: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
+def _turns_and_calls(messages: list[dict[str, Any]], tail: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
     """(assistant turns, tool calls, the tools called in order, leaving out calls whose result was
-    an error)."""
-    failed = failed_call_ids(messages)
+    an error, in the view or in its `tail`)."""
+    failed = failed_call_ids([*messages, *tail])
     turns = 0
     called = []
     for m in messages:
@@ -106,7 +106,7 @@ class CardStats:
         if rendered is not None:
             in_view, calls, sequence = rendered.turns, rendered.calls, rendered.sequence
         else:
-            in_view, calls, sequence = _turns_and_calls(sample.messages)
+            in_view, calls, sequence = _turns_and_calls(sample.messages, sample.tail)
         self.turns[in_view if turns is None else turns] += 1
         self.tool_calls[calls] += 1
         if sequence:

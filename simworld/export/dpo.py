@@ -86,7 +86,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             if len(both) != 2:
                 continue
             chosen, rejected = both["chosen"], both["rejected"]
-            a, b = trl_messages(chosen.messages), trl_messages(rejected.messages)
+            a, b = trl_messages(chosen.messages, chosen.tail), trl_messages(rejected.messages, rejected.tail)
             n = _parting(a, b)
             if n == len(a) or n == len(b):
                 identical += 1

@@ -53,7 +53,7 @@ def _call_parts(call: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 
 def llama3_line(sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any]:
-    normalized = llama3_messages(sample.messages, sample.tools, sample.today, mask_failed)
+    normalized = llama3_messages(sample.messages, sample.tools, sample.today, mask_failed, sample.tail)
     text, spans = render_normalized(normalized)
     line = {"id": sample.id, "perspective": sample.perspective, "text": text, "messages": normalized,
             "tools": sample.tools_openai, "scores": sample.scores, "mask": spans,
@@ -165,7 +165,7 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
         msgs = sample.messages
         if msgs and msgs[0]["role"] == "system":
             msgs = msgs[1:]
-        conv = conversation_messages(msgs, mask_failed)
+        conv = conversation_messages(msgs, mask_failed, sample.tail)
         text, spans = render_normalized(conv, begin=False, offset=part.prefix_len)
         turns = sum(1 for m in conv if m["role"] == "assistant")
     messages = orjson.dumps(conv)
@@ -181,8 +181,9 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
     return Llama3Line(pieces, text_json, part.digest, part.special or b"<|" in messages, turns)
 
 
-def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False) -> list[dict[str, Any]]:
-    failed = failed_call_ids(messages) if mask_failed else ()
+def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,
+                    tail: list[dict[str, Any]] | tuple[()] = ()) -> list[dict[str, Any]]:
+    failed = failed_call_ids([*messages, *tail]) if mask_failed else ()
     out: list[dict[str, Any]] = []
     for m in messages:
         role = m["role"]
@@ -208,7 +209,7 @@ def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False) -
 
 
 def openai_line(sample: Sample, mask_failed: bool = False) -> dict[str, Any]:
-    line: dict[str, Any] = {"messages": openai_messages(sample.messages, mask_failed)}
+    line: dict[str, Any] = {"messages": openai_messages(sample.messages, mask_failed, sample.tail)}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
     line.update(_meta(sample))
@@ -222,10 +223,11 @@ def _opens_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return messages
 
 
-def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A training view's messages in the form of ``--format trl`` (see the module docstring)."""
+def trl_messages(messages: list[dict[str, Any]], tail: list[dict[str, Any]] | tuple[()] = ()) -> list[dict[str, Any]]:
+    """A training view's messages in the form of ``--format trl`` (see the module docstring); `tail`:
+    what the view's cut left out (:func:`~simworld.export.source.training_view_and_tail`)."""
     out: list[dict[str, Any]] = []
-    for m in _opens_with_user(conversation_messages(messages)):
+    for m in _opens_with_user(conversation_messages(messages, tail=tail)):
         role = m["role"]
         if role == "assistant" and m.get("tool_calls"):
             if m["content"].strip():  # the template shows only the call of a message with tool_calls
@@ -244,7 +246,7 @@ def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def trl_line(sample: Sample) -> dict[str, Any]:
-    line: dict[str, Any] = {"messages": trl_messages(sample.messages)}
+    line: dict[str, Any] = {"messages": trl_messages(sample.messages, sample.tail)}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
     line.update(_meta(sample))
@@ -289,7 +291,7 @@ def sharegpt_line(sample: Sample) -> dict[str, Any]:
             turns.append({"from": "human", "value": ""})  # two outputs in a row (or a role that spoke first)
         turns.append({"from": tag, "value": value})
 
-    for m in conversation_messages(sample.messages):
+    for m in conversation_messages(sample.messages, tail=sample.tail):
         role = m["role"]
         if role == "system":
             system = m["content"]

@@ -298,7 +298,7 @@ def _failed_calls(sample: Sample) -> int:
     """Tool calls of the sample whose result was an error (what --mask-failed-calls keeps out of the loss)."""
     if sample.rendered is not None:
         return sum(1 for m in sample.rendered.conversation if m.get("invalid") == FAILED_CALL)
-    failed = failed_call_ids(sample.messages)
+    failed = failed_call_ids([*sample.messages, *sample.tail])
     if not failed:
         return 0
     return sum(1 for m in sample.messages if m["role"] == "assistant"

@@ -104,6 +104,13 @@ def perspective_dicts(events: list[dict[str, Any]], role: str, system: str | Non
 
 def training_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A perspective cut to end with its last assistant turn, without the user simulator's stop marker."""
+    return training_view_and_tail(messages)[0]
+
+
+def training_view_and_tail(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(:func:`training_view` of a perspective, the messages the cut left out): the tail holds the
+    results of the last turn's calls, which decide whether they failed and answer all but the last
+    of parallel calls."""
     end = len(messages)
     while end and messages[end - 1]["role"] != "assistant":
         end -= 1
@@ -111,7 +118,7 @@ def training_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, m in enumerate(out):
         if m["role"] == "user" and STOP in m["content"]:
             out[i] = {**m, "content": m["content"].replace(STOP, "").strip()}
-    return out
+    return out, messages[end:]
 
 
 @dataclass
@@ -163,8 +170,8 @@ class Sample:
     needs them.
     """
 
-    __slots__ = ("id", "perspective", "_messages", "system_prompt", "tools", "tools_openai", "today", "scores",
-                 "provenance", "synthetic", "split_key", "world", "success", "record", "rendered")
+    __slots__ = ("id", "perspective", "_messages", "_tail", "system_prompt", "tools", "tools_openai", "today",
+                 "scores", "provenance", "synthetic", "split_key", "world", "success", "record", "rendered")
 
     def __init__(self, id: str, perspective: str, messages: list[dict[str, Any]] | None, tools: list[Any],
                  tools_openai: list[dict[str, Any]], today: dt.date, scores: dict[str, Any],
@@ -174,6 +181,7 @@ class Sample:
         self.perspective = perspective
         self._messages = messages
         """system/user/assistant/tool dicts; assistant ``tool_calls`` hold ``{"id", "name", "arguments"}``."""
+        self._tail: list[dict[str, Any]] = []
         if system_prompt is None and messages and messages[0]["role"] == "system":
             system_prompt = messages[0]["content"]
         self.system_prompt = system_prompt or ""
@@ -195,9 +203,16 @@ class Sample:
     def messages(self) -> list[dict[str, Any]]:
         if self._messages is None:
             assert self.record is not None
-            self._messages = training_view(perspective_dicts(self.record.get("events") or [], self.perspective,
-                                                             self.system_prompt or None))
+            self._messages, self._tail = training_view_and_tail(perspective_dicts(
+                self.record.get("events") or [], self.perspective, self.system_prompt or None))
         return self._messages
+
+    @property
+    def tail(self) -> list[dict[str, Any]]:
+        """What followed :attr:`messages` in the role's view (the results of its last turn's calls,
+        what others said after it); see :func:`training_view_and_tail`."""
+        self.messages  # noqa: B018
+        return self._tail
 
     def detach(self) -> None:
         """Build the messages and drop the record (a sample held in memory for later)."""
@@ -318,8 +333,8 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
                 spans.append(len(pieces))
         pieces.append(body)
         cut = (len(conv), len(pieces), len(spans), len(parts), turns, len(names))
-    if group is not None:  # the last turn: the view ends before its results
-        _close_group((group[0], group[1], []), conv, pieces, spans, call_turns)
+    if group is not None:  # the last turn: the view ends with its last call
+        _close_group(group, conv, pieces, spans, call_turns, last_turn=True)
         cut = (len(conv), len(pieces), len(spans), group_end, turns, len(names))
     if cut is None:
         return None  # no turn, or results of the last turn came after another message (the general path)
@@ -327,7 +342,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     if n_conv < len(conv):
         del conv[n_conv:], pieces[n_pieces:], spans[n_spans:]
     del parts[n_parts:], names[n_names:]
-    last = {call_id: err for i, call_id, err in errors if i < n_parts}  # the last result of an id decides
+    last = {call_id: err for _, call_id, err in errors}  # the last result of an id decides, in the view or after
     failed = {call_id for call_id, err in last.items() if err}
     sequence = [name for name, call_id in names if call_id not in failed]
     if mask_failed and failed:
@@ -358,9 +373,11 @@ def dedup_call_text(name: str, arguments: dict[str, Any] | None) -> str:
 
 
 def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], conv: list[dict[str, Any]],
-                 pieces: list[str], spans: list[Any], call_turns: list[tuple[int, int, Any]]) -> None:
+                 pieces: list[str], spans: list[Any], call_turns: list[tuple[int, int, Any]],
+                 last_turn: bool = False) -> None:
     """Render an assistant turn with parallel calls as conversation_messages splits it: one turn per
-    call (the text with the first), each followed by its result, then results that answer none."""
+    call (the text with the first), each followed by its result, then results that answer none. The
+    view's `last_turn` ends with its last call."""
     content, calls, found = group
     results: dict[Any, dict[str, Any]] = {}
     for j, item in enumerate(found):
@@ -374,8 +391,10 @@ def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], 
         spans.append(len(pieces))
         pieces.append(text + render_tool_call(call) + EOM)
         result = results.get(call["id"])
-        if result is not None:
+        if result is not None and not (last_turn and k == len(calls) - 1):
             _put_result(result, conv, pieces)
+    if last_turn:
+        return
     for result in results.values():
         if result["tool_call_id"] not in ids:
             _put_result(result, conv, pieces)

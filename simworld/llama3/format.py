@@ -279,7 +279,8 @@ def _invalid(m: Message | dict[str, Any]) -> str | None:
 
 
 def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequence[ToolSpec | dict[str, Any]] | None,
-                    today: dt.date | str, mask_failed: bool = False) -> list[dict[str, Any]]:
+                    today: dt.date | str, mask_failed: bool = False,
+                    tail: Sequence[Message | dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """The messages a Llama 3.1 sample is made of, as plain dicts.
 
     The first message is the built system message (from a leading ``system`` message, if any, plus
@@ -290,7 +291,8 @@ def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequenc
     turns that call a tool, ``tool_call_id``/``name`` on tool results, and ``invalid`` (the reason)
     on an assistant turn the environment rejected: it stays in the text but out of the loss spans.
     With `mask_failed`, a turn whose tool call got an error result is marked the same way
-    (``invalid`` = :data:`FAILED_CALL`).
+    (``invalid`` = :data:`FAILED_CALL`). `tail`: what followed `messages` when they are a view cut
+    after its last assistant turn (see :func:`conversation_messages`).
     """
     msgs = list(messages)
     system_prompt = ""
@@ -298,7 +300,7 @@ def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequenc
         system_prompt = _msg_fields(msgs[0])[1]
         msgs = msgs[1:]
     return [{"role": "system", "content": system_content(system_prompt, tools, today)},
-            *conversation_messages(msgs, mask_failed)]
+            *conversation_messages(msgs, mask_failed, tail)]
 
 
 FAILED_CALL = "the tool call failed"
@@ -317,9 +319,16 @@ def failed_call_ids(msgs: Iterable[Message | dict[str, Any]]) -> set[Any]:
     return {call_id for call_id, error in errors.items() if error}
 
 
-def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed: bool = False) -> list[dict[str, Any]]:
-    """The normalized messages after the system message (see :func:`llama3_messages`)."""
-    failed = failed_call_ids(msgs) if mask_failed else ()
+def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed: bool = False,
+                          tail: Sequence[Message | dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The normalized messages after the system message (see :func:`llama3_messages`).
+
+    `tail`: what followed `msgs` in the conversation when `msgs` is a view cut after its last
+    assistant turn. Its results decide whether the last turn's calls failed, and when that turn
+    makes parallel calls, each call but the last is followed by its result from `tail`, as in the
+    middle of a conversation (one assistant turn never follows another's tool call unanswered).
+    """
+    failed = failed_call_ids([*msgs, *tail]) if mask_failed else ()
     out: list[dict[str, Any]] = []
     i = 0
     n = len(msgs)
@@ -341,11 +350,13 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed:
                     item["invalid"] = FAILED_CALL
                 out.append(item)
                 continue
-            # Parallel calls: pair each call with its result, which follow the message in order.
+            # Parallel calls: pair each call with its result, which follow the message in order
+            # (for the view's last turn, in the tail).
+            last_turn = i == n
+            source, j = (tail, 0) if last_turn else (msgs, i)
             results: dict[str, dict[str, Any]] = {}
-            j = i
-            while j < n and _msg_fields(msgs[j])[0] == "tool":
-                _, rcontent, _, rid, rname = _msg_fields(msgs[j])
+            while j < len(source) and _msg_fields(source[j])[0] == "tool":
+                _, rcontent, _, rid, rname = _msg_fields(source[j])
                 item = {"role": "tool", "content": rcontent, "tool_call_id": rid}
                 if rname:
                     item["name"] = rname
@@ -358,8 +369,10 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed:
                     item["invalid"] = FAILED_CALL
                 out.append(item)
                 result = results.get(call["id"])
-                if result is not None:
+                if result is not None and not (last_turn and k == len(call_dicts) - 1):
                     out.append(result)
+            if last_turn:  # the view ends with the last call
+                break
             out.extend(leftover)
             i = j
         else:
