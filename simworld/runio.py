@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,17 @@ _CHUNK = 1 << 22
 _ID_KEY = b'"episode_id":"'
 
 
-def _complete_lines(path: Path, torn: list[int] | None = None) -> Iterator[tuple[bytearray, int, int]]:
+def _complete_lines(path: Path, torn: list[int] | None = None,
+                    limit: int | None = None) -> Iterator[tuple[bytearray, int, int]]:
     """(buffer, start, end) of every complete line of a shard (newline excluded; a torn last line is
-    skipped, its length appended to `torn` when given). The buffer is reused: a line is valid until
-    the next one is asked for. Reading into one buffer makes no object per line (records are large:
-    a copy per line costs as much as parsing a small record)."""
+    skipped, its length appended to `torn` when given), reading at most its first `limit` bytes.
+    The buffer is reused: a line is valid until the next one is asked for. Reading into one buffer
+    makes no object per line (records are large: a copy per line costs as much as parsing a small
+    record)."""
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     filled = 0
+    left = -1 if limit is None else limit  # bytes still to read; -1: to the end of the file
     try:
         fh = open(path, "rb", buffering=0)
     except OSError as exc:
@@ -75,7 +78,11 @@ def _complete_lines(path: Path, torn: list[int] | None = None) -> Iterator[tuple
                 buf.extend(bytes(len(buf)))
                 view = memoryview(buf)
             try:
-                got = fh.readinto(view[filled:])
+                if left < 0:
+                    got = fh.readinto(view[filled:])
+                else:
+                    got = fh.readinto(view[filled:filled + left]) if left else 0
+                    left -= got
             except OSError as exc:
                 raise read_error(path, exc) from None
             if not got:
@@ -132,7 +139,10 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
         return
     # Pass 1: where each episode's last record is (shard, offset, length, line) and its index, and
     # whether the files already hold one record per episode in episode order (one worker, no retry).
+    # Pass 2 reads no further than pass 1 did in each shard (`seen`): lines a writer appends in
+    # between (a resume retrying an episode) would otherwise be read with the records they supersede.
     last: dict[bytes, tuple[int, int, int, int, int]] = {}
+    seen: list[int] = []
     lines = 0
     in_order = True
     prev: tuple[int, bytes] = (-1, b"")
@@ -154,14 +164,15 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             elif problems is not None and buf[start:end].strip():
                 problems.append(("corrupt", f"{path.name} line {line}: not a trajectory record (no episode_id)"))
             offset += end - start + 1
+        seen.append(offset)
         if torn and problems is not None:
             problems.append(("torn", f"{path.name}: a torn last line of {torn[0]:,} bytes (an interrupted write; "
                                      "the run's next `simworld run`, or a fork's next fork, cuts it)"))
     if in_order and len(last) == lines:  # read them straight through
         last.clear()
-        for path in shards:
+        for path, size in zip(shards, seen):
             line = 0
-            for buf, start, end in _complete_lines(path):
+            for buf, start, end in _complete_lines(path, limit=size):
                 line += 1
                 if buf.find(_ID_KEY, start, end) >= 0:
                     record = _load(buf, start, end)
@@ -183,7 +194,7 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             if not keep:
                 continue
             offset = 0
-            for buf, start, end in _complete_lines(path):
+            for buf, start, end in _complete_lines(path, limit=seen[si]):
                 here, offset = offset, offset + end - start + 1
                 line = keep.get(here)
                 if line is not None:
@@ -222,6 +233,58 @@ def temp_name(path: Path, kind: str = "tmp") -> Path:
     if len(os.fsencode(name)) > 255:
         name = f".{kind}-{os.getpid()}-{hashlib.blake2b(os.fsencode(path.name), digest_size=8).hexdigest()}"
     return path.with_name(name)
+
+
+def _temp_names(path: Path) -> re.Pattern[str]:
+    """What :func:`temp_name` calls the hidden files of `path`, of any kind and process (group 1 or 2:
+    the process id)."""
+    digest = hashlib.blake2b(os.fsencode(path.name), digest_size=8).hexdigest()
+    return re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|old)-([0-9]+)|\.(?:tmp|old)-([0-9]+)-{digest}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a process id temp_name writes: leave the file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an id that cannot be one): not ours to judge
+    return True
+
+
+def remove_stale_temporaries(finals: Iterable[Path]) -> list[Path]:
+    """Remove the hidden files :func:`temp_name` names beside each of `finals` (``.NAME.tmp-PID``,
+    ``.NAME.old-PID``) that a process left when it was killed (SIGKILL, SIGTERM, power loss): those
+    whose process is no longer alive. A live process's file, this one's included, is never touched;
+    a process id reused by another live process keeps its file until that process is gone too.
+    Returns what was removed; what cannot be listed or removed is left as it is."""
+    removed: list[Path] = []
+    by_dir: dict[Path, list[re.Pattern[str]]] = {}
+    for final in finals:
+        by_dir.setdefault(final.parent, []).append(_temp_names(final))
+    for folder, patterns in by_dir.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith("."):
+                continue
+            for pattern in patterns:
+                m = pattern.fullmatch(entry.name)
+                if m is None:
+                    continue
+                try:
+                    stale = entry.is_file(follow_symlinks=False) and not _process_alive(int(m.group(1) or m.group(2)))
+                    if stale:
+                        os.unlink(entry.path)
+                        removed.append(folder / entry.name)
+                except OSError:
+                    pass
+                break
+    return removed
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -308,6 +371,29 @@ SCENARIO_FILE = "scenario.yaml"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
 _SHARD_NAME = re.compile(r"^trajectories-(\d{6})-(\d{3})\.jsonl$")
+
+
+def unfinished_run_note(run_dir: str | Path) -> str | None:
+    """One line for readers (score, export) of a run whose manifest says it is not complete
+    (``running``, ``interrupted``, ``failed``): how many of its episodes are not recorded yet, as
+    `simworld replay` says it. None for a complete run, a directory without a manifest (forks) or
+    one whose manifest cannot be read (replay names that)."""
+    try:
+        manifest = orjson.loads((Path(run_dir) / MANIFEST_FILE).read_bytes())
+        status, episodes = str(manifest["status"]), int(manifest["episodes"])
+        summary = manifest.get("summary")
+        recorded = int(summary["episodes"]) if isinstance(summary, dict) else None
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if status == "complete":
+        return None
+    finish = "(re-run its `simworld run` command to finish it)"
+    if status == "running" or recorded is None:  # being written, or its writer was killed: no count yet
+        return (f"{run_dir}: the run is {status} (or its `simworld run` was killed): some of its {episodes:,} "
+                "episodes may not be recorded yet; only those recorded so far are read")
+    if recorded >= episodes:
+        return f"{run_dir}: the run is {status}: its last `simworld run` did not finish {finish}"
+    return f"{run_dir}: the run is {status}: {episodes - recorded:,} of its episodes are not recorded yet {finish}"
 
 
 def shard_name(session: int, worker: int) -> str:

@@ -127,6 +127,9 @@ def _os_problem(what: str, path: Path, exc: OSError) -> SimworldError:
     return SimworldError(f"cannot {what} {path}: {reason}")
 
 
+_IGNORED_SHOWN = 5  # "ignored a record" notes listed one by one; the rest are counted
+
+
 @dataclass
 class _Prior:
     """What earlier sessions left in a run directory."""
@@ -201,14 +204,25 @@ class RunDir:
 
     def scan(self, sc: Scenario) -> _Prior:
         """Read earlier sessions' records (latest per episode) and cut torn or corrupt tails. A record
-        counts for episode i only if it has that episode's id and seed."""
+        counts for episode i only if it has that episode's id and seed. Records made under another
+        scenario than `sc` (the run's scenario.yaml edited since) refuse the run, before anything is
+        cut or written: appending to them would mix two scenarios in one run."""
         prior = _Prior()
         foreign = foreign_jsonl(self.path)
         if foreign:
             raise SimworldError(f"{self.path}: {foreign[0].name} is not a simworld shard; nothing but "
                                 "trajectory shards may end in .jsonl in a run directory")
+        other_scenarios: dict[str, int] = {}
+        ignored: list[str] = []
+        seen = 0
 
         def keep(record: dict[str, Any]) -> None:
+            nonlocal seen
+            seen += 1
+            made_under = record.get("scenario_hash")
+            if isinstance(made_under, str) and made_under != sc.content_hash:
+                other_scenarios[made_under] = other_scenarios.get(made_under, 0) + 1
+                return
             try:
                 stats = episode_stats(record)
                 index = record["episode_index"]
@@ -217,28 +231,44 @@ class RunDir:
                 eid = episode_id(sc.name, sc.seed, index)
                 if record["episode_id"] != eid or record["seed"] != episode_seed(sc.seed, index):
                     # Altered by hand or on disk: it would stand in for an episode it is not.
-                    prior.repaired.append(f"{path.name}: ignored a record of episode {record['episode_id']!r} "
-                                          f"with index {index}, not episode {eid}'s id and seed (that episode "
-                                          "runs again unless another record is its own)")
+                    ignored.append(f"{path.name}: ignored a record of episode {record['episode_id']!r} "
+                                   f"with index {index}, not episode {eid}'s id and seed (that episode "
+                                   "runs again unless another record is its own)")
                     return
             except RECORD_ERRORS as exc:
                 # Valid JSON but not a trajectory (damaged by hand or on disk): the episode runs again
                 # and its new record, written later, is the one every reader takes.
-                prior.repaired.append(f"{path.name}: ignored a record of episode {record['episode_id']} that is "
-                                      f"{record_problem(record, exc)} (an episode left with no valid record "
-                                      "runs again)")
+                ignored.append(f"{path.name}: ignored a record of episode {record['episode_id']} that is "
+                               f"{record_problem(record, exc)} (an episode left with no valid record "
+                               "runs again)")
                 return
             prior.latest[stats.index] = stats
             prior.records += 1
 
+        torn: list[tuple[Path, int, int]] = []
         for path in shard_paths(self.path):
             try:
                 good_end, size = scan_shard(path, keep)
-                if good_end < size:
-                    truncate_tail(path, good_end)
-                    prior.repaired.append(f"{path.name}: cut {size - good_end} bytes of a torn last line")
             except OSError as exc:
                 raise _os_problem("read", path, exc) from None
+            if good_end < size:
+                torn.append((path, good_end, size))
+        if other_scenarios:
+            made_under, n = max(other_scenarios.items(), key=lambda kv: kv[1])
+            which = f"its {n:,} records were" if n == seen else f"{n:,} of its {seen:,} records were"
+            raise SimworldError(f"{self.path}: {which} made under scenario {made_under[:12]}, but "
+                                f"{self.path / SCENARIO_FILE} is now {sc.content_hash[:12]}; restore it or use "
+                                "a new --out")
+        prior.repaired.extend(ignored[:_IGNORED_SHOWN])
+        if len(ignored) > _IGNORED_SHOWN:
+            prior.repaired.append(f"{len(ignored) - _IGNORED_SHOWN:,} more records ignored as above "
+                                  "(their episodes run again)")
+        for path, good_end, size in torn:
+            try:
+                truncate_tail(path, good_end)
+            except OSError as exc:
+                raise _os_problem("write", path, exc) from None
+            prior.repaired.append(f"{path.name}: cut {size - good_end} bytes of a torn last line")
         return prior
 
     def read_manifest(self, notes: list[str] | None = None) -> dict[str, Any]:
@@ -649,11 +679,16 @@ def _run_in_process(sc: Scenario, pending: list[int], shard: Path, concurrency: 
         raise _os_problem("write", shard, exc) from None
     try:
         run_local(sc, pending, writer, on_done, concurrency)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # the error already on its way is the one to report
+            writer.close()
+        if isinstance(exc, OSError):
+            raise _os_problem("write", shard, exc) from None
+        raise
+    try:
+        writer.close()  # its fsync failing (a write-back error) means records may be lost: say so
     except OSError as exc:
         raise _os_problem("write", shard, exc) from None
-    finally:
-        with contextlib.suppress(OSError):
-            writer.close()
 
 
 def _preload_world(sc: Scenario) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 import runner_plugin
 from simworld.runio import iter_records, shard_paths
+from simworld.scenario import load_scenario
 from simworld.types import strip_timings
 
 N = 240
@@ -282,3 +283,20 @@ def test_retail_demo_killed_mid_run_resumes_to_the_same_trajectories(tmp_path):
     resumed = stripped(tmp_path / "run")
     assert len(resumed) == n and resumed == stripped(tmp_path / "clean")
     assert len(list(iter_records(tmp_path / "run", latest_only=False))) == n
+
+
+def test_a_run_of_its_own_edited_scenario_yaml_is_one_line_and_writes_nothing(tmp_path):
+    """The docs' "RUN/scenario.yaml reproduces the run", after someone edited the seed in it: the run's
+    records were made under another scenario; nothing is appended (nor 30 "ignored a record" lines)."""
+    scen = runner_plugin.write_scenario(tmp_path / "s.yaml")
+    out = tmp_path / "run"
+    simworld("run", scen, "--episodes", 30, "--out", out, "-q", check=0)
+    own = out / "scenario.yaml"
+    own.write_text(own.read_text().replace("\nseed: 0\n", "\nseed: 5\n"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    res = simworld("run", own, "--episodes", 40, "--out", out, "-q", check=2)
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith(f"error: {out}: its 30 records were made under "
+                                                                 "scenario "), res.stderr
+    assert res.stderr.endswith(f"but {own} is now {load_scenario(own).content_hash[:12]}; restore it or use a "
+                               "new --out\n"), res.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -1,7 +1,9 @@
 """The batch runner in-process: run directory contract, determinism across workers and
 concurrency, agent failures and their retry, crashes, directory checks, the summary."""
 
+import errno
 import os
+import shutil
 
 import orjson
 import pytest
@@ -290,3 +292,109 @@ def test_a_damaged_manifest_is_set_aside_and_the_run_resumes(tmp_path, content):
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert manifest["episodes"] == 8 and manifest["status"] == "complete"
     assert len(list(iter_records(out))) == 8
+
+
+def _files(run_dir):
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+def test_a_reader_sees_the_shards_as_they_were_when_it_started(tmp_path, monkeypatch):
+    """Records a resume appends while `score` or `export` is between its two passes (retried
+    episodes, into a shard that was still empty; a shard made after) are not read beside the records
+    they supersede: each episode is read once."""
+    sc = scenario(clerk="flaky_clerk")
+    out, retried = tmp_path / "run", tmp_path / "retried"
+    monkeypatch.setenv(runner_plugin.FAIL_ENV, "2,5")
+    run_batch(sc, out, episodes=8)  # one shard: one record per episode, in order, two of them failed
+    monkeypatch.setenv(runner_plugin.FAIL_ENV, "")
+    shutil.copytree(out, retried)
+    run_batch(sc, retried, episodes=8)
+    new_lines = (retried / "trajectories-000002-000.jsonl").read_bytes()
+    assert new_lines.count(b"\n") == 2
+    before = list(iter_records(out))
+    resumed_shard = out / "trajectories-000002-000.jsonl"
+    resumed_shard.touch()  # the resume has opened its shard and not written yet
+    reader = iter_records(out)
+    first = next(reader)  # the reader's first pass is over
+    with open(resumed_shard, "ab") as fh:
+        fh.write(new_lines)
+    with open(out / "trajectories-000001-000.jsonl", "ab") as fh:
+        fh.write(new_lines)
+    (out / "trajectories-000003-000.jsonl").write_bytes(new_lines)
+    assert [first, *reader] == before
+    # A reader started now sees the retried records, each episode once.
+    after = list(iter_records(out))
+    assert [r["episode_index"] for r in after] == list(range(8))
+    assert all(r["outcome"]["success"] for r in after)
+
+
+def _failing_shard_fsync(monkeypatch):
+    real = os.fsync
+
+    def fsync(fd):
+        if "trajectories-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to tell a shard's descriptor")
+def test_a_shard_whose_last_fsync_fails_fails_the_run(tmp_path, monkeypatch, workers):
+    """The disk reports a write-back error at the fsync when the shard is closed: the records may not
+    be on disk, so the run says so (one line naming the shard, status failed), whatever the workers."""
+    out = tmp_path / "run"
+    _failing_shard_fsync(monkeypatch)
+    with pytest.raises(SimworldError) as raised:
+        run_batch(scenario(), out, episodes=6, workers=workers)
+    shards = [f"cannot write {out / f'trajectories-000001-00{k}.jsonl'}: Input/output error" for k in range(workers)]
+    assert str(raised.value) in shards  # (the worker that fails first is named)
+    assert raised.value.exit_code == 2
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["status"] == "failed" and manifest["sessions"][-1]["status"] == "failed"
+
+
+def test_a_failing_close_does_not_hide_the_error_already_raised(tmp_path, monkeypatch):
+    _failing_shard_fsync(monkeypatch)
+    with pytest.raises(EpisodeCrash, match="000003 crashed"):
+        run_batch(scenario(clerk="broken_clerk"), tmp_path / "run", episodes=6)
+
+
+@pytest.mark.parametrize("edit", [{"seed": 5}, {"max_turns": 11}, {"today": "2025-01-15"}])
+def test_a_run_whose_scenario_yaml_was_edited_is_refused_before_anything_is_written(tmp_path, edit):
+    """`simworld run RUN/scenario.yaml --out RUN` after RUN/scenario.yaml was edited: its records were
+    made under another scenario; appending to them would mix two scenarios in one run."""
+    out = tmp_path / "run"
+    sc = scenario()
+    run_batch(sc, out, episodes=6)
+    with open(out / "trajectories-000001-000.jsonl", "ab") as fh:
+        fh.write(b'{"schema_version":1,"episode_id":"ledger')  # a torn tail: not cut either
+    data = yaml.safe_load((out / "scenario.yaml").read_text())
+    (out / "scenario.yaml").write_text(yaml.safe_dump({**data, **edit}, sort_keys=False))
+    before = _files(out)
+    edited = resolve_scenario(out / "scenario.yaml")
+    with pytest.raises(SimworldError) as raised:
+        run_batch(edited, out, episodes=9)
+    assert str(raised.value) == (f"{out}: its 6 records were made under scenario {sc.content_hash[:12]}, but "
+                                 f"{out / 'scenario.yaml'} is now {edited.content_hash[:12]}; restore it or use "
+                                 "a new --out")
+    assert _files(out) == before
+    (out / "scenario.yaml").write_bytes(scenario_yaml(sc))  # restored: the run goes on
+    result = run_batch(sc, out, episodes=9)
+    assert (result.new, result.skipped) == (3, 6)
+
+
+def test_many_records_that_are_not_their_episodes_own_are_one_line_each_up_to_a_few(tmp_path):
+    sc = scenario()
+    out = tmp_path / "run"
+    run_batch(sc, out, episodes=12)
+    shard = out / "trajectories-000001-000.jsonl"
+    records = [orjson.loads(line) for line in shard.read_bytes().splitlines()]
+    for r in records[:9]:
+        r["seed"] += 1  # another episode's seed
+    shard.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    result = run_batch(sc, out, episodes=12)
+    assert result.new == 9
+    assert len(result.repaired) == 6 and all("ignored a record of episode" in r for r in result.repaired[:5])
+    assert result.repaired[5] == "4 more records ignored as above (their episodes run again)"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 import random
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -14,7 +17,7 @@ import test_export_worlds as worlds
 from simworld import registry
 from simworld.errors import UnknownName
 from simworld.registry import register_scorer
-from simworld.runio import iter_records
+from simworld.runio import iter_records, temp_name
 from simworld.scoring import Score, ScoringContext, score_trajectory
 from simworld.scoring.report import SCORES_DIR, score_run
 from simworld.summary import pass_hat_k
@@ -301,3 +304,56 @@ def test_score_into_a_scores_path_that_is_a_file_is_one_line(tmp_path):
     res = cli("score", str(run))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip() == f"error: cannot write scores under {run / SCORES_DIR}: it is not a directory"
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def left_behind(finals, pid, monkeypatch):
+    """The hidden files process `pid`, killed mid-write, leaves beside `finals`: its temporaries and the
+    old versions `install_together` keeps until all files are in place."""
+    made = []
+    with monkeypatch.context() as m:
+        m.setattr(os, "getpid", lambda: pid)
+        for final in finals:
+            for kind in ("tmp", "old"):
+                made.append(temp_name(final, kind))
+                made[-1].parent.mkdir(parents=True, exist_ok=True)
+                made[-1].write_bytes(b"partial\n")
+    return made
+
+
+def test_score_removes_what_a_killed_score_left_and_nothing_of_a_live_process(tmp_path, monkeypatch):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 4)
+    scores = run / SCORES_DIR
+    finals = [scores / "scores.jsonl", scores / "summary.json"]
+    dead = dead_pid()
+    stale = left_behind(finals, dead, monkeypatch)
+    not_ours = left_behind([scores / "notes.txt"], dead, monkeypatch)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a score still at work
+    try:
+        live = left_behind(finals, writer.pid, monkeypatch)
+        assert len(stale) == len(live) == 4
+        score_run(run)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"partial\n" for p in live + not_ours)
+    assert (scores / "scores.jsonl").is_file() and (scores / "summary.json").is_file()
+
+
+def test_score_of_an_unfinished_run_notes_it_and_scores_what_is_recorded(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 4)
+    res = cli("score", str(run))
+    assert res.returncode == 0 and "note:" not in res.stderr, res.stderr
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    (run / "manifest.json").write_bytes(orjson.dumps({**manifest, "status": "interrupted", "episodes": 10}))
+    res = cli("score", str(run))
+    assert res.returncode == 0 and "scored 4 episodes" in res.stdout, res.stderr
+    assert res.stderr == (f"note: {run}: the run is interrupted: 6 of its episodes are not recorded yet (re-run "
+                          "its `simworld run` command to finish it)\n")

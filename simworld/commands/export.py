@@ -51,6 +51,7 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     from rich.console import Console
 
     from simworld.export import ExportOptions, export_runs
+    from simworld.runio import unfinished_run_note
 
     opts = ExportOptions(fmt=fmt, out=out, min_score=min_score, only_success=only_success, task_types=task_types,
                          scenarios=scenarios, dedup=not no_dedup, near_dedup=not no_near_dedup,
@@ -71,6 +72,10 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
+    for run in dict.fromkeys(runs):
+        unfinished = unfinished_run_note(run)
+        if unfinished:
+            click.echo(f"note: {unfinished}", err=True)
     for problem in card.get("score_files_unreadable", ()):
         click.echo(f"note: cannot read {problem}; scores computed from the records", err=True)
     notes = card.get("malformed_records", [])

@@ -82,9 +82,13 @@ def command(run: str, scorers: tuple[str, ...]) -> None:
     pass^k: the chance that k tries of the same task instance all succeed (tries are episodes that
     share a task instance; a scenario's `repeats` makes them).
     """
+    from simworld.runio import unfinished_run_note
     from simworld.scoring.report import score_run
 
     summary, path = score_run(run, scorers)
+    unfinished = unfinished_run_note(run)
+    if unfinished:
+        click.echo(f"note: {unfinished}", err=True)
     data = summary.as_dict()
     console = output_console(data)
     console.print(f"{run}: scored {summary.total.episodes:,} episodes with {', '.join(summary.names)} -> {path}",

@@ -28,7 +28,7 @@ import orjson
 from simworld import registry
 from simworld.errors import DamagedRecord, SimworldError
 from simworld.replay import load_run_scenario, parse_record, record_problem
-from simworld.runio import install_together, iter_records, temp_name, write_synced
+from simworld.runio import install_together, iter_records, remove_stale_temporaries, temp_name, write_synced
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
 from simworld.summary import pass_k_values
@@ -174,6 +174,8 @@ def score_run(run_dir: str | Path, requested: Iterable[str] = ()) -> tuple[Score
     out = scores_path(run_dir, names, scenario)
     if out.parent.exists() and not out.parent.is_dir():
         raise SimworldError(f"cannot write scores under {out.parent}: it is not a directory")
+    # What a killed `simworld score` left (SIGKILL, SIGTERM: no clean-up ran) goes before we add ours.
+    remove_stale_temporaries([out, out.parent / SUMMARY_FILE])
     moves = [(temp_name(out), out)]
     if out.name == SCORES_FILE:  # the summary always describes the score lines beside it
         moves.append((temp_name(out.parent / SUMMARY_FILE), out.parent / SUMMARY_FILE))
