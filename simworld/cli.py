@@ -7,6 +7,7 @@ one by adding its module to COMMANDS. User errors (SimworldError) print one line
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Any
 
@@ -53,13 +54,20 @@ def cli() -> None:
     """simworld: simulate tool-use and negotiation episodes, verify them, export training data."""
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> Any:
     from simworld.errors import ScenarioError, SimworldError
 
+    # SIGTERM (kill, timeout, a CI job's end) stops a command as Ctrl-C does: what it was writing is
+    # cleaned up and what it wrote before stays (`run` installs its own handler, to the same end).
+    signal.signal(signal.SIGTERM, _stop)
     try:
         return cli.main(args=argv, prog_name="simworld", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort:  # (click's form of a KeyboardInterrupt)
+        click.echo("Interrupted.", err=True)
         sys.exit(130)
     except click.UsageError as exc:
         # One line, like every other user error, with where to look for the right usage.

@@ -190,3 +190,30 @@ def test_progress_bar_on_a_terminal(tmp_path):
     quiet = subprocess.run([sys.executable, "-m", "simworld", "run", str(scen), "-n", "5", "-q", "--out",
                             str(tmp_path / "q")], capture_output=True, env=runner_plugin.subprocess_env())
     assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+@pytest.mark.parametrize("command", ["score", "export"])
+def test_sigterm_stops_score_and_export_as_ctrl_c_does(tmp_path, command):
+    """`kill`, `timeout` and a CI job's end send SIGTERM: the command cleans up its temporaries, the
+    previous output stays whole, and it says it was interrupted."""
+    import signal
+    import time
+
+    import test_export_worlds as worlds
+
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 1500)
+    out = tmp_path / "o.jsonl"
+    args = ["score", run] if command == "score" else ["export", run, "--out", out, "--no-dedup"]
+    simworld(*args, check=0)
+    folder = run / "scores" if command == "score" else tmp_path
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    proc = subprocess.Popen([sys.executable, "-m", "simworld", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=runner_plugin.subprocess_env())
+    deadline = time.monotonic() + 60
+    while not any(".tmp-" in p.name for p in folder.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().endswith("Interrupted.") and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # whole, no temporaries

@@ -307,6 +307,53 @@ def test_an_external_tool_definition_with_special_tokens_is_left_out(ledger_runs
     assert sum(1 for x in out if not x["synthetic"]) == res.card["mix"][0]["samples"] > 0
 
 
+def test_scores_older_than_the_trajectories_are_not_used(tmp_path):
+    """`run` retried episodes after `simworld score` (a resume re-runs failed ones under the same ids):
+    the stored lines score the old records. Export computes the scores instead, and says so."""
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 8)
+    retried = worlds.make_run(tmp_path / "retried", SLOPPY, 8)  # same ids, other agents: other scores
+    score_run(run)
+    stored = {x["episode_id"]: x["value"] for x in map(orjson.loads, (run / "scores" / "scores.jsonl").read_bytes().splitlines())}
+    export([run], tmp_path / "before.jsonl", dedup=False)
+    assert {x["provenance"]["episode_id"]: x["scores"]["value"] for x in worlds.read_lines(tmp_path / "before.jsonl")} == stored
+    shutil.copy(next(retried.glob("trajectories-*.jsonl")), run / "trajectories-000002-000.jsonl")  # a later session
+    res = export([run], tmp_path / "after.jsonl", dedup=False)
+    unscored = shutil.copytree(run, tmp_path / "unscored", ignore=shutil.ignore_patterns("scores"))
+    export([unscored], tmp_path / "unscored.jsonl", dedup=False)
+    values = lambda name: {x["provenance"]["episode_id"]: x["scores"]["value"]  # noqa: E731
+                           for x in worlds.read_lines(tmp_path / name)}
+    assert values("after.jsonl") == values("unscored.jsonl") != stored
+    assert res.card["score_files_stale"] == [str(run / "scores" / "scores.jsonl")]
+    assert res.card["scores_computed_during_export"] == 8
+    res = cli("export", str(run), "--out", str(tmp_path / "cli.jsonl"))
+    assert res.returncode == 0 and f"note: {run / 'scores' / 'scores.jsonl'} is older than the run's trajectories" \
+        in res.stderr, res.stderr
+    score_run(run)  # scored again: the file is used again
+    assert "score_files_stale" not in export([run], tmp_path / "again.jsonl", dedup=False).card
+
+
+def test_records_made_under_another_scenario_than_the_runs_file_are_counted_and_named(tmp_path):
+    """Someone edited RUN/scenario.yaml after the run (its date, an agent): the samples of the old
+    records would claim the new settings. The card counts them and stderr names the run."""
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 6)
+    assert "records_of_another_scenario" not in export([run], tmp_path / "a.jsonl").card
+    text = (run / "scenario.yaml").read_text()
+    (run / "scenario.yaml").write_text(text.replace("today: '2024-09-01'", "today: '2025-01-15'"))
+    assert text != (run / "scenario.yaml").read_text()
+    assert export([run], tmp_path / "b.jsonl").card["records_of_another_scenario"] == {str(run): 6}
+    res = cli("export", str(run), "--out", str(tmp_path / "c.jsonl"))
+    assert res.returncode == 0 and f"note: {run}: 6 of its records were made under another scenario than its " \
+        "scenario.yaml" in res.stderr, res.stderr
+    # A fork directory's records were made under the fork's own scenario.yaml.
+    hag = worlds.make_run(tmp_path / "hag", worlds.haggle_data(), 2)
+    forks = tmp_path / "forks"
+    episode = next(iter_records(hag))["episode_id"]
+    res = cli("replay", str(hag), "--episode", episode, "--fork-at", "2", "--out", str(forks),
+              "--set", "roles.buyer.agent.step=0.0")
+    assert res.returncode == 0, res.stderr
+    assert "records_of_another_scenario" not in export([forks], tmp_path / "f.jsonl").card
+
+
 # -- card, atomic output, CLI ----------------------------------------------------------------------
 
 

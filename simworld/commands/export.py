@@ -78,6 +78,13 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
             click.echo(f"note: {unfinished}", err=True)
     for problem in card.get("score_files_unreadable", ()):
         click.echo(f"note: cannot read {problem}; scores computed from the records", err=True)
+    for path in card.get("score_files_stale", ()):
+        click.echo(f"note: {path} is older than the run's trajectories (run appended records after `simworld "
+                   "score`); scores computed from the records; `simworld score` again stores them", err=True)
+    for run, n in card.get("records_of_another_scenario", {}).items():
+        click.echo(f"note: {run}: {n:,} of its records were made under another scenario than its scenario.yaml "
+                   "(edited since?); their samples carry the file's settings (date, prompts); `simworld replay` "
+                   "names them", err=True)
     notes = card.get("malformed_records", [])
     for bad in notes:
         click.echo(f"skipped record {bad}", err=True)

@@ -88,9 +88,10 @@ def _sync_file_range() -> Any:
         return None
     try:
         import ctypes
-        import ctypes.util
 
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sync_file_range
+        # The process's own symbols hold libc's (ctypes.util.find_library would run ldconfig, a
+        # subprocess on every export).
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -164,9 +165,11 @@ class _Outputs:
             for k, p in self.tmp.items():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 self.fh[k] = _Streamed(p)
-        except OSError as exc:
+        except BaseException as exc:  # Ctrl-C or SIGTERM too: no temporary left behind
             self.abort()
-            raise _cannot_write(paths[k], exc) from None
+            if isinstance(exc, OSError):
+                raise _cannot_write(paths[k], exc) from None
+            raise
 
     def write(self, key: str, line: dict[str, Any] | bytes | list[bytes]) -> None:
         """Write one line: a dict, its serialized bytes, or byte pieces to join."""
@@ -404,8 +407,12 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
     out counts as the samples it would have given."""
     for run in runs:
         lookup = ScoreLookup(run)
+        made_here = run.scenario.content_hash
+        elsewhere = 0  # records made under another scenario than the run's scenario.yaml (edited since?)
         try:
             for record in iter_records(run.path):
+                if record.get("scenario_hash") != made_here:
+                    elsewhere += 1
                 checked = _trajectory_record(record)
                 if type(checked) is str:
                     _note_malformed(record, checked, stats)
@@ -433,13 +440,17 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                     continue
                 if samples:
                     yield samples
-        finally:
-            stats.extra.setdefault("scores_computed_during_export", 0)
-            stats.extra["scores_computed_during_export"] += lookup.computed
-            if lookup.unreadable:
-                stats.extra.setdefault("score_files_unreadable", []).append(
-                    f"{json_text(str(lookup.path))}: {lookup.unreadable}")
+        finally:  # (only this: a generator closed by Ctrl-C must not do work here)
             lookup.close()
+        stats.extra.setdefault("scores_computed_during_export", 0)
+        stats.extra["scores_computed_during_export"] += lookup.computed
+        if lookup.unreadable:
+            stats.extra.setdefault("score_files_unreadable", []).append(
+                f"{json_text(str(lookup.path))}: {lookup.unreadable}")
+        if lookup.stale:
+            stats.extra.setdefault("score_files_stale", []).append(json_text(str(lookup.path)))
+        if elsewhere:
+            stats.extra.setdefault("records_of_another_scenario", {})[json_text(str(run.path))] = elsewhere
 
 
 def _synthetic_samples(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardStats) -> Iterator[Sample]:
@@ -511,7 +522,6 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         stats.extra["call_texts_left_out"] = 0
     dedup = Deduplicator(near=opts.near_dedup, max_bits=opts.near_dup_bits) if opts.dedup else None
     paths = output_paths(opts)
-    outputs = _Outputs(paths)
     externals = [(path, frac, iter_external(path, today)) for path, frac in mixes]
     mix_stats = [{"file": json_text(str(path)), "requested": frac, "samples": 0, "exhausted": False}
                  for path, frac in mixes]
@@ -545,8 +555,9 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         return True
 
     gc_was_enabled = gc.isenabled()
-    gc.disable()  # the loop makes no reference cycles; the cyclic collector would only rescan
-    try:
+    outputs = _Outputs(paths)
+    try:  # (at once: from here on, an interrupt removes the temporaries)
+        gc.disable()  # the loop makes no reference cycles; the cyclic collector would only rescan
         for group in _synthetic_groups(runs, opts, stats):
             try:  # every line of a record is made before any is written: a bad record leaves none
                 lines = [render(sample) for sample in group]

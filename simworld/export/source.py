@@ -24,6 +24,7 @@ from simworld.episode import STOP
 from simworld.errors import DamagedRecord, SimworldError, one_line
 from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, render_tool_call
 from simworld.replay import load_run_scenario, parse_record
+from simworld.runio import shard_paths
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, world_of
 from simworld.scoring.report import SCORES_DIR, SCORES_FILE, score_line, scorer_names
@@ -417,7 +418,12 @@ def open_run(path: str | Path, requested_scorers: tuple[str, ...] = ()) -> RunIn
 
 class ScoreLookup:
     """Scores of a run's trajectories: from ``RUN/scores/scores.jsonl`` when `simworld score` wrote
-    it (read in step with the records, which come in the same order), else computed here."""
+    it (read in step with the records, which come in the same order), else computed here.
+
+    A score file older than one of the run's shards is not used: `run` appended records after it
+    was written (more episodes, or failed episodes retried on resume, whose old score lines it
+    still holds under the same episode ids). Its scores are computed instead, and :attr:`stale` says so.
+    """
 
     def __init__(self, run: RunInfo) -> None:
         self.run = run
@@ -425,6 +431,8 @@ class ScoreLookup:
         self.path = run.path / SCORES_DIR / SCORES_FILE
         self.unreadable: str | None = None
         """Why the score file could not be read (its scores are then computed), or None."""
+        self.stale = False
+        """The score file is older than the run's trajectories (its scores are then computed)."""
         self._fh = None
         self._offsets: dict[str, int] | None = None
         self.computed = 0
@@ -434,6 +442,21 @@ class ScoreLookup:
             pass
         except OSError as exc:  # a directory, a file it may not read: as if `simworld score` never ran
             self._give_up(exc)
+        if self._fh is not None and self._older_than_the_trajectories():
+            self.stale = True
+            self.close()
+            self._fh = None
+
+    def _older_than_the_trajectories(self) -> bool:
+        assert self._fh is not None
+        scored = os.fstat(self._fh.fileno()).st_mtime_ns
+        for shard in shard_paths(self.run.path):
+            try:
+                if shard.stat().st_mtime_ns > scored:
+                    return True
+            except OSError:  # gone since: the readers say so
+                pass
+        return False
 
     def _give_up(self, exc: OSError) -> None:
         self.unreadable = exc.strerror or str(exc)
