@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import test_export_worlds as worlds
 from simworld.errors import SimworldError
 from simworld.export import ExportOptions, export_runs
-from simworld.export.card import CardStats
+from simworld.export.card import CardStats, card_paths
 from simworld.export.curation import Deduplicator, validate_openai_record
 from simworld.export.formats import format_line, llama3_line_parts
 from simworld.export.pipeline import _has_special_tokens, _Outputs
@@ -29,6 +29,7 @@ from simworld.replay import parse_record
 from simworld.runio import iter_records
 from test_export_curation import _can_mount_tmpfs, export_twice_on_a_small_disk
 from test_replay import cli
+from test_scoring import dead_pid, left_behind
 
 
 def export(runs, out, **kw):
@@ -390,3 +391,40 @@ def test_nan_options_are_refused(run, tmp_path, option):
     res = cli("export", str(run), "--out", str(tmp_path / "o.jsonl"), *option)
     _one_line_error(res, option[0])
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# -- what a killed export left; an unfinished run --------------------------------------------------------
+
+
+def test_export_removes_what_a_killed_export_left_and_nothing_of_a_live_process(run, tmp_path, monkeypatch):
+    """SIGKILL or SIGTERM leave an export's hidden temporaries (and the old versions kept while the
+    files are put in place); the next export into the same place removes those of dead processes.
+    A name too long for ``.NAME.tmp-PID`` has its hashed form, removed the same way."""
+    out = tmp_path / "o" / ("a" * 245 + ".jsonl")
+    finals = [out, tmp_path / "o" / "v.jsonl", *card_paths(out)]
+    stale = left_behind(finals, dead_pid(), monkeypatch)
+    assert any(not p.name.startswith(".a") for p in stale)  # the hashed form is among them
+    other = left_behind([tmp_path / "o" / "b.jsonl"], dead_pid(), monkeypatch)
+    exporting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = left_behind(finals, exporting.pid, monkeypatch)
+        export([run], out, validation=0.3, val_out=str(finals[1]))
+    finally:
+        exporting.kill()
+        exporting.wait()
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_bytes() == b"partial\n" for p in live + other)
+    assert all(p.is_file() for p in finals)
+
+
+def test_export_of_an_unfinished_run_notes_it_and_exports_what_is_recorded(run, tmp_path):
+    copy_ = tmp_path / "run"
+    shutil.copytree(run, copy_)
+    manifest = orjson.loads((copy_ / "manifest.json").read_bytes())
+    (copy_ / "manifest.json").write_bytes(orjson.dumps({**manifest, "status": "running", "episodes": 20}))
+    res = cli("export", str(copy_), str(run), "--no-dedup", "--out", str(tmp_path / "a.jsonl"))
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr == (f"note: {copy_}: the run is running (or its `simworld run` was killed): some of its 20 "
+                          "episodes may not be recorded yet; only those recorded so far are read\n")
+    one = export([run], tmp_path / "b.jsonl", dedup=False).written["train"]
+    assert one > 0 and f"exported {2 * one:,} train samples" in res.stdout  # both runs, the unfinished one too

@@ -34,7 +34,7 @@ from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores
                                     json_text, open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, parse_record, record_problem
-from simworld.runio import install_together, iter_records, temp_name, write_synced
+from simworld.runio import install_together, iter_records, remove_stale_temporaries, temp_name, write_synced
 
 
 @dataclass
@@ -156,6 +156,8 @@ class _Outputs:
     no temporaries behind."""
 
     def __init__(self, paths: dict[str, Path]) -> None:
+        # What a killed export left (SIGKILL, SIGTERM: no clean-up ran) goes before we add ours.
+        remove_stale_temporaries([*paths.values(), *card_paths(paths["train"])])
         self.paths = paths
         self.tmp = {k: temp_name(p) for k, p in paths.items()}
         self.fh: dict[str, _Streamed] = {}
