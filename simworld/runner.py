@@ -41,7 +41,7 @@ from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
 from simworld.errors import SimworldError, one_line
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
-                            scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
+                            remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
 from simworld.replay import RECORD_ERRORS, record_problem
 from simworld.scenario import Scenario, load_scenario, parse_overrides
 from simworld.summary import EpisodeStats, RunSummary, episode_stats, trajectory_stats
@@ -169,6 +169,9 @@ class RunDir:
                     self.close()
                     raise SimworldError(f"{p}: another simworld run is writing to this directory") from None
                 time.sleep(0.1)
+        # The directory is ours: what a killed run left half-written (SIGKILL between a temporary
+        # and its rename) goes.
+        remove_stale_temporaries([p / SCENARIO_FILE, p / MANIFEST_FILE])
         try:
             self._check_scenario(sc)
         except BaseException:

@@ -300,3 +300,22 @@ def test_a_run_of_its_own_edited_scenario_yaml_is_one_line_and_writes_nothing(tm
     assert res.stderr.endswith(f"but {own} is now {load_scenario(own).content_hash[:12]}; restore it or use a "
                                "new --out\n"), res.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_resume_removes_what_a_killed_run_left_half_written(slow_scenario, reference, tmp_path, monkeypatch):
+    """A SIGKILL between write_atomic's temporary and its rename leaves `.manifest.json.tmp-PID`;
+    the next run of the directory, which holds its lock, removes it (and no live process's file)."""
+    from test_scoring import dead_pid, left_behind
+
+    out, cmd, _, _ = _finished_run(slow_scenario, tmp_path)
+    finals = [out / "manifest.json", out / "scenario.yaml"]
+    stale = left_behind(finals, dead_pid(), monkeypatch)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = left_behind(finals, sleeper.pid, monkeypatch)
+        simworld(*cmd, check=0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in live)
+    assert stripped(out) == reference
