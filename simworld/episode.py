@@ -13,7 +13,14 @@ Turn rules
 * A role of kind `user` ends the episode by including ``###STOP###``. It can only speak when the
   assistant has handed over the turn, so no tool call is ever left pending when it stops.
 * An unparseable action is an invalid move: recorded, answered with an error notice to the same
-  role, counted. `max_turns` bounds the number of actions.
+  role, counted. `max_turns` bounds the number of actions. Garbage of any type is an invalid move,
+  never an exception (even an object whose ``repr`` raises).
+* A Llama 3 special token (``<|eot_id|>``, ``<|start_header_id|>``, ...) in an action's text, a
+  tool name or an argument makes it an invalid move, whatever the role and whether the action is
+  text or a Message (text may still carry the structural ``<|python_tag|>`` and end tokens that
+  :mod:`simworld.llama3.parse` accepts). An invalid move is recorded with its text and reason
+  written so that they hold no special token (:func:`~simworld.llama3.parse.escape_special_tokens`),
+  so that no role's later prompt holds a forged turn.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import orjson
 import simworld
 from simworld import registry
 from simworld.agent import Agent, View
-from simworld.llama3.parse import ParseError, parse_assistant_turn
+from simworld.llama3.parse import ParseError, escape_special_tokens, parse_assistant_turn, special_token_problem
 from simworld.perspective import perspective
 from simworld.scenario import Scenario, _memo, apply_variation
 from simworld.task import TaskInstance
@@ -146,6 +153,14 @@ def unrecordable(msg: Message) -> str | None:
     return None
 
 
+def _shown_action(action: Any) -> str:
+    """The start of `action`'s repr, or its type's name when repr fails (raises, recurses)."""
+    try:
+        return repr(action)[:500]
+    except Exception:  # noqa: BLE001 - any __repr__ of any garbage: the action is refused either way
+        return f"<{type(action).__name__} object>"
+
+
 def _storable_text(text: str) -> str:
     """`text` with lone surrogates replaced (U+FFFD), so the invalid move can be recorded."""
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
@@ -231,8 +246,9 @@ class Episode:
             try:
                 return Message.model_validate(action)
             except Exception as exc:  # a garbage dict is an invalid move, not a crash
-                return Message(role="assistant", content=repr(action)[:500], invalid=f"malformed message: {exc}"[:300])
-        return Message(role="assistant", content=repr(action)[:500],
+                return Message(role="assistant", content=_shown_action(action),
+                               invalid=f"malformed message: {exc}"[:300])
+        return Message(role="assistant", content=_shown_action(action),
                        invalid=f"an action must be text or a Message, not {type(action).__name__}")
 
     def step(self, action: Any) -> None:
@@ -246,6 +262,11 @@ class Episode:
         if problem is not None:  # kept as an invalid move the record can hold, never a dead run
             msg = Message(role="assistant", content=_storable_text(msg.content),
                           invalid=f"the action cannot be recorded: {problem}")
+        elif not msg.invalid and (problem := special_token_problem(msg)) is not None:
+            msg = Message(role="assistant", content=msg.content, invalid=problem)
+        if msg.invalid:  # its text and reason reach prompts (this role's, the others'): no forged structure
+            msg = msg.model_copy(update={"content": escape_special_tokens(msg.content),
+                                         "invalid": escape_special_tokens(msg.invalid)})
         # Call ids are per-episode and deterministic, whatever the agent sent.
         n = len(self.events)
         calls = [ToolCall(id=f"call_{n}_{k}", name=c.name, arguments=c.arguments)

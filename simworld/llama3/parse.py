@@ -47,6 +47,18 @@ Call, text or ParseError
 * A call attempt that is malformed (a bad name, other keys, arguments that are not an object, a
   non-literal or unstorable value, an argument given twice) is a ParseError wherever it stands.
 
+Control tokens
+--------------
+Llama 3 special tokens (``<|eot_id|>``, ``<|start_header_id|>``, ``<|begin_of_text|>``,
+``<|reserved_special_token_N|>``, ...; :data:`simworld.llama3.format.SPECIAL_TOKENS`) are structure,
+never text. Only these positions are accepted: ``<|python_tag|>`` at the start of the turn or just
+before its calls, and end tokens (``<|eom_id|>``, ``<|eot_id|>``, ``<|end_of_text|>``) at its end.
+A special token anywhere else (in the text, a tool name, an argument value or key, spelt out or
+as JSON escapes) is a ParseError: rendered into a later prompt, it would forge turns
+(a ``system`` header in another role's prompt). :func:`special_token_problem` applies the same
+rule to a structured Message; :func:`escape_special_tokens` writes such text so that it holds no
+token (the engine records refused turns that way).
+
 The environment turns a ParseError into an invalid move with an error observation.
 
 Round trips
@@ -57,7 +69,8 @@ the same calls and content, except, by design:
 * a turn is read stripped: content's leading and trailing whitespace is not kept, and
   whitespace-only content is ``""`` (content before a call keeps its trailing whitespace);
 * end tokens at the end of a turn and ``<|python_tag|>`` at its start or just before its calls
-  are structure, never content (a model cannot write them as text: they are control tokens);
+  are structure, never content; content or arguments holding a special token are refused
+  (ParseError), never read back;
 * content that on its own would not read as text (it begins like a call, is entirely JSON, or
   ends with a call) is read as calls, or rejected.
 
@@ -514,6 +527,52 @@ def _strip_special(text: str) -> str:
     return text[:end].lstrip()
 
 
+_TOKEN_SPELLING = re.compile(r"<\|([A-Za-z0-9_]{1,64})\|>")
+
+
+def special_token_in(text: str) -> str | None:
+    """The name of a Llama 3 special token written in `text` (``eot_id`` for ``<|eot_id|>``), or None."""
+    from simworld.llama3.format import contains_special_token  # format imports this module
+
+    if not contains_special_token(text):
+        return None
+    for m in _TOKEN_SPELLING.finditer(text):
+        if contains_special_token(m.group()):
+            return m.group(1)
+    return "reserved_special_token"  # the bare prefix, which is all SPECIAL_TOKENS names of those
+
+
+def _token_refusal(name: str, where: str) -> str:
+    # The token is named without its brackets: this text reaches the role's next prompt.
+    return f"a Llama 3 control token ({name}) in {where}: control tokens are structure, never text"
+
+
+def special_token_problem(msg: Message) -> str | None:
+    """Why `msg` holds a Llama 3 special token where a turn's text or calls go (its content, a tool
+    name, an argument key or value), or None. Such a turn would forge structure in every prompt it
+    is rendered into. The arguments must be JSON values (as a stored Message's are)."""
+    name = special_token_in(msg.content)
+    if name is not None:
+        return _token_refusal(name, "the text")
+    for call in msg.tool_calls:
+        name = special_token_in(call.name)
+        if name is not None:
+            return _token_refusal(name, "a tool name")
+        # No token holds a JSON delimiter, so one in the dump lies inside a single key or string.
+        name = special_token_in(orjson.dumps(call.arguments).decode())
+        if name is not None:
+            return _token_refusal(name, f"the arguments of {_shown(call.name)}")
+    return None
+
+
+def escape_special_tokens(text: str) -> str:
+    """`text` unchanged when it holds no Llama 3 special token, else with every ``<|`` written
+    ``<\\|``, so that no tokenizer reads a control token in it (idempotent)."""
+    if special_token_in(text) is None:
+        return text
+    return text.replace("<|", "<\\|")
+
+
 def _message(content: str, calls: list[_Call]) -> Message:
     return Message(role="assistant", content=content,
                    tool_calls=[ToolCall(id=call_id or f"call_{i}", name=name, arguments=args)
@@ -557,8 +616,15 @@ def parse_assistant_turn(text: str) -> Message:
     if tagged:
         body = body[len(PYTHON_TAG):].lstrip()
     if not body:
-        raise ParseError("empty tool call after <|python_tag|>" if tagged else "empty turn")
+        raise ParseError("empty tool call after the python_tag token" if tagged else "empty turn")
+    # Before parsing, so that no error below quotes a token; <|python_tag|> is checked once its place is known.
+    name = special_token_in(body.replace(PYTHON_TAG, ""))
+    if name is not None:
+        raise ParseError(_token_refusal(name, "the turn"))
     msg = _parse_body(body)
     if tagged and (msg.content or not msg.tool_calls):
-        raise ParseError("text after <|python_tag|> is not a tool call")
+        raise ParseError("text after the python_tag token is not a tool call")
+    problem = special_token_problem(msg)
+    if problem is not None:
+        raise ParseError(problem)
     return msg
