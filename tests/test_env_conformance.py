@@ -218,7 +218,6 @@ TEXT_SPACE_WARNINGS = (
     "Observation is not a NumPy array",
     "probably should be gymnasium.spaces.box or gymnasium.spaces.discrete",
     "We recommend agents to be named in the format",
-    "No render fps was declared",
     "Not able to test alternative render modes due to the environment not having a spec",
 )
 

@@ -8,7 +8,7 @@ from typing import Any
 from gymnasium import logger, spaces
 from pettingzoo import AECEnv
 
-from simworld.envs.session import MAX_ACTION_CHARS, EpisodeSession
+from simworld.envs.session import MAX_ACTION_CHARS, RENDER_FPS, EpisodeSession
 from simworld.errors import SimworldError
 from simworld.types import Trajectory
 
@@ -25,7 +25,8 @@ class SimworldAEC(AECEnv):
       structured :class:`~simworld.types.Message`. Anything else (malformed JSON, None, bytes, a
       number) is an invalid move: recorded, answered with an error in the role's next observation,
       counted in ``infos[role]["invalid_moves"]``; never an exception. A terminated agent's action
-      is ignored (PettingZoo expects None).
+      is ignored (PettingZoo expects None). `step` before `reset`, or once every agent is done and
+      removed, raises a one-line :class:`~simworld.errors.SimworldError`.
     * **Observation** of a role: a ``Dict`` of ``Text(charset=string.printable)`` fields ``system``,
       ``tools`` (JSON list of function specs), ``conversation`` (its perspective so far) and
       ``last`` (what it was told since it last acted); see :mod:`simworld.envs.session`.
@@ -40,7 +41,7 @@ class SimworldAEC(AECEnv):
     the scenario's own agent would do now, for baselines, teachers and mixed play.
     """
 
-    metadata = {"render_modes": ["ansi"], "name": "simworld_v0", "is_parallelizable": True}
+    metadata = {"render_modes": ["ansi"], "name": "simworld_v0", "is_parallelizable": True, "render_fps": RENDER_FPS}
 
     def __init__(self, scenario: Any, render_mode: str | None = None, max_chars: Mapping[str, int] | None = None,
                  max_action_chars: int = MAX_ACTION_CHARS) -> None:
@@ -82,6 +83,11 @@ class SimworldAEC(AECEnv):
         return self.session.observe(agent)
 
     def step(self, action: Any) -> None:
+        """Apply `action` for `agent_selection` (None for a done agent, which is then removed).
+        Raises SimworldError before `reset` and once every agent is done and removed."""
+        self.session.require_episode()
+        if not self.agents:
+            raise SimworldError("the episode is over and every agent is done: call reset() first")
         agent = self.agent_selection
         if self.terminations[agent] or self.truncations[agent]:
             self._was_dead_step(None)
@@ -114,7 +120,7 @@ class SimworldAEC(AECEnv):
 
     def fail(self, reason: str) -> None:
         """End the episode as failed (an agent could not act): every role is terminated."""
-        if not self.session.episode.done:
+        if not self.session.require_episode().done:
             self.session.fail(reason)
             self._sync()
 

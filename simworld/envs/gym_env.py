@@ -7,7 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from simworld.envs.session import MAX_ACTION_CHARS, EpisodeSession
+from simworld.envs.session import MAX_ACTION_CHARS, RENDER_FPS, EpisodeSession
 from simworld.episode import AgentFailure
 from simworld.errors import SimworldError, suggest
 from simworld.types import Trajectory
@@ -36,7 +36,7 @@ class ToolUseEnv(gym.Env):
       the next episode; ``options={"episode": i}`` episode i.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": RENDER_FPS}
 
     def __init__(self, scenario: Any = None, role: str | None = None, render_mode: str | None = None,
                  max_chars: Mapping[str, int] | None = None, max_action_chars: int = MAX_ACTION_CHARS) -> None:
@@ -67,9 +67,7 @@ class ToolUseEnv(gym.Env):
         return self.session.observe(self.role), self.session.info()
 
     def step(self, action: Any) -> tuple[dict[str, str], float, bool, bool, dict[str, Any]]:
-        ep = self.session.episode
-        if ep is None:
-            raise SimworldError("the environment has no episode: call reset() first")
+        ep = self.session.require_episode()
         if not ep.done:
             self.session.step(action)
             self._play_others()

@@ -48,6 +48,10 @@ MAX_CHARS: dict[str, int] = {"system": 16_384, "tools": 65_536, "conversation": 
 MAX_ACTION_CHARS = 4_096
 """Length limit of the `Text` action space (what `sample()` draws); longer actions are accepted."""
 
+RENDER_FPS = 4
+"""``metadata["render_fps"]`` of the envs: their only render mode is ``ansi`` (text, returned, never
+shown), so the value only answers the checkers that ask for one."""
+
 EXTERNAL = "external"
 """`provenance.agent_ids` entry of a role whose actions came from outside the scenario's agent."""
 
@@ -263,14 +267,15 @@ class EpisodeSession:
         self._outcome = None
         self._obs_cache.clear()
 
-    def _ep(self) -> Episode:
+    def require_episode(self) -> Episode:
+        """The current episode; a one-line SimworldError before the first `start` (an env's `reset`)."""
         if self.episode is None:
             raise SimworldError("the environment has no episode: call reset() first")
         return self.episode
 
     def step(self, action: Any) -> None:
         """Apply the current role's action (any object: the engine makes garbage an invalid move)."""
-        ep = self._ep()
+        ep = self.require_episode()
         role = ep.current
         suggested, self._suggested = self._suggested, None
         if ep.done:
@@ -286,7 +291,7 @@ class EpisodeSession:
         any other action marks the role `external` in the trajectory's provenance. Raises
         :class:`~simworld.episode.AgentFailure` when the agent cannot act.
         """
-        ep = self._ep()
+        ep = self.require_episode()
         role = ep.current
         if ep.done:
             raise SimworldError("the episode is over: no role is to act")
@@ -296,13 +301,13 @@ class EpisodeSession:
 
     def fail(self, reason: str) -> None:
         """End the episode as failed (the current role's agent could not act); no-op once over."""
-        ep = self._ep()
+        ep = self.require_episode()
         if not ep.done:
             ep.fail(reason)
 
     def outcome(self) -> Outcome:
         """The episode's outcome (computed once, when the episode is over)."""
-        ep = self._ep()
+        ep = self.require_episode()
         if not ep.done:
             return ep.outcome()
         if self._outcome is None:
@@ -314,7 +319,7 @@ class EpisodeSession:
 
     def trajectory(self) -> Trajectory:
         """The episode's trajectory; roles acted for from outside are marked `external`."""
-        traj = self._ep().trajectory()
+        traj = self.require_episode().trajectory()
         if self.external:
             prov = traj.provenance
             ids = {r: (EXTERNAL if r in self.external else a) for r, a in prov.agent_ids.items()}
@@ -325,7 +330,7 @@ class EpisodeSession:
     # -- observations
     def observe(self, role: str) -> dict[str, str]:
         """`role`'s observation (a new dict each call): every value lies in `observation_space()`."""
-        ep = self._ep()
+        ep = self.require_episode()
         cached = self._obs_cache.get(role)
         if cached is None or cached[0] != len(ep.events):
             messages = ep.perspective(role)
@@ -349,12 +354,12 @@ class EpisodeSession:
 
     def prompt(self, role: str) -> str:
         """The exact Llama 3.1 prompt of `role`'s next turn (not truncated, not made printable)."""
-        ep = self._ep()
+        ep = self.require_episode()
         return self._prompt(ep, role, ep.perspective(role))
 
     def info(self) -> dict[str, Any]:
         """Step information shared by every role (a new dict each call)."""
-        ep = self._ep()
+        ep = self.require_episode()
         info: dict[str, Any] = {"episode_id": ep.spec.episode_id, "active_agent": ep.current, "turn": ep.turns,
                                 "invalid_moves": ep.invalid_moves, "tool_errors": ep.tool_errors}
         if ep.done:
@@ -363,8 +368,10 @@ class EpisodeSession:
         return info
 
     def render_text(self) -> str:
-        """The global event log as a person reads it (every role, tool calls and results)."""
-        ep = self._ep()
+        """The global event log as a person reads it (every role, tool calls and results), made
+        printable as the observations are: escape and control characters that the actions or tool
+        results hold reach no terminal (they show as '?')."""
+        ep = self.require_episode()
         lines = [f"episode {ep.spec.episode_id}  turn {ep.turns}/{ep.sc.max_turns}"
                  + (f"  done: {ep.termination}" if ep.done else f"  next: {ep.current}")]
         for e in ep.events:
@@ -381,7 +388,7 @@ class EpisodeSession:
             out = self.outcome()
             lines.append(f"outcome: success={out.success} state_match={out.state_match} "
                          f"invalid_moves={out.invalid_moves} tool_errors={out.tool_errors}")
-        return "\n".join(lines) + "\n"
+        return printable("\n".join(lines) + "\n")
 
     def close(self) -> None:
         self.close_episode()
