@@ -64,6 +64,23 @@ class Reply:
     status: int = 200
     """A non-200 status answers with an OpenAI-style error body (e.g. 401, 400)."""
     error_message: str = ""
+    payload: Any = None
+    """Any JSON value sent as the whole 200 body instead of a completion (a server or proxy fault)."""
+    raw_body: bytes | None = None
+    """Bytes sent as the whole 200 body (with `content_type`), e.g. an HTML page."""
+    content_type: str = "application/json"
+
+
+def raw(payload: Any = None, body: bytes | None = None, content_type: str = "application/json") -> Reply:
+    """A 200 answer that is not what the scripted completion would be: `payload` as JSON, or `body` as is."""
+    return Reply(payload=payload, raw_body=body, content_type=content_type)
+
+
+def chat_payload(message: Any, model: str = "test-model", **choice: Any) -> dict[str, Any]:
+    """A chat completion body around `message` (any JSON, for shapes a scripted Reply cannot make)."""
+    return {"id": "cmpl-raw", "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", **choice}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
 def text(content: str) -> Reply:
@@ -264,6 +281,9 @@ class ScriptedServer:
             return _error(500, f"policy error: {type(exc).__name__}: {exc}", "server_error")
         if reply.status != 200:
             return _error(reply.status, reply.error_message or "error", "invalid_request_error")
+        if reply.raw_body is not None or reply.payload is not None:
+            body_bytes = reply.raw_body if reply.raw_body is not None else orjson.dumps(reply.payload)
+            return web.Response(body=body_bytes, headers={"Content-Type": reply.content_type})
         n = next(self._ids)
         model = str(body.get("model", "test-model"))
         prompt_chars = len(raw)

@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 import ledger_world
-from llm_server import STOP, Reply, ScriptedServer, ToolCallReply, calls, empty, ledger_policy, text
+from llm_server import (STOP, Reply, ScriptedServer, ToolCallReply, calls, chat_payload, empty, ledger_policy, raw,
+                        text)
 from simworld.agents.llm import LLMAgent, LLMParams
 from simworld.agents.llm.prompts import OPENING, USER_SIMULATOR
 from simworld.episode import Episode, episode_specs, run_episode
@@ -154,6 +155,68 @@ def test_malformed_output_is_a_counted_invalid_move_the_model_sees(case, client)
     assert expected in retry[3]["content"]
 
 
+def _tool_call(name: Any, arguments: str = '{"account": 3, "amount": 5}') -> dict[str, Any]:
+    return {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+ODD_SHAPES = {
+    "content a number": ({"role": "assistant", "content": 42}, "content is a int, not text"),
+    "content an object": ({"role": "assistant", "content": {"text": "hi"}}, "content is a dict, not text"),
+    "content parts of another type": ({"role": "assistant", "content": [{"type": "image_url", "image_url": {}}]},
+                                      "content is a list, not text"),
+    "tool-call name a number": ({"role": "assistant", "content": None, "tool_calls": [_tool_call(12345)]},
+                                "function name of type int, not a string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_SHAPES))
+def test_odd_reply_shapes_are_invalid_moves_never_crashes(case):
+    """client openai: the SDK does not check types; such a reply is the model's invalid move."""
+    message, expected = ODD_SHAPES[case]
+
+    def policy(endpoint, body):
+        if body.get("tools") and not any("Error: invalid action" in str(m.get("content")) for m in body["messages"]):
+            return raw(chat_payload(message))
+        return ledger_policy(endpoint, body)
+
+    with ScriptedServer(policy) as server:
+        (t,) = run_all(ledger(clerk=llm(server, client="openai")))
+    assert t.outcome.error is None and t.outcome.success, t.outcome
+    (bad,) = [e for e in t.events if e.invalid]
+    assert expected in bad.invalid and t.outcome.invalid_moves == 1
+
+
+def test_content_as_a_list_of_text_parts_is_joined():
+    parts = [{"type": "text", "text": "How can "}, {"type": "text", "text": "I help?"}]
+
+    def policy(endpoint, body):
+        if body.get("tools") and len(body["messages"]) == 2:
+            return raw(chat_payload({"role": "assistant", "content": parts}))
+        return ledger_policy(endpoint, body)
+
+    with ScriptedServer(policy) as server:
+        (t,) = run_all(ledger(clerk=llm(server, client="openai")))
+    said = [e for e in t.events if e.speaker == "clerk" and not e.tool_calls]
+    assert said[0].content == "How can I help?" and not said[0].invalid
+    assert t.outcome.invalid_moves == 0 and t.outcome.error is None
+
+
+@pytest.mark.parametrize("value,expected", [(42, "text is a int, not a string"),
+                                            (["a"], "text is a list, not a string")])
+def test_raw_completion_text_that_is_not_a_string_is_an_invalid_move(value, expected):
+    def policy(endpoint, body):
+        if endpoint == "completions" and "Error: invalid action" not in body["prompt"]:
+            return raw({"id": "c", "object": "text_completion", "model": "m",
+                        "choices": [{"index": 0, "text": value, "finish_reason": "stop"}]})
+        return ledger_policy(endpoint, body)
+
+    with ScriptedServer(policy) as server:
+        (t,) = run_all(ledger(clerk=llm(server, mode="llama3", client="openai")))
+    assert t.outcome.success and t.outcome.invalid_moves == 1, t.outcome
+    (bad,) = [e for e in t.events if e.invalid]
+    assert expected in bad.invalid
+
+
 # -- llama3 mode
 
 
@@ -279,6 +342,27 @@ def test_stop_marker_from_the_assistant_side_does_not_end_the_episode():
     ({"type": "llm", "model": "openai/x", "mode": "chat"}, "roles.clerk.agent.mode"),
     ({"type": "llm", "model": "openai/x", "temprature": 0.5}, "did you mean 'temperature'"),
     ({"type": "llm", "model": "anthropic/claude-x", "client": "openai"}, "needs client litellm"),
+    # secrets at any depth of provider_params, header names above all
+    ({"type": "llm", "model": "openai/x", "provider_params": {"extra_headers": {"Authorization": "Bearer sk-abc1"}}},
+     "provider_params.extra_headers.Authorization: secrets go in environment"),
+    ({"type": "llm", "model": "openai/x", "provider_params": {"headers": {"X-Api-Key": "sk-abc1"}}},
+     "provider_params.headers.X-Api-Key: secrets go in environment"),
+    ({"type": "llm", "model": "openai/x", "provider_params": {"default_headers": {"X-Auth": "sk-abc1"}}},
+     "provider_params.default_headers.X-Auth: secrets go in environment"),
+    ({"type": "llm", "model": "openai/x", "provider_params": {"extra_body": {"api_key": "sk-abc1"}}},
+     "provider_params.extra_body.api_key: secrets go in environment"),
+    ({"type": "llm", "model": "openai/x", "provider_params": {"extra_body": {"auth": [{"client_secret": "sk-abc1"}]}}},
+     "provider_params.extra_body.auth: secrets go in environment"),
+    ({"type": "llm", "model": "openai/x", "provider_params": {"extra_body": {"opts": [{"access_token": "sk-abc1"}]}}},
+     "provider_params.extra_body.opts[0].access_token: secrets go in environment"),
+    ({"type": "llm", "model": "openai/x", "provider_params": {"metadata": {"note": "Bearer sk-abc123456789"}}},
+     "provider_params.metadata.note: the value looks like an API key"),
+    # secrets in the api_base query string or fragment
+    ({"type": "llm", "model": "openai/x", "api_base": "http://h/v1?api-key=sk-abc123"}, "parameter 'api-key'"),
+    ({"type": "llm", "model": "openai/x", "api_base": "http://h/v1?x=1&sig=sk-abc123"}, "parameter 'sig'"),
+    ({"type": "llm", "model": "openai/x", "api_base": "http://h/v1#access_token=sk-abc123"},
+     "parameter 'access_token'"),
+    ({"type": "llm", "model": "openai/x", "api_base": "http://h/v1/sk-abc1234567890/"}, "looks like an API key"),
 ])
 def test_bad_params_are_scenario_errors(agent, problem):
     with pytest.raises(ScenarioError) as err:
@@ -286,6 +370,15 @@ def test_bad_params_are_scenario_errors(agent, problem):
     text_ = "\n".join(err.value.problems)
     assert problem in text_
     assert "sk-abc" not in text_ and "pw@" not in text_
+
+
+def test_ordinary_nested_provider_params_are_accepted():
+    """Names like max_tokens or stop_token_ids and harmless headers are not secrets."""
+    params = {"extra_body": {"stop_token_ids": [1, 2], "skip_special_tokens": False, "max_completion_tokens": 9},
+              "extra_headers": {"X-Request-Id": "abc", "OpenAI-Organization": "org"}, "top_k": 40}
+    sc = ledger(clerk={"type": "llm", "model": "openai/x", "provider_params": params,
+                       "api_base": "http://h/v1?model=x&api-version=2024-01-01"})
+    assert sc.roles["clerk"].agent.provider_params == params
 
 
 def test_same_seed_same_trajectory_bytes_timings_aside():

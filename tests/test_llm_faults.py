@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import ledger_world
-from llm_server import FAULTS, Reply, ScriptedServer, ledger_policy
+from llm_server import FAULTS, Reply, ScriptedServer, chat_payload, ledger_policy, raw
 from simworld.agents.llm.client import redact
 from simworld.episode import episode_specs, run_episode
 from simworld.scenario import scenario_from_data
@@ -186,3 +186,125 @@ def test_llama3_mode_reuses_one_http_client(monkeypatch):
     assert all(t.outcome.success for t in trajectories)
     assert sum(t.provenance.models["clerk"]["calls"] for t in trajectories) == 12
     assert len(sessions) <= 1, f"{len(sessions)} HTTP sessions for 12 calls"
+
+
+# -- what the server sends back is recorded redacted; a 200 that is not a completion is a fault
+
+ECHOED_KEY = "Qz7-echo9f8e7d6c5b4a"  # matches no key pattern: only its being an env value gives it away
+
+
+@pytest.mark.parametrize("client", ["litellm", "openai"])
+def test_keys_echoed_by_the_server_or_the_model_are_redacted(monkeypatch, client):
+    """A proxy reporting the key as the model id, a model repeating it in text and in arguments."""
+    monkeypatch.setenv("OPENAI_API_KEY", ECHOED_KEY)
+
+    def echoing(endpoint, body):
+        if not body.get("tools"):
+            return ledger_policy(endpoint, body)
+        if not any("Error: invalid action" in str(m.get("content")) for m in body["messages"]):
+            bad = {"id": "c1", "type": "function",
+                   "function": {"name": "deposit", "arguments": f'{{"account": "{ECHOED_KEY}", "amount": 5}}'}}
+            return raw(chat_payload({"role": "assistant", "content": None, "tool_calls": [bad]},
+                                    model="m-" + ECHOED_KEY))
+        return raw(chat_payload({"role": "assistant", "content": f"Your key is {ECHOED_KEY}."},
+                                model="m-" + ECHOED_KEY))
+
+    with ScriptedServer(echoing) as server:
+        (t,) = run_batch(ledger(llm(server, client=client)), 1)
+    assert any(h.get("Authorization") == "Bearer " + ECHOED_KEY for h in server.headers), "the key was used"
+    assert t.outcome.error is None and t.outcome.invalid_moves == 1, t.outcome
+    assert ECHOED_KEY not in t.to_jsonl().decode()
+    assert t.provenance.models["clerk"]["response_models"] == ["m-***"]
+    (bad,) = [e for e in t.events if e.invalid]
+    assert "***" in bad.content and "***" in bad.invalid
+    assert "Your key is ***." in [e.content for e in t.events]
+
+
+def test_provenance_redacts_provider_params_and_api_base_query(monkeypatch):
+    """Second line of defence behind validation: what provenance records passes through redact()."""
+    import numpy as np
+
+    from simworld.agents.llm import LLMAgent, LLMParams
+
+    monkeypatch.setenv("OPENAI_API_KEY", ECHOED_KEY)
+    params = LLMParams(type="llm", model="openai/x", provider_params={"metadata": {"note": "fine"}})
+    params.provider_params["metadata"]["note"] = ECHOED_KEY  # changed after validation, as code could
+    prov = LLMAgent(params, "clerk", np.random.default_rng(0)).provenance()
+    assert prov["provider_params"]["metadata"] == {"note": "***"}
+    assert redact("http://h/v1?api-key=abc123def&model=x#token=zz") == "http://h/v1?api-key=***&model=x#token=***"
+
+
+NOT_A_COMPLETION = {
+    "an HTML page": raw(body=b"<html><body>proxy login</body></html>", content_type="text/html"),
+    "a JSON list": raw([1, 2, 3]),
+    "an object without choices": raw({"object": "chat.completion"}),
+    "choices null": raw({"object": "chat.completion", "choices": None}),
+    "a choice without message": raw({"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop"}]}),
+    "a message that is a string": raw(chat_payload("hello")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_COMPLETION))
+def test_a_200_that_is_not_a_completion_fails_the_episode_not_the_model(case):
+    with ScriptedServer(lambda e, b: NOT_A_COMPLETION[case] if b.get("tools") else ledger_policy(e, b)) as server:
+        (t,) = run_batch(ledger(llm(server, client="openai", max_retries=3)), 1)
+    assert t.outcome.termination == "error" and t.outcome.invalid_moves == 0, t.outcome
+    assert "clerk: model openai/test-model: the server's 200 response is not a completion" in t.outcome.error
+    assert not [e for e in t.events if e.invalid]
+    assert len(server.requests) == 1  # a persistent server fault: no retry
+
+
+@pytest.mark.parametrize("payload", [[1, 2], {"object": "text_completion", "choices": [{"index": 0}]}])
+def test_raw_completion_that_is_not_a_completion_fails_the_episode(payload):
+    with ScriptedServer(lambda e, b: raw(payload) if e == "completions" else ledger_policy(e, b)) as server:
+        (t,) = run_batch(ledger(llm(server, client="openai", mode="llama3")), 1)
+    assert t.outcome.termination == "error" and "is not a completion" in t.outcome.error, t.outcome
+
+
+def test_empty_choices_stay_the_models_empty_reply():
+    def policy(endpoint, body):
+        if body.get("tools") and not any("Error: invalid action" in str(m.get("content")) for m in body["messages"]):
+            return raw({"object": "chat.completion", "model": "m", "choices": []})
+        return ledger_policy(endpoint, body)
+
+    with ScriptedServer(policy) as server:
+        (t,) = run_batch(ledger(llm(server, client="openai")), 1)
+    assert t.outcome.success and t.outcome.invalid_moves == 1
+    (bad,) = [e for e in t.events if e.invalid]
+    assert "empty reply" in bad.invalid
+
+
+def test_litellm_failure_reason_has_no_traceback_and_stderr_no_pydantic_warnings(capfd):
+    """litellm pastes a traceback into 'Invalid response object' errors and its response objects
+    trigger multi-line pydantic serializer warnings."""
+    import warnings
+
+    filters = list(warnings.filters)
+    content = raw(chat_payload({"role": "assistant", "content": [{"type": "text", "text": "hi"}]}))
+    with ScriptedServer(lambda e, b: content if b.get("tools") else ledger_policy(e, b)) as server:
+        (t,) = run_batch(ledger(llm(server, client="litellm", max_retries=0)), 1)
+    error = t.outcome.error
+    assert t.outcome.termination == "error" and len(error) <= 400
+    assert "Traceback" not in error and 'File "' not in error and "received_args" not in error
+    assert "Invalid response object (ValidationError:" in error and "Input should be a valid string" in error
+    _, err = capfd.readouterr()
+    assert "Pydantic serializer warnings" not in err and "PydanticSerializationUnexpectedValue" not in err
+    assert warnings.filters == filters  # the filter was scoped to the call
+
+
+def test_outer_timeout_names_the_seconds():
+    """The outer bound of call_with_retries (timeout * 1.5 + 5 s, for a server that trickles its
+    body) says how long it waited; a TimeoutError of the call itself passes through unchanged."""
+    from simworld.agents.llm.client import _bounded, describe
+
+    async def trickle():
+        await asyncio.sleep(10)
+
+    async def own_timeout():
+        raise TimeoutError("read timed out")
+
+    with pytest.raises(TimeoutError) as bound:
+        asyncio.run(_bounded(trickle, 0.05))
+    assert describe(bound.value) == "TimeoutError: no complete response in 0.05 s"
+    with pytest.raises(TimeoutError, match="^read timed out$"):
+        asyncio.run(_bounded(own_timeout, 5))

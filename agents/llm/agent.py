@@ -23,13 +23,15 @@ from __future__ import annotations
 import os
 import re
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from simworld.agent import Agent, AgentParams, View
-from simworld.agents.llm.client import (CallStats, call_with_retries, litellm, openai_client, redact,
-                                        register_secret_env)
+from simworld.agents.llm.client import (HEADER_PARAMS, CallStats, call_with_retries, litellm, openai_client,
+                                        quiet_litellm, redact, redact_env_secrets, redact_value,
+                                        register_secret_env, secret_header, secret_name)
 from simworld.agents.llm.convert import openai_messages, reply_from_chat, reply_from_text
 from simworld.agents.llm.prompts import OPENING, private_facts, role_instructions
 from simworld.episode import AgentFailure
@@ -39,7 +41,6 @@ from simworld.types import Message
 # Keys of `provider_params` that the agent sets itself or that would put a secret into a scenario.
 _MANAGED = frozenset({"model", "messages", "prompt", "tools", "api_base", "base_url", "timeout", "max_retries",
                       "num_retries", "stream", "temperature", "top_p", "max_tokens", "seed", "stop"})
-_SECRETISH = re.compile(r"key|token|secret|password|authorization|credential", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LLAMA3_STOP = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"]
 # Providers whose OpenAI-compatible servers are often local and keyless.
@@ -99,8 +100,18 @@ class LLMParams(AgentParams):
     @field_validator("api_base")
     @classmethod
     def _no_credentials_in_url(cls, v: str | None) -> str | None:
-        if v is not None and re.search(r"://[^/]*@", v):
+        if v is None:
+            return v
+        if re.search(r"://[^/]*@", v):
             raise ValueError("api_base must not contain credentials; name an environment variable in api_key_env")
+        parts = urlsplit(v)
+        for name, _ in parse_qsl(f"{parts.query}&{parts.fragment}", keep_blank_values=True):
+            if secret_name(name):
+                raise ValueError(f"api_base must not carry a secret in its query string (parameter {name[:40]!r}); "
+                                 "name an environment variable in api_key_env")
+        if redact(v) != v:
+            raise ValueError("api_base holds something that looks like an API key; "
+                             "name an environment variable in api_key_env")
         return v
 
     @field_validator("api_key_env")
@@ -114,11 +125,35 @@ class LLMParams(AgentParams):
     @classmethod
     def _no_managed_or_secret(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
-            if _SECRETISH.search(key):
-                raise ValueError(f"provider_params.{key}: secrets go in environment variables (see api_key_env)")
             if key in _MANAGED:
                 raise ValueError(f"provider_params.{key}: set it as the agent parameter, not in provider_params")
+        problem = _secret_in(v, "provider_params", headers=False)
+        if problem:
+            raise ValueError(problem)
         return v
+
+
+def _secret_in(value: Any, path: str, headers: bool) -> str | None:
+    """Where in `value` (any depth) a secret-looking name or value is, as one line; None if nowhere.
+    Never includes the value itself."""
+    advice = "secrets go in environment variables (see api_key_env)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            where = f"{path}.{name[:60]}"
+            if secret_name(name) or (headers and secret_header(name)):
+                return f"{where}: {advice}"
+            found = _secret_in(item, where, headers=name.lower() in HEADER_PARAMS)
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _secret_in(item, f"{path}[{i}]", headers=False)
+            if found:
+                return found
+    elif isinstance(value, str) and redact(value) != value:
+        return f"{path}: the value looks like an API key; {advice}"
+    return None
 
 
 @register_agent("llm")
@@ -210,9 +245,14 @@ class LLMAgent(Agent):
         if p.resolved_client == "openai":
             client, kwargs = self._openai_request(kwargs)
             fn = client.completions.create if method == "atext_completion" else client.chat.completions.create
+            call = lambda: fn(**kwargs)  # noqa: E731
         else:
             fn = getattr(litellm(), method)
-        return await call_with_retries(lambda: fn(**kwargs), stats=self.stats, max_retries=p.max_retries,
+
+            async def call() -> Any:
+                with quiet_litellm():
+                    return await fn(**kwargs)
+        return await call_with_retries(call, stats=self.stats, max_retries=p.max_retries,
                                        timeout=p.timeout, backoff=p.retry_backoff, backoff_max=p.retry_backoff_max,
                                        what=f"{self.role}: model {p.model}")
 
@@ -227,6 +267,7 @@ class LLMAgent(Agent):
             msg = await self._complete(view, messages, kwargs)
         else:
             msg = await self._chat(view, messages, kwargs)
+        msg = _without_env_secrets(msg)
         if msg.invalid:
             self.invalid_replies += 1
         return msg
@@ -238,15 +279,43 @@ class LLMAgent(Agent):
         if self.params.stop:
             kwargs["stop"] = list(self.params.stop)
         response = await self._call("acompletion", kwargs)
-        try:
-            choice = response.choices[0]
-            message = choice.message
-            raw_calls = [(c.function.name, c.function.arguments) for c in (message.tool_calls or [])]
-            content = message.content
-            finish = choice.finish_reason
-        except (AttributeError, IndexError, TypeError):
-            return Message(role="assistant", content="", invalid="the model's response had no message")
-        return reply_from_chat(content, raw_calls, view.tools, finish)
+        choice = self._first_choice(response, "message")
+        if choice is None:
+            return Message(role="assistant", content="", invalid="empty reply from the model (no choices)")
+        message = _field(choice, "message")
+        raw_calls = _field(message, "tool_calls") or []
+        if not isinstance(raw_calls, list):
+            return Message(role="assistant", content=redact(str(raw_calls))[:2000],
+                           invalid=f"the model's tool_calls are a {type(raw_calls).__name__}, not a list")
+        pairs = []
+        for c in raw_calls:
+            function = _field(c, "function")
+            pairs.append((_field(function, "name"), _field(function, "arguments")))
+        finish = _field(choice, "finish_reason")
+        return reply_from_chat(_field(message, "content"), pairs, view.tools,
+                               redact(str(finish))[:100] if finish else None)
+
+    def _first_choice(self, response: Any, part: str) -> Any:
+        """The response's first choice; None when `choices` is empty (the model said nothing).
+
+        Raises AgentFailure when the 200 response is not a completion at all (an HTML page, a JSON
+        list, no `choices` list, a choice without `message`/`text`): a server or proxy fault, recorded
+        as a failed episode that a resume reruns, never as the model's invalid move."""
+        what = f"{self.role}: model {self.params.model}: the server's 200 response is not a completion"
+        if isinstance(response, (str, bytes)):
+            raise AgentFailure(f"{what} (its body is not JSON)")
+        choices = _field(response, "choices")
+        if not isinstance(choices, list):
+            shape = type(response).__name__ if isinstance(response, (list, int, float, bool)) else None
+            raise AgentFailure(f"{what} ({f'a JSON {shape}' if shape else 'no choices list'})")
+        if not choices:
+            return None
+        value = _field(choices[0], part)
+        if value is None:
+            raise AgentFailure(f"{what} (its choice has no {part})")
+        if part == "message" and isinstance(value, (str, bytes, int, float, list)):
+            raise AgentFailure(f"{what} (its message is a {type(value).__name__}, not an object)")
+        return choices[0]
 
     async def _complete(self, view: View, messages: list[Message], kwargs: dict[str, Any]) -> Message:
         from simworld.llama3.format import render_messages
@@ -256,10 +325,13 @@ class LLMAgent(Agent):
         if self.params.resolved_client == "litellm" and self.params.api_base and self._provider() in _OPENAI_COMPATIBLE:
             kwargs["client"] = self._sdk_client(kwargs.get("api_key"))
         response = await self._call("atext_completion", kwargs)
-        try:
-            text = response.choices[0].text or ""
-        except (AttributeError, IndexError, TypeError):
-            return Message(role="assistant", content="", invalid="the model's response had no text")
+        choice = self._first_choice(response, "text")
+        if choice is None:
+            return Message(role="assistant", content="", invalid="empty reply from the model (no choices)")
+        text = _field(choice, "text")
+        if not isinstance(text, str):
+            return Message(role="assistant", content=redact(str(text))[:2000],
+                           invalid=f"the completion's text is a {type(text).__name__}, not a string")
         return reply_from_text(text, view.tools)
 
     # -- provenance
@@ -275,7 +347,28 @@ class LLMAgent(Agent):
         provider_params.update(p.provider_params)
         out: dict[str, Any] = {"model": p.model, "mode": p.mode, "client": p.resolved_client,
                                "api_base": redact(p.api_base) if p.api_base else None,
-                               "provider_params": provider_params, "instructions": self._instructions,
+                               "provider_params": redact_value(provider_params), "instructions": self._instructions,
                                "invalid_replies": self.invalid_replies}
         out.update(self.stats.as_dict())
         return out
+
+
+def _field(obj: Any, name: str) -> Any:
+    """`obj.name` or `obj[name]`: the SDKs build objects without validation, so a part may be a
+    plain dict, missing, or of any type. None when absent."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _without_env_secrets(msg: Message) -> Message:
+    """`msg` with API-key values from the environment replaced by ``***`` in its content, tool-call
+    arguments and reason: a second line of defence against a model or server echoing a key."""
+    content = redact_env_secrets(msg.content)
+    invalid = redact_env_secrets(msg.invalid) if msg.invalid else msg.invalid
+    calls = [c.model_copy(update={"arguments": redact_value(c.arguments, redact_env_secrets)}) for c in msg.tool_calls]
+    if content == msg.content and invalid == msg.invalid and all(
+            c.arguments == o.arguments for c, o in zip(calls, msg.tool_calls)):
+        return msg
+    return msg.model_copy(update={"content": content, "invalid": invalid, "tool_calls": calls})
+

@@ -13,9 +13,11 @@ import os
 import random
 import re
 import time
+import warnings
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,34 @@ def litellm() -> Any:
         module.telemetry = False
         _litellm_module = module
     return _litellm_module
+
+
+_quiet_calls = 0
+
+
+@contextmanager
+def quiet_litellm() -> Iterator[None]:
+    """Silence the multi-line pydantic serializer warnings litellm triggers while building its
+    response objects, for the duration of its calls only. Overlapping calls (one event loop, many
+    episodes) share one filter, removed when the last call ends: `warnings.catch_warnings` would
+    restore another call's saved filters when calls interleave."""
+    global _quiet_calls
+    if _quiet_calls == 0:
+        warnings.filterwarnings("ignore", message=r"Pydantic serializer warnings", category=UserWarning)
+    _quiet_calls += 1
+    try:
+        yield
+    finally:
+        _quiet_calls -= 1
+        if _quiet_calls == 0:
+            warnings.filters[:] = [f for f in warnings.filters if not _pydantic_filter(f)]
+            getattr(warnings, "_filters_mutated", lambda: None)()  # drop warning-registry caches
+
+
+def _pydantic_filter(f: tuple[Any, ...]) -> bool:
+    message = f[1]
+    return f[0] == "ignore" and f[2] is UserWarning and getattr(message, "pattern", None) == (
+        "Pydantic serializer warnings")
 
 
 _openai_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, str, float], Any]] = (
@@ -65,6 +95,29 @@ _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|hf|gsk|xai|key)[-_][A-Za-z0-9_\-]{8,}")
 _URL_USERINFO = re.compile(r"(://)[^/@\s]+@")
+# Words that make a parameter, header or query name secret-looking ("api_key", "X-Api-Key",
+# "access_token", "client_secret", "sig"): the name's last word, or anywhere for the unambiguous ones.
+# "max_tokens" or "stop_token_ids" are not secrets: "tokens" and "ids" are not secret words.
+_SECRET_LAST_WORDS = frozenset({"key", "keys", "apikey", "token", "secret", "secrets", "password", "passwd", "pwd",
+                                "authorization", "auth", "credential", "credentials", "signature", "sig",
+                                "cookie", "bearer", "jwt", "session"})
+_SECRET_ANYWHERE = re.compile(r"api[-_ ]?key|secret|passw|credential|authoriz|signature|cookie|bearer",
+                              re.IGNORECASE)
+# Header names are where keys are usually smuggled: anything auth-, key-, token-like is refused.
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|passw|credential|cookie|signature|session", re.IGNORECASE)
+HEADER_PARAMS = frozenset({"extra_headers", "headers", "default_headers"})
+_URL_SECRET_QUERY = re.compile(r"([?&#;]([^=&#;\s]*)=)([^&#;\s]+)")
+
+
+def secret_name(name: str) -> bool:
+    """Whether a parameter or query-string name looks like it holds a secret."""
+    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if w]
+    return bool(_SECRET_ANYWHERE.search(name)) or bool(words and words[-1] in _SECRET_LAST_WORDS)
+
+
+def secret_header(name: str) -> bool:
+    """Whether an HTTP header name looks like it carries a credential (Authorization, X-Api-Key, ...)."""
+    return bool(_SECRET_HEADER.search(name))
 
 
 _secret_envs: set[str] = set()
@@ -75,19 +128,49 @@ def register_secret_env(name: str) -> None:
     _secret_envs.add(name)
 
 
-def _secret_values() -> list[str]:
-    values = {v for k, v in os.environ.items() if (_SECRET_ENV.search(k) or k in _secret_envs) and len(v) >= 6}
+def _secret_values(min_len: int = 6) -> list[str]:
+    values = {v for k, v in os.environ.items()
+              if (_SECRET_ENV.search(k) or k in _secret_envs) and len(v) >= min_len}
     return sorted(values, key=len, reverse=True)
+
+
+def redact_env_secrets(text: str) -> str:
+    """`text` with the values of secret environment variables (API keys) replaced by ``***``.
+
+    Applied to what the model writes (content, tool-call arguments): only exact key values, so
+    ordinary text ("a bearer token", "sk-...") is never changed. Values shorter than 8 characters
+    or made of letters only are left alone there (an env value like "default" is not a key)."""
+    for value in _secret_values(8):
+        if not value.isalpha():
+            text = text.replace(value, "***")
+    return text
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    return match.group(1) + "***" if secret_name(match.group(2)) else match.group(0)
 
 
 def redact(text: str) -> str:
     """`text` with every secret-looking value (API keys from the environment, bearer tokens,
-    credentials in URLs) replaced by ``***``. Applied to everything this agent reports."""
+    credentials in URLs and their query strings) replaced by ``***``. Applied to everything this
+    agent reports and records of what the server sends back."""
     for value in _secret_values():
         text = text.replace(value, "***")
     text = _BEARER.sub(r"\1***", text)
     text = _KEYLIKE.sub("***", text)
+    text = _URL_SECRET_QUERY.sub(_redact_query, text)
     return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def redact_value(value: Any, redactor: Callable[[str], str] = redact) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with `redactor` applied to every string in it."""
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v, redactor) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, redactor) for v in value]
+    return value
 
 
 # -- fault classification
@@ -133,9 +216,34 @@ def retry_after_s(exc: BaseException) -> float | None:
         return None
 
 
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def _traceback_cause(tail: str) -> str:
+    """The exception line (and its continuation) of a traceback pasted into a message, without
+    frames, links or the dump of arguments litellm appends; at most 240 characters."""
+    cause: list[str] = []
+    for line in tail.splitlines()[1:]:
+        if not cause:
+            if line.strip() and not line[0].isspace() and not line.startswith(("Traceback", "During handling",
+                                                                               "The above exception")):
+                cause.append(re.sub(r"^[\w.]+\.(\w+):", r"\1:", line))
+        elif not line.strip() or line.startswith("received_args="):
+            break
+        elif "errors.pydantic.dev" not in line:
+            cause.append(line)
+    return " ".join(" ".join(cause).split())[:240]
+
+
 def describe(exc: BaseException) -> str:
-    """One redacted line naming the error, without litellm's boilerplate."""
-    text = " ".join(str(exc).split())
+    """One redacted line naming the error, without litellm's boilerplate or an embedded traceback
+    (litellm pastes one into some messages; its last line, the actual cause, is kept)."""
+    raw = str(exc)
+    head, sep, tail = raw.partition(_TRACEBACK)
+    if sep:
+        cause = _traceback_cause(tail)
+        raw = f"{head.strip()} ({cause})" if cause else head
+    text = " ".join(raw.split())
     if text.startswith("litellm."):
         text = text[len("litellm."):]
     name = type(exc).__name__
@@ -170,7 +278,7 @@ class CallStats:
             self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
         model = getattr(response, "model", None)
         if model:
-            self.response_models.add(str(model))
+            self.response_models.add(redact(str(model))[:200])  # the server's string: it may echo a key
         # litellm prices every response it knows the model of (None for unknown models).
         hidden = getattr(response, "_hidden_params", None)
         cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
@@ -191,6 +299,17 @@ class CallStats:
         }
 
 
+async def _bounded(call: Callable[[], Awaitable[Any]], seconds: float) -> Any:
+    """`await call()`, a TimeoutError that names the bound if it takes longer than `seconds`."""
+    try:
+        async with asyncio.timeout(seconds) as bound:
+            return await call()
+    except TimeoutError:
+        if bound.expired():
+            raise TimeoutError(f"no complete response in {seconds:g} s") from None
+        raise
+
+
 _jitter = random.Random()  # wall-clock-seeded: jitter only spaces out retries, never touches content
 
 
@@ -207,8 +326,7 @@ async def call_with_retries(call: Callable[[], Awaitable[Any]], *, stats: CallSt
         try:
             # litellm enforces `timeout` per request; this outer bound also covers connection set-up
             # and anything inside litellm that could otherwise wait forever.
-            async with asyncio.timeout(timeout * 1.5 + 5):
-                response = await call()
+            response = await _bounded(call, timeout * 1.5 + 5)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -87,15 +87,39 @@ def _invalid(raw: str, problems: list[str]) -> Message:
     return Message(role="assistant", content=raw, invalid=reason[:1000])
 
 
-def reply_from_chat(content: str | None, raw_calls: Sequence[tuple[str | None, Any]], tools: Sequence[ToolSpec],
+def _text_part(part: Any) -> bool:
+    return isinstance(part, str) or (isinstance(part, dict) and part.get("type", "text") == "text"
+                                     and isinstance(part.get("text"), str))
+
+
+def content_text(content: Any) -> str | None:
+    """A chat message's `content` as text: a string, None (""), or OpenAI text parts
+    (``[{"type": "text", "text": ...}, ...]``, joined). None for anything else."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(_text_part(p) for p in content):
+        return "".join(p if isinstance(p, str) else p["text"] for p in content)
+    return None
+
+
+def reply_from_chat(content: Any, raw_calls: Sequence[tuple[Any, Any]], tools: Sequence[ToolSpec],
                     finish_reason: str | None = None) -> Message:
-    """A chat reply (text and `(name, arguments)` pairs, arguments a JSON string) as a Message."""
-    text = content or ""
+    """A chat reply (text and `(name, arguments)` pairs, arguments a JSON string) as a Message.
+
+    `content` may also be a list of OpenAI text parts (joined); content of another type, or a tool
+    call whose name is not a string, is an invalid move with the reason."""
+    text = content_text(content)
     calls: list[ToolCall] = []
     problems: list[str] = []
+    if text is None:
+        problems.append(f"the reply's content is a {type(content).__name__}, not text")
+        text = str(content)[:2000]
     for i, (name, arguments) in enumerate(raw_calls):
         if not name:
             problems.append(f"tool call {i + 1} has no function name")
+            continue
+        if not isinstance(name, str):
+            problems.append(f"tool call {i + 1} has a function name of type {type(name).__name__}, not a string")
             continue
         if isinstance(arguments, dict):
             args: Any = arguments
@@ -114,8 +138,8 @@ def reply_from_chat(content: str | None, raw_calls: Sequence[tuple[str | None, A
     if not problems:
         problems = call_problems(calls, tools)
     if problems:
-        shown = [{"name": n, "arguments": a if isinstance(a, (str, dict)) or a is None else str(a)}
-                 for n, a in raw_calls]
+        shown = [{"name": n if isinstance(n, str) or n is None else str(n),
+                  "arguments": a if isinstance(a, (str, dict)) or a is None else str(a)} for n, a in raw_calls]
         raw = (text + "\n" if text else "") + orjson.dumps(shown).decode()
         return _invalid(raw, problems)
     if not calls and not text.strip():
