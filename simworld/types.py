@@ -216,3 +216,19 @@ def argument_problem(value: Any, where: str, level: int = 1) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+def _text_part(part: Any) -> bool:
+    return isinstance(part, str) or (isinstance(part, dict) and part.get("type", "text") == "text"
+                                     and isinstance(part.get("text"), str))
+
+
+def content_text(content: Any) -> str | None:
+    """An OpenAI-style message `content` as text: a string, None (""), or text parts
+    (``[{"type": "text", "text": ...}, ...]``, joined). None for anything else (images, numbers):
+    what a model's reply or an external conversation may hold."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(_text_part(p) for p in content):
+        return "".join(p if isinstance(p, str) else p["text"] for p in content)
+    return None

@@ -18,7 +18,7 @@ import orjson
 
 from simworld.errors import suggest
 from simworld.llama3.parse import ParseError, parse_assistant_turn
-from simworld.types import Message, ToolCall, ToolSpec
+from simworld.types import Message, ToolCall, ToolSpec, content_text
 
 
 def arguments_json(arguments: dict[str, Any]) -> str:
@@ -85,21 +85,6 @@ def call_problems(calls: Sequence[ToolCall], tools: Sequence[ToolSpec]) -> list[
 def _invalid(raw: str, problems: list[str]) -> Message:
     reason = "; ".join(problems)
     return Message(role="assistant", content=raw, invalid=reason[:1000])
-
-
-def _text_part(part: Any) -> bool:
-    return isinstance(part, str) or (isinstance(part, dict) and part.get("type", "text") == "text"
-                                     and isinstance(part.get("text"), str))
-
-
-def content_text(content: Any) -> str | None:
-    """A chat message's `content` as text: a string, None (""), or OpenAI text parts
-    (``[{"type": "text", "text": ...}, ...]``, joined). None for anything else."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list) and all(_text_part(p) for p in content):
-        return "".join(p if isinstance(p, str) else p["text"] for p in content)
-    return None
 
 
 def reply_from_chat(content: Any, raw_calls: Sequence[tuple[Any, Any]], tools: Sequence[ToolSpec],

@@ -29,6 +29,7 @@ import orjson
 
 from simworld.errors import SimworldError
 from simworld.export.source import Sample, dedup_call_text, json_text
+from simworld.types import content_text
 
 # ----------------------------------------------------------------------------------------------
 # Hashing
@@ -328,18 +329,11 @@ def parse_mix(spec: str) -> tuple[Path, float]:
 
 
 def _text(content: Any, where: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError(f"{where}: only text content parts are supported")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise ValueError(f"{where}: content must be a string")
+    text = content_text(content)
+    if text is None:
+        raise ValueError(f"{where}: content must be a string or text parts" if isinstance(content, list)
+                         else f"{where}: content must be a string")
+    return text
 
 
 MAX_NESTING = 100
