@@ -54,16 +54,12 @@ def cli() -> None:
     """simworld: simulate tool-use and negotiation episodes, verify them, export training data."""
 
 
-def _stop(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> Any:
-    from simworld.errors import ScenarioError, SimworldError
+    from simworld.errors import ScenarioError, SimworldError, interrupt
 
     # SIGTERM (kill, timeout, a CI job's end) stops a command as Ctrl-C does: what it was writing is
     # cleaned up and what it wrote before stays (`run` installs its own handler, to the same end).
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return cli.main(args=argv, prog_name="simworld", standalone_mode=False)
     except click.exceptions.Abort:  # (click's form of a KeyboardInterrupt)

@@ -287,6 +287,16 @@ def remove_stale_temporaries(finals: Iterable[Path]) -> list[Path]:
     return removed
 
 
+def discard(paths: Iterable[Path]) -> None:
+    """Remove temporary files that may or may not exist, as a clean-up does: what cannot be removed
+    (its directory is gone, or was never one) holds nothing of ours and is left."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def write_synced(path: Path, data: bytes) -> None:
     """Write `data` to a new file at `path` and flush it to disk."""
     with open(path, "wb") as fh:
@@ -330,20 +340,11 @@ def install_together(moves: list[tuple[Path, Path]]) -> None:
                     os.unlink(put)
             except OSError:
                 pass
-        for tmp, _ in moves:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:  # its directory is gone or was never one: nothing of ours is there
-                pass
+        discard(tmp for tmp, _ in moves)
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(final)) from None
         raise
-    for _, backup in done:
-        if backup is not None:
-            try:
-                os.unlink(backup)
-            except OSError:
-                pass
+    discard(backup for _, backup in done if backup is not None)
     for parent in {final.parent for _, final in moves}:
         fsync_dir(parent)
 
@@ -356,10 +357,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     try:
         write_synced(tmp, data)
     except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        discard([tmp])
         raise
     install_together([(tmp, p)])
 

@@ -39,7 +39,7 @@ import yaml
 import simworld
 from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
-from simworld.errors import SimworldError, one_line
+from simworld.errors import SimworldError, interrupt, one_line
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
 from simworld.replay import RECORD_ERRORS, record_problem
@@ -556,11 +556,7 @@ def _now() -> str:
 def _signals_for_run() -> Iterator[None]:
     """SIGTERM stops the run like Ctrl-C; past a file-size limit write() fails with EFBIG (a clear
     error) instead of SIGXFSZ killing the process."""
-
-    def raise_interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    wanted = {signal.SIGTERM: raise_interrupt}
+    wanted = {signal.SIGTERM: interrupt}
     if hasattr(signal, "SIGXFSZ"):
         wanted[signal.SIGXFSZ] = signal.SIG_IGN
     previous = {}

@@ -34,7 +34,8 @@ from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores
                                     json_text, open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, parse_record, record_problem
-from simworld.runio import install_together, iter_records, remove_stale_temporaries, temp_name, write_synced
+from simworld.runio import (discard, install_together, iter_records, remove_stale_temporaries, temp_name,
+                            write_synced)
 
 
 @dataclass
@@ -213,11 +214,7 @@ class _Outputs:
                 out.fh.close()
             except OSError:
                 pass
-        for p in [*self.tmp.values(), *(tmp for tmp, _ in self.staged)]:
-            try:
-                p.unlink(missing_ok=True)
-            except OSError:  # its directory is gone or was never one: nothing of ours is there
-                pass
+        discard([*self.tmp.values(), *(tmp for tmp, _ in self.staged)])
 
 
 def _check_target(path: Path, option: str | None) -> None:

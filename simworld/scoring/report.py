@@ -28,7 +28,8 @@ import orjson
 from simworld import registry
 from simworld.errors import DamagedRecord, SimworldError
 from simworld.replay import load_run_scenario, parse_record, record_problem
-from simworld.runio import install_together, iter_records, remove_stale_temporaries, temp_name, write_synced
+from simworld.runio import (discard, install_together, iter_records, remove_stale_temporaries, temp_name,
+                            write_synced)
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
 from simworld.summary import pass_k_values
@@ -190,11 +191,7 @@ def score_run(run_dir: str | Path, requested: Iterable[str] = ()) -> tuple[Score
             write_synced(moves[1][0], orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         install_together(moves)  # both or neither replace their old versions
     except BaseException as exc:  # Ctrl-C included: never leave a temporary file behind
-        for tmp, _ in moves:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        discard(tmp for tmp, _ in moves)
         if isinstance(exc, OSError):
             raise SimworldError(f"cannot write scores under {out.parent}: {exc.strerror or exc}") from None
         raise
