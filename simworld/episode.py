@@ -262,7 +262,8 @@ class Episode:
         if problem is not None:  # kept as an invalid move the record can hold, never a dead run
             msg = Message(role="assistant", content=_storable_text(msg.content),
                           invalid=f"the action cannot be recorded: {problem}")
-        elif not msg.invalid and (problem := special_token_problem(msg)) is not None:
+        elif not msg.invalid and not isinstance(action, str) and (problem := special_token_problem(msg)) is not None:
+            # (text was parsed, and the parser refuses the same tokens)
             msg = Message(role="assistant", content=msg.content, invalid=problem)
         if msg.invalid:  # its text and reason reach prompts (this role's, the others'): no forged structure
             msg = msg.model_copy(update={"content": escape_special_tokens(msg.content),
