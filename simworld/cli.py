@@ -7,7 +7,6 @@ one by adding its module to COMMANDS. User errors (SimworldError) print one line
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
 from typing import Any
 
@@ -55,11 +54,12 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    from simworld.errors import ScenarioError, SimworldError, interrupt
+    from simworld import interrupts
+    from simworld.errors import ScenarioError, SimworldError
 
-    # SIGTERM (kill, timeout, a CI job's end) stops a command as Ctrl-C does: what it was writing is
-    # cleaned up and what it wrote before stays (`run` installs its own handler, to the same end).
-    signal.signal(signal.SIGTERM, interrupt)
+    # Ctrl-C and SIGTERM (kill, timeout, a CI job's end) stop a command alike: what it was writing is
+    # cleaned up and what it wrote before stays. Neither lands inside an import.
+    interrupts.install()
     try:
         return cli.main(args=argv, prog_name="simworld", standalone_mode=False)
     except click.exceptions.Abort:  # (click's form of a KeyboardInterrupt)

@@ -8,12 +8,6 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 
-def interrupt(signum: int, frame: object) -> None:
-    """A signal handler that stops the program as Ctrl-C does (SIGTERM: kill, timeout, a CI job's
-    end), so that the clean-up Ctrl-C gets runs for it too."""
-    raise KeyboardInterrupt
-
-
 class SimworldError(Exception):
     """An error caused by the user's input (scenario, arguments, files). Printed as one line."""
 

@@ -39,7 +39,8 @@ import yaml
 import simworld
 from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
-from simworld.errors import SimworldError, interrupt, one_line
+from simworld.errors import SimworldError, one_line
+from simworld.interrupts import interrupt
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
 from simworld.replay import RECORD_ERRORS, record_problem
