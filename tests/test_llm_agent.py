@@ -381,6 +381,25 @@ def test_ordinary_nested_provider_params_are_accepted():
     assert sc.roles["clerk"].agent.provider_params == params
 
 
+def test_a_json_schema_with_fields_named_like_secrets_is_accepted():
+    """guided_json / response_format name the reply's fields: a field "token" is not a secret, but a
+    secret-looking value inside the schema still is."""
+    schema = {"type": "object", "properties": {"token": {"type": "string"}, "api_key": {"type": "string"},
+                                               "password": {"type": "object", "properties": {"secret": {"type": "string"}}}},
+              "required": ["token", "api_key"], "$defs": {"session_token": {"type": "string"}}}
+    params = {"extra_body": {"guided_json": schema},
+              "response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}}
+    sc = ledger(clerk={"type": "llm", "model": "openai/x", "provider_params": params})
+    assert sc.roles["clerk"].agent.provider_params == params
+    leaky = {"extra_body": {"guided_json": {"properties": {"token": {"type": "string", "default": "sk-abc123456789"}}}}}
+    with pytest.raises(ScenarioError) as err:
+        ledger(clerk={"type": "llm", "model": "openai/x", "provider_params": leaky})
+    assert "provider_params.extra_body.guided_json.properties.token.default: the value looks like an API key" in str(
+        err.value.problems) and "sk-abc" not in str(err.value.problems)
+    with pytest.raises(ScenarioError):  # outside a schema's field names, the name still counts
+        ledger(clerk={"type": "llm", "model": "openai/x", "provider_params": {"extra_body": {"properties": {"x": 1}, "token": "t"}}})
+
+
 def test_same_seed_same_trajectory_bytes_timings_aside():
     with ScriptedServer(ledger_policy) as server:
         sc = ledger(clerk=llm(server), user=llm(server, temperature=0.7))

@@ -133,7 +133,12 @@ class LLMParams(AgentParams):
         return v
 
 
-def _secret_in(value: Any, path: str, headers: bool) -> str | None:
+# A JSON Schema (guided_json, response_format) names the fields of the reply under these keys: a
+# field called "token" or "api_key" there is data the model fills in, not a secret set here.
+_SCHEMA_NAME_KEYS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+
+
+def _secret_in(value: Any, path: str, headers: bool, names_are_fields: bool = False) -> str | None:
     """Where in `value` (any depth) a secret-looking name or value is, as one line; None if nowhere.
     Never includes the value itself."""
     advice = "secrets go in environment variables (see api_key_env)"
@@ -141,9 +146,10 @@ def _secret_in(value: Any, path: str, headers: bool) -> str | None:
         for key, item in value.items():
             name = str(key)
             where = f"{path}.{name[:60]}"
-            if secret_name(name) or (headers and secret_header(name)):
+            if not names_are_fields and (secret_name(name) or (headers and secret_header(name))):
                 return f"{where}: {advice}"
-            found = _secret_in(item, where, headers=name.lower() in HEADER_PARAMS)
+            found = _secret_in(item, where, headers=not names_are_fields and name.lower() in HEADER_PARAMS,
+                               names_are_fields=not names_are_fields and name in _SCHEMA_NAME_KEYS)
             if found:
                 return found
     elif isinstance(value, (list, tuple)):
