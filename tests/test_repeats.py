@@ -148,5 +148,7 @@ def test_cli_run_takes_repeats_from_set(tmp_path):
     assert records[3]["task"]["instance_id"] != records[0]["task"]["instance_id"]
     assert "repeats: 3" in (out / "scenario.yaml").read_text()
     assert cli("replay", str(out)).returncode == 0
+    scored = cli("score", str(out))
+    assert "pass^3" in scored.stdout and "tried once" not in scored.stdout
     bad = cli("run", str(MIXED), "--episodes", "2", "--set", "repeats=0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "repeats" in bad.stderr and "Traceback" not in bad.stderr

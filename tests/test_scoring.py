@@ -227,6 +227,8 @@ def test_cli_score_writes_beside_the_run_and_prints_the_table(tmp_path):
     scores = run / SCORES_DIR / "scores.jsonl"
     summary = orjson.loads((run / SCORES_DIR / "summary.json").read_bytes())
     assert len(scores.read_bytes().splitlines()) == 6 and summary["total"]["episodes"] == 6
+    # with every task tried once, pass^1 is all there is: the line says how to get more
+    assert ("run with --set repeats=K" in res.stdout) == (list(summary["pass_k"]) == ["pass^1"])
     one = cli("score", str(run), "--scorer", "tool_validity")
     assert one.returncode == 0
     sub = [orjson.loads(x) for x in (run / SCORES_DIR / "scores-tool_validity.jsonl").read_bytes().splitlines()]

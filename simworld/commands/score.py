@@ -52,7 +52,9 @@ def render_summary(summary: dict[str, Any], console: Any, fit: bool = True) -> N
                       highlight=False)
     if summary["pass_k"]:
         console.print(f"pass^k (all k tries of a task succeed; {summary['task_instances']:,} task instances): "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in summary["pass_k"].items()), highlight=False)
+                      + ", ".join(f"{k} {v:.3f}" for k, v in summary["pass_k"].items())
+                      + ("" if len(summary["pass_k"]) > 1 else
+                         "; each task was tried once: run with --set repeats=K for pass^k beyond k=1"), highlight=False)
     for bad in summary.get("bad_records", []):
         console.print(f"skipped record {bad}", highlight=False)
 
