@@ -428,6 +428,20 @@ def test_dpo_pairs_from_forks_and_from_other_agents_on_the_same_seed(tmp_path):
         assert p["provenance"]["chosen"]["instance_id"] == p["provenance"]["rejected"]["instance_id"]
         assert p["prompt"][0]["role"] == "system" and p["prompt"][-1]["role"] == "user"
         assert p["chosen"] != p["rejected"] and p["chosen"][0]["role"] == "assistant"
+    # The card compares both sides, from the pairs as written.
+    dpo = res.card["dpo"]
+    for side in ("chosen", "rejected"):
+        values = [p["scores"][side]["value"] for p in pairs]
+        assert dpo[side]["mean_score"] == pytest.approx(sum(values) / len(values), abs=1e-6)
+        assert dpo[side]["success_rate"] == pytest.approx(
+            sum(p["provenance"][side]["success"] for p in pairs) / len(pairs), abs=1e-6)
+    assert dpo["chosen"]["mean_score"] > dpo["rejected"]["mean_score"]
+    assert sum(dpo["score_gap_histogram"].values()) == len(pairs)
+    lower = {name: sum(1 for p in pairs if p["scores"]["rejected"].get(name, 1) < v)
+             for name, v in pairs[0]["scores"]["chosen"].items() if name not in ("value", "passed")}
+    assert dpo["rejected_lower_on"] == {k: v for k, v in lower.items() if v}
+    md = (tmp_path / "dpo.card.md").read_text()
+    assert "## Preference pairs" in md and "| | chosen | rejected |" in md and "{'groups'" not in md
     # Forks share the history up to the fork point: that history is the prompt.
     hag = worlds.make_run(tmp_path / "hag", worlds.haggle_data(), 3)
     sc = load_run_scenario(hag)

@@ -60,6 +60,7 @@ class CardStats:
                                                                     "source")}
         self.success: Counter[str] = Counter()
         self.score_bins = [0] * 11
+        self.score_sum = 0.0
         self.scorer_sum: Counter[str] = Counter()
         self.scorer_n: Counter[str] = Counter()
         self.turns: Counter[int] = Counter()
@@ -98,6 +99,7 @@ class CardStats:
         self.success["success" if sample.success else "failure"] += 1
         value = float(sample.scores.get("value", 0.0))
         self.score_bins[min(10, max(0, int(value * 10 + 1e-9)))] += 1
+        self.score_sum += value
         for name, v in sample.scores.items():
             if name not in ("value", "passed") and isinstance(v, (int, float)):
                 self.scorer_sum[name] += v
@@ -141,8 +143,19 @@ class CardStats:
             }
         return out
 
-    def as_dict(self, command: str, fmt: str, outputs: dict[str, str], duplicates: dict[str, int]) -> dict[str, Any]:
+    def outcomes(self) -> dict[str, Any]:
+        """Success, scores, turns and tool calls of the synthetic samples counted."""
         synth = sum(self.success.values())
+        return {
+            "success_rate": round(self.success["success"] / synth, 6) if synth else None,
+            "mean_score": round(self.score_sum / synth, 6) if synth else None,
+            "score_histogram": {f"{i / 10:.1f}": n for i, n in enumerate(self.score_bins) if n},
+            "scorer_means": {k: round(self.scorer_sum[k] / self.scorer_n[k], 6) for k in sorted(self.scorer_n)},
+            "assistant_turns_per_sample": _dist(self.turns),
+            "tool_calls_per_sample": _dist(self.tool_calls),
+        }
+
+    def as_dict(self, command: str, fmt: str, outputs: dict[str, str], duplicates: dict[str, int]) -> dict[str, Any]:
         return {
             "format": fmt,
             "command": json_text(command),
@@ -151,11 +164,7 @@ class CardStats:
             "outputs": {k: json_text(v) for k, v in outputs.items()},
             "samples": self.samples,
             "counts": {k: dict(sorted(v.items())) for k, v in self.by.items()},
-            "success_rate": round(self.success["success"] / synth, 6) if synth else None,
-            "score_histogram": {f"{i / 10:.1f}": n for i, n in enumerate(self.score_bins) if n},
-            "scorer_means": {k: round(self.scorer_sum[k] / self.scorer_n[k], 6) for k in sorted(self.scorer_n)},
-            "assistant_turns_per_sample": _dist(self.turns),
-            "tool_calls_per_sample": _dist(self.tool_calls),
+            **self.outcomes(),
             "coverage": self.coverage(),
             "filtered": dict(sorted(self.filtered.items())),
             "malformed_records_skipped": self.malformed_records,
@@ -184,6 +193,8 @@ def render_markdown(card: dict[str, Any]) -> str:
                        ("perspective", "perspective"), ("source", "source")):
         out += _table(title, card["counts"].get(key, {}))
     out += ["## Outcomes and scores", ""]
+    if "dpo" in card:
+        out += ["Of the chosen side of each pair (both sides are compared under *Preference pairs*).", ""]
     if card["success_rate"] is not None:
         out.append(f"Success rate: {card['success_rate']:.1%}")
         out.append("")
@@ -233,11 +244,44 @@ def render_markdown(card: dict[str, Any]) -> str:
     for m in card["mix"]:
         out.append(f"Mixed in `{m['file']}`: {m['samples']:,} samples ({m['achieved']:.1%} of the output, "
                    f"{m['requested']:.1%} requested), tagged synthetic: false.")
-    for key in ("dpo",):
-        if key in card:
-            out.append(f"DPO: {card[key]}")
     out.append("")
+    if "dpo" in card:
+        out += _preference_pairs(card["dpo"])
     return "\n".join(out)
+
+
+def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
+    out = ["## Preference pairs", "",
+           f"{dpo['pairs']:,} pairs from {dpo['groups']:,} groups (trajectories of one task instance, seed and "
+           f"perspective), {dpo['groups_with_a_score_gap']:,} of them with a score gap. Left out: "
+           f"{dpo['skipped_identical']:,} whose conversations do not part, {dpo['skipped_no_common_prompt']:,} "
+           f"with no prompt in common, {dpo['skipped_diverge_on_other_party']:,} that part on another party's turn.",
+           ""]
+    chosen, rejected = dpo.get("chosen"), dpo.get("rejected")
+    if not dpo["pairs"] or not chosen or not rejected:
+        return out
+
+    def rate(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    rows = [("success rate", rate(chosen["success_rate"]), rate(rejected["success_rate"])),
+            ("mean score", num(chosen["mean_score"]), num(rejected["mean_score"]))]
+    for name in sorted(set(chosen["scorer_means"]) | set(rejected["scorer_means"])):
+        rows.append((f"{name} (mean)", num(chosen["scorer_means"].get(name)), num(rejected["scorer_means"].get(name))))
+    for key, title in (("assistant_turns_per_sample", "assistant turns (mean)"),
+                       ("tool_calls_per_sample", "tool calls (mean)")):
+        rows.append((title, str(chosen[key].get("mean", "-")), str(rejected[key].get("mean", "-"))))
+    out += ["| | chosen | rejected |", "| --- | ---: | ---: |"] + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+    if dpo.get("score_gap_histogram"):
+        out += ["| score gap (chosen - rejected) | pairs |", "| --- | ---: |"]
+        out += [f"| {k} | {v:,} |" for k, v in dpo["score_gap_histogram"].items()] + [""]
+    if dpo.get("rejected_lower_on"):
+        out += ["Pairs whose rejected side scored lower, by scorer: "
+                + ", ".join(f"{k} {v:,}" for k, v in dpo["rejected_lower_on"].items()) + ".", ""]
+    return out
 
 
 def card_paths(out: Path) -> tuple[Path, Path]:

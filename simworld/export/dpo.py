@@ -19,6 +19,7 @@ The first pass keeps (episode, score) per trajectory; the second holds only the 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,18 @@ def _parting(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
             and any(n < len(x) and "tool_calls" in x[n] for x in (a, b)):
         n -= 1
     return n
+
+
+def _compare(chosen: dict[str, Any], rejected: dict[str, Any], gaps: Counter[str], lower_on: Counter[str]) -> None:
+    """Count a pair's score gap (in tenths) and the scorers on which its rejected side scored lower."""
+    gap = float(chosen.get("value", 0.0)) - float(rejected.get("value", 0.0))
+    tenth = min(10, max(0, int(gap * 10 + 1e-9)))
+    gaps["1.0" if tenth == 10 else f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}"] += 1
+    for name, v in chosen.items():
+        other = rejected.get(name)
+        if name not in ("value", "passed") and isinstance(v, (int, float)) and isinstance(other, (int, float)) \
+                and other < v:
+            lower_on[name] += 1
 
 
 def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> ExportResult:
@@ -80,6 +93,9 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
     paths = output_paths(opts)
     outputs = _Outputs(paths)
     pairs = identical = unrelated = not_ours = 0
+    rejected_stats = CardStats()
+    gaps: Counter[str] = Counter()
+    lower_on: Counter[str] = Counter()
     try:
         for key in sorted(held, key=str):
             both = held[key]
@@ -107,10 +123,15 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 "synthetic": True,
             })
             stats.add(chosen, split, sum(1 for m in a if m["role"] == "assistant"))
+            rejected_stats.add(rejected, split, sum(1 for m in b if m["role"] == "assistant"))
+            _compare(chosen.scores, rejected.scores, gaps, lower_on)
             pairs += 1
         stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
                               "skipped_identical": identical, "skipped_no_common_prompt": unrelated,
-                              "skipped_diverge_on_other_party": not_ours}
+                              "skipped_diverge_on_other_party": not_ours,
+                              "chosen": stats.outcomes(), "rejected": rejected_stats.outcomes(),
+                              "score_gap_histogram": dict(sorted(gaps.items())),
+                              "rejected_lower_on": dict(lower_on.most_common())}
         card = stats.as_dict(opts.command, "dpo", {k: str(p) for k, p in paths.items()}, {"exact": 0, "near": 0})
         cards = card_files(out, card)
         outputs.commit(cards)
