@@ -341,7 +341,7 @@ class Episode:
         said = "\n".join(e.content for e in self.events
                          if e.role == "assistant" and self.sc.roles.get(e.speaker) is not None
                          and self.sc.roles[e.speaker].kind == "assistant" and not e.invalid)
-        missing = [r for r in self.task.required_outputs if not output_stated(r, said)]
+        missing = [r for r in self.task.required_outputs if not self.world.output_stated(r, said)]
         outputs_stated = not missing if self.task.required_outputs else None
         success = self.error is None and state_match is not False and not missing
         out = Outcome(success=success, termination=self.termination, state_match=state_match, diff=diff,

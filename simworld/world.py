@@ -505,6 +505,17 @@ class World:
         """How a row is named in diffs (worlds override to show ids like '#W0000042')."""
         return str(row)
 
+    @classmethod
+    def output_stated(cls, required: str, said: str) -> bool:
+        """Is the task's required output `required` stated in `said` (all the assistant side said)?
+
+        By default a number matches by value anywhere and anything else as text
+        (:func:`simworld.episode.output_stated`). A world whose outputs can be stated wrongly in the
+        right words (one status among several, money charged where it is refunded) checks closer."""
+        from simworld.episode import output_stated
+
+        return output_stated(required, said)
+
     # -- tool graph
     @classmethod
     def tool_graph(cls, names: Iterable[str] | None = None) -> nx.DiGraph:

@@ -18,7 +18,7 @@ import pytest
 from simworld.agent import Agent, AgentParams, View
 from simworld.agents.retail import nlu
 from simworld.agents.retail.customer import Customer, CustomerParams, cues
-from simworld.agents.retail.oracle import WRITE_TOOL
+from simworld.agents.retail.oracle import WRITE_TOOL, SupportOracle
 from simworld.agents.retail.plan import ToolPlanner
 from simworld.agents.retail.text import Dice, Template, add_typos
 from simworld.episode import STOP, Episode, episode_specs, run_episode_sync
@@ -469,3 +469,67 @@ def test_customer_survives_a_nonsensical_support_side():
         for spec in episode_specs(sc, 12, seed=6):
             t = run_episode_sync(sc, spec)
             assert t.outcome.termination == "user_stop", t.outcome  # it hangs up rather than running out of turns
+
+
+# ----------------------------------------------------------------------------------------------
+# Required outputs are checked as stated, not as words found anywhere
+
+
+@pytest.mark.parametrize("required,said,ok", [
+    ("delivered", "Order #W1 is 'delivered'. Its total is $12.00.", True),
+    ("delivered", "Your order has been delivered.", True),
+    ("delivered", "It has been processed and will be delivered in a few days.", False),  # two statuses
+    ("processed", "It has been processed and will be delivered in a few days.", False),
+    ("delivered", "Your order was not delivered yet.", False),
+    ("pending", "It's pending; it hasn't been processed yet.", True),
+    ("cancelled", "Your order was canceled on Monday.", True),
+    ("pending", "Order #W1 is 'pending (item modified)'.", False),
+    ("pending (item modified)", "Order #W1 is 'pending (item modified)'.", True),
+    ("charge 171.00", "The price difference of $171.00 will be charged to Visa credit card ending in 1612.", True),
+    ("refund 171.00", "The price difference of $171.00 will be charged to Visa credit card ending in 1612.", False),
+    ("refund 1122.98", "Return the Portable Charger with a refund of $1,122.98 to Amex credit card ending in 4547.", True),
+    ("refund 5.00", "The difference is $5.00. It will be refunded to your PayPal.", True),
+    ("refund 5.00", "$5.00 will be refunded. $3.00 will be charged.", True),
+    ("charge 3.00", "$5.00 will be refunded. $3.00 will be charged.", True),
+    ("charge 5.00", "$5.00 will be refunded. $3.00 will be charged.", False),
+    ("refund 5.00", "You won't be charged anything: $5.00 will be refunded.", True),
+    ("refund 5.00", "The total is $5.00.", False),  # the amount without its direction
+    ("1416.00", "Its total is $1,416.00.", True),  # a plain number: by value, anywhere
+])
+def test_retail_outputs_are_checked_as_stated(required, said, ok):
+    assert get_world("retail").output_stated(required, said) is ok
+
+
+@register_agent("test_flipped_oracle")
+class FlippedOracle(SupportOracle):
+    """The oracle, saying 'charged' for a refund and 'refunded' for a charge; its tool calls are right."""
+
+    def difference_words(self, method: str) -> str:
+        words = super().difference_words(method)
+        return words.replace("charged", "\0").replace("refunded", "charged").replace("\0", "refunded")
+
+
+@register_agent("test_vague_status")
+class VagueStatus(SupportOracle):
+    """The oracle, giving every order's status as 'processed and will be delivered'."""
+
+    def report_status(self):
+        msg = super().report_status()
+        return msg.model_copy(update={"content": re.sub(r"is '[^']+'", "has been processed and will be delivered",
+                                                        msg.content)})
+
+
+@pytest.mark.parametrize("task,support", [("modify_pending_order_items", "test_flipped_oracle"),
+                                          ("exchange_delivered_order_items", "test_flipped_oracle"),
+                                          ("order_status", "test_vague_status")])
+def test_a_wrong_answer_in_the_right_words_fails(task, support):
+    sc = scenario(task, support={"type": support})
+    failed = 0
+    for spec in episode_specs(sc, 40, seed=3):
+        t = run_episode_sync(sc, spec)
+        if t.task.required_outputs and t.task.required_outputs[0].split()[0] in ("refund", "charge", "delivered",
+                                                                                 "processed"):
+            assert t.outcome.state_match is True and not t.outcome.success, t.outcome
+            assert t.outcome.missing_outputs
+            failed += 1
+    assert failed >= 10

@@ -129,17 +129,20 @@ def solve_from_brief(world, brief: CustomerBrief) -> tuple[list[ToolCall], list[
         writes.append(call)
         after = orjson.loads(result.content)
         before_history = len(order["payment_history"])
+        # money owed one way is stated with its way: "refund 12.50", "charge 12.50"
         if req.intent == "cancel":
-            stated.append(f"{sum(t['amount'] for t in after['payment_history'][before_history:]):.2f}")
+            stated.append(f"refund {sum(t['amount'] for t in after['payment_history'][before_history:]):.2f}")
         elif req.intent == "modify_payment":
             stated.append(f"{after['payment_history'][-1]['amount']:.2f}")
         elif req.intent == "return":
             prices = {i["item_id"]: i["price"] for i in after["items"]}
-            stated.append(f"{sum(prices[i] for i in after['return_items']):.2f}")
+            stated.append(f"refund {sum(prices[i] for i in after['return_items']):.2f}")
         elif req.intent == "exchange" and after["exchange_price_difference"]:
-            stated.append(f"{abs(after['exchange_price_difference']):.2f}")
+            diff = after["exchange_price_difference"]
+            stated.append(f"{'charge' if diff > 0 else 'refund'} {abs(diff):.2f}")
         elif req.intent == "modify_items" and len(after["payment_history"]) > before_history:
-            stated.append(f"{after['payment_history'][-1]['amount']:.2f}")
+            last = after["payment_history"][-1]
+            stated.append(f"{'charge' if last['transaction_type'] == 'payment' else 'refund'} {last['amount']:.2f}")
     return writes, stated, state
 
 
@@ -214,6 +217,12 @@ def test_task_params_are_validated():
 # -- through the episode engine -----------------------------------------------------------------
 
 
+def _say(required: str) -> str:
+    """A required output as a sentence states it: 'refund 12.50' is '12.50 will be refunded'."""
+    way, _, amount = required.partition(" ")
+    return {"refund": f"{amount} will be refunded", "charge": f"{amount} will be charged"}.get(way, required)
+
+
 @register_agent("test_retail_gold_agent")
 class GoldReplayAgent(Agent):
     """Replays the gold plan, then states the required outputs (engine integration only)."""
@@ -223,7 +232,7 @@ class GoldReplayAgent(Agent):
         plan = view.task.gold_plan
         if done < len(plan):
             return Message(role="assistant", tool_calls=[plan[done]])
-        return "Done. " + " ".join(view.task.required_outputs) if view.task.required_outputs else "Done."
+        return "Done. " + ". ".join(_say(r) for r in view.task.required_outputs) if view.task.required_outputs else "Done."
 
 
 @register_agent("test_retail_quiet_customer")

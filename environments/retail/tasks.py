@@ -30,7 +30,7 @@ from simworld.world import State
 
 from . import kernels, vocab
 from .schema import Address, CustomerBrief, Identity, ItemRef, PaymentRef, Request
-from .world import CANCELLED, DELIVERED, GIFT_CARD, PENDING, PROCESSED, RetailWorld, money
+from .world import CANCELLED, DELIVERED, GIFT_CARD, PENDING, PROCESSED, RetailWorld, money, owed
 
 SAMPLE_TRIES = 64
 
@@ -232,7 +232,7 @@ def step_cancel(world: RetailWorld, state: State, rng: np.random.Generator, orde
     text = (f"You want to cancel {_order_words(req)}. If asked why, the reason is '{reason}'. "
             "You want to know how much will be refunded.")
     return Step(Request(**req), lookups, [("cancel_pending_order", {"order_id": req["order_id"], "reason": reason})],
-                [money(refund)], text)
+                [owed(-refund)], text)
 
 
 def step_modify_address(world: RetailWorld, state: State, rng: np.random.Generator, order: int,
@@ -295,7 +295,7 @@ def _swap_step(world: RetailWorld, state: State, rng: np.random.Generator, order
     verb = "change, in" if intent == "modify_items" else "exchange, from"
     text = (f"You want to {verb} {_order_words(req)}: {swaps}. Any price difference should go through your "
             f"{pay.description}. You want to know the price difference.")
-    return Step(Request(**req), lookups, [write], [money(abs(diff))] if diff else [], text)
+    return Step(Request(**req), lookups, [write], [owed(diff)] if diff else [], text)
 
 
 def step_modify_items(world: RetailWorld, state: State, rng: np.random.Generator, order: int,
@@ -329,7 +329,7 @@ def step_return(world: RetailWorld, state: State, rng: np.random.Generator, orde
             f"refunded to your {pay.description}. You want to know the refund amount.")
     return Step(Request(**req), lookups, [("return_delivered_order_items",
                                            {"order_id": req["order_id"], "item_ids": [i.item_id for i in req["items"]],
-                                            "payment_method_id": pay.id})], [money(refund)], text)
+                                            "payment_method_id": pay.id})], [owed(-refund)], text)
 
 
 STEP_BUILDERS: dict[str, tuple[Callable[..., Step], tuple[int, ...], Callable[[RetailWorld, State, int], bool]]] = {

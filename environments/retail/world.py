@@ -23,7 +23,7 @@ from simworld.registry import register_world
 from simworld.types import FieldDiff, Message, Outcome
 from simworld.world import State, World, WorldData
 
-from . import kernels
+from . import kernels, vocab
 from .data import USER_NUM_RANGE, RetailParams, generate
 from .policy import ASSISTANT_POLICY, CUSTOMER_PROMPT, policy_breaches
 
@@ -51,7 +51,56 @@ def money(cents: int) -> str:
     return f"{int(cents) / 100:.2f}"
 
 
+def owed(cents: int) -> str:
+    """Money the customer is charged (`cents` > 0) or refunded (< 0), as a required output that
+    must be stated with its direction: 'charge 12.50', 'refund 12.50'."""
+    return f"{'charge' if cents > 0 else 'refund'} {money(abs(int(cents)))}"
+
+
 _DERIVED: weakref.WeakKeyDictionary[WorldData, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+# -- how required outputs are checked (RetailWorld.output_stated)
+
+_STATUS_WORDS = {s: s for s in vocab.STATUSES} | {"canceled": "cancelled"}
+_STATUS = re.compile(r"(?<!\w)(" + "|".join(re.escape(s) for s in sorted(_STATUS_WORDS, key=len, reverse=True))
+                     + r")(?!\w)", re.IGNORECASE)
+_NEGATED = re.compile(r"(?:\bnot|n't|\bno|\bnever|\bnothing)\W+(?:\w+\W+){0,2}$", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_MONEY_OWED = re.compile(r"(?P<way>refund|charge) (?P<amount>\d+\.\d\d)")
+_WAYS = {"refund": re.compile(r"\b(?:refund\w*|credited|reimburs\w*|receive|get (?:it |this )?back|back (?:to|on))\b",
+                              re.IGNORECASE),  # (whole words: a 'Portable Charger' is not a charge)
+         "charge": re.compile(r"\b(?:charge[ds]?|billed|debited|owe[ds]?|pay)\b", re.IGNORECASE)}
+_AMOUNT = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def _said(pattern: re.Pattern[str], sentence: str) -> list[re.Match[str]]:
+    """The matches of `pattern` in `sentence` that no 'not', 'no' or 'never' just before negates."""
+    return [m for m in pattern.finditer(sentence) if not _NEGATED.search(sentence[max(0, m.start() - 40):m.start()])]
+
+
+def _statuses_said(sentence: str) -> set[str]:
+    return {_STATUS_WORDS[m.group(1).lower()] for m in _said(_STATUS, sentence)}
+
+
+def _money_owed_stated(way: str, amount: float, said: str) -> bool:
+    """Some sentence states `amount` and says the money goes `way`, not the other; or says it in the
+    next sentence when that one states no amount of its own ('The difference is $5.00. It will be
+    refunded.')."""
+    other = "charge" if way == "refund" else "refund"
+    sentences = _sentences(said)
+    for i, sentence in enumerate(sentences):
+        if not any(abs(float(m.group().replace(",", "")) - amount) < 0.005 for m in _AMOUNT.finditer(sentence)):
+            continue
+        following = sentences[i + 1] if i + 1 < len(sentences) else ""
+        window = sentence if _AMOUNT.search(following) else f"{sentence} {following}"
+        if _said(_WAYS[way], window) and not _said(_WAYS[other], window):
+            return True
+    return False
 
 
 @register_world("retail")
@@ -119,6 +168,17 @@ class RetailWorld(World):
         `events` is the episode's log; `kinds` maps each role to ``user`` or ``assistant``.
         """
         return policy_breaches(self, events, kinds)
+
+    @classmethod
+    def output_stated(cls, required: str, said: str) -> bool:
+        """A status must be the one status a sentence gives (not 'processed and will be delivered'),
+        and money owed one way (``refund 12.50`` / ``charge 12.50``) stated with its direction."""
+        if required in _STATUS_WORDS:
+            return any(_statuses_said(s) == {required} for s in _sentences(said))
+        money_owed = _MONEY_OWED.fullmatch(required)
+        if money_owed:
+            return _money_owed_stated(money_owed["way"], float(money_owed["amount"]), said)
+        return super().output_stated(required, said)
 
     def row_label(self, table: str, row: int) -> str:
         if table == "orders" and row < self.orders.n:

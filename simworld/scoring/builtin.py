@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
+from simworld import registry
 from simworld.registry import register_scorer
 from simworld.scoring.base import Score, ScoringContext
 from simworld.types import FieldDiff, Message, Outcome, TaskRecord, ToolCall, Trajectory
@@ -50,15 +51,16 @@ def state_match(traj: Trajectory, outcome: Outcome) -> Score | None:
 
 @register_scorer("outputs_stated")
 def outputs_stated(traj: Trajectory, kinds: dict[str, str]) -> Score | None:
-    """Fraction of the task's required outputs that the assistant side stated."""
-    from simworld.episode import output_stated
+    """Fraction of the task's required outputs that the assistant side stated (as its world checks them)."""
+    from simworld.world import World
 
     required = traj.task.required_outputs
     if not required:
         return None
     said = "\n".join(e.content for e in traj.events if e.role == "assistant" and kinds.get(e.speaker) == "assistant"
                      and not e.invalid)
-    missing = [r for r in required if not output_stated(r, said)]
+    world = registry.WORLDS.get(str(traj.world.get("type")), World)
+    missing = [r for r in required if not world.output_stated(r, said)]
     value = 1.0 - len(missing) / len(required)
     return Score(value=value, passed=not missing, details={"required": required, "missing": missing})
 
