@@ -125,7 +125,7 @@ def test_pass_k_is_over_task_success_of_each_group(tmp_path):
     tries: dict[str, list[bool]] = defaultdict(list)
     for r in records:
         tries[r["task"]["instance_id"]].append(r["outcome"]["success"])
-    assert d["task_instances"] == len(tries) == 10
+    assert d["tasks"] == len(tries) == 10
     counts = [(len(v), sum(v)) for v in tries.values()]
     assert any(0 < c < n for n, c in counts), counts  # groups with both outcomes: pass^k is not trivial
     for k in range(1, K + 1):

@@ -77,7 +77,7 @@ def test_pass_k_counts_task_success_not_every_scorer_passing(noisy_mixed):
     assert "success" in d["pass_k_of"]
     res = cli("score", str(out))
     assert res.returncode == 0, res.stderr
-    assert re.search(r"pass\^k \(all k tries of a task succeed; 40 task instances\): pass\^1 "
+    assert re.search(r"pass\^k \(all k tries of a task succeed; 40 tasks\): pass\^1 "
                      + f"{success:.3f}", res.stdout), res.stdout[-400:]
 
 

@@ -51,7 +51,7 @@ def render_summary(summary: dict[str, Any], console: Any, fit: bool = True) -> N
         console.print(f"not shown for want of width: {', '.join(left_out)} (see scores/summary.json)",
                       highlight=False)
     if summary["pass_k"]:
-        console.print(f"pass^k (all k tries of a task succeed; {summary['task_instances']:,} task instances): "
+        console.print(f"pass^k (all k tries of a task succeed; {summary['tasks']:,} tasks): "
                       + ", ".join(f"{k} {v:.3f}" for k, v in summary["pass_k"].items())
                       + ("" if len(summary["pass_k"]) > 1 else
                          "; each task was tried once: run with --set repeats=K for pass^k beyond k=1"), highlight=False)

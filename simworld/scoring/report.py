@@ -11,8 +11,10 @@ pass^k (tau-bench): for a task instance tried n times by one agent, c of them su
 chance that k tries drawn without replacement all succeed, C(c, k) / C(n, k), averaged over the
 (instance, agent) pairs with n >= k. As in tau-bench it counts *task success*
 (``outcome.success``: the final state and the required outputs right), not ``passed`` (success and
-every scorer passed; that is ``pass_rate``). The tries of one task are the episodes that share its
-``task.instance_id``: a scenario with ``repeats: K`` runs every task K times.
+every scorer passed; that is ``pass_rate``). The tries of one task are the episodes of one repeat
+group (same ``task_seed``): a scenario with ``repeats: K`` runs every task K times. Two episodes
+that drew alike tasks by chance are not tries of one task (their ``instance_id`` names the order
+or user a task is about, not all of what it asks), so without repeats there is only pass^1.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from simworld.types import Trajectory
 SCORES_DIR = "scores"
 SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "summary.json"
-PASS_K_OF = "task success (outcome.success) over the tries of each task instance by each agent"
+PASS_K_OF = "task success (outcome.success) over the tries of each task (repeat group) by each agent"
 
 
 def scorer_names(scenario: Scenario | None, requested: Iterable[str] = ()) -> list[str]:
@@ -71,6 +73,7 @@ def score_line(traj: Trajectory, names: list[str], ctx: ScoringContext) -> dict[
         "task_type": traj.task.type,
         "instance_id": traj.task.instance_id,
         "seed": traj.seed,
+        **({"task_seed": traj.task_seed} if traj.task_seed is not None else {}),
         "agent": agent_label(traj, kinds),
         "success": traj.outcome.success,
         "passed": all_passed(scores, traj.outcome.success),
@@ -111,19 +114,20 @@ class ScoreSummary:
         self.names = names
         self.rows: dict[tuple[str, str], _Row] = {}
         self.total = _Row()
-        self.tries: dict[tuple[str, str, str], list[int]] = {}  # (scenario, agent, instance) -> [tries, successes]
+        self.tries: dict[tuple[str, str, str], list[int]] = {}  # (scenario, agent, task) -> [tries, successes]
         self.bad_records: list[str] = []
 
     def add(self, line: dict[str, Any]) -> None:
         self.rows.setdefault((line["task_type"], line["agent"]), _Row()).add(line)
         self.total.add(line)
-        key = (line["scenario"], line["agent"], line["instance_id"])
+        task_seed = line.get("task_seed")
+        key = (line["scenario"], line["agent"], f"group {task_seed}" if task_seed is not None else line["episode_id"])
         t = self.tries.setdefault(key, [0, 0])
         t[0] += 1
         t[1] += bool(line["success"])
 
     def pass_k(self) -> dict[str, float]:
-        """pass^1..pass^8 over task success (as many k as the most-tried task instance allows)."""
+        """pass^1..pass^8 over task success (as many k as the most-tried task allows)."""
         return pass_k_values((n, c) for n, c in self.tries.values())
 
     def as_dict(self) -> dict[str, Any]:
@@ -133,7 +137,7 @@ class ScoreSummary:
             "total": self.total.as_dict(),
             "pass_k": self.pass_k(),
             "pass_k_of": PASS_K_OF,
-            "task_instances": len(self.tries),
+            "tasks": len(self.tries),
             "bad_records": self.bad_records[:20],
         }
 
