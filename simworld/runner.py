@@ -338,7 +338,13 @@ def specs_for(sc: Scenario, indices: Iterable[int], chunk: int = 256) -> Iterato
     yield from flush()
 
 
-def _crash(spec: EpisodeSpec, exc: BaseException) -> EpisodeCrash:
+def _crash(spec: EpisodeSpec, exc: BaseException) -> SimworldError:
+    if isinstance(exc, SimworldError) and not isinstance(exc, EpisodeCrash):
+        # the scenario asks for something its world cannot give (a task with no target in a tiny
+        # world): the user's to fix, exit 2, not a crash
+        error = SimworldError(f"episode {spec.episode_id}: {exc}")
+        error.exit_code = exc.exit_code
+        return error
     if os.environ.get(DEBUG_ENV):
         import traceback
 

@@ -100,3 +100,13 @@ def test_readme_demo_runs_scores_and_replays(tmp_path):
     assert all(v == 1.0 for v in summary["rows"][0]["scorers"].values()), summary["rows"][0]
     replay = subprocess.run(cmd + ["replay", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_world_too_small_for_the_task_is_a_user_error_not_a_crash(tmp_path, workers):
+    proc = subprocess.run([sys.executable, "-m", "simworld", "run", "scenarios/retail/exchange_delivered_order_items.yaml",
+                           "--episodes", "4", "--workers", str(workers), "--out", str(tmp_path / "run"),
+                           "--set", "world.params.n_orders=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no eligible order with status" in lines[0] and "crashed" not in lines[0], lines

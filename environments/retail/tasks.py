@@ -38,6 +38,9 @@ SAMPLE_TRIES = 64
 class NoEligibleTarget(SimworldError):
     """The world holds no target for this task type (e.g. a tiny world without delivered orders)."""
 
+    def __str__(self) -> str:
+        return f"{super().__str__()} in this world: too small for the task? (world.params: n_orders, status_mix)"
+
 
 class RetailTaskParams(BaseModel):
     """How the customer knows things, and request sizes. Unknown keys are errors."""
