@@ -217,3 +217,23 @@ def test_sigterm_stops_score_and_export_as_ctrl_c_does(tmp_path, command):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().endswith("Interrupted.") and "Traceback" not in err, err
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # whole, no temporaries
+
+
+def test_run_out_that_an_unset_variable_makes_is_refused(ledger_yaml, tmp_path):
+    """`--out "$DIR"` with DIR unset is empty (the run would go into the current directory, perhaps a
+    checkout); `--out "runs/$NAME"` is the folder of all runs: refused before anything is written.
+    An empty directory, and a run directory to resume, are still run into."""
+    work = tmp_path / "work"
+    (work / "runs" / "old").mkdir(parents=True)
+    (work / "notes.txt").write_text("mine\n")
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    for out, message in (("", "error: --out is empty: name the run directory"),
+                         ("runs/", "error: --out runs/: holds old and no simworld run"),
+                         (".", "error: --out .: holds notes.txt, runs and no simworld run")):
+        proc = simworld("run", ledger_yaml, "-n", 2, "--out", out, "-q", check=2, cwd=work)
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), (out, proc.stderr)
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
+    empty = work / "runs" / "old"
+    simworld("run", ledger_yaml, "-n", 2, "--out", ".", "-q", check=0, cwd=empty)
+    again = simworld("run", ledger_yaml, "-n", 3, "--out", ".", "-q", check=0, cwd=empty)
+    assert "2 already done" in again.stdout and len(list(iter_records(empty))) == 3
