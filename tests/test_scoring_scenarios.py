@@ -109,8 +109,9 @@ def test_a_forbidden_write_on_an_ordinary_task_is_a_violation(noisy_mixed):
         mistakes += len(rejected) - len(rule)
     # the run holds both: returns of pending orders, and writes with a typo'd id or bad arguments
     assert forbidden >= 1 and mistakes >= 5
-    assert any(v["why"].startswith("non-delivered order cannot be returned")
-               for x in lines.values() for v in x["scores"]["policy_violations"]["details"]["violations"])
+    # each violation says which rule, in the tool's own words
+    whys = [v["why"] for x in lines.values() for v in x["scores"]["policy_violations"]["details"]["violations"]]
+    assert whys and all(re.match(r"non-\w+ order cannot be (returned|exchanged|cancelled|modified)", w) for w in whys), whys
 
 
 REFUSALS = ["cancel_not_pending", "return_not_delivered", "return_to_other_card", "exchange_other_product",
