@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import re
 import weakref
 from pathlib import Path
 from typing import Any, Literal
@@ -17,9 +18,13 @@ from typing import Any, Literal
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from simworld import registry
-from simworld.errors import ScenarioError, SimworldError, suggest
+from simworld.errors import ScenarioError, SimworldError, one_line, suggest
+
+
+MAX_SEED = 2**64 - 1  # seeds are unsigned 64-bit (numpy SeedSequence entropy, orjson integers)
 
 
 class _Strict(BaseModel):
@@ -29,8 +34,8 @@ class _Strict(BaseModel):
 class WorldSpec(_Strict):
     type: str = Field(description="Registered world name, e.g. 'retail'.")
     params: dict[str, Any] = Field(default_factory=dict, description="World generation parameters.")
-    seed: int | None = Field(default=None, description="World seed (default: the scenario seed). "
-                             "All episodes share the world generated from it.")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="World seed (default: the scenario "
+                             "seed). All episodes share the world generated from it.")
 
 
 class TaskSpec(_Strict):
@@ -67,7 +72,8 @@ class Scenario(_Strict):
     repeats: int = Field(default=1, ge=1, description="Episodes per task: episode i tries the task (and the "
                          "variation) of group i // repeats again, with its own agent and tool randomness; "
                          "for pass^k.")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Run seed: names the episodes and seeds "
+                      "them (and the world, unless world.seed is set).")
     today: dt.date = Field(default=dt.date(2024, 9, 1), description="'Today Date' of the Llama 3 system "
                            "prompt (never the wall clock).")
     variations: dict[str, list[Any]] = Field(default_factory=dict)
@@ -130,27 +136,130 @@ def json_schema() -> dict[str, Any]:
 # YAML with line numbers
 
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# Aliases may repeat a node; past this many nodes beyond those written in the file, a document is
+# refused (an alias bomb: a few hundred bytes that expand to billions of nodes when validated).
+MAX_ALIAS_EXPANSION = 100_000
+
+
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key and sequence item."""
+    """SafeLoader with YAML 1.2 booleans: only true/false are booleans, yes/no/on/off are words.
+
+    A scenario author writing ``values: [no, yes]`` means the words (bool fields still accept
+    them: pydantic reads "yes"/"no"/"on"/"off" as booleans).
+    """
 
 
-def _compose_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_LineLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+class _YamlProblem(Exception):
+    """A well-formed YAML document that is refused (alias bomb, duplicate key)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems[0])
+        self.problems = problems
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(nodes once aliases are expanded, distinct nodes), each node visited once.
+
+    Raises _YamlProblem for an alias that contains itself.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in active:
+            raise _YamlProblem([f"(line {node.start_mark.line + 1}): recursive YAML alias (a node that contains itself)"])
+        active.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                total += size(key_node) + size(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+        active.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    return size(root), len(sizes)
+
+
+def _scalar_key(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """The key as loaded (`1` and `0x1` are one key), or its text when it cannot be constructed."""
+    try:
+        return loader.construct_object(node)
+    except yaml.YAMLError:
+        return node.value
+
+
+def _compose_lines(loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ...],
+                   lines: dict[tuple[Any, ...], int], duplicates: list[str], checked: set[int]) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        first_seen: dict[Any, int] = {}
+        check = id(node) not in checked  # an aliased mapping's duplicates are reported once
+        checked.add(id(node))
         for key_node, value_node in node.value:
             key = key_node.value
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _compose_lines(value_node, path + (key,), lines)
+            line = key_node.start_mark.line + 1
+            lines[path + (key,)] = line
+            if check and isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                ident = _scalar_key(loader, key_node)
+                try:
+                    first = first_seen.get(ident)
+                    first_seen.setdefault(ident, line)
+                except TypeError:  # unhashable: cannot be a key in the loaded data either
+                    first = None
+                if first is not None:
+                    duplicates.append(f"{format_path(path + (key,))} (line {line}): duplicate key {key!r} "
+                                      f"(first at line {first})")
+            _compose_lines(loader, value_node, path + (key,), lines, duplicates, checked)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _compose_lines(item, path + (i,), lines)
+            _compose_lines(loader, item, path + (i,), lines, duplicates, checked)
+
+
+def _load_yaml(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Data and line map of one YAML document; raises yaml.YAMLError, RecursionError, _YamlProblem."""
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[tuple[Any, ...], int] = {}
+        if node is None:
+            return None, lines
+        expanded, distinct = _expanded_size(node)
+        if expanded - distinct > MAX_ALIAS_EXPANSION:
+            raise _YamlProblem([f"(top level): YAML aliases expand the document by more than {MAX_ALIAS_EXPANSION:,} "
+                                "nodes (an alias bomb?); write the repeated parts out instead"])
+        duplicates: list[str] = []
+        _compose_lines(loader, node, (), lines, duplicates, set())
+        if duplicates:
+            raise _YamlProblem(duplicates)
+        return loader.construct_document(node), lines
+    finally:
+        loader.dispose()
 
 
 def read_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse a scenario's YAML: (data, {path: line}); every problem raises ScenarioError.
+
+    Refuses what `yaml.safe_load` would accept but a scenario must not hold: duplicate keys (any
+    depth) and aliases that expand the document beyond MAX_ALIAS_EXPANSION nodes.
+    """
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        return _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -158,13 +267,8 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         raise ScenarioError([f"malformed YAML{where}: {problem}"], source) from None
     except RecursionError:
         raise ScenarioError(["malformed YAML: nested too deeply"], source) from None
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        try:
-            _compose_lines(node, (), lines)
-        except RecursionError:
-            raise ScenarioError(["malformed YAML: nested too deeply"], source) from None
-    return data, lines
+    except _YamlProblem as exc:
+        raise ScenarioError(exc.problems, source) from None
 
 
 def format_path(path: tuple[Any, ...]) -> str:
@@ -294,9 +398,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = _load_yaml(raw)[0] if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError):
             value = raw
+        except _YamlProblem as exc:
+            raise SimworldError(f"--set {key}: {exc.problems[0].removeprefix('(top level): ')}") from None
         _split_path(key)
         out[key] = value
     return out
@@ -377,6 +483,13 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
     problems = _Problems(lines, {k: "" for k in (overrides or {})})
     if not isinstance(data, dict):
         raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
+    # Validate what a run uses and writes to its scenario.yaml: the scenario as JSON data (mapping
+    # keys are strings, dates ISO text). Otherwise a key such as `true:` would pass here as a bool
+    # and reach the run as the string 'true'.
+    try:
+        data = to_jsonable_python(data)
+    except (PydanticSerializationError, ValueError) as exc:
+        raise ScenarioError([f"(top level): not representable as JSON: {one_line(exc)}"], source) from None
     sc: Scenario | None = None
     try:
         sc = Scenario.model_validate(data)
