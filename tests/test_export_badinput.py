@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from simworld.export.pipeline import _has_special_tokens, _Outputs
 from simworld.export.source import Sample
 from simworld.replay import parse_record
 from simworld.runio import iter_records
+from simworld.scoring.report import score_run
 from test_export_curation import _can_mount_tmpfs, export_twice_on_a_small_disk
 from test_replay import cli
 from test_scoring import dead_pid, left_behind
@@ -428,3 +430,64 @@ def test_export_of_an_unfinished_run_notes_it_and_exports_what_is_recorded(run, 
                           "episodes may not be recorded yet; only those recorded so far are read\n")
     one = export([run], tmp_path / "b.jsonl", dedup=False).written["train"]
     assert one > 0 and f"exported {2 * one:,} train samples" in res.stdout  # both runs, the unfinished one too
+
+
+# -- output paths that are no file of their own --------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("out, problem", [
+    ("", "--out is empty: name the output file"),
+    (".", "--out . names a directory, not a file"),
+    ("/", "--out / names a directory, not a file"),
+    ("..", "--out .. names a directory, not a file"),
+    ("new/", "--out new/ names a directory, not a file"),
+    ("sub", "--out sub exists and is not a regular file"),
+])
+def test_an_out_that_names_no_file_is_one_line_and_writes_nothing(run, tmp_path, out, problem):
+    """`--out "$DIR"` with DIR unset, `.`, `/`, a trailing slash or an existing directory: never a
+    traceback (pathlib's "has an empty name"), never a file named after a folder."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    before = _tree(tmp_path)
+    res = cli("export", str(run), "--out", out, cwd=work)
+    _one_line_error(res, f"error: {problem}")
+    res = cli("export", str(run), "--out", "a.jsonl", "--validation", "0.5", "--val-out", out, cwd=work)
+    _one_line_error(res, f"error: {problem.replace('--out', '--val-out')}")
+    assert _tree(tmp_path) == before
+
+
+def test_an_output_that_is_a_file_the_export_reads_is_refused(run, tmp_path, monkeypatch):
+    """--out (or --val-out, or a card) naming the --mix file or a file of a run, by whatever path (a
+    relative one, a symlink): refused before anything is written, the user's data unchanged."""
+    ext = tmp_path / "external.jsonl"
+    ext.write_bytes(b"".join(orjson.dumps({"messages": [{"role": "user", "content": f"q {i}"},
+                                                        {"role": "assistant", "content": f"a {i}"}]}) + b"\n"
+                             for i in range(40)))
+    copy_ = tmp_path / "run"
+    shutil.copytree(run, copy_)
+    score_run(copy_)  # RUN/scores/scores.jsonl, which export reads
+    shard = sorted(copy_.glob("trajectories-*.jsonl"))[0]
+    (tmp_path / "link.jsonl").symlink_to(shard)
+    (tmp_path / "ext-link.jsonl").symlink_to(ext)
+    monkeypatch.chdir(tmp_path)
+    mix = (f"{ext}:0.2",)
+    cases = [(dict(out="external.jsonl", mix=mix), "--out external.jsonl is the --mix file"),
+             (dict(out="ext-link.jsonl", mix=("external.jsonl:0.2",)), "--out ext-link.jsonl is the --mix file"),
+             (dict(out=str(tmp_path / "a.jsonl"), validation=0.3, val_out="./external.jsonl", mix=mix),
+              "--val-out external.jsonl is the --mix file"),
+             (dict(out="card-of-it", mix=("card-of-it.card.json:0.2",)), "the card card-of-it.card.json is the --mix"),
+             (dict(out="link.jsonl"), f"--out link.jsonl is {shard} of run"),
+             (dict(out=str(copy_ / "scenario.yaml")), f"--out {copy_ / 'scenario.yaml'} is {copy_ / 'scenario.yaml'}"),
+             (dict(out=str(copy_ / "manifest.json")), "manifest.json of run"),
+             (dict(out=str(tmp_path / "x.jsonl"), validation=0.3, val_out="link.jsonl"), "--val-out link.jsonl is "),
+             (dict(out=str(copy_ / "scores" / "scores.jsonl")), "scores.jsonl of run")]
+    (tmp_path / "card-of-it.card.json").write_bytes(ext.read_bytes())  # the --mix file is where a card goes
+    before = _tree(tmp_path)
+    for kw, problem in cases:
+        with pytest.raises(SimworldError, match=re.escape(problem)):
+            export_runs([str(copy_)], ExportOptions(**kw))
+    assert _tree(tmp_path) == before

@@ -247,15 +247,60 @@ def _check_out(out: Path, runs: Sequence[RunInfo], option: str = "--out") -> Non
     _check_target(out, option)
 
 
-def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Sequence[Path] = ()) -> None:
-    """Everything an export will write can be written, and no two of them are one file."""
+def _check_output_names(opts: ExportOptions) -> None:
+    """--out and --val-out name a file: not empty (an unset shell variable), not a directory's name."""
+    for option, raw in (("--out", opts.out), ("--val-out", opts.val_out)):
+        if raw is None:
+            continue
+        if not raw:
+            raise SimworldError(f"{option} is empty: name the output file (an unset shell variable?)")
+        if os.path.basename(raw) in ("", ".", ".."):
+            raise SimworldError(f"{option} {raw} names a directory, not a file; "
+                                f"name the file, e.g. {os.path.join(raw, 'export.jsonl')}")
+
+
+def _file_id(path: str | Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _inputs(runs: Sequence[RunInfo], mixes: Sequence[tuple[Path, float]]) -> dict[tuple[int, int], str]:
+    """The files an export reads, by identity (whatever path, symlink or hard link names them): each
+    --mix file and every file of each run directory (shards, scenario, manifest, scores)."""
+    found: dict[tuple[int, int], str] = {}
+    for path, _ in mixes:
+        key = _file_id(path)
+        if key is not None:
+            found.setdefault(key, f"the --mix file {path}")
+    for run in runs:
+        for folder, _, names in os.walk(run.path):
+            for name in names:
+                key = _file_id(os.path.join(folder, name))
+                if key is not None:
+                    found.setdefault(key, f"{os.path.join(folder, name)} of run {run.path}")
+    return found
+
+
+def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Sequence[Path] = (),
+                   mixes: Sequence[tuple[Path, float]] = ()) -> None:
+    """Everything an export will write can be written, no two of them are one file, and none is a
+    file the export reads (the export would replace it)."""
     for key, path in paths.items():
         _check_out(path, runs, "--out" if key == "train" else "--val-out")
     for card in cards:
         _check_target(card, None)
+    outputs = [*(("--out" if k == "train" else "--val-out", p) for k, p in paths.items()),
+               *(("the card", p) for p in cards)]
+    inputs = _inputs(runs, mixes)
+    for what, path in outputs:
+        read = inputs.get(_file_id(path))  # type: ignore[arg-type]
+        if read is not None:
+            raise SimworldError(f"{what} {path} is {read}, which the export reads; write the export to another file")
     seen: dict[str, str] = {}
-    for what, path in [*(("--out" if k == "train" else "--val-out", p) for k, p in paths.items()),
-                       *(("the card", p) for p in cards)]:
+    for what, path in outputs:
         key = os.path.realpath(path)
         if key in seen:
             raise SimworldError(f"{what} {path} is the {seen[key]} file; give each output its own")
@@ -492,11 +537,12 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         raise SimworldError("--validation must be a fraction in [0, 1)")
     if opts.min_score is not None and not 0 <= opts.min_score <= 1:  # (NaN too)
         raise SimworldError(f"--min-score {opts.min_score}: must be a mean score in [0, 1]")
+    _check_output_names(opts)
     runs = _open_runs(run_dirs, opts.scorers)
     _check_filters(opts, runs)
     out = Path(opts.out)
-    _check_outputs(output_paths(opts), runs, card_paths(out))
     mixes = [parse_mix(m) for m in opts.mix]
+    _check_outputs(output_paths(opts), runs, card_paths(out), mixes)
     if sum(f for _, f in mixes) >= 1:
         raise SimworldError("--mix fractions must add up to less than 1")
     today = opts.today or runs[0].today
