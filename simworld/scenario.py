@@ -27,6 +27,9 @@ from simworld.errors import ScenarioError, SimworldError, one_line, suggest
 MAX_SEED = 2**64 - 1  # seeds are unsigned 64-bit (numpy SeedSequence entropy, orjson integers)
 
 
+_EMPTY_VARIATION = " has no values"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,7 +86,7 @@ class Scenario(_Strict):
     def _nonempty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for path, values in v.items():
             if not values:
-                raise ValueError(f"variation {path!r} has no values")
+                raise ValueError(f"variation {path!r}{_EMPTY_VARIATION}")
         return v
 
     @property
@@ -296,7 +299,9 @@ class _Problems:
         dotted = format_path(path)
         where = ""
         for name in self.overrides:
-            if dotted == name or dotted.startswith(name + ".") or dotted.startswith(name + "["):
+            # (a problem with a parent of an override path that the file does not hold came from --set too)
+            if (dotted == name or dotted.startswith(name + ".") or dotted.startswith(name + "[")
+                    or (name.startswith(dotted + ".") and path not in self.lines)):
                 where = f" (from --set {name})"
                 break
         lineno = 0
@@ -314,10 +319,12 @@ class _Problems:
 
 
 def _pydantic_problems(exc: ValidationError, problems: _Problems, prefix: tuple[Any, ...] = (),
-                       known: dict[tuple[Any, ...], list[str]] | None = None) -> None:
+                       known: dict[tuple[Any, ...], list[str]] | None = None, skip: str = "\0") -> None:
     for err in exc.errors():
         loc = prefix + tuple(err.get("loc", ()))
         kind = err.get("type", "")
+        if skip in err.get("msg", ""):
+            continue
         if kind == "extra_forbidden":
             parent = loc[:-1]
             names = (known or {}).get(parent, [])
@@ -494,35 +501,73 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        _pydantic_problems(exc, problems, (), _known_fields(data))
+        _pydantic_problems(exc, problems, (), _known_fields(data), skip=_EMPTY_VARIATION)
     # Semantic checks run on whatever has the right shape, so every problem is listed at once.
     _check_semantics_data(data, problems)
     variations = data.get("variations")
     if isinstance(variations, dict):
-        for path in variations:
-            if isinstance(path, str) and not _path_exists(data, path):
-                problems.add(("variations", path), f"path {path!r} does not exist in the scenario")
-    # Every variation value must give a valid scenario too (only checkable on a valid base).
-    if sc is not None and not problems.items:
-        for path, values in sc.variations.items():
-            vpath = ("variations", path)
-            for i, value in enumerate(values):
-                trial = copy.deepcopy(data)
-                trial["variations"] = {}
-                try:
-                    set_path(trial, path, value)
-                    vsc = Scenario.model_validate(trial)
-                except (ValidationError, SimworldError) as exc:
-                    msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-                    problems.add(vpath + (i,), f"value {value!r} is invalid: {msg}")
-                    continue
-                sub = _Problems({})
-                _check_semantics(vsc, sub)
-                for item in sub.items:
-                    problems.add(vpath + (i,), f"value {value!r} is invalid: {item}")
+        _variation_problems(data, variations, problems)
     if problems.items or sc is None:
         raise ScenarioError(problems.in_file_order() or ["(top level): invalid scenario"], source)
     return sc
+
+
+def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], problems: _Problems) -> None:
+    """Every problem of every variation at once: a missing path, no values, and each value that
+    makes the scenario invalid where the scenario without variations is not (its own problems are
+    reported once, not once per value)."""
+    base = copy.deepcopy(data)
+    base["variations"] = {}
+    base_errors = _scenario_errors(base)
+    for path, values in variations.items():
+        if not isinstance(path, str):
+            continue
+        vpath = ("variations", path)
+        if not _path_exists(data, path):
+            problems.add(vpath, f"path {path!r} does not exist in the scenario{_path_suggestion(data, path)}")
+            continue
+        if isinstance(values, list) and not values:
+            problems.add(vpath, "variation has no values")
+        for i, value in enumerate(values if isinstance(values, list) else []):
+            trial = copy.deepcopy(base)
+            try:
+                set_path(trial, path, value)
+            except SimworldError as exc:
+                problems.add(vpath + (i,), f"value {value!r} is invalid: {exc}")
+                continue
+            for error in _scenario_errors(trial):
+                if error not in base_errors:
+                    problems.add(vpath + (i,), f"value {value!r} is invalid: {error}")
+
+
+def _scenario_errors(data: dict[str, Any]) -> list[str]:
+    """The problems of scenario data without line numbers: structure (message only), then names."""
+    errors: list[str] = []
+    try:
+        Scenario.model_validate(data)
+    except ValidationError as exc:
+        errors += [err.get("msg", "invalid value") for err in exc.errors()]
+    names = _Problems({})
+    _check_semantics_data(data, names)
+    return errors + names.items
+
+
+def _path_suggestion(data: dict[str, Any], dotted: str) -> str:
+    """"; did you mean 'X'?" when one misspelt part of `dotted` stands between it and a real path."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return ""
+        if part not in node:
+            known = list(node) + (list(Scenario.model_fields) if i == 0 else [])
+            fixed = suggest(part, known)
+            if not fixed:
+                return ""
+            candidate = ".".join(parts[:i] + [fixed.split("'")[1]] + parts[i + 1:])
+            return f"; did you mean {candidate!r}?" if _path_exists(data, candidate) else ""
+        node = node[part]
+    return ""
 
 
 def _path_exists(data: dict[str, Any], dotted: str) -> bool:
@@ -570,6 +615,14 @@ def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = Non
     if overrides:
         if not isinstance(data, dict):
             raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
+        roles = data.get("roles") if isinstance(data.get("roles"), dict) else {}
+        for key in overrides:
+            # A whole new role comes as `--set roles.NAME={...}`; a longer path names an existing one.
+            parts = key.split(".")
+            if len(parts) >= 3 and parts[0] == "roles" and roles and parts[1] not in roles:
+                hint = suggest(parts[1], roles) or f" (a new role is added with --set roles.{parts[1]}={{kind: ..., " \
+                    "agent: {type: ...}})"
+                raise ScenarioError([f"roles.{parts[1]} (from --set {key}): unknown role {parts[1]!r}{hint}"], source)
         for key, value in overrides.items():
             # `--set X.agent.type=T` with another type replaces the agent: the file's parameters
             # belonged to the old type; the new one's come from further --set options.

@@ -3,6 +3,7 @@ exit 2 on any problem, never a traceback."""
 
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_every_problem_at_once_in_file_order(tmp_path, capsys):
     # (a suggestion follows when a scorer with a close name is registered)
     assert out[5].startswith(f"{p}: scoring[0] (line 21): unknown scorer 'state_matchh'")
     assert out[6:] == [
-        f"{p}: variations (line 22): Value error, variation 'roles.user.agent.polite' has no values",
+        f"{p}: variations.roles.user.agent.polite (line 23): variation has no values",
         f"{p}: episodez (line 24): unknown field 'episodez'; did you mean 'episodes'?",
     ]
 
@@ -130,3 +131,49 @@ def test_real_process_never_prints_a_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"{binary}: cannot read") and lines[-1] == f"{tmp_path / 'x'}: no such scenario file"
+
+
+def test_every_variation_problem_at_once(tmp_path, capsys):
+    """An empty value list or a missing path no longer hides the bad values of the other variations."""
+    text = GOOD.replace("  roles.user.agent.polite: [true, false]\n", textwrap.indent(textwrap.dedent("""\
+          roles.user.agent.polite: []
+          roles.usr.agent.polite: [true]
+          max_turns: [10, -1]
+          world.params.n_accounts: [5, many]
+          roles.clerk.agent: [{type: ledger_clerk}, {type: ledger_clark}]
+          first_speaker: [user, nobody]
+          roles.clerk.tools: [[deposit], [depositt]]
+        """), "  "))
+    p = write(tmp_path, text)
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert out == [f"{p}: {line}" for line in [
+        "variations.roles.user.agent.polite (line 23): variation has no values",
+        "variations.roles.usr.agent.polite (line 24): path 'roles.usr.agent.polite' does not exist in the scenario; "
+        "did you mean 'roles.user.agent.polite'?",
+        "variations.max_turns[1] (line 25): value -1 is invalid: Input should be greater than or equal to 1",
+        "variations.world.params.n_accounts[1] (line 26): value 'many' is invalid: world.params.n_accounts: Input "
+        "should be a valid integer, unable to parse string as an integer",
+        "variations.roles.clerk.agent[1] (line 27): value {'type': 'ledger_clark'} is invalid: roles.clerk.agent.type: "
+        "unknown agent 'ledger_clark'; did you mean 'ledger_clerk'?",
+        "variations.first_speaker[1] (line 28): value 'nobody' is invalid: first_speaker: unknown role 'nobody'",
+        "variations.roles.clerk.tools[1] (line 29): value ['depositt'] is invalid: roles.clerk.tools[0]: unknown tool "
+        "'depositt'; did you mean 'deposit'?",
+    ]]
+    # A problem of the scenario itself is reported once, not again for every variation value.
+    code, out, _ = validate(capsys, write(tmp_path, GOOD.replace("- hang_up", "- hang_upp")))
+    assert code == 2 and len(out) == 1 and "unknown tool 'hang_upp'" in out[0]
+
+
+def test_set_problems_are_blamed_on_the_set_with_suggestions(tmp_path, capsys):
+    p = write(tmp_path, GOOD)
+    code, out, _ = validate(capsys, p, "--set", "roles.clrek.agent.type=ledger_clerk")
+    assert code == 2 and out == [f"{p}: roles.clrek (from --set roles.clrek.agent.type): unknown role 'clrek'; "
+                                 "did you mean 'clerk'?"]
+    code, out, _ = validate(capsys, p, "--set", "foo.bar=1")
+    assert code == 2 and out == [f"{p}: foo (from --set foo.bar): unknown field 'foo'"]
+    code, out, _ = validate(capsys, p, "--set", "variations.max_turns=[]")
+    assert code == 2 and out == [f"{p}: variations.max_turns (from --set variations.max_turns): variation has no values"]
+    # A whole new role is still added by --set.
+    code, out, _ = validate(capsys, p, "--set", "roles.extra={kind: user, agent: {type: ledger_user}}")
+    assert code == 0 and "extra (user: ledger_user)" in out[0]
