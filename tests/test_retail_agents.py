@@ -533,3 +533,42 @@ def test_a_wrong_answer_in_the_right_words_fails(task, support):
             assert t.outcome.missing_outputs
             failed += 1
     assert failed >= 10
+
+
+LOOKUPS = ["find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details"]
+
+
+@pytest.mark.parametrize("support", [{"type": "oracle"}, {"type": "noisy_oracle", "error_rate": 0.5}])
+@pytest.mark.parametrize("task, tools", [
+    ("cancel_pending_order", []),  # a role that leaves out `tools:`
+    ("cancel_pending_order", ["cancel_pending_order"]),
+    ("cancel_pending_order", ["find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details",
+                              "cancel_pending_order"]),
+    ("cancel_pending_order", ["get_order_details", "cancel_pending_order"]),
+    ("cancel_pending_order", LOOKUPS),  # no write tool
+    ("return_delivered_order_items", ["find_user_id_by_email", "find_user_id_by_name_zip", "get_order_details",
+                                      "return_delivered_order_items"]),  # no payment methods to refund to
+    ("exchange_delivered_order_items", [*LOOKUPS, "exchange_delivered_order_items"]),  # no product catalog
+    ("order_status", ["find_user_id_by_email", "get_user_details"]),
+])
+@pytest.mark.parametrize("transfer", [False, True])
+def test_oracle_without_the_tools_a_request_needs_says_so(support, task, tools, transfer):
+    """A support role that lacks a tool the request cannot be served without (the optional ones, as
+    in test_oracle_without_optional_tools, are done without): the oracle transfers or apologises
+    at once, never calls a tool it lacks, never guesses, and the episode ends (no KeyError)."""
+    tools = [*tools, "transfer_to_human_agents"] if transfer else tools
+    sc = scenario(task, support=support, tools=tools, task_params={"p_knows_email": 0.5})
+    for spec in episode_specs(sc, 6, seed=4):
+        t = run_episode_sync(sc, spec)
+        assert not t.outcome.success and t.outcome.termination != "error", t.outcome
+        calls = [c for e in t.events if e.speaker == "support" for c in e.tool_calls]
+        assert {c.name for c in calls} <= set(tools) - WRITES
+        texts = [e.content for e in support_texts(t) if e.content]
+        if transfer:
+            assert [c.name for c in calls] == ["transfer_to_human_agents"]
+            said = re.fullmatch(rf"cannot serve the {task.split('_')[0]}.* request without (.+)",
+                                calls[0].arguments["summary"])
+            assert said, calls[0].arguments
+            assert {*re.split(r", | or ", said[1])}.isdisjoint(tools), said[1]  # names what it lacks
+        else:
+            assert texts and all(s.startswith("I'm sorry, I'm not able to help with this in chat.") for s in texts)

@@ -58,6 +58,23 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "exchange": ("order_status", "item_id@get_order_details", "item_id@get_product_details"),
     "modify_user_address": ("user_id",),
 }
+# Tools the oracle cannot serve a request without: it reads the customer's orders and payment
+# methods from their results (the rest, calculate, the catalog listing, a second way to authenticate
+# and transfer, are optional: it adds up itself, asks, or apologises).
+IDENTIFY = ("find_user_id_by_email", "find_user_id_by_name_zip")  # either one
+REQUIRED_TOOLS: dict[str, tuple[str, ...]] = {
+    intent: (*(() if intent == "modify_user_address" else ("get_user_details", "get_order_details")),
+             *(("get_product_details",) if intent in ("modify_items", "exchange") else ()), tool)
+    for intent, tool in TARGET_TOOL.items()}
+
+
+def missing_tools(intent: str, tools: frozenset[str] | set[str]) -> list[str]:
+    """What the oracle lacks among `tools` to serve `intent` (an authentication lookup reads as
+    "find_user_id_by_email or find_user_id_by_name_zip")."""
+    missing = [] if tools & set(IDENTIFY) else [" or ".join(IDENTIFY)]
+    return missing + [t for t in dict.fromkeys(REQUIRED_TOOLS[intent]) if t not in tools]
+
+
 REQUIRED_STATUS = {"cancel": "pending", "modify_address": "pending", "modify_payment": "pending",
                    "modify_items": "pending", "return": "delivered", "exchange": "delivered"}
 VERB = {"cancel": "cancel", "modify_address": "update", "modify_payment": "change the payment of",
@@ -366,6 +383,10 @@ class SupportOracle(Agent):
             if self.unclear > 3:
                 return self.give_up("could not tell what the customer needs")
             return self.text(self.say("what_intent"))
+        missing = missing_tools(req.intent, self.tools)
+        if missing:  # what it would need to read or write cannot be had: say so, never guess
+            return self.give_up(f"cannot serve the {req.intent.replace('_', ' ')} request without "
+                                + ", ".join(missing))
         planner = self.planner
         assert planner is not None
         target = TARGET_TOOL[req.intent]
