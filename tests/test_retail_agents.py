@@ -572,3 +572,35 @@ def test_oracle_without_the_tools_a_request_needs_says_so(support, task, tools, 
             assert {*re.split(r", | or ", said[1])}.isdisjoint(tools), said[1]  # names what it lacks
         else:
             assert texts and all(s.startswith("I'm sorry, I'm not able to help with this in chat.") for s in texts)
+
+
+@pytest.mark.parametrize("task", ["return_delivered_order_items", "exchange_delivered_order_items"])
+def test_noisy_oracle_states_the_amount_of_the_change_it_proposes(task):
+    """A proposal that leaves an item out (the deliberate mistake) states the refund or price
+    difference of the items it lists, not of the correct change: a wrong change, stated consistently."""
+    sc = scenario(task, support={"type": "noisy_oracle", "error_rate": 0.6}, task_params={"max_items": 3})
+    tampered = 0
+    for spec in episode_specs(sc, 40, seed=7):
+        t = run_episode_sync(sc, spec)
+        prices: dict[str, float] = {}
+        for e in t.events:
+            if e.role == "tool" and not e.error and e.name in ("get_order_details", "get_product_details"):
+                data = orjson.loads(e.content)
+                for item in [*data.get("items", []), *data.get("variants", {}).values()]:
+                    prices[item["item_id"]] = item["price"]
+        for e in support_texts(t):
+            if "(yes/no)" not in e.content:
+                continue
+            ids = re.findall(r"; item (\d+)\)", e.content)
+            stated = re.search(r"(refund of|price difference of) \$([\d,]+\.\d\d)", e.content)
+            if stated is None:
+                assert "no price difference" in e.content, e.content
+                continue
+            amount = float(stated[2].replace(",", ""))
+            if task.startswith("return"):
+                expected = sum(prices[i] for i in ids)
+            else:  # "the X (...; item OLD) to the X (...; item NEW)" pairs
+                expected = abs(sum(prices[n] - prices[o] for o, n in zip(ids[::2], ids[1::2])))
+            assert amount == pytest.approx(expected, abs=0.005), e.content
+        tampered += t.provenance.models["support"]["mistakes"].get("proposal_items", 0)
+    assert tampered >= 3  # the mistake this is about was made

@@ -180,4 +180,8 @@ class NoisySupportOracle(SupportOracle):
                 out["new_item_ids"] = out["new_item_ids"][:-1]
                 req.new_items = (req.new_items or [])[:-1]
             req.items = (req.items or [])[:-1]
+            # the wrong change is stated whole: its refund or price difference is that of the items it lists
+            old = sum(i["price"] for i in req.items)
+            value = sum(n["price"] for n in req.new_items or []) - old if "new_item_ids" in out else old
+            req.amount = f"{round(value, 2):.2f}"
         return out
