@@ -170,6 +170,16 @@ class RequestState:
     other_product: bool = False
 
 
+def _lookup_key(call: ToolCall) -> tuple[str, ...] | None:
+    """How `SupportOracle.tried` names a user lookup call; None for other calls."""
+    args = call.arguments
+    if call.name == "find_user_id_by_email":
+        return ("email", str(args.get("email", "")))
+    if call.name == "find_user_id_by_name_zip":
+        return ("name", str(args.get("first_name", "")), str(args.get("last_name", "")), str(args.get("zip", "")))
+    return None
+
+
 class OracleParams(AgentParams):
     """The oracle has no knobs: what it does follows from the conversation and the tools."""
 
@@ -223,6 +233,13 @@ class SupportOracle(Agent):
         question that was not asked awaits no answer."""
         if isinstance(reply, Message) and same_move(reply, taken):
             return
+        # A lookup counts as tried with what was sent: details another agent mistyped are worth
+        # trying again when the customer repeats them.
+        for move, tried in ((reply, self.tried.discard), (taken, self.tried.add)):
+            for call in move.tool_calls if isinstance(move, Message) else ():
+                key = _lookup_key(call)
+                if key is not None:
+                    tried(key)
         self.pending = taken.tool_calls[0] if taken.tool_calls else None
         if taken.tool_calls or isinstance(reply, str) or reply.tool_calls:
             self.awaiting = set()
