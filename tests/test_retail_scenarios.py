@@ -106,7 +106,7 @@ def test_readme_demo_runs_scores_and_replays(tmp_path):
 def test_a_world_too_small_for_the_task_is_a_user_error_not_a_crash(tmp_path, workers):
     proc = subprocess.run([sys.executable, "-m", "simworld", "run", "scenarios/retail/exchange_delivered_order_items.yaml",
                            "--episodes", "4", "--workers", str(workers), "--out", str(tmp_path / "run"),
-                           "--set", "world.params.n_orders=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--set", "world.params.n_orders=2", "--set", "world.params.status_mix=[1,0,0,0]"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no eligible order with status" in lines[0] and "crashed" not in lines[0], lines

@@ -185,13 +185,15 @@ def _products(params: RetailParams, rng: np.random.Generator, voc: dict[str, lis
     option_names = voc["option_name"]
     value_code = {v: i for i, v in enumerate(voc["option_value"])}
     names, option_cols, var_product, var_options, var_price = [], [], [], [], []
-    base_prices = rng.integers(vocab.PRICE_RANGE[0] * 100, vocab.PRICE_RANGE[1] * 100, params.n_product_types)
+    # each product's base price is log-uniform in its own band (more cheap models than dear ones)
+    where_in_band = rng.random(params.n_product_types)
     for p in range(params.n_product_types):
-        base_name, opts = vocab.PRODUCTS[p % len(vocab.PRODUCTS)]
+        base_name, opts, (low, high), values = vocab.PRODUCTS[p % len(vocab.PRODUCTS)]
         series = p // len(vocab.PRODUCTS)
         names.append(base_name if series == 0 else f"{base_name} Series {series + 1}")
         option_cols.append([option_names.index(o) for o in opts] + [-1] * (MAX_OPTIONS - len(opts)))
-        combos = list(itertools.product(*[vocab.OPTIONS[o] for o in opts]))
+        base_price = 100 * low * (high / low) ** where_in_band[p]
+        combos = list(itertools.product(*[values.get(o, vocab.OPTIONS[o]) for o in opts]))
         pick = rng.choice(len(combos), size=min(params.variants_per_product, len(combos)), replace=False)
         for c in np.sort(pick):
             var_product.append(p)
@@ -199,7 +201,7 @@ def _products(params: RetailParams, rng: np.random.Generator, voc: dict[str, lis
                                + [-1] * (MAX_OPTIONS - len(opts)))
         k = len(pick)
         # variants cost within +-25% of the product's base price, rounded to .99 or .49 like shop prices
-        dollars = np.maximum(1, np.round(base_prices[p] / 100 * rng.uniform(0.75, 1.25, k))).astype(np.int64)
+        dollars = np.maximum(1, np.round(base_price / 100 * rng.uniform(0.75, 1.25, k))).astype(np.int64)
         var_price.append(dollars * 100 - np.where(rng.random(k) < 0.5, 1, 51))
     voc["product_name"] = names
     n_var = len(var_product)
