@@ -430,6 +430,49 @@ def _params_problems(model: type[BaseModel], value: Any, path: tuple[Any, ...], 
         _pydantic_problems(exc, problems, path, {path: list(model.model_fields)})
 
 
+def agent_worlds(agent_cls: type) -> tuple[str, ...] | None:
+    """The worlds an agent plays, or None for any world.
+
+    An agent class declares them with a ``worlds`` class attribute (a tuple of registered world
+    names). Without one, an agent defined under ``simworld.agents.<pkg>`` plays the worlds defined
+    under ``simworld.environments.<pkg>`` (the retail customer plays retail, the negotiation
+    strategies play bargaining); any other agent (the LLM agent, a plugin's) plays any world.
+    """
+    declared = getattr(agent_cls, "worlds", None)
+    if declared is not None:
+        return tuple(declared)
+    package = _builtin_package(agent_cls, "simworld.agents.")
+    if package is None:
+        return None
+    worlds = tuple(name for name, cls in registry.WORLDS.items()
+                   if _builtin_package(cls, "simworld.environments.") == package)
+    return worlds or None
+
+
+def agent_kinds(agent_cls: type) -> tuple[str, ...] | None:
+    """The role kinds an agent can play (its ``kinds`` class attribute), or None for either kind."""
+    declared = getattr(agent_cls, "kinds", None)
+    return tuple(declared) if declared is not None else None
+
+
+def _builtin_package(cls: type, prefix: str) -> str | None:
+    module = getattr(cls, "__module__", "") or ""
+    return module[len(prefix):].split(".")[0] if module.startswith(prefix) else None
+
+
+def _agent_fit_problems(agent_cls: type, role: str, kind: Any, world_type: str | None, problems: _Problems) -> None:
+    """An agent that cannot play its role's world or kind: every episode would fail or be nonsense."""
+    name = getattr(agent_cls, "type_name", "") or agent_cls.__name__
+    worlds = agent_worlds(agent_cls)
+    if world_type is not None and worlds is not None and world_type not in worlds:
+        problems.add(("roles", role, "agent", "type"), f"agent {name!r} plays the {' / '.join(worlds)} world, "
+                     f"not {world_type!r}; choose an agent of world {world_type!r} (simworld list agents)")
+    kinds = agent_kinds(agent_cls)
+    if isinstance(kind, str) and kinds is not None and kind not in kinds:
+        problems.add(("roles", role, "kind"), f"agent {name!r} plays a role of kind {' or '.join(map(repr, kinds))}, "
+                     f"not {kind!r} (are two roles' kinds or agents swapped?)")
+
+
 def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     """Check names against the registries on raw scenario data.
 
@@ -476,6 +519,11 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
                          f"unknown agent {agent['type']!r}{suggest(agent['type'], registry.AGENTS)}")
         else:
             _params_problems(agent_cls.Params, agent, ("roles", role, "agent"), problems)
+            _agent_fit_problems(agent_cls, role, spec.get("kind"), world_type if world_cls else None, problems)
+    kinds = [spec.get("kind") for spec in roles.values() if isinstance(spec, dict)]
+    if roles and "assistant" not in kinds and all(k in ("user", "assistant") for k in kinds):
+        problems.add(("roles",), f"no role of kind 'assistant' (roles {', '.join(map(repr, roles))} are all 'user'): "
+                     "an episode's training data is the assistant side, so there would be nothing to export")
     first = data.get("first_speaker")
     if isinstance(first, str) and isinstance(data.get("roles"), dict) and first not in roles:
         problems.add(("first_speaker",), f"unknown role {first!r}{suggest(first, roles)}")
@@ -512,6 +560,18 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
     return sc
 
 
+# Top-level fields that belong to the run, not to an episode: a variation of them would be recorded
+# in every episode's record and yet change nothing (or something else than it says).
+RUN_LEVEL_FIELDS = {
+    "name": "names the run and its episode ids, which are fixed before variations are drawn",
+    "description": "describes the scenario file, not an episode",
+    "episodes": "is the number of episodes of the run",
+    "repeats": "groups the run's episodes into task groups before variations are drawn",
+    "seed": "seeds the run (episode ids and seeds); to vary the world, vary world.seed",
+    "variations": "holds the variations themselves",
+}
+
+
 def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], problems: _Problems) -> None:
     """Every problem of every variation at once: a missing path, no values, and each value that
     makes the scenario invalid where the scenario without variations is not (its own problems are
@@ -523,6 +583,11 @@ def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], proble
         if not isinstance(path, str):
             continue
         vpath = ("variations", path)
+        run_level = RUN_LEVEL_FIELDS.get(path.split(".")[0])
+        if run_level:
+            problems.add(vpath, f"{path.split('.')[0]!r} cannot vary: it {run_level}; only world, task, roles, "
+                         "first_speaker, max_turns, scoring and today vary per episode")
+            continue
         if not _path_exists(data, path):
             problems.add(vpath, f"path {path!r} does not exist in the scenario{_path_suggestion(data, path)}")
             continue
@@ -603,7 +668,12 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise SimworldError(f"{source}: no such scenario file") from None
     except IsADirectoryError:
         raise SimworldError(f"{source}: is a directory, not a scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        before = exc.object[:exc.start]
+        line, column = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
+        raise SimworldError(f"{source} (line {line}, column {column}): not UTF-8 text (byte "
+                            f"0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
+    except OSError as exc:
         raise SimworldError(f"{source}: cannot read: {exc}") from None
     data, lines = read_yaml(text, source)
     return scenario_from_data(data, lines, source, overrides)

@@ -130,7 +130,7 @@ def test_real_process_never_prints_a_traceback(tmp_path):
                           capture_output=True, text=True, env=runner_plugin.subprocess_env(), timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith(f"{binary}: cannot read") and lines[-1] == f"{tmp_path / 'x'}: no such scenario file"
+    assert lines[0].startswith(f"{binary} (line 1, column 1): not UTF-8 text") and lines[-1] == f"{tmp_path / 'x'}: no such scenario file"
 
 
 def test_every_variation_problem_at_once(tmp_path, capsys):
@@ -177,3 +177,82 @@ def test_set_problems_are_blamed_on_the_set_with_suggestions(tmp_path, capsys):
     # A whole new role is still added by --set.
     code, out, _ = validate(capsys, p, "--set", "roles.extra={kind: user, agent: {type: ledger_user}}")
     assert code == 0 and "extra (user: ledger_user)" in out[0]
+
+
+# --- setups that can never produce data (QA F12) and run-level variations (QA F11)
+
+def _retail():
+    from pathlib import Path
+    return (Path(__file__).resolve().parent.parent / "scenarios" / "retail" / "order_status.yaml").read_text()
+
+
+def test_agent_of_another_world_is_refused_naming_the_role(tmp_path, capsys):
+    p = write(tmp_path, _retail().replace("      type: oracle\n", "      type: boulware\n"))
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert out == [f"{p}: roles.support.agent.type (line 28): agent 'boulware' plays the bargaining world, not "
+                   "'retail'; choose an agent of world 'retail' (simworld list agents)"]
+
+
+def test_every_builtin_agent_is_accepted_by_its_own_world():
+    from simworld import registry
+    from simworld.scenario import agent_worlds
+    registry.load_builtins()
+    assert agent_worlds(registry.get_agent("customer")) == ("retail",)
+    assert agent_worlds(registry.get_agent("noisy_oracle")) == ("retail",)
+    assert agent_worlds(registry.get_agent("hardliner")) == ("bargaining",)
+    assert agent_worlds(registry.get_agent("llm")) is None  # any world
+    assert agent_worlds(registry.get_agent("ledger_clerk")) is None  # a plugin's agent: any world
+
+
+def test_no_assistant_role_is_refused(tmp_path, capsys):
+    p = write(tmp_path, _retail().replace("kind: assistant", "kind: user"))
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert len(out) == 1 and out[0].startswith(f"{p}: roles (line 18): no role of kind 'assistant' (roles "
+                                               "'customer', 'support' are all 'user')")
+
+
+def test_agent_declaring_its_kinds_refuses_the_other_kind(tmp_path, capsys):
+    from simworld import registry
+    from simworld.agent import Agent
+
+    class UserOnly(Agent):
+        kinds = ("user",)
+
+    registry.AGENTS["qa_user_only"] = UserOnly
+    UserOnly.type_name = "qa_user_only"
+    try:
+        swapped = GOOD.replace("agent: {type: ledger_user}", "agent: {type: ledger_clerk}").replace(
+            "type: ledger_clerk\n", "type: qa_user_only\n")
+        p = write(tmp_path, swapped)
+        code, out, _ = validate(capsys, p)
+    finally:
+        del registry.AGENTS["qa_user_only"]
+    assert code == 2
+    assert [line for line in out if "qa_user_only" in line] == [
+        f"{p}: roles.clerk.kind (line 14): agent 'qa_user_only' plays a role of kind 'user', not 'assistant' "
+        "(are two roles' kinds or agents swapped?)"]
+
+
+@pytest.mark.parametrize("field", ["name", "episodes", "repeats", "seed", "variations", "description"])
+def test_run_level_fields_cannot_vary(tmp_path, capsys, field):
+    value = {"name": "[a, b]", "episodes": "[1000]", "repeats": "[1, 3]", "seed": "[1, 2]",
+             "variations": "[{}]", "description": "[x]"}[field]
+    p = write(tmp_path, GOOD + f"  {field}: {value}\n")
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert len(out) == 1 and out[0].startswith(f"{p}: variations.{field} (line 24): {field!r} cannot vary: it ")
+
+
+def test_world_seed_may_vary(tmp_path, capsys):
+    code, out, _ = validate(capsys, write(tmp_path, GOOD + "  world.seed: [1, 2]\n"))
+    assert code == 0, out
+
+
+def test_non_utf8_file_names_the_line(tmp_path, capsys):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(GOOD.replace("name: ledger_deposit", "name: ledger_deposit\ndescription: caf\xe9").encode("latin-1"))
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert out == [f"{p} (line 2, column 17): not UTF-8 text (byte 0xe9); save the file as UTF-8"]
