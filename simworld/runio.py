@@ -114,6 +114,21 @@ _INDEX = re.compile(rb'"episode_index":(\d+)')
 _NO_INDEX = 1 << 62
 
 
+def _parsed_key(buf: bytearray, start: int, end: int) -> tuple[bytes | None, int, str]:
+    """(episode id, index, "") of a record line in any JSON formatting, or (None, 0, why not) where
+    the line is no record ("" for a blank line)."""
+    if not buf[start:end].strip():
+        return None, 0, ""
+    record = _load(buf, start, end)
+    if not isinstance(record, dict):
+        return None, 0, "not a JSON record"
+    eid = record.get("episode_id")
+    if not isinstance(eid, str):
+        return None, 0, "not a trajectory record (no episode_id)"
+    index = record.get("episode_index")
+    return orjson.dumps(eid)[1:-1], index if isinstance(index, int) and index >= 0 else _NO_INDEX, ""
+
+
 def _index_of(buf: bytearray, start: int, end: int) -> int:
     """The line's ``episode_index`` read from its bytes (records lead with it), or a large number."""
     m = _INDEX.search(buf, start, min(end, start + 4096))
@@ -153,16 +168,20 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             i = buf.find(_ID_KEY, start, end)
             if i >= 0:
                 j = buf.find(b'"', i + 14, end)
-                eid = bytes(buf[i + 14:j])
-                index = _index_of(buf, start, end)
-                last[eid] = (index, si, offset, end - start, line)
-                lines += 1
-                if in_order:
-                    key = (index, eid)
-                    in_order = key > prev
-                    prev = key
-            elif problems is not None and buf[start:end].strip():
-                problems.append(("corrupt", f"{path.name} line {line}: not a trajectory record (no episode_id)"))
+                eid, index = bytes(buf[i + 14:j]), _index_of(buf, start, end)
+            else:  # not in orjson's compact form (e.g. re-saved by Python's json): parse it
+                eid, index, problem = _parsed_key(buf, start, end)
+                if eid is None:
+                    if problems is not None and problem:
+                        problems.append(("corrupt", f"{path.name} line {line}: {problem}"))
+                    offset += end - start + 1
+                    continue
+            last[eid] = (index, si, offset, end - start, line)
+            lines += 1
+            if in_order:
+                key = (index, eid)
+                in_order = key > prev
+                prev = key
             offset += end - start + 1
         seen.append(offset)
         if torn and problems is not None:
@@ -174,12 +193,11 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             line = 0
             for buf, start, end in _complete_lines(path, limit=size):
                 line += 1
-                if buf.find(_ID_KEY, start, end) >= 0:
-                    record = _load(buf, start, end)
-                    if isinstance(record, dict) and "episode_id" in record:
-                        yield record
-                    elif problems is not None:
-                        problems.append(("corrupt", f"{path.name} line {line}: not a JSON record"))
+                record = _load(buf, start, end)
+                if isinstance(record, dict) and isinstance(record.get("episode_id"), str):
+                    yield record
+                elif problems is not None and buf.find(_ID_KEY, start, end) >= 0:  # (others: reported in pass 1)
+                    problems.append(("corrupt", f"{path.name} line {line}: not a JSON record"))
         return
     order = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))
     last.clear()

@@ -165,3 +165,31 @@ def test_set_agent_type_replaces_the_agent(tmp_path):
     assert sc.roles["user"].agent.model_dump() == {"type": "ledger_user", "polite": True}
     sc = load_scenario(p, parse_overrides(["roles.user.agent.type=ledger_user"]))
     assert sc.roles["user"].agent.model_dump() == {"type": "ledger_user", "polite": False}
+
+
+def test_run_records_in_any_json_formatting_are_read(tmp_path):
+    """A record re-saved by Python's json (spaces after ':' and ',', or keys reordered) is still
+    that episode's record (QA F14); a line that is not JSON says so."""
+    import json
+
+    from simworld.cli import main
+    from simworld.runio import iter_records, shard_paths
+
+    scenario = write(tmp_path, GOOD)
+    run = tmp_path / "run"
+    main(["run", str(scenario), "--out", str(run), "--episodes", "4", "-q"])
+    shard = shard_paths(run)[0]
+    original = list(iter_records(run))
+    lines = shard.read_text().splitlines()
+    lines[0] = json.dumps(json.loads(lines[0]))  # Python's default separators
+    lines[2] = json.dumps(json.loads(lines[2]), sort_keys=True, indent=None, separators=(", ", ": "))
+    shard.write_text("\n".join(lines + ["garbage", "[1, 2]", '{"a": 1}']) + "\n")
+    problems: list[tuple[str, str]] = []
+    assert list(iter_records(run, problems=problems)) == original
+    assert problems == [("corrupt", f"{shard.name} line 5: not a JSON record"),
+                        ("corrupt", f"{shard.name} line 6: not a JSON record"),
+                        ("corrupt", f"{shard.name} line 7: not a trajectory record (no episode_id)")]
+    # a record re-saved later supersedes the earlier one, whatever its formatting
+    newer = dict(original[1], status="retried")
+    shard.write_text(shard.read_text() + json.dumps(newer) + "\n")
+    assert [r.get("status") for r in iter_records(run)][1] == "retried"
