@@ -502,7 +502,13 @@ def test_retail_outputs_are_checked_as_stated(required, said, ok):
 
 @register_agent("test_flipped_oracle")
 class FlippedOracle(SupportOracle):
-    """The oracle, saying 'charged' for a refund and 'refunded' for a charge; its tool calls are right."""
+    """The oracle, saying 'charged' for a refund and 'refunded' for a charge in its report; its tool calls are
+    right, and its proposal leaves the money out (a proposal with the money the wrong way round is declined by
+    the customer: see test_customer_declines_wrong_money)."""
+
+    def describe_change(self, intent, args):
+        change = super().describe_change(intent, args).rsplit("; ", 1)[0]
+        return f"{change}, with {args['payment_method_id']} for any price difference"
 
     def difference_words(self, method: str) -> str:
         words = super().difference_words(method)
@@ -604,3 +610,102 @@ def test_noisy_oracle_states_the_amount_of_the_change_it_proposes(task):
             assert amount == pytest.approx(expected, abs=0.005), e.content
         tampered += t.provenance.models["support"]["mistakes"].get("proposal_items", 0)
     assert tampered >= 3  # the mistake this is about was made
+
+
+# ----------------------------------------------------------------------------------------------
+# The customer checks the new options and the money before saying yes (QA finding 6)
+
+
+def _swap_brief(task: str, want_diff: bool = True) -> dict:
+    """A brief of `task` whose price difference is not zero (when `want_diff`)."""
+    from simworld.agents.retail.customer import expected_money
+
+    for seed in range(50):
+        brief = _brief(seed, task)
+        owed = expected_money(brief["requests"][0])
+        if not want_diff or (owed is not None and abs(owed) > 0.005):
+            return brief
+    raise AssertionError("no brief with a price difference")
+
+
+def _opts(item: dict) -> str:
+    return ", ".join(item["options"].values())
+
+
+def _proposal(request: dict, new_items: list[dict], money_words: str, ids: bool) -> str:
+    def item(i: dict) -> str:
+        return f"the {i['name']} ({_opts(i)}" + (f"; item {i['item_id']})" if ids else ")")
+    pairs = " and ".join(f"{item(o)} to {item(n)}" for o, n in zip(request["items"], new_items))
+    method = request["payment_method"]
+    verb = "exchange" if request["intent"] == "exchange" else "modify"
+    return (f"To confirm, I'll {verb}, in order {request['order_id']}, {pairs}; {money_words} "
+            f"{method['description']} ({method['id']}). Shall I proceed?")
+
+
+def _customer_for(brief: dict) -> Customer:
+    c = _customer(brief)
+    c.brief, c.requests, c.opened = brief, brief["requests"], True
+    return c
+
+
+@pytest.mark.parametrize("task", ["exchange_delivered_order_items", "modify_pending_order_items"])
+def test_customer_declines_wrong_new_options_and_money(task):
+    from simworld.agents.retail.customer import expected_money, money_claims
+    from simworld.agents.retail.text import money
+
+    brief = _swap_brief(task)
+    request = brief["requests"][0]
+    c = _customer_for(brief)
+    owed = expected_money(request)
+    right_way = "charged to" if owed > 0 else "refunded to"
+    wrong_way = "refunded to" if owed > 0 else "charged to"
+    right_money = f"the price difference of {money(abs(owed))} will be {right_way}"
+    new = request["new_items"]
+    wanted = [v for n in new for v in n["options"].values()]
+    for ids in (False, True):
+        assert nlu.yes_no(c.reply(_proposal(request, new, right_money, ids))) is True
+    # the old options offered again as the new ones, named without ids
+    answer = c.reply(_proposal(request, request["items"], right_money, ids=False))
+    assert nlu.yes_no(answer) is False and all(nlu.has_phrase(answer.lower(), v) for v in wanted), answer
+    # the money the wrong way round, or the wrong amount
+    for words in (f"the price difference of {money(abs(owed))} will be {wrong_way}",
+                  f"the price difference of {money(abs(owed) + 10)} will be {right_way}",
+                  f"the price difference will be {wrong_way}"):
+        answer = c.reply(_proposal(request, new, words, ids=True))
+        assert nlu.yes_no(answer) is False, (words, answer)
+        assert all(nlu.has_phrase(answer.lower(), v) for v in wanted), answer
+        if "$" in words:
+            assert (abs(owed), "charge" if owed > 0 else "refund") in money_claims(answer), answer
+    # a wrong new item id: the new item is corrected, not the old one
+    wrong_new = [dict(n, item_id="9999999999") for n in new]
+    answer = c.reply(_proposal(request, wrong_new, right_money, ids=True))
+    assert nlu.yes_no(answer) is False and all(nlu.has_phrase(answer.lower(), v) for v in wanted), answer
+    assert c.mismatch(request, _proposal(request, wrong_new, right_money, ids=True)) == "new_items"
+
+
+def test_customer_declines_a_wrong_refund_on_a_return():
+    from simworld.agents.retail.customer import expected_money
+    from simworld.agents.retail.text import money
+
+    brief = _swap_brief("return_delivered_order_items")
+    request = brief["requests"][0]
+    c = _customer_for(brief)
+    refund = -expected_money(request)
+    method = request["payment_method"]
+    listing = " and ".join(f"the {i['name']} ({_opts(i)}; item {i['item_id']})" for i in request["items"])
+    base = f"To confirm, I'll return {listing} from order {request['order_id']}, with a {{}} to {method['description']} " \
+           f"({method['id']}). Shall I proceed?"
+    assert nlu.yes_no(c.reply(base.format(f"refund of {money(refund)}"))) is True
+    assert nlu.yes_no(c.reply(base.format(f"refund of {money(refund + 1)}"))) is False
+    answer = c.reply(base.format(f"charge of {money(refund)}"))
+    assert nlu.yes_no(answer) is False and money(refund) in answer
+
+
+def test_customer_declines_a_cancellation_that_charges():
+    brief = _brief(0, "cancel_pending_order")
+    request = brief["requests"][0]
+    c = _customer_for(brief)
+    text = f"To confirm, I'll cancel order {request['order_id']} (reason: {request['reason']}); the amount paid, " \
+           "$100.00, will be {} the original payment method. Shall I proceed?"
+    assert nlu.yes_no(c.reply(text.format("refunded to"))) is True
+    assert nlu.yes_no(c.reply(text.format("charged to"))) is False

@@ -26,7 +26,7 @@ from simworld.registry import register_agent
 from simworld.types import Message
 
 from . import nlu
-from .text import Dice, Template, compile_bank, join_list
+from .text import Dice, Template, compile_bank, join_list, money
 
 SLOPPY_EXTRA_TYPOS = 0.04
 
@@ -155,6 +155,12 @@ _BANK: dict[str, dict[str, list[str]]] = {
     "correct.address": {"short": ["The address is {address}."], "long": ["The right address is {address}."]},
     "correct.reason": {"short": ["The reason is {reason}."], "long": ["My reason is {reason}."]},
     "correct.other": {"short": ["Let's try again."], "long": ["Could we go over it again?"]},
+    "correct.refund": {"short": [" That should be a refund of {amount} to me."],
+                       "long": [" Also, by my count I should be refunded {amount}."]},
+    "correct.charge": {"short": [" That should be a charge of {amount}."],
+                       "long": [" Also, by my count I should be charged {amount} extra."]},
+    "correct.even": {"short": [" And the prices are the same, so nothing should be charged or refunded."],
+                     "long": [" And by my count there's no price difference at all."]},
     "accept_refusal": {
         "short": ["Oh, okay. ", "I see. ", "Okay, understood. "],
         "long": ["Oh, that's a pity, but I understand. ", "I see, thanks for explaining. "],
@@ -412,11 +418,28 @@ class Customer(Agent):
             "payment": lambda: self.say("correct.payment", {"payment": request["payment_method"]["description"]}),
             "address": lambda: self.say("correct.address", {"address": nlu.format_address(request["address"])}),
             "reason": lambda: self.say("correct.reason", {"reason": request["reason"]}),
+            "money": lambda: self.money_correction(request),
         }
         return self.say("no") + fixes.get(wrong, lambda: self.say("correct.other"))()
 
+    def money_correction(self, request: dict[str, Any]) -> str:
+        """Restate what is wanted (the items, or the new items) and the money it should come to."""
+        owed = expected_money(request)
+        if request.get("new_items"):
+            head = self.say("correct.new_items", {"new_items": self.new_items_text(request)})
+        else:
+            head = self.say("correct.items", {"items": self.items_text(request["items"])})
+        if owed is None or abs(owed) < 0.005:
+            return head + self.say("correct.even")
+        return head + self.say("correct.charge" if owed > 0 else "correct.refund", {"amount": money(abs(owed))})
+
     def mismatch(self, request: dict[str, Any], text: str) -> str | None:
-        """Which part of a proposed change differs from the request (None: it matches)."""
+        """Which part of a proposed change differs from the request (None: it matches).
+
+        Checks the order, the items (by id, or by name), the new items (by id, or by the options
+        named for each product), the payment method, the address, the reason, and the money: the
+        amount and whether it is charged or refunded, where the proposal states them.
+        """
         low = text.lower()
         if not _ACTION[request["intent"]].search(low):
             return "other"
@@ -428,15 +451,20 @@ class Customer(Agent):
         new_items = request.get("new_items") or []
         if items:
             stated = set(nlu.ITEM_ID.findall(text))
+            old_ids = {i["item_id"] for i in items}
+            new_ids = {i["item_id"] for i in new_items}
             if stated:
-                if stated - {i["item_id"] for i in items} - {i["item_id"] for i in new_items}:
-                    return "items" if not new_items or not stated & {i["item_id"] for i in new_items} else "new_items"
-                if {i["item_id"] for i in items} - stated:
+                if old_ids - stated:
                     return "items"
-                if {i["item_id"] for i in new_items} - stated:
+                if new_ids - stated:
+                    return "new_items"  # a wrong new item is corrected as the new item, not the old one
+                if stated - old_ids - new_ids:
+                    return "items"
+            else:
+                if not all(nlu.has_phrase(low, i["name"]) for i in items):
+                    return "items"
+                if new_items and not self.new_options_named(low, items, new_items):
                     return "new_items"
-            elif not all(nlu.has_phrase(low, i["name"]) for i in items):
-                return "items"
         method = request.get("payment_method")
         if method:
             ids = set(nlu.PAYMENT_ID.findall(text))
@@ -450,7 +478,78 @@ class Customer(Agent):
         reason = request.get("reason")
         if reason and reason not in low:
             return "reason"
+        if not money_matches(request, text):
+            return "money"
         return None
+
+    @staticmethod
+    def new_options_named(low: str, items: list[dict[str, Any]], new_items: list[dict[str, Any]]) -> bool:
+        """Each new item's options are all stated after one mention of its product (its old options
+        are stated after another mention, or changed in place: 'the Notebook (S) to M')."""
+        segs = nlu.segments(low, {i["name"] for i in items})
+        for new in new_items:
+            wanted = list(new["options"].values())
+            if not any(name == new["name"] and all(nlu.has_phrase(seg, v) for v in wanted) for name, seg in segs):
+                return False
+        return True
+
+
+_MONEY_INTENTS = frozenset({"return", "modify_items", "exchange", "cancel"})
+_AMOUNT = re.compile(r"(?<!balance )\$([\d,]+\.\d\d)")
+_CLAUSE_END = re.compile(r"[;?!\n]|\.(?=\s|$)")
+_CHARGE = re.compile(r"\bcharg(?:e|ed|es|ing)\b|\bbilled\b|\bdebited\b|\byou(?:'ll| will)? (?:pay|owe)\b")
+_REFUND = re.compile(r"\brefund\w*|\bcredited\b|\bback to you\b|\byou(?:'ll| will) (?:receive|get)\b")
+
+
+def expected_money(request: dict[str, Any]) -> float | None:
+    """What the customer expects to pay (> 0) or get back (< 0), from the prices in the brief; None
+    when the brief does not say (a cancellation: the customer does not know the order total)."""
+    intent = request["intent"]
+    if intent not in ("return", "modify_items", "exchange") or not request.get("items"):
+        return None
+    old = sum(_price(i) for i in request["items"])
+    if intent == "return":
+        return -round(old, 2)
+    return round(sum(_price(i) for i in request.get("new_items") or []) - old, 2)
+
+
+def _price(item: dict[str, Any]) -> float:
+    return float(str(item["price"]).replace("$", "").replace(",", ""))
+
+
+def money_claims(text: str) -> list[tuple[float | None, str | None]]:
+    """(amount, 'charge' | 'refund' | None) for each dollar amount a text states, the direction read
+    from the amount's clause (a gift card's balance is no claim); a clause with a direction but no
+    amount gives (None, direction)."""
+    out: list[tuple[float | None, str | None]] = []
+    masked = _AMOUNT.sub(lambda m: "$" + "0" * len(m.group(1)), text)  # the cents' dot ends no clause
+    start = 0
+    for end in [m.start() for m in _CLAUSE_END.finditer(masked)] + [len(text)]:
+        clause = text[start:end + 1]
+        low = clause.lower()
+        charge, refund = _CHARGE.search(low) is not None, _REFUND.search(low) is not None
+        way = "charge" if charge and not refund else "refund" if refund and not charge else None
+        amounts = [float(m.group(1).replace(",", "")) for m in _AMOUNT.finditer(clause)]
+        out += [(a, way) for a in amounts] or ([(None, way)] if way else [])
+        start = end + 1
+    return out
+
+
+def money_matches(request: dict[str, Any], text: str) -> bool:
+    """Does the money a proposal states agree with the brief (amount and direction, where stated)?"""
+    if request["intent"] not in _MONEY_INTENTS:
+        return True
+    owed = expected_money(request)
+    claims = [c for c in money_claims(text) if c[1] is not None]
+    if owed is None:  # only the direction is known: a cancellation refunds
+        return not claims or any(way == "refund" for _, way in claims)
+    if abs(owed) < 0.005:
+        return all(amount is None or amount < 0.005 for amount, _ in claims)
+    way = "charge" if owed > 0 else "refund"
+    stated = [c for c in claims if c[0] is not None]
+    if stated:
+        return any(abs(amount - abs(owed)) < 0.005 and w == way for amount, w in stated)  # type: ignore[operator]
+    return not claims or any(w == way for _, w in claims)  # a direction without an amount
 
 
 _ACTION = {
