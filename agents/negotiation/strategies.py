@@ -18,14 +18,24 @@ above its reservation value and otherwise walks away.
   (times `factor`); `initial_concession` after the opponent's first offer breaks a deadlock.
 * ``random_offer``: a uniformly random outcome worth at least its reservation value.
 * ``hardliner``: never offers or accepts less than ``r + aspiration (1 - r)``.
+
+Every strategy opens from an anchor that depends on what it knows, not from its ideal outcome: an
+aspiration ``a`` drawn per episode from its ``opening`` range (its own RNG) sets the opening's
+utility ``r + a (1 - r)`` (never below what the strategy may offer at all), and a party that looked
+up the market price (``check_market_price``) pins the matching issue near the favourable edge of
+the market (a buyer somewhat below the market low, a seller somewhat above the market high; the
+higher its aspiration, the further out) and meets its aspiration on the other issues. Time-based
+strategies then concede from the opening's utility instead of from 1.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+import orjson
+from pydantic import Field, model_validator
 
 from simworld.agent import Agent, AgentParams, View
 from simworld.agents.negotiation.phrasing import choose, phrase
@@ -44,6 +54,15 @@ class StrategyParams(AgentParams):
     reject_first: float = Field(default=0.25, ge=0.0, le=1.0, description="Probability of an explicit "
                                 "reject_offer before a counter-offer.")
     research: bool = Field(default=True, description="Use an information tool (if granted) on the first turn.")
+    opening: tuple[float, float] = Field(default=(0.6, 0.95), description="Range the per-episode aspiration "
+                                         "a is drawn from: the first offer is worth r + a (1 - r).")
+
+    @model_validator(mode="after")
+    def _opening_range(self) -> StrategyParams:
+        lo, hi = self.opening
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"opening must be [low, high] with 0 <= low <= high <= 1, got [{lo}, {hi}]")
+        return self
 
 
 def _call(name: str, **arguments: Any) -> ToolCall:
@@ -65,6 +84,20 @@ def _no_reference(n_issues: int) -> np.ndarray:
     return ref
 
 
+def _words(text: str) -> set[str]:
+    return {w.rstrip("s") for w in re.findall(r"[a-z0-9]+", text.lower())}
+
+
+def _market_research(view: View, role: str) -> dict[str, Any] | None:
+    """The latest successful check_market_price answer `role` got in this episode, if any."""
+    for event in reversed(view.episode.events):
+        if event.role == "tool" and event.speaker == role and event.name == "check_market_price" and not event.error:
+            answer = orjson.loads(event.content)
+            if isinstance(answer, dict) and all(isinstance(answer.get(k), (int, float)) for k in ("low", "median", "high")):
+                return answer
+    return None
+
+
 class NegotiationStrategy(Agent):
     """Base of the scripted strategies: protocol handling, acceptance rule and wording."""
 
@@ -78,6 +111,9 @@ class NegotiationStrategy(Agent):
         self._last_target: float | None = None
         self._words: OutcomeSpace | None = None
         self._record: NegotiationRecord | None = None
+        self._aspiration: float | None = None
+        self._start = 1.0
+        """Net utility of this party's opening offer (1 until it has opened): time-based curves start here."""
 
     @property
     def agent_id(self) -> str:
@@ -99,6 +135,83 @@ class NegotiationStrategy(Agent):
     def final_threshold(self, model: UtilityModel) -> float:
         """What the last offer of an episode must be worth (net) to be accepted."""
         return model.reservation
+
+    def offer_floor(self, model: UtilityModel) -> float:
+        """The least (net) utility this strategy ever offers; the opening never asks for less."""
+        return model.reservation
+
+    def aspiration(self) -> float:
+        """This episode's aspiration, drawn once from the strategy's `opening` range."""
+        if self._aspiration is None:
+            lo, hi = self.params.opening
+            self._aspiration = float(lo + (hi - lo) * self.rng.random())
+        return self._aspiration
+
+    def opening_outcome(self, view: View, record: NegotiationRecord, model: UtilityModel, cost: float) -> int:
+        """The first offer: worth about `r + a (1 - r)` (net of `cost`), the researched issue pinned
+        near the researched anchor; closest to the opponent's offer if it opened, else drawn at random."""
+        u = model.utilities
+        floor = max(model.reservation, self.offer_floor(model))
+        target = max(floor, model.reservation + self.aspiration() * (1.0 - model.reservation))
+        net = u - cost
+        pool = net >= floor - 1e-12
+        if not pool.any():
+            return model.best
+        space = model.space
+        digits = space.digit_table
+        anchor = self._anchor(view, model)
+        if anchor is not None:
+            issue, position = anchor
+            distance = np.abs(digits[:, issue].astype(np.float64) - position)
+            pool &= distance <= distance[pool].min() + 1e-9
+        band = pool & (net >= target - 1e-12) & (net <= target + self.params.window + 1e-12)
+        if not band.any():
+            above = np.flatnonzero(pool & (net >= target - 1e-12))
+            if above.size:
+                return int(above[np.argmin(u[above])])
+            inside = np.flatnonzero(pool)
+            return int(inside[np.argmax(u[inside])])
+        candidates = np.flatnonzero(band)
+        opponent = record.offers_by(record.counterpart(self.role))
+        if not opponent:
+            return int(candidates[int(self.rng.integers(candidates.size))])
+        ref = digits[opponent[-1].outcome].astype(np.int64)
+        d = digits[candidates].astype(np.int64)
+        scale = np.maximum(space.sizes - 1, 1)
+        gap = np.where(space.ordered, np.abs(d - ref) / scale, (d != ref).astype(np.float64)).sum(axis=1)
+        best = np.flatnonzero(gap <= gap.min() + 1e-12)
+        return int(candidates[best[np.argmax(u[candidates[best]])]])
+
+    def _anchor(self, view: View, model: UtilityModel) -> tuple[int, float] | None:
+        """(issue, grid position) this party's market research points its opening at, if any: the
+        favourable market edge pushed out by the aspiration, on the range issue the prices fall in."""
+        answer = _market_research(view, self.role)
+        if answer is None:
+            return None
+        low, median, high = float(answer["low"]), float(answer["median"]), float(answer["high"])
+        space = model.space
+        best_issue, best_overlap = -1, 0.0
+        for i, name in enumerate(space.names):
+            spec = space.issues[name]
+            if spec.range is None:
+                continue
+            lo, hi = spec.range
+            overlap = min(hi, high) - max(lo, low)
+            if overlap >= 0 and (best_issue < 0 or overlap > best_overlap):
+                best_issue, best_overlap = i, overlap
+        if best_issue < 0:
+            return None  # the prices looked up are not those of any issue (another item)
+        size = int(space.sizes[best_issue])
+        values = model.tables[best_issue, :size]
+        if size < 2 or not (np.all(np.diff(values) >= 0) or np.all(np.diff(values) <= 0)) or values[0] == values[-1]:
+            return None  # no monotone preference on that issue: the market says nothing about where to open
+        edge = low if values[0] > values[-1] else high
+        lo_a, hi_a = self.params.opening
+        boldness = (self.aspiration() - lo_a) / (hi_a - lo_a) if hi_a > lo_a else 0.5
+        anchor = median + (edge - median) * (0.8 + 0.8 * boldness)
+        lo, hi = space.issues[space.names[best_issue]].range  # type: ignore[misc]
+        anchor = min(max(anchor, lo), hi)
+        return best_issue, (anchor - lo) / (hi - lo) * (size - 1) if hi > lo else 0.0
 
     def choose_outcome(self, record: NegotiationRecord, model: UtilityModel, target: float, cost: float) -> int:
         """The outcome to offer for a net `target`: the closest in the band to the opponent's last offer."""
@@ -134,16 +247,27 @@ class NegotiationStrategy(Agent):
                 if value >= max(model.reservation, self.final_threshold(model)):
                     return self._accept()
                 return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
-            target = max(self.target(record, model, next_cost), model.reservation)
+            outcome, target = self._next(view, record, model, next_cost)
             if value >= model.reservation and value >= self.accept_threshold(record, model, target):
                 return self._accept()
         elif record.offers >= record.max_rounds:
             return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
         else:
-            target = max(self.target(record, model, next_cost), model.reservation)
-        outcome = self.choose_outcome(record, model, target, next_cost)
+            outcome, target = self._next(view, record, model, next_cost)
+        if outcome is None:
+            outcome = self.choose_outcome(record, model, target, next_cost)
         self._last_target = target
         return self._offer(record, model, outcome, standing)
+
+    def _next(self, view: View, record: NegotiationRecord, model: UtilityModel,
+              cost: float) -> tuple[int | None, float]:
+        """(outcome, net target) of the next offer; the outcome is None when `choose_outcome` picks it later
+        (after the acceptance test, so a strategy drawing at random draws only when it offers)."""
+        if not record.offers_by(self.role):
+            outcome = self.opening_outcome(view, record, model, cost)
+            self._start = float(model.utilities[outcome]) - cost
+            return outcome, max(self._start, model.reservation)
+        return None, max(self.target(record, model, cost), model.reservation)
 
     def accept_threshold(self, record: NegotiationRecord, model: UtilityModel, target: float) -> float:
         """Accept the standing offer when it is worth at least this (net); default AC_next."""
@@ -170,13 +294,20 @@ class NegotiationStrategy(Agent):
             if name == "check_market_price":
                 items = world.data.vocab.get("item") or []
                 if items:
-                    return _call(name, item=items[int(self.rng.integers(len(items)))])
+                    return _call(name, item=self._market_item(items, str(getattr(world.params, "subject", ""))))
             elif name == "get_inventory" and world.params.inventory:
                 return _call(name)
             elif name == "check_policy" and world.params.policies:
                 topics = sorted(world.params.policies)
                 return _call(name, topic=topics[int(self.rng.integers(len(topics)))])
         return None
+
+    def _market_item(self, items: list[str], subject: str) -> str:
+        """The market item that shares the most words with the negotiation's subject (ties: at random)."""
+        words = _words(subject)
+        scores = np.array([len(_words(item) & words) for item in items])
+        best = np.flatnonzero(scores == scores.max())
+        return items[int(best[int(self.rng.integers(best.size))])]
 
     def _say(self, bank: str, *calls: ToolCall, terms: str = "") -> Message:
         return _message(phrase(self.rng, bank, terms), list(calls))
@@ -220,22 +351,24 @@ def time_fraction(record: NegotiationRecord) -> float:
 
 @register_agent("time_based")
 class TimeBased(NegotiationStrategy):
-    """Time-based concession: target u(t) = r + (1 - r)(1 - t^e)."""
+    """Time-based concession: target u(t) = r + (u0 - r)(1 - t^e), u0 the opening's utility (1 before it)."""
 
     Params = TimeBasedParams
     params: TimeBasedParams
 
     def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
         r = model.reservation
-        return r + (1.0 - r) * (1.0 - time_fraction(record) ** self.params.exponent)
+        return r + (max(self._start, r) - r) * (1.0 - time_fraction(record) ** self.params.exponent)
 
 
 class BoulwareParams(TimeBasedParams):
     exponent: float = Field(default=4.0, gt=0.0, le=100.0)
+    opening: tuple[float, float] = Field(default=(0.75, 0.97))
 
 
 class ConcederParams(TimeBasedParams):
     exponent: float = Field(default=0.25, gt=0.0, le=100.0)
+    opening: tuple[float, float] = Field(default=(0.5, 0.85))
 
 
 @register_agent("boulware")
@@ -328,6 +461,9 @@ class Hardliner(NegotiationStrategy):
 
     def final_threshold(self, model: UtilityModel) -> float:
         return model.reservation + self.params.aspiration * (1.0 - model.reservation)
+
+    def offer_floor(self, model: UtilityModel) -> float:
+        return self.final_threshold(model)
 
     def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
         return self.final_threshold(model)
