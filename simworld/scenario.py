@@ -43,7 +43,8 @@ class WorldSpec(_Strict):
 
 class TaskSpec(_Strict):
     type: str = Field(description="Registered task generator of the world, e.g. 'cancel_pending_order'.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="Task generator parameters (see "
+                                   "docs/scenarios.md for each task's).")
 
 
 class AgentSpec(BaseModel):
@@ -56,22 +57,30 @@ class AgentSpec(BaseModel):
 class RoleSpec(_Strict):
     kind: Literal["user", "assistant"] = Field(description="'user' speaks as the user; 'assistant' "
                                                "is the tool-using side.")
-    agent: AgentSpec
-    tools: list[str] = Field(default_factory=list, description="World tools this role may call.")
-    system_prompt: str = ""
-    persona: str = ""
+    agent: AgentSpec = Field(description="Who plays the role: {type: AGENT, ...that agent's parameters}.")
+    tools: list[str] = Field(default_factory=list, description="World tools this role may call (default: none; "
+                             "a support role needs its lookup and write tools listed).")
+    system_prompt: str = Field(default="", description="The role's system prompt (default: the world's prompt "
+                               "for the role's kind); the task's brief for the role is appended.")
+    persona: str = Field(default="", description="Who plays the role, in words: appended to its system "
+                         "prompt as 'Persona: ...'.")
 
 
 class Scenario(_Strict):
-    name: str
-    description: str = ""
-    world: WorldSpec
-    task: TaskSpec
-    roles: dict[str, RoleSpec]
-    first_speaker: str
-    max_turns: int = Field(default=40, ge=1, le=10_000)
-    scoring: list[str] = Field(default_factory=list)
-    episodes: int = Field(default=10, ge=0)
+    """A scenario file: one world, one task generator, the roles and their agents, how many episodes."""
+
+    name: str = Field(description="Names the run's episodes: episode ids are NAME-sSEED-INDEX.")
+    description: str = Field(default="", description="Free text for people; not used by the run.")
+    world: WorldSpec = Field(description="The world every episode runs in.")
+    task: TaskSpec = Field(description="The task generator: each episode samples one task from the world.")
+    roles: dict[str, RoleSpec] = Field(description="The roles by name, in turn order after first_speaker; at "
+                                       "least one of kind 'assistant'.")
+    first_speaker: str = Field(description="The role that acts first (a name from roles).")
+    max_turns: int = Field(default=40, ge=1, le=10_000, description="Most actions in an episode (a message, "
+                           "with or without tool calls, is one action); then it ends with termination max_turns.")
+    scoring: list[str] = Field(default_factory=list, description="Scorers that simworld score and export run "
+                               "when none is named (default: every registered scorer; simworld list scorers).")
+    episodes: int = Field(default=10, ge=0, description="Episodes of a run (simworld run --episodes overrides it).")
     repeats: int = Field(default=1, ge=1, description="Episodes per task: episode i tries the task (and the "
                          "variation) of group i // repeats again, with its own agent and tool randomness; "
                          "for pass^k.")
@@ -79,7 +88,9 @@ class Scenario(_Strict):
                       "them (and the world, unless world.seed is set).")
     today: dt.date = Field(default=dt.date(2024, 9, 1), description="'Today Date' of the Llama 3 system "
                            "prompt (never the wall clock).")
-    variations: dict[str, list[Any]] = Field(default_factory=dict)
+    variations: dict[str, list[Any]] = Field(default_factory=dict, description="dotted.path: [values]; each "
+                                             "episode (each task group with repeats) draws one value per path, "
+                                             "independently and uniformly, from its own seed.")
 
     @field_validator("variations")
     @classmethod
@@ -569,6 +580,8 @@ RUN_LEVEL_FIELDS = {
     "repeats": "groups the run's episodes into task groups before variations are drawn",
     "seed": "seeds the run (episode ids and seeds); to vary the world, vary world.seed",
     "variations": "holds the variations themselves",
+    "scoring": "names the scorers that simworld score and export run over the whole run",
+    "today": "dates every exported prompt of the run (export reads the run's scenario, not the episode's)",
 }
 
 
@@ -586,7 +599,7 @@ def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], proble
         run_level = RUN_LEVEL_FIELDS.get(path.split(".")[0])
         if run_level:
             problems.add(vpath, f"{path.split('.')[0]!r} cannot vary: it {run_level}; only world, task, roles, "
-                         "first_speaker, max_turns, scoring and today vary per episode")
+                         "first_speaker and max_turns vary per episode")
             continue
         if not _path_exists(data, path):
             problems.add(vpath, f"path {path!r} does not exist in the scenario{_path_suggestion(data, path)}")
@@ -743,3 +756,125 @@ def apply_variation(sc: Scenario, variation: dict[str, Any]) -> Scenario:
         return Scenario.model_validate(data)
 
     return _memo(sc, ("variation", orjson.dumps(variation, option=orjson.OPT_SORT_KEYS)), build)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference tables of docs/scenarios.md, generated from the Params models so they cannot drift
+
+
+REFERENCE_BEGIN = "<!-- BEGIN GENERATED by simworld.scenario.update_reference(); do not edit by hand -->"
+REFERENCE_END = "<!-- END GENERATED -->"
+
+
+def _type_text(annotation: Any) -> str:
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", str(annotation))
+    text = re.sub(r"\b(?:typing|[a-z_]+(?:\.[a-z_]+)+)\.", "", text)  # module paths
+    return text.replace("NoneType", "None").replace("|", "or")
+
+
+def _field_description(model: type[BaseModel], name: str) -> str:
+    for cls in model.__mro__:  # a subclass that only changes a default keeps its base's meaning
+        field = getattr(cls, "model_fields", {}).get(name)
+        if field is not None and field.description:
+            return field.description
+    return ""
+
+
+def _default_text(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return "`" + orjson.dumps(to_jsonable_python(value)).decode().replace("|", "\\|") + "`"
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    out: list[type[BaseModel]] = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    for arg in getattr(annotation, "__args__", ()) or ():
+        out += [m for m in _nested_models(arg) if m not in out]
+    return out
+
+
+def _params_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> tuple[list[str], list[type[BaseModel]]]:
+    rows = ["| parameter | type | default | meaning |", "| --- | --- | --- | --- |"]
+    nested: list[type[BaseModel]] = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        meaning = " ".join(_field_description(model, name).split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | {_type_text(field.annotation)} | {_default_text(field)} | {meaning} |")
+        nested += [m for m in _nested_models(field.annotation) if m not in nested]
+    if len(rows) == 2:
+        rows = ["No parameters."]
+    return rows, nested
+
+
+def _model_section(title: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
+    rows, nested = _params_table(model, skip)
+    out = [title, ""]
+    doc = " ".join((model.__doc__ or "").split())
+    if doc and not doc.startswith(("Usage docs:", "A base class")):
+        out += [doc, ""]
+    out += rows + [""]
+    seen = {model}
+    while nested:
+        sub = nested.pop(0)
+        if sub in seen:
+            continue
+        seen.add(sub)
+        sub_rows, more = _params_table(sub)
+        sub_doc = " ".join((sub.__doc__ or "").split())
+        out += [f"`{sub.__name__}`{': ' + sub_doc if sub_doc else ''}", ""] + sub_rows + [""]
+        nested += more
+    return out
+
+
+def _builtin(cls: type) -> bool:
+    return (getattr(cls, "__module__", "") or "").startswith("simworld.")
+
+
+def reference_tables() -> str:
+    """Markdown tables of the world, task and agent parameters of every built-in world, task
+    generator and agent, from their pydantic Params models (the generated part of docs/scenarios.md)."""
+    registry.load_builtins()
+    out: list[str] = []
+    for world_name, world_cls in registry.WORLDS.items():
+        if not _builtin(world_cls):
+            continue
+        out += _model_section(f"### World `{world_name}`: `world.params`", world_cls.Params)
+        by_params: dict[type[BaseModel], list[str]] = {}
+        for task_name, task_cls in registry.TASKS.get(world_name, {}).items():
+            if _builtin(task_cls):
+                by_params.setdefault(task_cls.Params, []).append(task_name)
+        for model, names in by_params.items():
+            listed = ", ".join(f"`{n}`" for n in names)
+            out += _model_section(f"#### Tasks of `{world_name}`: {listed}: `task.params`", model)
+    by_agent: dict[type[BaseModel], list[str]] = {}
+    plays: dict[type[BaseModel], str] = {}
+    for agent_name, agent_cls in registry.AGENTS.items():
+        if _builtin(agent_cls):
+            by_agent.setdefault(agent_cls.Params, []).append(agent_name)
+            worlds, kinds = agent_worlds(agent_cls), agent_kinds(agent_cls)
+            plays[agent_cls.Params] = (f"plays {' / '.join(worlds) if worlds else 'any world'}"
+                                       f"{', kind ' + ' or '.join(kinds) if kinds else ''}")
+    for model, names in by_agent.items():
+        listed = ", ".join(f"`{n}`" for n in names)
+        out += _model_section(f"### Agent {listed} ({plays[model]}): `roles.NAME.agent`", model, skip=("type",))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def update_reference(path: str | Path = "docs/scenarios.md") -> bool:
+    """Rewrite the generated part of the scenario reference; True if it changed."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    head, sep, rest = text.partition(REFERENCE_BEGIN)
+    _, sep2, tail = rest.partition(REFERENCE_END)
+    if not sep or not sep2:
+        raise SimworldError(f"{p}: no {REFERENCE_BEGIN!r} ... {REFERENCE_END!r} block")
+    new = head + REFERENCE_BEGIN + "\n\n" + reference_tables() + "\n" + REFERENCE_END + tail
+    if new != text:
+        p.write_text(new, encoding="utf-8")
+    return new != text

@@ -235,10 +235,10 @@ def test_agent_declaring_its_kinds_refuses_the_other_kind(tmp_path, capsys):
         "(are two roles' kinds or agents swapped?)"]
 
 
-@pytest.mark.parametrize("field", ["name", "episodes", "repeats", "seed", "variations", "description"])
+@pytest.mark.parametrize("field", ["name", "episodes", "repeats", "seed", "variations", "description", "scoring", "today"])
 def test_run_level_fields_cannot_vary(tmp_path, capsys, field):
     value = {"name": "[a, b]", "episodes": "[1000]", "repeats": "[1, 3]", "seed": "[1, 2]",
-             "variations": "[{}]", "description": "[x]"}[field]
+             "variations": "[{}]", "description": "[x]", "scoring": "[[]]", "today": "[2024-01-01]"}[field]
     p = write(tmp_path, GOOD + f"  {field}: {value}\n")
     code, out, _ = validate(capsys, p)
     assert code == 2
