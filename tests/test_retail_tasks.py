@@ -105,8 +105,11 @@ def solve_from_brief(world, brief: CustomerBrief) -> tuple[list[ToolCall], list[
                      if m["source"] == p.kind and (p.last_four is None or m.get("last_four") == p.last_four)]
             assert len(found) == 1, "the payment method description must identify one method"
             pm_id = found[0]["id"]
-        if req.intent == "order_status":
-            stated += [order["status"], f"{sum(i['price'] for i in order['items']):.2f}"]
+        if req.intent == "order_status":  # the answers to exactly what the customer asks
+            tracking = [t for f in order["fulfillments"] for t in f["tracking_id"]]
+            answers = {"status": [order["status"]], "total": [f"{sum(i['price'] for i in order['items']):.2f}"],
+                       "items": list(dict.fromkeys(i["name"] for i in order["items"])), "tracking": tracking}
+            stated += [a for topic in req.ask for a in answers[topic]] or [order["status"]]
             continue
         name, args = {
             "cancel": ("cancel_pending_order", {"order_id": oid, "reason": req.reason}),

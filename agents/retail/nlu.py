@@ -209,7 +209,7 @@ _INTENTS: list[tuple[str, re.Pattern[str]]] = [
     ("modify_items", re.compile(r"\b(?:change|modify|switch|swap|update)\b.*\b(?:items?|options?|size|color|"
                                 r"colou?r|variant|version)\b|\bdifferent (?:options?|size|color|variant)\b")),
     ("order_status", re.compile(r"\bstatus\b|\bwhere(?:'s| is)\b|\btrack|\btotal\b|\bwhat(?:'s| is| was)? in\b|"
-                                r"\bwhat items\b|\bcheck (?:on )?(?:an|my|one)\b")),
+                                r"\bwhat items\b|\bcheck (?:on )?(?:an|my|one)\b|\b(?:the|its) items\b|\blook up\b")),
 ]
 
 

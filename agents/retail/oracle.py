@@ -82,7 +82,8 @@ VERB = {"cancel": "cancel", "modify_address": "update", "modify_payment": "chang
         "modify_user_address": "update"}
 
 _SAY = compile_bank({
-    "greet": ["Hi! How can I help you today?", "Hello, how can I help you?"],
+    "greet": ["Hi! How can I help you today?", "Hello, how can I help you?", "Hi there, what can I do for you today?",
+              "Good day! How may I help you?"],
     "what_intent": ["Sorry, I didn't get what you need. I can check an order's status, cancel or modify pending "
                     "orders, return or exchange delivered items, or update your address. How can I help?",
                     "Could you tell me what you'd like to do? For example check an order, cancel or modify a "
@@ -92,7 +93,11 @@ _SAY = compile_bank({
                      "Sure. To verify your identity, please tell me your email address (or your full name and zip "
                      "code).",
                      "Happy to help. Before we start, I need to authenticate you: what's your email address? Your "
-                     "name and zip code work too."],
+                     "name and zip code work too.",
+                     "Of course. Could you share the email address on your account first? If you don't have it, your "
+                     "full name and zip code will do.",
+                     "I'd be glad to help. For security, please give me your email address, or your first and last "
+                     "name with your zip code."],
     "ask_name_zip": ["I couldn't find an account with that email. Could you give me your first and last name and "
                      "your zip code instead?",
                      "Sorry, that email doesn't match any account. Please tell me your full name and zip code."],
@@ -100,19 +105,27 @@ _SAY = compile_bank({
                            "address, or your full name and zip code?"],
     "ask_order": ["Thanks, {first}. Which order is it about? Do you have the order id?",
                   "Thank you, {first}, you're verified. What's the order id?",
-                  "Got it, {first}. Could you tell me the order id, or describe the order?"],
+                  "Got it, {first}. Could you tell me the order id, or describe the order?",
+                  "Thanks {first}, I found your account. Which order do you mean? The order id is best."],
+    # a later request of the same conversation: the customer was verified long ago
+    "ask_order_next": ["Sure. Which order is this one about?", "Of course. What's the order id for this one?",
+                       "Okay. Which order would that be? The order id helps, or describe it.",
+                       "Happy to. Do you have the order id of that one?",
+                       "No problem. Which of your orders is it?"],
     "ask_order_again": ["I couldn't find that order on your account. Could you check the order id, or tell me an "
                         "item in the order?",
                         "Sorry, I can't match that to one of your orders. Do you have the order id?"],
     "ask_items": ["Which items from order {order_id} would you like to {verb}?",
                   "I see order {order_id}. Which items would you like to {verb}?",
-                  "Order {order_id} is {status}. Which items should I {verb}?"],
+                  "Order {order_id} is {status}. Which items should I {verb}?",
+                  "Which of the items in order {order_id} should I {verb}?"],
     "ask_items_refund": ["Which items from order {order_id} would you like to return, and which payment method "
                          "should the refund go to (the original payment method or a gift card)?"],
     "ask_items_again": ["Sorry, I couldn't match that to the items of order {order_id}, which has: {listing}. "
                         "Which items do you mean?"],
     "ask_new_items": ["And what would you like instead? Please give me the new options for each item.",
-                      "Which options would you like instead? Tell me the new color, size and so on for each item."],
+                      "Which options would you like instead? Tell me the new color, size and so on for each item.",
+                      "What options would you like for each item instead?"],
     "ask_new_items_again": ["Sorry, I couldn't find that option of the {name}. Which options would you like "
                             "instead?"],
     "ask_payment_refund": ["Which payment method should the refund go to? It can be the original payment method "
@@ -120,27 +133,80 @@ _SAY = compile_bank({
     "ask_payment_diff": ["Which payment method should we use for any price difference?",
                          "Which payment method should pay or receive the price difference?"],
     "ask_payment_new": ["Which payment method would you like to use instead?",
-                        "Sure. Which payment method should the order be paid with now?"],
+                        "Sure. Which payment method should the order be paid with now?",
+                        "Which payment method should I switch it to?"],
     "ask_payment_again": ["Sorry, I couldn't match that to your payment methods: {listing}. Which payment method "
                           "do you mean?"],
     "list_methods": ["You have these payment methods on file: {listing}. Which payment method would you like?"],
     "ask_reason": ["Could you tell me the reason for the cancellation: 'no longer needed' or 'ordered by mistake'?",
-                   "May I ask the reason for cancelling?", "What's the reason for the cancellation?"],
+                   "May I ask the reason for cancelling?", "What's the reason for the cancellation?",
+                   "Why would you like to cancel it?"],
     "ask_reason_again": ["Sorry, for the records I need the reason: is it 'no longer needed' or 'ordered by "
                          "mistake'?"],
-    "ask_address": ["What's the new address?", "Sure. What is the new address, including the zip code?"],
+    "ask_address": ["What's the new address?", "Sure. What is the new address, including the zip code?",
+                    "Where should it go now? Please give me the new address.",
+                    "Which address should I use? Street, city, state and zip, please."],
     "ask_address_again": ["Sorry, I couldn't read that address. What's the new address (street, city, state, "
                           "zip)?"],
     "ask_yes_no": ["Sorry, I need a clear yes or no: shall I proceed?"],
     "ask_what_changed": ["Sorry about that. What should be different?"],
+    # every proposal carries a phrase the customer reads as asking for a yes (customer._CUES "confirm")
     "confirm": ["To confirm, I'll {action}. Shall I proceed? (yes/no)",
                 "Here is the change: {action}. Do you want me to go ahead? (yes/no)",
-                "Just to confirm: I will {action}. Is that correct? (yes/no)"],
+                "Just to confirm: I will {action}. Is that correct? (yes/no)",
+                "I'm about to {action}. Shall I go ahead?",
+                "Before I do anything: I would {action}. Do you want me to proceed?",
+                "So the plan is to {action}. Is that right? Please answer yes or no.",
+                "Let me make sure I have this right: I'll {action}. Should I proceed?",
+                "Okay, I can {action}. Would you like me to go ahead?",
+                "Please confirm: I will {action}. OK to proceed?"],
     "anything_else": [" Is there anything else I can help you with?", " Anything else I can do for you?",
-                      " Can I help you with anything else?"],
+                      " Can I help you with anything else?", " Is there something else you need?",
+                      " Anything else on your mind today?", " Can I help with anything else?"],
     "refuse": ["I'm sorry, but I can't do that: {why}.", "Unfortunately that isn't possible: {why}.",
                "I'm afraid I can't help with that, because {why}."],
     "failed": ["Sorry, that didn't work: {why}."],
+})
+# What the support side reports once a change is made (each states its result in one sentence, as
+# the required outputs are checked sentence by sentence).
+_DONE = compile_bank({
+    "modify_user_address": ["Done: your default address is now {address}.",
+                            "Your profile address has been updated to {address}.",
+                            "I've changed the default address on your account to {address}."],
+    "cancel": ["Order {order_id} is now cancelled. {amount} will be refunded to the original payment method (at "
+               "once for a gift card, otherwise within 5-7 business days).",
+               "Done, order {order_id} has been cancelled. You'll be refunded {amount} to the original payment "
+               "method: at once for a gift card, within 5-7 business days otherwise.",
+               "I've cancelled order {order_id}. The refund of {amount} goes to the original payment method within "
+               "5-7 business days (immediately for a gift card).",
+               "Order {order_id} is cancelled now. {amount} will be refunded to your original payment method "
+               "in 5-7 business days, or right away if it was a gift card."],
+    "modify_address": ["Order {order_id} will now ship to {address}.",
+                       "Done: the shipping address of order {order_id} is now {address}.",
+                       "I've updated order {order_id}; it will go to {address}."],
+    "modify_payment": ["Order {order_id} is now paid with {method}: {amount} charged, and the original payment "
+                       "method refunded.",
+                       "Done: {amount} was charged to {method} for order {order_id}, and the original payment "
+                       "method was refunded.",
+                       "Order {order_id} now uses {method}. It was charged {amount}, and the original payment "
+                       "method has been refunded."],
+    "return": ["The return is requested: order {order_id} is now '{status}'. You'll receive {amount} on {method} "
+               "once the items are back, and an email with instructions.",
+               "Your return is set up, and order {order_id} is now '{status}'. Once the items arrive back, "
+               "{amount} will be refunded to {method}. An email with the return instructions is on its way.",
+               "Done: order {order_id} is now '{status}'. A refund of {amount} to {method} follows once we receive "
+               "the items; you'll get the instructions by email."],
+    "swap": ["Done: order {order_id} is now '{status}', and {diff}.",
+             "The change is made. Order {order_id} is now '{status}'; {diff}.",
+             "All set, order {order_id} is now '{status}', and {diff}."],
+    "status": ["Order {order_id} is '{status}'.", "Your order {order_id} is '{status}' at the moment.",
+               "I checked order {order_id}: it is '{status}'.", "The status of order {order_id} is '{status}'."],
+    "total": ["Its total is {amount}.", "The order total comes to {amount}.", "The total is {amount}."],
+    "items": ["It contains {items}.", "The items in it are {items}.", "In the order: {items}."],
+    "tracking": ["The tracking number is {tracking}.", "You can track it with number {tracking}.",
+                 "Tracking number: {tracking}."],
+    "no_tracking": ["It has not shipped yet, so there is no tracking number.",
+                    "There's no tracking number yet, as it hasn't shipped."],
 })
 
 
@@ -210,10 +276,14 @@ class SupportOracle(Agent):
         self.pending: ToolCall | None = None
         self.greeted = False
         self.unclear = 0
+        self.asked_order = False
 
     # -- output
     def say(self, key: str, values: dict[str, str] | None = None) -> str:
         return self.dice.pick(_SAY[key]).render(values)
+
+    def done(self, key: str, values: dict[str, str]) -> str:
+        return self.dice.pick(_DONE[key]).render(values)
 
     def text(self, content: str, awaiting: set[str] | None = None) -> Message:
         self.awaiting = awaiting or set()
@@ -498,6 +568,9 @@ class SupportOracle(Agent):
                     return self.call("get_order_details", {"order_id": oid})
             req.hint, req.scanned = "", set()
             return self.ask("ask_order_again", "order")
+        if self.asked_order:  # a later request: the customer knows they are verified
+            return self.ask("ask_order_next", "order")
+        self.asked_order = True
         return self.ask("ask_order", "order", {"first": self.first_name()})
 
     def check_order(self) -> Message | None:
@@ -749,7 +822,7 @@ class SupportOracle(Agent):
         oid = req.order_id
         if tool == "modify_user_address":
             self.user = order
-            text = f"Done: your default address is now {nlu.format_address(order['address'])}."
+            text = self.done("modify_user_address", {"address": nlu.format_address(order["address"])})
         else:
             before = self.orders.get(order["order_id"], {}).get("payment_history", [])
             self.orders[order["order_id"]] = order
@@ -757,24 +830,17 @@ class SupportOracle(Agent):
             methods = self.user["payment_methods"] if self.user else {}
             pid = req.proposal.arguments.get("payment_method_id") if req.proposal else None
             method = describe_method(methods.get(pid, {"id": pid})) if pid else ""
+            values = {"order_id": str(oid), "method": method, "status": order["status"],
+                      "amount": money(float(req.amount or 0)), "address": nlu.format_address(order["address"])}
             if intent == "cancel":
                 added = order["payment_history"][len(before):]  # the refunds this cancellation made
                 refunds = [p["amount"] for p in added if p["transaction_type"] == "refund"]
-                total = round(sum(refunds), 2) if refunds else order_total(order)
-                text = (f"Order {oid} is now cancelled. {money(total)} will be refunded to the original payment "
-                        "method (at once for a gift card, otherwise within 5-7 business days).")
-            elif intent == "modify_address":
-                text = f"Order {oid} will now ship to {nlu.format_address(order['address'])}."
-            elif intent == "modify_payment":
-                text = (f"Order {oid} is now paid with {method}: {money(float(req.amount or 0))} charged, and the "
-                        "original payment method refunded.")
-            elif intent == "return":
-                text = (f"The return is requested: order {oid} is now '{order['status']}'. You'll receive "
-                        f"{money(float(req.amount or 0))} on {method} once the items are back, and an email "
-                        "with instructions.")
+                values["amount"] = money(round(sum(refunds), 2) if refunds else order_total(order))
+                text = self.done("cancel", values)
+            elif intent in ("modify_address", "modify_payment", "return"):
+                text = self.done(intent, values)
             else:
-                diff = self.difference_words(method)
-                text = f"Done: order {oid} is now '{order['status']}', and {diff}."
+                text = self.done("swap", {**values, "diff": self.difference_words(method)})
         self.finish_request()
         return self.text(text + self.say("anything_else"))
 
@@ -782,15 +848,19 @@ class SupportOracle(Agent):
         req = self.req
         order = self.orders[req.order_id]  # type: ignore[index]
         topics = nlu.status_topics(req.text) or ["status"]
-        parts = [f"Order {req.order_id} is '{order['status']}'."]
+        parts = [self.done("status", {"order_id": str(req.order_id), "status": order["status"]})]
+        extra = []
         if "total" in topics:
-            parts.append(f"Its total is {money(order_total(order))}.")
+            extra.append(self.done("total", {"amount": money(order_total(order))}))
         if "items" in topics:
-            parts.append(f"It contains {join_list([describe_item(i) for i in order['items']])}.")
+            extra.append(self.done("items", {"items": join_list([describe_item(i) for i in order["items"]])}))
         if "tracking" in topics:
             tracking = [t for f in order.get("fulfillments", []) for t in f.get("tracking_id", [])]
-            parts.append(f"The tracking number is {', '.join(tracking)}." if tracking
-                         else "It has not shipped yet, so there is no tracking number.")
+            extra.append(self.done("tracking", {"tracking": ", ".join(tracking)}) if tracking
+                         else self.done("no_tracking", {}))
+        if len(extra) > 1 and self.dice.chance(0.5):
+            extra.reverse()  # the answers in another order now and then
+        parts += extra
         self.finish_request()
         return self.text(" ".join(parts) + self.say("anything_else"))
 

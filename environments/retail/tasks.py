@@ -216,11 +216,35 @@ def _has_swappable_line(world: RetailWorld, state: State, order: int) -> bool:
 
 def step_order_status(world: RetailWorld, state: State, rng: np.random.Generator, order: int,
                       params: RetailTaskParams) -> Step:
-    req: dict[str, Any] = {"intent": "order_status", "ask": ["status", "total"]}
+    # the status (most customers want it), another topic, or both; the required outputs are the
+    # answers to exactly what is asked
+    with_status, with_other, which = rng.random(3)
+    ask = ["status"] if with_status < 0.75 else []
+    if not ask or with_other < 0.6:
+        ask.append(_OTHER_TOPICS[min(int(which * len(_OTHER_TOPICS)), len(_OTHER_TOPICS) - 1)])
+    req: dict[str, Any] = {"intent": "order_status", "ask": ask}
     lookups = _order_reference(world, state, rng, order, params.p_knows_order_id, req)
     status = world.data.vocab["status"][int(state.get("orders", "status", order))]
-    text = f"You want to know the current status and the total price of {_order_words(req)}."
-    return Step(Request(**req), lookups, [], [status, money(world.order_total(state, order))], text)
+    tracking = int(state.get("orders", "tracking", order))
+    outputs: list[str] = []
+    for topic in ask:
+        if topic == "status":
+            outputs.append(status)
+        elif topic == "total":
+            outputs.append(money(world.order_total(state, order)))
+        elif topic == "items":
+            variants, _ = world.order_items(state, order)
+            outputs += dict.fromkeys(world.product_name(int(world.variants["product"][v])) for v in variants)
+        elif tracking:
+            outputs.append(str(tracking))
+    if not outputs:  # only tracking, of an order not shipped yet: the answer is its status
+        outputs.append(status)
+    text = f"You want to know the {' and the '.join(_TOPIC_WORDS[t] for t in ask)} of {_order_words(req)}."
+    return Step(Request(**req), lookups, [], outputs, text)
+
+
+_OTHER_TOPICS = ("total", "items", "tracking")
+_TOPIC_WORDS = {"status": "current status", "total": "total price", "items": "items", "tracking": "tracking number"}
 
 
 def step_cancel(world: RetailWorld, state: State, rng: np.random.Generator, order: int,
