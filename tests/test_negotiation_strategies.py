@@ -278,6 +278,9 @@ def test_a_buyer_who_researched_opens_near_the_market_low():
         low, high = answer["low"], answer["high"]
         price = firsts["buyer"]["price"]
         assert price <= low + 0.25 * (high - low), (price, answer)
+        said = next(e.content for e in t.events if e.role == "assistant" and e.speaker == "buyer"
+                    and any(c.name == "make_offer" for c in e.tool_calls))
+        assert any(f"${answer[k]:,.0f}" in said for k in ("low", "median", "high")), said  # and says why
         if t.agents["buyer"]["type"] != "hardliner":  # a hard-liner's floor may push it further down
             # Somewhat below the market low: never the range minimum of $9,000 (575 of 995 before).
             assert low - 0.8 * (high - low) <= price, (price, answer)

@@ -107,6 +107,31 @@ CLOSERS = [
 ]
 
 
+MARKET_REMARKS: dict[bool, list[str]] = {
+    # A party that wants a low value (a buyer) cites the bottom of the market, one that wants a high value the top.
+    True: [
+        "I've looked at the market: comparable listings start at {low}.",
+        "Similar ones are listed from {low} to {high}, with a median of {median}.",
+        "I checked recent listings, and the cheapest comparable one is at {low}.",
+        "The market data I found runs from {low} to {high}.",
+        "From what I see, comparable ones go for as little as {low}.",
+    ],
+    False: [
+        "I've looked at the market: comparable listings go up to {high}.",
+        "Similar ones are listed from {low} to {high}, with a median of {median}.",
+        "I checked recent listings, and the median is already {median}.",
+        "The market data I found runs from {low} to {high}.",
+        "From what I see, comparable ones fetch as much as {high}.",
+    ],
+}
+
+
+def market_remark(rng: np.random.Generator, wants_low: bool, low: str, median: str, high: str) -> str:
+    """A sentence citing looked-up market prices (already written as values), from the side of the speaker."""
+    options = MARKET_REMARKS[wants_low]
+    return options[int(rng.integers(len(options)))].format(low=low, median=median, high=high)
+
+
 def choose(rng: np.random.Generator, bank: str) -> str:
     """One template of `bank`."""
     options = BANKS[bank]

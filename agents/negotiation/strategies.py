@@ -38,7 +38,7 @@ import orjson
 from pydantic import Field, model_validator
 
 from simworld.agent import Agent, AgentParams, View
-from simworld.agents.negotiation.phrasing import choose, phrase
+from simworld.agents.negotiation.phrasing import choose, market_remark, phrase
 from simworld.environments.negotiation.space import OutcomeSpace, UtilityModel, utility_model
 from simworld.environments.negotiation.world import BargainingWorld, NegotiationRecord, Offer, negotiation_record
 from simworld.episode import AgentFailure
@@ -113,6 +113,8 @@ class NegotiationStrategy(Agent):
         self._record: NegotiationRecord | None = None
         self._aspiration: float | None = None
         self._start = 1.0
+        self._market_note: tuple[str, bool, float, float, float] | None = None
+        """(issue, wants it low, market low, median, high) the opening was anchored on, cited when opening."""
         """Net utility of this party's opening offer (1 until it has opened): time-based curves start here."""
 
     @property
@@ -205,7 +207,9 @@ class NegotiationStrategy(Agent):
         values = model.tables[best_issue, :size]
         if size < 2 or not (np.all(np.diff(values) >= 0) or np.all(np.diff(values) <= 0)) or values[0] == values[-1]:
             return None  # no monotone preference on that issue: the market says nothing about where to open
-        edge = low if values[0] > values[-1] else high
+        wants_low = bool(values[0] > values[-1])
+        edge = low if wants_low else high
+        self._market_note = (space.names[best_issue], wants_low, low, median, high)
         lo_a, hi_a = self.params.opening
         boldness = (self.aspiration() - lo_a) / (hi_a - lo_a) if hi_a > lo_a else 0.5
         anchor = median + (edge - median) * (0.8 + 0.8 * boldness)
@@ -334,7 +338,12 @@ class NegotiationStrategy(Agent):
         calls = [_call("make_offer", **terms)]
         if standing is not None and self.rng.random() < self.params.reject_first:
             calls.insert(0, _call("reject_offer", reason=choose(self.rng, "reject_reason")))
-        return self._say(bank, *calls, terms=words)
+        message = self._say(bank, *calls, terms=words)
+        if not mine and self._market_note is not None:  # say what the opening is anchored on
+            issue, wants_low, *prices = self._market_note
+            low, median, high = (self._words.value_text(issue, x) for x in prices)
+            message.content = f"{market_remark(self.rng, wants_low, low, median, high)} {message.content}"
+        return message
 
 
 class TimeBasedParams(StrategyParams):
