@@ -744,26 +744,35 @@ def test_support_phrasing_varies_per_move():
     assert yes_no_marker < 0.75 * episodes  # not always the literal marker
 
 
-def test_order_status_questions_vary_and_are_answered():
-    sc = scenario("order_status")
-    asked = collections.Counter()
-    for spec in episode_specs(sc, 120, seed=5):
+def _successful_runs(task: str, n: int, seed: int):
+    sc = scenario(task)
+    for spec in episode_specs(sc, n, seed=seed):
         t = run_episode_sync(sc, spec)
         assert t.outcome.success, t.outcome
+        yield t
+
+
+def test_order_status_questions_vary_and_are_answered():
+    asked = collections.Counter()
+    for t in _successful_runs("order_status", 120, seed=5):
         asked[tuple(t.task.private["user"]["requests"][0]["ask"])] += 1
     assert {topic for ask in asked for topic in ask} == {"status", "total", "items", "tracking"}, asked
     assert len(asked) >= 5 and max(asked.values()) < 0.5 * sum(asked.values()), asked
 
 
 def test_later_requests_are_not_told_they_are_verified_again():
-    sc = scenario("multi_order")
     later_asks = 0
-    for spec in episode_specs(sc, 40, seed=6):
-        t = run_episode_sync(sc, spec)
-        assert t.outcome.success, t.outcome
+    for t in _successful_runs("multi_order", 40, seed=6):
         said = [e.content for e in support_texts(t) if e.content]
         verified = [s for s in said if "verified" in s or "found your account" in s or re.search(r"^(Thanks|Thank you|Got it),", s)]
         assert len(verified) <= 1, verified
         asks = [s for s in said if "order" in cues(s.lower()) and "order id" in s.lower()]
         later_asks += max(0, len(asks) - 1)
     assert later_asks >= 10
+
+
+def test_address_change_conversations_vary_in_length():
+    lengths = collections.Counter()
+    for t in _successful_runs("modify_user_address", 60, seed=7):
+        lengths[sum(1 for e in t.events if e.role in ("user", "assistant") and e.speaker != "world")] += 1
+    assert len(lengths) >= 2 and max(lengths.values()) < 0.8 * 60, lengths

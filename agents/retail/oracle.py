@@ -101,6 +101,11 @@ _SAY = compile_bank({
     "ask_name_zip": ["I couldn't find an account with that email. Could you give me your first and last name and "
                      "your zip code instead?",
                      "Sorry, that email doesn't match any account. Please tell me your full name and zip code."],
+    # an address change needs nothing but the account: both asked at once now and then
+    "ask_identity_address": ["Sure. Please tell me your email address (or your full name and zip code) so I can "
+                             "verify your identity, and the new address you'd like on your account.",
+                             "I can update that. I'll need your email address, or your name and zip code, and the "
+                             "new address, including the zip code."],
     "ask_identity_again": ["I couldn't find an account with those details. Could you double-check your email "
                            "address, or your full name and zip code?"],
     "ask_order": ["Thanks, {first}. Which order is it about? Do you have the order id?",
@@ -516,8 +521,11 @@ class SupportOracle(Agent):
         if self.email and ("email", self.email) in self.tried and not self.name_zip \
                 and "find_user_id_by_name_zip" in self.tools:
             return self.ask("ask_name_zip", "identity")
-        key = "ask_identity" if not self.tried else "ask_identity_again"
-        return self.ask(key, "identity")
+        if self.tried:
+            return self.ask("ask_identity_again", "identity")
+        if self.req.intent == "modify_user_address" and self.req.address is None and self.dice.chance(0.5):
+            return self.ask("ask_identity_address", "identity", also="address")
+        return self.ask("ask_identity", "identity")
 
     def ask(self, key: str, slot: str, values: dict[str, str] | None = None, also: str | None = None) -> Message:
         count = self.req.asks.get(slot, 0) + 1
