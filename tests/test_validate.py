@@ -256,3 +256,12 @@ def test_non_utf8_file_names_the_line(tmp_path, capsys):
     code, out, _ = validate(capsys, p)
     assert code == 2
     assert out == [f"{p} (line 2, column 17): not UTF-8 text (byte 0xe9); save the file as UTF-8"]
+
+
+def test_the_shipped_retail_agents_swapped_between_roles_are_refused(tmp_path, capsys):
+    text = _retail().replace("type: customer", "type: @@").replace("type: oracle", "type: customer")
+    p = write(tmp_path, text.replace("type: @@", "type: oracle"))
+    code, out, _ = validate(capsys, p)
+    assert code == 2
+    assert any("agent 'oracle' plays a role of kind 'assistant', not 'user'" in line for line in out), out
+    assert any("agent 'customer' plays a role of kind 'user', not 'assistant'" in line for line in out), out
