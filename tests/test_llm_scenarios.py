@@ -14,6 +14,7 @@ import pytest
 
 from llm_server import STOP, ScriptedServer, calls, text
 from simworld.agents.llm.prompts import OPENING, USER_SIMULATOR
+from simworld.agents.retail.customer import cues
 from simworld.episode import Episode, episode_specs, run_episode
 from simworld.replay import replay_trajectory
 from simworld.scenario import load_scenario
@@ -63,7 +64,7 @@ def customer_from_brief(endpoint, body):
     if not said:
         return text("Hi, I need to cancel an order.")
     asked = body["messages"][-1]["content"].lower()
-    if "confirm" in asked or "yes or no" in asked:
+    if "confirm" in cues(asked):  # a proposal, however the oracle words it ("Shall I go ahead?")
         return text("Yes, please.")
     if "email" in asked or "zip" in asked:
         if "don't remember your e-mail" in system:
@@ -75,7 +76,7 @@ def customer_from_brief(endpoint, body):
         if known:
             return text(f"Order {known.group(1)}.")
         return text("I don't remember the id; it's " + re.search(r"cancel (the order with the [^(]+?) \(", system).group(1) + ".")
-    if "reason" in asked:
+    if "reason" in asked or "why" in asked:
         return text("The reason is " + re.search(r"the reason is '([^']+)'", system).group(1) + ".")
     return text("Thanks, that's all. " + STOP)
 

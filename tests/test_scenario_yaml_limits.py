@@ -160,10 +160,10 @@ def test_world_seed_and_set_seed_out_of_range(tmp_path):
     assert found == ["world.seed (from --set world.seed): Input should be greater than or equal to 0"]
     found = problems(p, parse_overrides([f"seed={2**64}"]))
     assert found == ["seed (from --set seed): Input should be less than or equal to 18446744073709551615"]
-    found = problems(write(tmp_path, GOOD.replace("n_accounts: 20", "n_accounts: 20\n  seed: -2")))
+    found = problems(write(tmp_path, GOOD.replace("n_accounts: 20", "n_accounts: 20\n  seed: -2"), "w.yaml"))
     assert found == ["world.seed (line 6): Input should be greater than or equal to 0"]
-    found = problems(write(tmp_path, GOOD + "  seed: [1, -1]\n"))
-    assert len(found) == 1 and found[0].startswith("variations.seed[1] (line 22): value -1 is invalid")
+    found = problems(write(tmp_path, GOOD + "  world.seed: [1, -1]\n", "v.yaml"))  # (the run's seed cannot vary at all)
+    assert len(found) == 1 and found[0].startswith("variations.world.seed[1] (line 22): value -1 is invalid"), found
     assert load_scenario(p, parse_overrides([f"seed={2**64 - 1}"])).seed == 2**64 - 1
 
 

@@ -209,8 +209,11 @@ def test_no_assistant_role_is_refused(tmp_path, capsys):
     p = write(tmp_path, _retail().replace("kind: assistant", "kind: user"))
     code, out, _ = validate(capsys, p)
     assert code == 2
-    assert len(out) == 1 and out[0].startswith(f"{p}: roles (line 18): no role of kind 'assistant' (roles "
-                                               "'customer', 'support' are all 'user')")
+    assert out[0].startswith(f"{p}: roles (line 18): no role of kind 'assistant' (roles "
+                             "'customer', 'support' are all 'user')")
+    # and the oracle, which declares it plays the assistant, says so of its role
+    assert out[1:] == [f"{p}: roles.support.kind (line 26): agent 'oracle' plays a role of kind 'assistant', not "
+                       "'user' (are two roles' kinds or agents swapped?)"]
 
 
 def test_agent_declaring_its_kinds_refuses_the_other_kind(tmp_path, capsys):
