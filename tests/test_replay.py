@@ -444,3 +444,18 @@ def test_a_record_naming_what_its_run_cannot_build_is_skipped_and_named(tmp_path
     export = cli("export", str(run), "--out", str(tmp_path / "x.jsonl"))
     assert export.returncode == 0 and "Traceback" not in export.stderr, export.stderr
     assert eid not in (tmp_path / "x.jsonl").read_text() and why in export.stderr
+
+
+@pytest.mark.parametrize("out", ["", "{folder}"])
+def test_cli_fork_refuses_an_out_an_unset_variable_makes(tmp_path, out):
+    # --out "$FORKS" with FORKS unset: '' (the working directory), or a folder of the user's files
+    run, _ = _retail_run(tmp_path, 1)
+    eid = _records(run)[0]["episode_id"]
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    res = cli("replay", str(run), "--episode", eid, "--fork-at", "2", "--out", out.replace("{folder}", str(folder)),
+              cwd=folder)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stdout + res.stderr
+    assert "--out is empty" in res.stderr or "holds notes.txt and no simworld run" in res.stderr, res.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written
