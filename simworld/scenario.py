@@ -445,30 +445,17 @@ def agent_worlds(agent_cls: type) -> tuple[str, ...] | None:
     """The worlds an agent plays, or None for any world.
 
     An agent class declares them with a ``worlds`` class attribute (a tuple of registered world
-    names). Without one, an agent defined under ``simworld.agents.<pkg>`` plays the worlds defined
-    under ``simworld.environments.<pkg>`` (the retail customer plays retail, the negotiation
-    strategies play bargaining); any other agent (the LLM agent, a plugin's) plays any world.
+    names), as the scripted retail agents and negotiation strategies do; one without (the LLM
+    agent, a plugin's) plays any world.
     """
     declared = getattr(agent_cls, "worlds", None)
-    if declared is not None:
-        return tuple(declared)
-    package = _builtin_package(agent_cls, "simworld.agents.")
-    if package is None:
-        return None
-    worlds = tuple(name for name, cls in registry.WORLDS.items()
-                   if _builtin_package(cls, "simworld.environments.") == package)
-    return worlds or None
+    return tuple(declared) if declared is not None else None
 
 
 def agent_kinds(agent_cls: type) -> tuple[str, ...] | None:
     """The role kinds an agent can play (its ``kinds`` class attribute), or None for either kind."""
     declared = getattr(agent_cls, "kinds", None)
     return tuple(declared) if declared is not None else None
-
-
-def _builtin_package(cls: type, prefix: str) -> str | None:
-    module = getattr(cls, "__module__", "") or ""
-    return module[len(prefix):].split(".")[0] if module.startswith(prefix) else None
 
 
 def _agent_fit_problems(agent_cls: type, role: str, kind: Any, world_type: str | None, problems: _Problems) -> None:

@@ -103,6 +103,7 @@ class NegotiationStrategy(Agent):
 
     Params = StrategyParams
     params: StrategyParams
+    worlds = ("bargaining",)  # either party, so no `kinds`
 
     def __init__(self, params: StrategyParams, role: str, rng: np.random.Generator) -> None:
         super().__init__(params, role, rng)

@@ -247,6 +247,7 @@ class Customer(Agent):
     """A scripted customer who reveals facts only when asked (see the module docstring)."""
 
     Params = CustomerParams
+    worlds = ("retail",)
     kinds = ("user",)  # it is the customer: validate refuses it in an assistant role
 
     def __init__(self, params: CustomerParams, role: str, rng: np.random.Generator) -> None:

@@ -260,6 +260,7 @@ class SupportOracle(Agent):
     """The scripted support agent (see the module docstring)."""
 
     Params: type[AgentParams] = OracleParams
+    worlds = ("retail",)
     kinds = ("assistant",)  # it is the support side: validate refuses it in a user role
 
     def __init__(self, params: AgentParams, role: str, rng: np.random.Generator) -> None:
