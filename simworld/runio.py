@@ -389,6 +389,28 @@ LOCK_FILE = ".lock"
 _SHARD_NAME = re.compile(r"^trajectories-(\d{6})-(\d{3})\.jsonl$")
 
 
+def check_run_out(out: str) -> None:
+    """Refuse an --out that an unset shell variable makes (``--out "$DIR"``: empty; ``"$DIR/"``: the
+    root; ``"runs/$NAME"``: the folder of all runs) before anything is written there: an empty value,
+    or an existing directory that holds other files and no run (a run directory may be empty,
+    resumed, or hold only what a killed run left)."""
+    if not out:
+        raise SimworldError("--out is empty: name the run directory (an unset shell variable?)")
+    path = Path(out)
+    try:
+        if not path.is_dir() or (path / SCENARIO_FILE).exists():
+            return  # a new directory, a file (refused by the run), or a run to resume
+        own = {LOCK_FILE, MANIFEST_FILE, "scores", *(p.name for p in shard_paths(path))}
+        temporaries = (f".{SCENARIO_FILE}.", f".{MANIFEST_FILE}.")  # what a killed run left half-written
+        others = sorted(name for name in os.listdir(path) if name not in own and not name.startswith(temporaries))
+    except OSError:
+        return  # the run names what it cannot read or write
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3:,} more" if len(others) > 3 else "")
+        raise SimworldError(f"--out {out}: holds {shown} and no simworld run; use an empty or new --out directory")
+
+
+
 def unfinished_run_note(run_dir: str | Path) -> str | None:
     """One line for readers (score, export) of a run whose manifest says it is not complete
     (``running``, ``interrupted``, ``failed``): how many of its episodes are not recorded yet, as

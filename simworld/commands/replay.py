@@ -35,7 +35,7 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
     if fork_at is not None:
         if len(episodes) != 1 or out is None:
             raise SimworldError("--fork-at needs exactly one --episode and an --out run directory")
-        from simworld.commands.run import check_run_out
+        from simworld.runio import check_run_out
 
         check_run_out(out)  # ('' or a folder of other files: an unset shell variable, not a place for forks)
         _fork(run, episodes[0], fork_at, out, sets)

@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
-
-
-def check_run_out(out: str) -> None:
-    """Refuse an --out that an unset shell variable makes (``--out "$DIR"``: empty; ``"$DIR/"``: the
-    root; ``"runs/$NAME"``: the folder of all runs) before anything is written there: an empty value,
-    or an existing directory that holds other files and no run (a run directory may be empty,
-    resumed, or hold only what a killed run left)."""
-    from simworld.errors import SimworldError
-    from simworld.runio import LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, shard_paths
-
-    if not out:
-        raise SimworldError("--out is empty: name the run directory (an unset shell variable?)")
-    path = Path(out)
-    try:
-        if not path.is_dir() or (path / SCENARIO_FILE).exists():
-            return  # a new directory, a file (refused by the run), or a run to resume
-        own = {LOCK_FILE, MANIFEST_FILE, "scores", *(p.name for p in shard_paths(path))}
-        temporaries = (f".{SCENARIO_FILE}.", f".{MANIFEST_FILE}.")  # what a killed run left half-written
-        others = sorted(name for name in os.listdir(path) if name not in own and not name.startswith(temporaries))
-    except OSError:
-        return  # the run names what it cannot read or write
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3:,} more" if len(others) > 3 else "")
-        raise SimworldError(f"--out {out}: holds {shown} and no simworld run; use an empty or new --out directory")
 
 
 class _ProgressBar:
@@ -110,6 +84,7 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
     """
     from rich.console import Console
 
+    from simworld.runio import check_run_out
     from simworld.runner import resolve_scenario, run_batch
     from simworld.scenario import parse_overrides
 
