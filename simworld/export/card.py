@@ -39,6 +39,16 @@ def _dist(counter: Counter[int]) -> dict[str, Any]:
             "max": items[-1][0]}
 
 
+def tenth(value: float) -> int:
+    """The 0.1-wide bin (0..10) a score in [0, 1] falls in; 10 is exactly 1."""
+    return min(10, max(0, int(value * 10 + 1e-9)))
+
+
+def scorer_values(scores: dict[str, Any]) -> dict[str, float]:
+    """Each scorer's number in a sample's `scores`, leaving out the summary `value` and `passed`."""
+    return {name: v for name, v in scores.items() if name not in ("value", "passed") and isinstance(v, (int, float))}
+
+
 def _turns_and_calls(messages: list[dict[str, Any]], tail: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
     """(assistant turns, tool calls, the tools called in order, leaving out calls whose result was
     an error, in the view or in its `tail`)."""
@@ -98,12 +108,11 @@ class CardStats:
             return
         self.success["success" if sample.success else "failure"] += 1
         value = float(sample.scores.get("value", 0.0))
-        self.score_bins[min(10, max(0, int(value * 10 + 1e-9)))] += 1
+        self.score_bins[tenth(value)] += 1
         self.score_sum += value
-        for name, v in sample.scores.items():
-            if name not in ("value", "passed") and isinstance(v, (int, float)):
-                self.scorer_sum[name] += v
-                self.scorer_n[name] += 1
+        for name, v in scorer_values(sample.scores).items():
+            self.scorer_sum[name] += v
+            self.scorer_n[name] += 1
         rendered = sample.rendered
         if rendered is not None:
             in_view, calls, sequence = rendered.turns, rendered.calls, rendered.sequence

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simworld.export.card import CardStats, card_files
+from simworld.export.card import CardStats, card_files, scorer_values, tenth
 from simworld.export.curation import split_of
 from simworld.export.formats import trl_messages
 from simworld.export.pipeline import (ExportOptions, ExportResult, _has_special_tokens, _Outputs, _synthetic_samples,
@@ -52,12 +52,11 @@ def _parting(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
 def _compare(chosen: dict[str, Any], rejected: dict[str, Any], gaps: Counter[str], lower_on: Counter[str]) -> None:
     """Count a pair's score gap (in tenths) and the scorers on which its rejected side scored lower."""
     gap = float(chosen.get("value", 0.0)) - float(rejected.get("value", 0.0))
-    tenth = min(10, max(0, int(gap * 10 + 1e-9)))
-    gaps["1.0" if tenth == 10 else f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}"] += 1
-    for name, v in chosen.items():
-        other = rejected.get(name)
-        if name not in ("value", "passed") and isinstance(v, (int, float)) and isinstance(other, (int, float)) \
-                and other < v:
+    bin_ = tenth(gap)
+    gaps["1.0" if bin_ == 10 else f"{bin_ / 10:.1f}-{(bin_ + 1) / 10:.1f}"] += 1
+    theirs = scorer_values(rejected)
+    for name, v in scorer_values(chosen).items():
+        if name in theirs and theirs[name] < v:
             lower_on[name] += 1
 
 
