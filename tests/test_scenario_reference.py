@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from simworld import registry
-from simworld.scenario import (REFERENCE_BEGIN, REFERENCE_END, RoleSpec, Scenario, TaskSpec, WorldSpec,
-                               json_schema, read_yaml, reference_tables, scenario_from_data)
+from simworld.reference import REFERENCE_BEGIN, REFERENCE_END, reference_tables
+from simworld.scenario import RoleSpec, Scenario, TaskSpec, WorldSpec, json_schema, read_yaml, scenario_from_data
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
-REGENERATE = 'regenerate it: python -c "from simworld.scenario import update_reference; update_reference()"'
+REGENERATE = 'regenerate it: python -c "from simworld.reference import update_reference; update_reference()"'
 
 
 def doc_text():
@@ -48,7 +48,7 @@ def params_models():
 
 def nested_fields(model, seen=None):
     """Every field name of the model and of the models its fields hold (IssueSpec, PartySpec, ...)."""
-    from simworld.scenario import _nested_models
+    from simworld.reference import _nested_models
     seen = seen if seen is not None else set()
     if model in seen:
         return []
