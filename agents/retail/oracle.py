@@ -21,6 +21,7 @@ One tool call per turn, and no text in a turn with a tool call, as the policy as
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,11 +69,13 @@ REQUIRED_TOOLS: dict[str, tuple[str, ...]] = {
     for intent, tool in TARGET_TOOL.items()}
 
 
-def missing_tools(intent: str, tools: frozenset[str] | set[str]) -> list[str]:
+@functools.lru_cache(maxsize=256)
+def missing_tools(intent: str, tools: frozenset[str]) -> tuple[str, ...]:
     """What the oracle lacks among `tools` to serve `intent` (an authentication lookup reads as
-    "find_user_id_by_email or find_user_id_by_name_zip")."""
-    missing = [] if tools & set(IDENTIFY) else [" or ".join(IDENTIFY)]
-    return missing + [t for t in dict.fromkeys(REQUIRED_TOOLS[intent]) if t not in tools]
+    "find_user_id_by_email or find_user_id_by_name_zip"). Cached: asked at every turn, with the
+    one tool set a role has."""
+    missing = () if tools & set(IDENTIFY) else (" or ".join(IDENTIFY),)
+    return missing + tuple(t for t in dict.fromkeys(REQUIRED_TOOLS[intent]) if t not in tools)
 
 
 REQUIRED_STATUS = {"cancel": "pending", "modify_address": "pending", "modify_payment": "pending",
