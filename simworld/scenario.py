@@ -138,12 +138,108 @@ def _memo(sc: Scenario, key: Any, compute: Any) -> Any:
     return cache[key]
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of the scenario format, for editors."""
-    schema = Scenario.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "simworld scenario"
+def json_schema(strict: bool = False) -> dict[str, Any]:
+    """JSON Schema (Draft 2020-12) of the scenario format, for editors.
+
+    The names registered when it is called (the built-ins and the plugins loaded now from
+    ``$SIMWORLD_PLUGINS`` and ``simworld.plugins`` entry points) are listed, each with the first
+    line of its docstring: worlds for ``world.type``; tasks, tools and agents for ``task.type``,
+    ``roles.*.tools`` and ``roles.*.agent.type``, narrowed to those of the scenario's world
+    (``if``/``then`` on ``world.type``) and, for agents, to those that play the role's kind;
+    scorers for ``scoring``.
+
+    By default a name is ``anyOf`` a listed name (offered for completion, with its description)
+    or any string, so a plugin registered after the schema was written is not marked as an error
+    in every scenario that uses it; ``simworld validate`` checks the names and suggests the nearest.
+    With `strict` the names are an ``enum``: an editor flags a misspelt or unregistered name, and
+    a task, tool or agent of another world, as you type.
+    """
+    registry.load_builtins()
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "simworld scenario",
+        "$comment": "World, task, tool, agent and scorer names registered when `simworld schema` wrote this ("
+                    + ("an enum: others are errors" if strict else "suggested: others are accepted, and "
+                       "simworld validate checks them") + "); write it again after adding a plugin.",
+        **Scenario.model_json_schema()}
+    defs = schema["$defs"]
+    agents = {name: _first_line(cls) for name, cls in registry.AGENTS.items()}
+    tasks = {name: f"{world}: {_first_line(cls)}" for world in registry.WORLDS
+             for name, cls in registry.TASKS.get(world, {}).items()}
+    tools = {name: f"{world}: {_squeeze(tool.spec.description)}" for world, cls in registry.WORLDS.items()
+             for name, tool in cls.tools.items()}
+    named = [(defs["WorldSpec"]["properties"]["type"], {n: _first_line(c) for n, c in registry.WORLDS.items()}),
+             (defs["TaskSpec"]["properties"]["type"], tasks),
+             (defs["AgentSpec"]["properties"]["type"], agents),
+             (defs["RoleSpec"]["properties"]["tools"]["items"], tools),
+             (schema["properties"]["scoring"]["items"], {n: _first_line(f) for n, f in registry.SCORERS.items()})]
+    for node, described in named:
+        node.update(_name_choice(described, strict))
+    per_world = [_world_names(world, cls, agents, strict) for world, cls in sorted(registry.WORLDS.items())]
+    if per_world:
+        schema["allOf"] = per_world
     return schema
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _first_line(obj: Any) -> str:
+    """The first paragraph of a docstring, on one line, without a pointer to the rest of it."""
+    text = _squeeze((obj.__doc__ or "").strip().split("\n\n")[0])
+    return re.sub(r"\s*\(see the module docstring\)", "", text)
+
+
+def _name_choice(described: dict[str, str], strict: bool) -> dict[str, Any]:
+    """One registered name of `described` (name -> description): an enum when `strict`, else
+    suggested (anyOf the enum or any string) so that names registered later stay valid."""
+    if not described:
+        return {}
+    names = sorted(described)
+    known = {"enum": names, "markdownEnumDescriptions": [described[n] for n in names]}
+    if strict:
+        return known
+    return {"examples": names, "anyOf": [known, {"type": "string", "description": "A name registered after this "
+                                                 "schema was written (a plugin); simworld validate checks it."}]}
+
+
+def _prop(description: str, **schema: Any) -> dict[str, Any]:
+    return {"description": description, **schema}
+
+
+def _world_names(world: str, world_cls: Any, agents: dict[str, str], strict: bool) -> dict[str, Any]:
+    """``if world.type is WORLD then`` its tasks, its tools and the agents that play it (by role kind)."""
+    def plays(name: str, kind: str | None = None) -> bool:
+        cls = registry.AGENTS[name]
+        worlds, kinds = agent_worlds(cls), agent_kinds(cls)
+        return (worlds is None or world in worlds) and (kind is None or kinds is None or kind in kinds)
+
+    in_world = {n: d for n, d in agents.items() if plays(n)}
+    role: dict[str, Any] = {"properties": {
+        "tools": _prop(f"Tools of world {world!r}.", items=_name_choice(
+            {n: _squeeze(t.spec.description) for n, t in world_cls.tools.items()}, strict)),
+        "agent": _prop(f"An agent that plays world {world!r}.", properties={
+            "type": _prop(f"Agents that play world {world!r}.", **_name_choice(in_world, strict))})}}
+    by_kind = []
+    for kind in ("user", "assistant"):
+        fits = {n: d for n, d in in_world.items() if plays(n, kind)}
+        if fits and fits != in_world:
+            by_kind.append({
+                "if": {"properties": {"kind": _prop(f"A role of kind {kind!r}.", const=kind)}, "required": ["kind"]},
+                "then": {"properties": {"agent": _prop(f"An agent that plays a {kind!r} role of world {world!r}.",
+                                                       properties={"type": _prop(
+                                                           f"Agents that play a {kind!r} role of world {world!r}.",
+                                                           **_name_choice(fits, strict))})}}})
+    if by_kind:
+        role["allOf"] = by_kind
+    return {
+        "if": {"properties": {"world": _prop(f"World {world!r}.", properties={
+            "type": _prop(f"World {world!r}.", const=world)}, required=["type"])}, "required": ["world"]},
+        "then": {"properties": {
+            "task": _prop(f"A task generator of world {world!r}.", properties={"type": _prop(
+                f"Task generators of world {world!r}.", **_name_choice(
+                    {n: _first_line(c) for n, c in registry.TASKS.get(world, {}).items()}, strict))}),
+            "roles": _prop(f"Roles in world {world!r}.", additionalProperties=role)}}}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,16 +10,20 @@ import click
 @click.command("schema")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=str), default=None,
               help="Write to this file instead of standard output.")
-def command(output: str | None) -> None:
+@click.option("--strict", is_flag=True, help="List the registered world, task, tool, agent and scorer names as "
+              "an enum, so that an editor flags any other name (default: it suggests them and accepts others).")
+def command(output: str | None, strict: bool) -> None:
     """Print the JSON Schema of scenario YAML files.
 
     Point an editor at it (e.g. `# yaml-language-server: $schema=scenario.schema.json`) to get
-    completion and checking of scenario files as you type.
+    completion and checking of scenario files as you type. The world, task, tool, agent and
+    scorer names registered now (plugins of $SIMWORLD_PLUGINS included) are offered for
+    completion; with --strict any other name is marked as an error.
     """
     from simworld.errors import SimworldError
     from simworld.scenario import json_schema
 
-    text = json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+    text = json.dumps(json_schema(strict), indent=2, sort_keys=False) + "\n"
     if output is None:
         click.echo(text, nl=False)
         return
