@@ -365,7 +365,8 @@ class Episode:
             variation=self.spec.variation,
             agents={role: spec.agent.model_dump() for role, spec in sc.roles.items()},
             world=orjson.loads(_memo(sc, "world record", lambda: orjson.dumps({
-                "type": sc.world.type, "params": self.world.params.model_dump(mode="json"),
+                "type": sc.world.type, "version": type(self.world).version,
+                "params": self.world.params.model_dump(mode="json"),
                 "seed": self.world.seed, "fingerprint": self.world.data.fingerprint}))),
             task=task,
             system=self.system,

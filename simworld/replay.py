@@ -43,6 +43,9 @@ class Mismatch:
     replayed: Any = None
     note: str = ""
     """Said after `where` (for a tool result: the call it answers)."""
+    cause: str = ""
+    """``world version`` when the record was made by another version of its world (every episode
+    of the run then differs the same way)."""
 
     def describe(self, limit: int = 160) -> str:
         """One line: where, the path to the first differing value inside the field, and the two
@@ -139,14 +142,38 @@ and the seeds, and all of it reaches training data (system prompts and tool list
 def _check_setup(traj: Trajectory, ep: Episode, fields: tuple[str, ...] = _SETUP_FIELDS) -> Mismatch | None:
     fresh = ep.trajectory().model_dump(mode="json", include=set(fields))
     recorded = traj.model_dump(mode="json", include=set(fields))
+    world = dict(fresh["world"])
+    if "version" not in recorded["world"]:  # recorded before worlds were versioned: the rest must match
+        fresh["world"].pop("version", None)
     for name in fields:
         if recorded[name] != fresh[name]:
+            if name == "world":
+                other = world_version_note(recorded[name], world)
+                if other:
+                    return Mismatch("world", note=other, cause="world version")
             path, _, _ = _locate(recorded[name], fresh[name])
             key = path.lstrip(".").split(".")[0].split("[")[0] if path else ""
             if isinstance(recorded[name], dict) and key in recorded[name]:
                 return Mismatch(name, key, recorded[name].get(key), fresh[name].get(key))
             return Mismatch(name, "", recorded[name], fresh[name])
     return None
+
+
+def world_version_note(recorded: dict[str, Any], fresh: dict[str, Any]) -> str:
+    """When a record's world was built by another version of its world than the one installed,
+    what to tell the user (the same params and seed then build other data, so the record cannot be
+    replayed here); '' when the versions agree. A record from before worlds were versioned has
+    none: it is taken as another version when its world differs."""
+    was, now = recorded.get("version"), fresh.get("version")
+    if was == now:
+        return ""
+    name = f"the {fresh.get('type')} world"
+    if was is None:
+        return (f": recorded by {name} as it was before world versions, whose data differ from what this "
+                f"simworld (version {now}) builds from the same params and seed; replay the run with the "
+                "simworld version that recorded it")
+    return (f": recorded by version {was} of {name}, this simworld has version {now}; replay the run with the "
+            "simworld version that recorded it")
 
 
 def _apply(traj: Trajectory, ep: Episode, upto: int | None = None,

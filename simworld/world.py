@@ -390,6 +390,11 @@ class World:
     """
 
     name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    """The world's version, stamped in every record: raise it whenever the same params and seed
+    build a different world (a new default included), sample other tasks, or a tool answers
+    differently, so that `simworld replay` can tell a run recorded by another version from an
+    altered record."""
     Params: ClassVar[type[BaseModel]]
     tools: ClassVar[dict[str, Tool]]
     _cache: ClassVar[OrderedDict[tuple[str, str, int], tuple[WorldData, BaseModel]]] = OrderedDict()

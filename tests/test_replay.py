@@ -459,3 +459,65 @@ def test_cli_fork_refuses_an_out_an_unset_variable_makes(tmp_path, out):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stdout + res.stderr
     assert "--out is empty" in res.stderr or "holds notes.txt and no simworld run" in res.stderr, res.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written
+
+
+def _edit_worlds(run, change):
+    """Apply `change` to the world block of every record of the run's shard (as a run written by
+    another version of the world would read); the records."""
+    shard = next(run.glob("trajectories-*.jsonl"))
+    recs = [orjson.loads(x) for x in shard.read_bytes().splitlines() if x.strip()]
+    for rec in recs:
+        change(rec["world"])
+    shard.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    return recs
+
+
+def test_records_stamp_their_worlds_version(ledger_run):
+    rec = _records(ledger_run)[0]
+    assert rec["world"]["version"] == worlds.ledger_world.LedgerWorld.version == 1
+
+
+def test_a_run_recorded_by_another_world_version_says_so_once_and_fails(tmp_path):
+    # Every episode of such a run differs: the user learns why (not "fingerprint differs" a
+    # thousand times) and which simworld to replay it with; the count stays exact.
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 6)
+
+    def older(world):
+        world["version"] = 0
+        world["fingerprint"] = "0" * 32  # what an older generator built from the same seed
+
+    recs = _edit_worlds(run, older)
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stdout.splitlines()
+    said = [x for x in lines if "recorded by version 0 of the ledger world, this simworld has version 1" in x]
+    assert len(said) == 3 and said[0].startswith(f"MISMATCH {recs[0]['episode_id']}: world: ")
+    assert "MISMATCH 3 more episodes recorded with another version of the world" in lines
+    assert lines[-1] == "replayed 6 episodes (0 events): 6 mismatches"
+
+
+def test_a_record_from_before_world_versions_replays_when_its_world_is_the_same(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 3)
+    _edit_worlds(run, lambda world: world.pop("version"))
+    results = list(replay_run(run))
+    assert len(results) == 3 and all(r.ok for r in results), [r.mismatch.describe() for r in results if not r.ok]
+
+
+def test_a_record_from_before_world_versions_whose_world_differs_is_named_as_such(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 2)
+
+    def older(world):
+        world.pop("version")
+        world["params"]["n_accounts"] += 1  # a default that changed since
+
+    _edit_worlds(run, older)
+    result = next(replay_run(run))
+    assert result.mismatch.cause == "world version"
+    assert "recorded by the ledger world as it was before world versions" in result.mismatch.describe()
+
+
+def test_an_altered_world_of_the_same_version_is_a_plain_mismatch(ledger_run):
+    sc = load_run_scenario(ledger_run)
+    rec = _records(ledger_run)[0]
+    result = replay_trajectory(_tampered(rec, lambda r: r["world"].update(fingerprint="1" * 32)), sc)
+    assert (result.mismatch.where, result.mismatch.field, result.mismatch.cause) == ("world", "fingerprint", "")
