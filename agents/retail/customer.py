@@ -15,6 +15,7 @@ extra typos). ``typo_rate`` adds keyboard slips to the words around facts, never
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,9 @@ from simworld.agent import Agent, AgentParams, View
 from simworld.episode import STOP
 from simworld.registry import register_agent
 from simworld.types import Message
+
+from simworld.environments.retail import vocab
+from simworld.environments.retail.vocab import money_claims
 
 from . import nlu
 from .text import Dice, Template, compile_bank, join_list, money
@@ -159,6 +163,13 @@ _BANK: dict[str, dict[str, list[str]]] = {
                        "long": [" Also, by my count I should be refunded {amount}."]},
     "correct.charge": {"short": [" That should be a charge of {amount}."],
                        "long": [" Also, by my count I should be charged {amount} extra."]},
+    "correct.cancel": {"short": ["I paid {amount} for it, so I should be refunded {amount}."],
+                       "long": ["The order cost me {amount}, so by my count the refund should be {amount}."]},
+    "correct.refund_only": {"short": ["A cancellation should be refunded to me, not charged."],
+                            "long": ["I'd expect to be refunded for a cancelled order, not charged."]},
+    "correct.payment_total": {"short": ["The order total is {amount}: my {payment} should be charged {amount}."],
+                              "long": ["By my count the full {amount} should be charged to my {payment}, and "
+                                       "the current method refunded."]},
     "correct.even": {"short": [" And the prices are the same, so nothing should be charged or refunded."],
                      "long": [" And by my count there's no price difference at all."]},
     "accept_refusal": {
@@ -427,6 +438,11 @@ class Customer(Agent):
     def money_correction(self, request: dict[str, Any]) -> str:
         """Restate what is wanted (the items, or the new items) and the money it should come to."""
         owed = expected_money(request)
+        if request["intent"] == "cancel":
+            return self.say("correct.cancel", {"amount": money(-owed)}) if owed else self.say("correct.refund_only")
+        if request["intent"] == "modify_payment":
+            return self.say("correct.payment_total", {"amount": money(owed or 0),
+                                                      "payment": request["payment_method"]["description"]})
         if request.get("new_items"):
             head = self.say("correct.new_items", {"new_items": self.new_items_text(request)})
         else:
@@ -496,16 +512,17 @@ class Customer(Agent):
         return True
 
 
-_MONEY_INTENTS = frozenset({"return", "modify_items", "exchange", "cancel"})
-_AMOUNT = re.compile(r"(?<!balance )\$([\d,]+\.\d\d)")
-_CLAUSE_END = re.compile(r"[;?!\n]|\.(?=\s|$)")
-_CHARGE = re.compile(r"\bcharg(?:e|ed|es|ing)\b|\bbilled\b|\bdebited\b|\byou(?:'ll| will)? (?:pay|owe)\b")
-_REFUND = re.compile(r"\brefund\w*|\bcredited\b|\bback to you\b|\byou(?:'ll| will) (?:receive|get)\b")
+_MONEY_INTENTS = frozenset({"return", "modify_items", "exchange", "cancel", "modify_payment"})
 
 
 def expected_money(request: dict[str, Any]) -> float | None:
-    """What the customer expects to pay (> 0) or get back (< 0), from the prices in the brief; None
-    when the brief does not say (a cancellation: the customer does not know the order total)."""
+    """What the customer expects to pay (> 0) or get back (< 0): the brief's ``money_owed`` (a
+    cancellation's refund, the order total a payment change charges), else worked out from the prices
+    of the items in the brief; None when the brief does not say."""
+    stated = request.get("money_owed")
+    if stated:
+        way, amount = stated.split()
+        return round(float(amount) if way == "charge" else -float(amount), 2)
     intent = request["intent"]
     if intent not in ("return", "modify_items", "exchange") or not request.get("items"):
         return None
@@ -519,39 +536,67 @@ def _price(item: dict[str, Any]) -> float:
     return float(str(item["price"]).replace("$", "").replace(",", ""))
 
 
-def money_claims(text: str) -> list[tuple[float | None, str | None]]:
-    """(amount, 'charge' | 'refund' | None) for each dollar amount a text states, the direction read
-    from the amount's clause (a gift card's balance is no claim); a clause with a direction but no
-    amount gives (None, direction)."""
-    out: list[tuple[float | None, str | None]] = []
-    masked = _AMOUNT.sub(lambda m: "$" + "0" * len(m.group(1)), text)  # the cents' dot ends no clause
-    start = 0
-    for end in [m.start() for m in _CLAUSE_END.finditer(masked)] + [len(text)]:
-        clause = text[start:end + 1]
-        low = clause.lower()
-        charge, refund = _CHARGE.search(low) is not None, _REFUND.search(low) is not None
-        way = "charge" if charge and not refund else "refund" if refund and not charge else None
-        amounts = [float(m.group(1).replace(",", "")) for m in _AMOUNT.finditer(clause)]
-        out += [(a, way) for a in amounts] or ([(None, way)] if way else [])
-        start = end + 1
-    return out
-
-
 def money_matches(request: dict[str, Any], text: str) -> bool:
-    """Does the money a proposal states agree with the brief (amount and direction, where stated)?"""
-    if request["intent"] not in _MONEY_INTENTS:
+    """Does the money a proposal states agree with the brief (amount and direction, where stated)?
+
+    The proposal is read with the retail world's own reading of money (:func:`money_claims`), the one
+    its required-output check uses. A payment change charges the new method and refunds the old one
+    as much: its amount must be among those charged, whatever else is refunded.
+    """
+    intent = request["intent"]
+    if intent not in _MONEY_INTENTS:
         return True
     owed = expected_money(request)
-    claims = [c for c in money_claims(text) if c[1] is not None]
-    if owed is None:  # only the direction is known: a cancellation refunds
-        return not claims or any(way == "refund" for _, way in claims)
+    claims = [c for c in money_claims(text) if c[1]]
+    if owed is None:  # a brief without the amount: a cancellation refunds, that much is known
+        return intent != "cancel" or not claims or any(ways == {"refund"} for _, ways in claims)
     if abs(owed) < 0.005:
         return all(amount is None or amount < 0.005 for amount, _ in claims)
+    if intent == "modify_payment":
+        return payment_change_matches(request, text, owed)
     way = "charge" if owed > 0 else "refund"
     stated = [c for c in claims if c[0] is not None]
     if stated:
-        return any(abs(amount - abs(owed)) < 0.005 and w == way for amount, w in stated)  # type: ignore[operator]
-    return not claims or any(w == way for _, w in claims)  # a direction without an amount
+        return any(abs(amount - abs(owed)) < 0.005 and ways == {way} for amount, ways in stated)  # type: ignore[operator]
+    return not claims or any(ways == {way} for _, ways in claims)  # a direction without an amount
+
+
+_KIND_WORDS = {"paypal": "paypal", "gift_card": "gift card"}
+
+
+@lru_cache(maxsize=1024)
+def _method_name(method_id: str, word: str) -> re.Pattern[str]:
+    """A payment method named by its id, or by its card's last four digits or its kind ('PayPal')."""
+    return re.compile(rf"(?<!\w)(?:{re.escape(method_id)}|{re.escape(word)})(?!\w)", re.IGNORECASE)
+
+
+def payment_change_matches(request: dict[str, Any], text: str, total: float) -> bool:
+    """A payment change charges the order `total` to the new method and refunds the old one as much.
+
+    A clause that says both ('$9.00 will be charged to it and the original payment refunded') is read
+    by the direction word nearest the new method's name where it names it ('refunded to your card and
+    charged to PayPal'), else nearest its amount. No clause may refund the new method, and the amounts
+    said to be charged must include the total.
+    """
+    method = request["payment_method"]
+    named_by = _method_name(method["id"], method.get("last_four") or _KIND_WORDS.get(method["kind"], method["id"]))
+    charged: list[float] = []
+    for clause in vocab.clauses(text):
+        ways = vocab.ways_said(clause)
+        if not ways:
+            continue
+        name = named_by.search(clause)
+        amounts = vocab.amounts_said(clause)
+        if name:
+            way = vocab.nearest_way(ways, name.start(), name.end())
+        elif amounts:
+            way = vocab.nearest_way(ways, amounts[0][1], amounts[0][2])
+        else:
+            continue  # 'the original payment will be refunded' says nothing of the new method
+        if way == "refund":
+            return False
+        charged += [amount for amount, _, _ in amounts]
+    return not charged or any(abs(amount - total) < 0.005 for amount in charged)
 
 
 _ACTION = {

@@ -110,6 +110,11 @@ class Request(_Model):
                                                                         "that pays or receives the price "
                                                                         "difference; return: where the refund "
                                                                         "goes.")
+    money_owed: str | None = Field(default=None, description="cancel: the refund the customer expects (the "
+                                                             "amount paid), 'refund 123.45'; modify_payment: "
+                                                             "the order total the new method is charged (the "
+                                                             "old one is refunded as much), 'charge 123.45'. "
+                                                             "Other intents: None (the items' prices tell).")
     ask: list[str] = Field(default_factory=list, description="order_status: what the customer wants to be told: "
                                                              "'status' (the status name) and 'total' (the sum of "
                                                              "the order's item prices, dollars with two decimals).")

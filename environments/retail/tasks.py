@@ -256,8 +256,9 @@ def step_cancel(world: RetailWorld, state: State, rng: np.random.Generator, orde
                                            state.get("orders", "pay_amount", order),
                                            state.get("orders", "pay_method", order))
     refund = int(amounts[:n][amounts[:n] > 0].sum())
-    text = (f"You want to cancel {_order_words(req)}. If asked why, the reason is '{reason}'. "
-            "You want to know how much will be refunded.")
+    req["money_owed"] = owed(-refund)
+    text = (f"You want to cancel {_order_words(req)}. If asked why, the reason is '{reason}'. You paid "
+            f"${money(refund)} for it and want to know how much will be refunded.")
     return Step(Request(**req), lookups, [("cancel_pending_order", {"order_id": req["order_id"], "reason": reason})],
                 [owed(-refund)], text)
 
@@ -290,13 +291,19 @@ def step_modify_payment(world: RetailWorld, state: State, rng: np.random.Generat
                         params: RetailTaskParams) -> Step:
     pm_row = _pick(rng, _payment_alternatives(world, state, order))
     pay = payment_ref(world, pm_row)
-    req: dict[str, Any] = {"intent": "modify_payment", "payment_method": pay}
-    lookups = _order_reference(world, state, rng, order, params.p_knows_order_id, req)
     total = world.order_total(state, order)
-    text = f"You want to pay for {_order_words(req)} with your {pay.description} instead of the current method."
+    req: dict[str, Any] = {"intent": "modify_payment", "payment_method": pay, "money_owed": owed(total)}
+    lookups = _order_reference(world, state, rng, order, params.p_knows_order_id, req)
+    text = _payment_change_words(req, pay, total)
     return Step(Request(**req), lookups, [("modify_pending_order_payment",
                                            {"order_id": req["order_id"], "payment_method_id": pay.id})],
                 [money(total)], text)
+
+
+def _payment_change_words(req: dict[str, Any], pay: PaymentRef, total: int) -> str:
+    return (f"You want to pay for {_order_words(req)} with your {pay.description} instead of the current method. "
+            f"The order total is ${money(total)}: your {pay.description} should be charged that much and the "
+            "current method refunded as much.")
 
 
 def _swap_step(world: RetailWorld, state: State, rng: np.random.Generator, order: int, params: RetailTaskParams,
@@ -652,7 +659,8 @@ class PolicyRefusalTask(TaskGenerator):
 
         order = sample_orders(world, state, rng, (PENDING,), lambda r: _single_payment(state, r) and bool(small_cards(r)))
         pay = payment_ref(world, _pick(rng, small_cards(order)))
-        req: dict[str, Any] = {"intent": "modify_payment", "payment_method": pay}
+        total = world.order_total(state, order)
+        req: dict[str, Any] = {"intent": "modify_payment", "payment_method": pay, "money_owed": owed(total)}
         lookups = _order_reference(world, state, rng, order, self.params.p_knows_order_id, req)
-        text = f"You want to pay for {_order_words(req)} with your {pay.description} instead of the current method."
+        text = _payment_change_words(req, pay, total)
         return Step(Request(**req), lookups, [], [], text)

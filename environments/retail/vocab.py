@@ -1,6 +1,13 @@
-"""Fixed vocabularies the retail generator draws from (names, places, products, options)."""
+"""Fixed vocabularies of the retail world: what the generator draws from (names, places, products,
+options), and how a conversation is read for which way money goes (:func:`money_claims`: one
+reading for the world's check of the outputs an agent states and for the customer simulator's check
+of a proposed change, so the two can never disagree about a sentence).
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Literal
 
 FIRST_NAMES = """
 aarav ada aisha alex amelia anya arjun ava ben bianca carlos chen chloe daniel diego dmitri elena eli
@@ -167,3 +174,102 @@ STATUSES = ["pending", "processed", "delivered", "cancelled", "pending (item mod
 CANCEL_REASONS = ["", "no longer needed", "ordered by mistake"]
 PAYMENT_KINDS = ["credit_card", "paypal", "gift_card"]
 TRANSACTION_TYPES = ["payment", "refund"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading money in what a support agent says
+
+Way = Literal["charge", "refund"]
+
+# Whole words only: a 'Portable Charger' or a 'credit card' is no money moving, a bare 'pay' ('you
+# can pay with PayPal') states nothing, 'our refund policy' refunds nothing.
+_WAY_WORDS: dict[Way, str] = {
+    "charge": r"charg(?:e|ed|es|ing)\b|billed\b|debited\b|deducted\b"
+              r"|you(?:'ll| will| would)?(?: need to| have to)? (?:pay|owe)\b"
+              r"|(?:extra|additional) (?:payment|cost)\b",
+    "refund": r"refund(?:s|ed|ing)?\b(?! polic)|credited\b|credit\b(?!\s*cards?\b)|reimburs\w*"
+              r"|back (?:to|on|onto|into) (?:your|the original)\b"
+              r"|(?:get|have|receive) (?:\w+ ){0,2}back\b(?! to you)"
+              r"|you(?:'ll| will| would)? (?:receive|get) (?=\$|\d|(?:an? |the |your )?(?:refund|credit|money|amount))",
+}
+_WAY = re.compile("|".join(f"(?P<{way}>\\b(?:{words}))" for way, words in _WAY_WORDS.items()), re.IGNORECASE)
+# 'charged or refunded' says neither (a correct 'charged to X and the original refunded' says both)
+_EITHER = re.compile(r"\W*(?:or|nor|and/or|/)\W*", re.IGNORECASE)
+_NEGATED = re.compile(r"(?:\bnot|n't|\bno|\bnever|\bnothing|\bwithout|\bfree of)\W+(?:\w+\W+){0,2}$", re.IGNORECASE)
+# '$1,234.50', '12.50', '12 dollars'; a gift card's balance is no money moving, an option such as
+# '1.5L' no amount
+_AMOUNT = re.compile(r"(?<!balance )(?<!balance of )(?<!balance: )"
+                     r"(?:\$\s?(\d[\d,]*(?:\.\d+)?)|(?<![\w.,$#])(\d[\d,]*\.\d{1,2})(?!\d|\.\d|[A-Za-z])"
+                     r"|(?<![\w.,$#])(\d[\d,]*(?:\.\d+)?) ?(?:dollars|usd)\b)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_CLAUSE_END = re.compile(r";\s*")
+
+
+def sentences(text: str) -> list[str]:
+    """The non-blank sentences of `text` (a dot ends one only before white space: '$5.00' is one word)."""
+    return [s for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def clauses(text: str) -> list[str]:
+    """The sentences of `text`, also split at semicolons."""
+    return [c for s in sentences(text) for c in _CLAUSE_END.split(s) if c.strip()]
+
+
+def negated(text: str, start: int) -> bool:
+    """Does a 'not', 'no', 'never', 'nothing', 'without' or 'free of' just before `start` negate what is there?"""
+    return _NEGATED.search(text, max(0, start - 40), start) is not None
+
+
+def ways_said(clause: str) -> list[tuple[Way, int, int]]:
+    """(way, start, end) of each direction word in `clause` that is neither negated ('won't be charged',
+    'no charge') nor one half of an alternative ('charged or refunded')."""
+    found = [(m.lastgroup, m.start(), m.end()) for m in _WAY.finditer(clause)]
+    either = set()
+    for (a, _, a_end), (b, b_start, _) in zip(found, found[1:]):
+        if a != b and _EITHER.fullmatch(clause, a_end, b_start):
+            either |= {a_end, b_start}
+    return [(way, s, e) for way, s, e in found  # type: ignore[misc]
+            if e not in either and s not in either and not negated(clause, s)]
+
+
+def amounts_said(clause: str) -> list[tuple[float, int, int]]:
+    """(dollars, start, end) of each amount of money in `clause`."""
+    return [(float(next(g for g in m.groups() if g).replace(",", "")), m.start(), m.end())
+            for m in _AMOUNT.finditer(clause)]
+
+
+def money_claims(text: str) -> list[tuple[float | None, frozenset[str]]]:
+    """What `text` says about money moving: (amount, ways) for each amount it states, and (None, ways)
+    for a clause that gives a direction without an amount ('the difference will be refunded').
+
+    An amount's ways are those its clause says ('$5.00 will be charged' -> {'charge'}; 'charged to
+    PayPal and the original refunded' -> both); in a clause with several amounts each takes its
+    nearest ('$5.00 refunded and $3.00 charged'); a clause with amounts but no direction borrows the
+    direction of the next clause when that one states no amount ('The difference is $5.00. It will
+    be refunded.'). An amount without any direction has no ways.
+    """
+    parsed = [(amounts_said(c), ways_said(c)) for c in clauses(text)]
+    out: list[tuple[float | None, frozenset[str]]] = []
+    for i, (amounts, ways) in enumerate(parsed):
+        if not amounts:
+            if ways:
+                out.append((None, frozenset(w for w, _, _ in ways)))
+        elif not ways:
+            after = parsed[i + 1] if i + 1 < len(parsed) else ([], [])
+            borrowed = frozenset(w for w, _, _ in after[1]) if not after[0] else frozenset()
+            out += [(amount, borrowed) for amount, _, _ in amounts]
+        elif len(amounts) == 1:
+            out.append((amounts[0][0], frozenset(w for w, _, _ in ways)))
+        else:
+            out += [(amount, frozenset({nearest_way(ways, start, end)})) for amount, start, end in amounts]
+    return out
+
+
+def nearest_way(ways: list[tuple[Way, int, int]], start: int, end: int) -> Way:
+    """The way of the direction word (from :func:`ways_said`) nearest the text at start:end."""
+    return min(ways, key=lambda w: max(w[1] - end, start - w[2], 0))[0]
+
+
+def money_stated(way: Way, amount: float, text: str) -> bool:
+    """Does `text` say that `amount` dollars go `way` (and not also the other way)?"""
+    return any(said is not None and abs(said - amount) < 0.005 and ways == {way} for said, ways in money_claims(text))

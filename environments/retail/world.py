@@ -65,42 +65,13 @@ _DERIVED: weakref.WeakKeyDictionary[WorldData, dict[str, Any]] = weakref.WeakKey
 _STATUS_WORDS = {s: s for s in vocab.STATUSES} | {"canceled": "cancelled"}
 _STATUS = re.compile(r"(?<!\w)(" + "|".join(re.escape(s) for s in sorted(_STATUS_WORDS, key=len, reverse=True))
                      + r")(?!\w)", re.IGNORECASE)
-_NEGATED = re.compile(r"(?:\bnot|n't|\bno|\bnever|\bnothing)\W+(?:\w+\W+){0,2}$", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MONEY_OWED = re.compile(r"(?P<way>refund|charge) (?P<amount>\d+\.\d\d)")
-_WAYS = {"refund": re.compile(r"\b(?:refund\w*|credited|reimburs\w*|receive|get (?:it |this )?back|back (?:to|on))\b",
-                              re.IGNORECASE),  # (whole words: a 'Portable Charger' is not a charge)
-         "charge": re.compile(r"\b(?:charge[ds]?|billed|debited|owe[ds]?|pay)\b", re.IGNORECASE)}
-_AMOUNT = re.compile(r"\d[\d,]*(?:\.\d+)?")
-
-
-def _sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(text) if s.strip()]
-
-
-def _said(pattern: re.Pattern[str], sentence: str) -> list[re.Match[str]]:
-    """The matches of `pattern` in `sentence` that no 'not', 'no' or 'never' just before negates."""
-    return [m for m in pattern.finditer(sentence) if not _NEGATED.search(sentence[max(0, m.start() - 40):m.start()])]
 
 
 def _statuses_said(sentence: str) -> set[str]:
-    return {_STATUS_WORDS[m.group(1).lower()] for m in _said(_STATUS, sentence)}
-
-
-def _money_owed_stated(way: str, amount: float, said: str) -> bool:
-    """Some sentence states `amount` and says the money goes `way`, not the other; or says it in the
-    next sentence when that one states no amount of its own ('The difference is $5.00. It will be
-    refunded.')."""
-    other = "charge" if way == "refund" else "refund"
-    sentences = _sentences(said)
-    for i, sentence in enumerate(sentences):
-        if not any(abs(float(m.group().replace(",", "")) - amount) < 0.005 for m in _AMOUNT.finditer(sentence)):
-            continue
-        following = sentences[i + 1] if i + 1 < len(sentences) else ""
-        window = sentence if _AMOUNT.search(following) else f"{sentence} {following}"
-        if _said(_WAYS[way], window) and not _said(_WAYS[other], window):
-            return True
-    return False
+    """The statuses a sentence gives, leaving out those a 'not', 'no' or 'never' just before negates."""
+    return {_STATUS_WORDS[m.group(1).lower()] for m in _STATUS.finditer(sentence)
+            if not vocab.negated(sentence, m.start())}
 
 
 @register_world("retail")
@@ -174,10 +145,10 @@ class RetailWorld(World):
         """A status must be the one status a sentence gives (not 'processed and will be delivered'),
         and money owed one way (``refund 12.50`` / ``charge 12.50``) stated with its direction."""
         if required in _STATUS_WORDS:
-            return any(_statuses_said(s) == {required} for s in _sentences(said))
+            return any(_statuses_said(s) == {required} for s in vocab.sentences(said))
         money_owed = _MONEY_OWED.fullmatch(required)
-        if money_owed:
-            return _money_owed_stated(money_owed["way"], float(money_owed["amount"]), said)
+        if money_owed:  # read as the customer simulator reads a proposal (vocab.money_claims)
+            return vocab.money_stated(money_owed["way"], float(money_owed["amount"]), said)
         return super().output_stated(required, said)
 
     def row_label(self, table: str, row: int) -> str:
