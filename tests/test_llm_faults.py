@@ -249,7 +249,7 @@ def test_a_200_that_is_not_a_completion_fails_the_episode_not_the_model(case):
     with ScriptedServer(lambda e, b: NOT_A_COMPLETION[case] if b.get("tools") else ledger_policy(e, b)) as server:
         (t,) = run_batch(ledger(llm(server, client="openai", max_retries=3)), 1)
     assert t.outcome.termination == "error" and t.outcome.invalid_moves == 0, t.outcome
-    assert "clerk: model openai/test-model: the server's 200 response is not a completion" in t.outcome.error
+    assert t.outcome.error.startswith("clerk: model openai/test-model returned a malformed response: its ")
     assert not [e for e in t.events if e.invalid]
     assert len(server.requests) == 1  # a persistent server fault: no retry
 
@@ -258,7 +258,7 @@ def test_a_200_that_is_not_a_completion_fails_the_episode_not_the_model(case):
 def test_raw_completion_that_is_not_a_completion_fails_the_episode(payload):
     with ScriptedServer(lambda e, b: raw(payload) if e == "completions" else ledger_policy(e, b)) as server:
         (t,) = run_batch(ledger(llm(server, client="openai", mode="llama3")), 1)
-    assert t.outcome.termination == "error" and "is not a completion" in t.outcome.error, t.outcome
+    assert t.outcome.termination == "error" and "returned a malformed response: its " in t.outcome.error, t.outcome
 
 
 def test_empty_choices_stay_the_models_empty_reply():

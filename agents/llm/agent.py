@@ -29,8 +29,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from simworld.agent import Agent, AgentParams, View
-from simworld.agents.llm.client import (HEADER_PARAMS, CallStats, call_with_retries, litellm, openai_client,
-                                        quiet_litellm, redact, redact_env_secrets, redact_value,
+from simworld.agents.llm.client import (HEADER_PARAMS, CallStats, call_with_retries, litellm, not_a_completion,
+                                        openai_client, quiet_litellm, redact, redact_env_secrets, redact_value,
                                         register_secret_env, secret_header, secret_name)
 from simworld.agents.llm.convert import openai_messages, reply_from_chat, reply_from_text
 from simworld.agents.llm.prompts import OPENING, private_facts, role_instructions
@@ -247,7 +247,9 @@ class LLMAgent(Agent):
         return openai_client(p.api_base, key or os.environ.get("OPENAI_API_KEY") or "no-key", p.timeout)
 
     async def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """The model's response; a 200 that is not a completion fails the episode (AgentFailure)."""
         p = self.params
+        part = "text" if method == "atext_completion" else "message"
         if p.resolved_client == "openai":
             client, kwargs = self._openai_request(kwargs)
             fn = client.completions.create if method == "atext_completion" else client.chat.completions.create
@@ -260,7 +262,8 @@ class LLMAgent(Agent):
                     return await fn(**kwargs)
         return await call_with_retries(call, stats=self.stats, max_retries=p.max_retries,
                                        timeout=p.timeout, backoff=p.retry_backoff, backoff_max=p.retry_backoff_max,
-                                       what=f"{self.role}: model {p.model}")
+                                       what=f"{self.role}: model {p.model}",
+                                       check=lambda response: not_a_completion(response, part))
 
     async def observe(self, view: View, taken: Message) -> None:
         """Nothing to catch up on: every request is built from the whole view (no model call for a
@@ -285,7 +288,7 @@ class LLMAgent(Agent):
         if self.params.stop:
             kwargs["stop"] = list(self.params.stop)
         response = await self._call("acompletion", kwargs)
-        choice = self._first_choice(response, "message")
+        choice = _first_choice(response)
         if choice is None:
             return Message(role="assistant", content="", invalid="empty reply from the model (no choices)")
         message = _field(choice, "message")
@@ -301,28 +304,6 @@ class LLMAgent(Agent):
         return reply_from_chat(_field(message, "content"), pairs, view.tools,
                                redact(str(finish))[:100] if finish else None)
 
-    def _first_choice(self, response: Any, part: str) -> Any:
-        """The response's first choice; None when `choices` is empty (the model said nothing).
-
-        Raises AgentFailure when the 200 response is not a completion at all (an HTML page, a JSON
-        list, no `choices` list, a choice without `message`/`text`): a server or proxy fault, recorded
-        as a failed episode that a resume reruns, never as the model's invalid move."""
-        what = f"{self.role}: model {self.params.model}: the server's 200 response is not a completion"
-        if isinstance(response, (str, bytes)):
-            raise AgentFailure(f"{what} (its body is not JSON)")
-        choices = _field(response, "choices")
-        if not isinstance(choices, list):
-            shape = type(response).__name__ if isinstance(response, (list, int, float, bool)) else None
-            raise AgentFailure(f"{what} ({f'a JSON {shape}' if shape else 'no choices list'})")
-        if not choices:
-            return None
-        value = _field(choices[0], part)
-        if value is None:
-            raise AgentFailure(f"{what} (its choice has no {part})")
-        if part == "message" and isinstance(value, (str, bytes, int, float, list)):
-            raise AgentFailure(f"{what} (its message is a {type(value).__name__}, not an object)")
-        return choices[0]
-
     async def _complete(self, view: View, messages: list[Message], kwargs: dict[str, Any]) -> Message:
         from simworld.llama3.format import render_messages
 
@@ -331,7 +312,7 @@ class LLMAgent(Agent):
         if self.params.resolved_client == "litellm" and self.params.api_base and self._provider() in _OPENAI_COMPATIBLE:
             kwargs["client"] = self._sdk_client(kwargs.get("api_key"))
         response = await self._call("atext_completion", kwargs)
-        choice = self._first_choice(response, "text")
+        choice = _first_choice(response)
         if choice is None:
             return Message(role="assistant", content="", invalid="empty reply from the model (no choices)")
         text = _field(choice, "text")
@@ -357,6 +338,13 @@ class LLMAgent(Agent):
                                "invalid_replies": self.invalid_replies}
         out.update(self.stats.as_dict())
         return out
+
+
+def _first_choice(response: Any) -> Any:
+    """The first choice of a response `not_a_completion` accepted; None when `choices` is empty
+    (the model said nothing: an invalid move, not a fault)."""
+    choices = _field(response, "choices")
+    return choices[0] if choices else None
 
 
 def _field(obj: Any, name: str) -> Any:

@@ -9,6 +9,7 @@ litellm fetches its cost map over the network at import and waits on retries).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
@@ -175,6 +176,112 @@ def redact_value(value: Any, redactor: Callable[[str], str] = redact) -> Any:
 
 # -- fault classification
 
+
+class MalformedResponse(Exception):
+    """The server answered (HTTP 200) with a body that is not a completion; the message says how."""
+
+
+# litellm's words for a 200 whose body it could not turn into a response object.
+_UNREADABLE = re.compile(r"empty or invalid response|invalid response object|provider returned (?:a response with "
+                         r"no 'choices'|'choices' that is not)", re.IGNORECASE)
+_READ_ERRORS = (ValueError, KeyError, AttributeError, TypeError, IndexError)  # JSON and pydantic errors are ValueErrors
+_NOT_AN_OBJECT = re.compile(r"^'(\w+)' object has no attribute 'model_dump'")
+_RECEIVED = re.compile(r"Empty or invalid response from LLM endpoint\. Received: (.*)\. Check the reverse proxy", re.S)
+_LITELLM_PREFIX = re.compile(r"^(?:\w+: )?(?:\w+Exception - )?(?:litellm\.APIError: )?(?:LiteLLM: )?")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _exchange_failed(exc: BaseException) -> bool:
+    """An HTTP error status, a timeout or a transport fault: the server did not answer 200."""
+    import openai
+
+    return isinstance(exc, (openai.APIStatusError, openai.APIConnectionError, OSError, TimeoutError,
+                            asyncio.TimeoutError)) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2",
+                                                                                          "httpcore", "httpcore2")
+
+
+def malformed_response(exc: BaseException) -> str | None:
+    """How the server's 200 response was malformed, when `exc` says so, else None (redacted).
+
+    `exc` is a :class:`MalformedResponse`; the openai SDK's JSONDecodeError on a body declared
+    JSON; or litellm's report of a body it could not read, which litellm raises as an HTTP 500
+    (``InternalServerError``) although nothing in its chain is an HTTP error status or a transport
+    fault: the cause is a parse error, or litellm's words for one.
+    """
+    if isinstance(exc, MalformedResponse):
+        return redact(str(exc))
+    from_litellm = _litellm_module is not None and type(exc).__module__.startswith("litellm")
+    causes = list(_chain(exc))[1:] if from_litellm else list(_chain(exc))
+    if not causes or any(_exchange_failed(c) for c in causes):
+        return None
+    for cause in causes:
+        if isinstance(cause, json.JSONDecodeError):  # the body itself is at hand
+            return redact(_not_json(cause.doc))
+    if not from_litellm or not any(isinstance(c, _READ_ERRORS) or _UNREADABLE.search(str(c)) for c in causes):
+        return None
+    for cause in causes:
+        text = str(cause)
+        received = _RECEIVED.search(text)  # litellm quotes what the SDK made of the body
+        if received:
+            shown = received.group(1)
+            return redact(_not_json(shown[1:-1]) if shown[:1] in "'\"" else _json_kind(shown))
+        unparsed = _NOT_AN_OBJECT.search(text) if isinstance(cause, AttributeError) else None
+        if unparsed:  # litellm's text completion: no quote of the body
+            kind = unparsed.group(1)
+            return _not_json(None) if kind in ("str", "bytes") else _json_kind(kind)
+    return _LITELLM_PREFIX.sub("", describe(exc), count=1)
+
+
+def _not_json(body: str | bytes | None) -> str:
+    """A body that does not parse as JSON, quoted (`None`: not at hand)."""
+    if body is None:
+        return "its body is not JSON"
+    text = " ".join((body.decode("utf-8", "replace") if isinstance(body, bytes) else body).split())
+    if not text:
+        return "its body is empty"
+    shown = repr(text if len(text) <= 80 else text[:80] + "...")
+    # JSON cut short is a server fault; anything else usually means another server answers at api_base.
+    return f"its body is not JSON: {shown}" + ("" if text[0] in "{[" else " (is api_base the model server's URL?)")
+
+
+def _json_kind(shown: str) -> str:
+    """A JSON body of the wrong type (a list, a number, null), from its Python repr or type name."""
+    kind = {"[": "list", "N": "null", "T": "boolean", "F": "boolean"}.get(shown[:1])
+    kind = kind or ("number" if shown[:1].isdigit() or shown[:1] == "-" else
+                    {"NoneType": "null", "bool": "boolean", "int": "number", "float": "number"}.get(shown, shown))
+    return f"its body is a JSON {kind}, not an object"
+
+
+def not_a_completion(response: Any, part: str) -> str | None:
+    """Why a 200 response read by the openai SDK or litellm is not a chat (`part` ``message``) or
+    text (``text``) completion; None when it is one (``choices: []`` included: the model said nothing)."""
+    if isinstance(response, (str, bytes)):
+        return _not_json(response)
+    choices = getattr(response, "choices", None) if not isinstance(response, dict) else response.get("choices")
+    if not isinstance(choices, list):
+        if response is None or isinstance(response, (list, int, float, bool)):
+            return _json_kind(type(response).__name__)
+        return "its body has no choices list"
+    if not choices:
+        return None
+    first = choices[0]
+    value = first.get(part) if isinstance(first, dict) else getattr(first, part, None)
+    if value is None:
+        return f"its first choice has no {part}"
+    if part == "message" and isinstance(value, (str, bytes, int, float, list)):
+        return f"its message is a {type(value).__name__}, not an object"
+    return None
+
+
 _RETRY_STATUS = frozenset({408, 409, 425, 429})
 
 
@@ -314,11 +421,20 @@ _jitter = random.Random()  # wall-clock-seeded: jitter only spaces out retries, 
 
 
 async def call_with_retries(call: Callable[[], Awaitable[Any]], *, stats: CallStats, max_retries: int,
-                            timeout: float, backoff: float, backoff_max: float, what: str) -> Any:
+                            timeout: float, backoff: float, backoff_max: float, what: str,
+                            check: Callable[[Any], str | None] | None = None) -> Any:
     """Await `call()`; retry retryable faults with exponential backoff and jitter.
 
     Raises AgentFailure (a one-line, redacted reason) when the call still fails after
     `max_retries` retries or fails in a way no retry can fix.
+
+    A malformed 200 response (`check(response)` says why, or litellm could not read the body) is
+    not retried: ``WHAT returned a malformed response: WHY``. A server that answers 200 has done
+    (and a hosted one has billed) the request, and what makes its body unreadable is nearly
+    always there to stay: an `api_base` that serves an HTML page or a login, a proxy, a server
+    whose responses have another shape. Retrying would cost `max_retries` more requests and up to
+    `max_retries` backoff waits per model call for nothing; the episode fails at once instead,
+    and a resumed run, started once the cause is fixed, retries exactly the failed episodes.
     """
     attempt = 0
     started = time.perf_counter()
@@ -327,9 +443,16 @@ async def call_with_retries(call: Callable[[], Awaitable[Any]], *, stats: CallSt
             # litellm enforces `timeout` per request; this outer bound also covers connection set-up
             # and anything inside litellm that could otherwise wait forever.
             response = await _bounded(call, timeout * 1.5 + 5)
+            problem = check(response) if check is not None else None
+            if problem is not None:
+                raise MalformedResponse(problem)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            malformed = malformed_response(exc)
+            if malformed is not None:
+                stats.errors[MalformedResponse.__name__] += 1
+                raise AgentFailure(f"{what} returned a malformed response: {malformed}"[:400]) from None
             stats.errors[type(exc).__name__] += 1
             if not is_retryable(exc):
                 raise AgentFailure(f"{what}: {describe(exc)}") from None
