@@ -350,3 +350,70 @@ def test_opening_range_is_validated():
     with pytest.raises(ScenarioError) as err:
         scenario_from_data(data)
     assert "opening must be [low, high]" in "\n".join(err.value.problems)
+
+
+# -- the opening kernel: the same choice as the whole-space numpy selection it replaced
+
+
+def numpy_opening(u, cost, digits, sizes, ordered, floor, target, window, anchor, ref):
+    """The opening selection as first written (numpy passes over every outcome): ('band', outcomes),
+    ('choice', outcome) or ('best', None)."""
+    net = u - cost
+    pool = net >= floor - 1e-12
+    if not pool.any():
+        return "best", None
+    if anchor is not None:
+        issue, position = anchor
+        distance = np.abs(digits[:, issue].astype(np.float64) - position)
+        pool &= distance <= distance[pool].min() + 1e-9
+    band = pool & (net >= target - 1e-12) & (net <= target + window + 1e-12)
+    if not band.any():
+        above = np.flatnonzero(pool & (net >= target - 1e-12))
+        if above.size:
+            return "choice", int(above[np.argmin(u[above])])
+        inside = np.flatnonzero(pool)
+        return "choice", int(inside[np.argmax(u[inside])])
+    candidates = np.flatnonzero(band)
+    if ref is None:
+        return "band", candidates.tolist()
+    d = digits[candidates].astype(np.int64)
+    scale = np.maximum(sizes - 1, 1)
+    gap = np.where(ordered, np.abs(d - ref) / scale, (d != ref).astype(np.float64)).sum(axis=1)
+    best = np.flatnonzero(gap <= gap.min() + 1e-12)
+    return "choice", int(candidates[best[np.argmax(u[candidates[best]])]])
+
+
+def test_opening_kernel_matches_the_whole_space_selection():
+    from simworld.environments.negotiation.kernels import compile_utility, opening_offer
+
+    rng = np.random.default_rng(21)
+    checked = {"band": 0, "choice": 0, "best": 0}
+    for _ in range(400):
+        sizes = rng.integers(1, 9, size=int(rng.integers(1, 5))).astype(np.int64)
+        tables = np.zeros((sizes.size, int(sizes.max())))
+        for i, n in enumerate(sizes):
+            # coarse scores, so equal utilities (ties) are common
+            tables[i, :n] = rng.integers(0, 4, n) / 3 * rng.random()
+        u, order, starts, _, bounds, best = compile_utility(tables, sizes)
+        strides = np.cumprod(np.r_[sizes[1:], 1][::-1])[::-1]
+        digits = ((np.arange(u.size)[:, None] // strides) % sizes).astype(np.uint8)
+        ordered = rng.random(sizes.size) < 0.6
+        cost = float(rng.choice([0.0, 0.01, 0.1]))
+        lo, hi = float(u.min()), float(u.max())
+        floor = float(rng.uniform(lo - 0.1, hi + 0.05))
+        target = max(floor, float(rng.uniform(lo, hi + 0.1)))
+        window = float(rng.choice([0.0, 0.05, 0.3]))
+        anchor = None
+        if rng.random() < 0.5:
+            issue = int(rng.integers(sizes.size))
+            anchor = (issue, float(rng.choice([rng.uniform(-1, sizes[issue]), rng.integers(sizes[issue]) + 0.5])))
+        ref = digits[int(rng.integers(u.size))].astype(np.int64) if rng.random() < 0.5 else None
+        kind, expected = numpy_opening(u, cost, digits, sizes, ordered, floor, target, window, anchor, ref)
+        issue, position = anchor if anchor is not None else (-1, 0.0)
+        band, choice = opening_offer(u, cost, order, starts, bounds, best, tables, digits, sizes, ordered,
+                                     floor - 1e-12, target - 1e-12, target + window + 1e-12, issue, position,
+                                     ref if ref is not None else np.full(sizes.size, -1, np.int64))
+        got = ("best", None) if choice == -2 else ("choice", choice) if choice >= 0 else ("band", band.tolist())
+        assert got == (kind, expected), (sizes, tables, cost, floor, target, window, anchor, ref)
+        checked[kind] += 1
+    assert min(checked.values()) > 20, checked

@@ -39,6 +39,7 @@ from pydantic import Field, model_validator
 
 from simworld.agent import Agent, AgentParams, View
 from simworld.agents.negotiation.phrasing import choose, market_remark, phrase
+from simworld.environments.negotiation.kernels import opening_offer
 from simworld.environments.negotiation.space import OutcomeSpace, UtilityModel, utility_model
 from simworld.environments.negotiation.world import BargainingWorld, NegotiationRecord, Offer, negotiation_record
 from simworld.episode import AgentFailure
@@ -153,37 +154,22 @@ class NegotiationStrategy(Agent):
     def opening_outcome(self, view: View, record: NegotiationRecord, model: UtilityModel, cost: float) -> int:
         """The first offer: worth about `r + a (1 - r)` (net of `cost`), the researched issue pinned
         near the researched anchor; closest to the opponent's offer if it opened, else drawn at random."""
-        u = model.utilities
         floor = max(model.reservation, self.offer_floor(model))
         target = max(floor, model.reservation + self.aspiration() * (1.0 - model.reservation))
-        net = u - cost
-        pool = net >= floor - 1e-12
-        if not pool.any():
-            return model.best
         space = model.space
-        digits = space.digit_table
         anchor = self._anchor(view, model)
-        if anchor is not None:
-            issue, position = anchor
-            distance = np.abs(digits[:, issue].astype(np.float64) - position)
-            pool &= distance <= distance[pool].min() + 1e-9
-        band = pool & (net >= target - 1e-12) & (net <= target + self.params.window + 1e-12)
-        if not band.any():
-            above = np.flatnonzero(pool & (net >= target - 1e-12))
-            if above.size:
-                return int(above[np.argmin(u[above])])
-            inside = np.flatnonzero(pool)
-            return int(inside[np.argmax(u[inside])])
-        candidates = np.flatnonzero(band)
+        issue, position = anchor if anchor is not None else (-1, 0.0)
         opponent = record.offers_by(record.counterpart(self.role))
-        if not opponent:
-            return int(candidates[int(self.rng.integers(candidates.size))])
-        ref = digits[opponent[-1].outcome].astype(np.int64)
-        d = digits[candidates].astype(np.int64)
-        scale = np.maximum(space.sizes - 1, 1)
-        gap = np.where(space.ordered, np.abs(d - ref) / scale, (d != ref).astype(np.float64)).sum(axis=1)
-        best = np.flatnonzero(gap <= gap.min() + 1e-12)
-        return int(candidates[best[np.argmax(u[candidates[best]])]])
+        ref = space.digit_table[opponent[-1].outcome].astype(np.int64) if opponent else _no_reference(len(space.names))
+        order, starts, _, bounds = model.buckets
+        band, choice = opening_offer(model.utilities, cost, order, starts, bounds, model.best, model.tables,
+                                     space.digit_table, space.sizes, space.ordered, floor - 1e-12, target - 1e-12, target + self.params.window + 1e-12,
+                                     issue, position, ref)
+        if choice == -2:
+            return model.best
+        if choice >= 0:
+            return choice
+        return int(band[int(self.rng.integers(band.size))])
 
     def _anchor(self, view: View, model: UtilityModel) -> tuple[int, float] | None:
         """(issue, grid position) this party's market research points its opening at, if any: the
@@ -205,10 +191,11 @@ class NegotiationStrategy(Agent):
         if best_issue < 0:
             return None  # the prices looked up are not those of any issue (another item)
         size = int(space.sizes[best_issue])
-        values = model.tables[best_issue, :size]
-        if size < 2 or not (np.all(np.diff(values) >= 0) or np.all(np.diff(values) <= 0)) or values[0] == values[-1]:
+        values = model.tables[best_issue, :size].tolist()
+        steps = list(zip(values, values[1:]))
+        if size < 2 or not (all(a <= b for a, b in steps) or all(a >= b for a, b in steps)) or values[0] == values[-1]:
             return None  # no monotone preference on that issue: the market says nothing about where to open
-        wants_low = bool(values[0] > values[-1])
+        wants_low = values[0] > values[-1]
         edge = low if wants_low else high
         self._market_note = (space.names[best_issue], wants_low, low, median, high)
         lo_a, hi_a = self.params.opening

@@ -387,3 +387,116 @@ def nearest_outcome(u: np.ndarray, order: np.ndarray, starts: np.ndarray, bounds
                 best_dist = d
                 best = o
     return best
+
+
+
+
+
+@numba.njit(cache=True)
+def opening_offer(u: np.ndarray, cost: float, order: np.ndarray, starts: np.ndarray, bounds: np.ndarray, top: int,
+                  tables: np.ndarray, digits: np.ndarray, sizes: np.ndarray, ordered: np.ndarray, floor: float,
+                  low: float, high: float, issue: int, position: float, ref: np.ndarray) -> tuple[np.ndarray, int]:
+    """An opening offer: `(band, choice)`.
+
+    With net utility `u - cost`, the pool is the outcomes whose net is at least `floor`; with
+    `issue >= 0`, only those among them whose digit on `issue` lies nearest (within 1e-9) to the grid
+    `position`. The band is the pool's outcomes with net in `[low, high]`, `floor <= low`. Callers
+    fold their tolerances into `floor`, `low` and `high`.
+
+    * Empty pool: no band, choice -2.
+    * Empty band: no band, choice the pool's lowest `u` with net at or above `low`, else its highest
+      `u` (ties: lowest index).
+    * `ref` (the opponent's last offer, digits; all -1 for none) given: no band, choice the band's
+      outcome nearest to `ref` in normalised issue distance (ordered issues: |d - r| / max(n - 1, 1),
+      summed in issue order; unordered: 0 or 1), within 1e-12 of the nearest, then highest `u`,
+      then lowest index.
+    * Otherwise: the band (ascending) and choice -1, for the caller to draw from.
+
+    `u`, `order`, `starts`, `bounds`, `top` (the best outcome) and `tables` are a party's compiled
+    utility (`compile_utility`), `digits[o, i]` outcome o's digit on issue i. A call costs what the
+    band holds, not the size of the outcome space: whether any pooled outcome has digit d on
+    `issue` is read off the outcome that pairs d with every other issue's best value (rounding is
+    monotone, so no outcome with digit d sums to more), and the band comes from the utility buckets
+    that overlap it.
+    """
+    n_buckets = starts.shape[0] - 1
+    n_issues = sizes.shape[0]
+    none = np.empty(0, np.int64)
+    nearest = np.inf
+    if issue >= 0:
+        rest = 0  # the outcome with every issue but `issue` at its best value and digit 0 on `issue`
+        stride = 1
+        for i in range(n_issues - 1, -1, -1):
+            if i != issue:
+                best_d = 0
+                for d in range(1, sizes[i]):
+                    if tables[i, d] > tables[i, best_d]:
+                        best_d = d
+                rest += best_d * stride
+            else:
+                issue_stride = stride
+            stride *= sizes[i]
+        for d in range(sizes[issue]):
+            if u[rest + d * issue_stride] - cost >= floor:
+                nearest = min(nearest, abs(np.float64(d) - position))
+        if nearest == np.inf:
+            return none, -2
+    elif not u[top] - cost >= floor:
+        return none, -2
+    reach = nearest + 1e-9
+    lo = bounds[0]
+    scale = bounds[1]
+    first = max(_bucket(low + cost, lo, scale, n_buckets) - 1, 0)
+    last = min(_bucket(high + cost, lo, scale, n_buckets) + 1, n_buckets - 1)
+    band = np.empty(starts[last + 1] - starts[first], np.int64)
+    m = 0
+    above = -1
+    b = first
+    while b < n_buckets and (b <= last or (m == 0 and above < 0)):
+        for k in range(starts[b], starts[b + 1]):
+            o = order[k]
+            net = u[o] - cost
+            if not net >= low or (issue >= 0 and not abs(np.float64(digits[o, issue]) - position) <= reach):
+                continue  # net >= low implies net >= floor: low is at least floor
+            if net <= high and b <= last:  # (beyond `last` every net exceeds `high`)
+                band[m] = o
+                m += 1
+            elif above < 0 or u[o] < u[above] or (u[o] == u[above] and o < above):
+                above = o
+        b += 1
+    if m == 0:
+        if above >= 0:
+            return none, above
+        best = -1  # nothing at or above `low`: the pool's best, from the top bucket down
+        b = n_buckets - 1
+        while best < 0:
+            for k in range(starts[b], starts[b + 1]):
+                o = order[k]
+                if not u[o] - cost >= floor or (issue >= 0 and not abs(np.float64(digits[o, issue]) - position) <= reach):
+                    continue
+                if best < 0 or u[o] > u[best] or (u[o] == u[best] and o < best):
+                    best = o
+            b -= 1
+        return none, best
+    band = np.sort(band[:m])
+    if ref.shape[0] == 0 or ref[0] < 0:
+        return band, -1
+    gaps = np.empty(m)
+    closest = np.inf
+    for k in range(m):
+        o = band[k]
+        gap = 0.0
+        for i in range(n_issues):
+            d = np.int64(digits[o, i])
+            if ordered[i]:
+                gap += abs(d - ref[i]) / max(sizes[i] - 1, 1)
+            elif d != ref[i]:
+                gap += 1.0
+        gaps[k] = gap
+        closest = min(closest, gap)
+    closest += 1e-12
+    choice = -1
+    for k in range(m):
+        if gaps[k] <= closest and (choice < 0 or u[band[k]] > u[choice]):
+            choice = band[k]
+    return none, choice
