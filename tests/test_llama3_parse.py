@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from simworld.export.formats import openai_messages, trl_messages
 from simworld.llama3.format import contains_special_token, conversation_messages, render_messages, render_tool_calls
-from simworld.llama3.parse import (ParseError, escape_special_tokens, is_tool_name, parse_assistant_turn,
-                                   special_token_problem)
+from simworld.llama3.parse import (ParseError, control_shape_in, escape_special_tokens, is_tool_name,
+                                   parse_assistant_turn, special_token_problem)
 from simworld.types import INT_RANGE, MAX_ARGUMENT_DEPTH, Message, Provenance, TaskRecord, ToolCall, Trajectory
 from test_llama3_oracle import chat_format
 
@@ -408,8 +408,12 @@ def test_decode_of_metas_own_encoding_parses():
 # keywords, any argument key, the full 64-bit integer range, any finite float, nesting up to the
 # limit, strings holding </function>, near-misses of special tokens, quotes, escapes, NUL and long
 # runs, several calls per message, and prose with braces, brackets, tags and JSON records in it.
-# Content and arguments never hold a Llama 3 special token: the parser refuses those (properties
-# below), so they cannot round-trip.
+# Content and arguments never hold a Llama 3 special token or a <|NAME|> lookalike: the parser refuses
+# those (properties below and tests/test_lookalike_tokens.py), so they cannot round-trip.
+
+def holds_no_control_token(text):
+    return not contains_special_token(text) and control_shape_in(text) is None
+
 
 SPECIAL = ["</function>", "<function=x>", "<|", "|>", "<|eot_id", "eom_id|>", "<python_tag>", '"', "'", '"""', "\\",
            "\n", "\x00", "\x1b[2J", "\u2028", "\ufeff", "😀", "{", "}", "[", "]", "(", ")", "\r\n", "\t", "#", ":",
@@ -423,7 +427,7 @@ dotted_names = st.lists(ascii_names, min_size=2, max_size=3).flatmap(
 tricky_names = st.sampled_from(["µ", "ﬁnd", "ℌx", "ｇｅｔ", "get_ｏrder", "ｉｆ", "if", "None", "match", "_", "é", "e\u0301"])
 tool_names = st.one_of(ascii_names, unicode_names, dotted_names, tricky_names)
 strings = st.one_of(st.text(max_size=20), st.lists(st.text(max_size=5) | st.sampled_from(SPECIAL), max_size=6)
-                    .map("".join)).filter(lambda text: not contains_special_token(text))
+                    .map("".join)).filter(holds_no_control_token)
 argument_keys = st.one_of(ascii_names, unicode_names, tricky_names, strings)
 ints = st.one_of(st.integers(-10**6, 10**6), st.integers(*INT_RANGE), st.sampled_from([*INT_RANGE, 2**63 - 1, 2**63]))
 leaves = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False, allow_infinity=False), strings)
@@ -490,7 +494,7 @@ def reads_as_text(text):
 # A turn is read stripped (by design, see the parser's docstring): prose is generated stripped.
 prose = st.lists(st.one_of(st.text(max_size=10), st.sampled_from(SPECIAL + ["[Note]", "{draft}", "Total: {5}"])),
                  min_size=1, max_size=8).map("".join).map(str.strip).filter(reads_as_text) \
-    .filter(lambda text: not contains_special_token(text))
+    .filter(holds_no_control_token)
 json_named_calls = st.builds(lambda n, a: ToolCall(id="x", name=n, arguments=a), tool_names,
                              st.dictionaries(argument_keys, st.one_of(shallow, deep), max_size=3))
 

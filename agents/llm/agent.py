@@ -35,6 +35,7 @@ from simworld.agents.llm.client import (HEADER_PARAMS, CallStats, call_with_retr
 from simworld.agents.llm.convert import openai_messages, reply_from_chat, reply_from_text
 from simworld.agents.llm.prompts import OPENING, private_facts, role_instructions
 from simworld.episode import AgentFailure
+from simworld.llama3.parse import special_token_problem
 from simworld.registry import register_agent
 from simworld.types import Message
 
@@ -277,6 +278,9 @@ class LLMAgent(Agent):
         else:
             msg = await self._chat(view, messages, kwargs)
         msg = _without_env_secrets(msg)
+        if not msg.invalid and (problem := special_token_problem(msg)) is not None:
+            # the engine refuses it too; here it is counted as this model's invalid reply in either mode
+            msg = msg.model_copy(update={"invalid": problem})
         if msg.invalid:
             self.invalid_replies += 1
         return msg

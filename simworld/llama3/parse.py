@@ -59,6 +59,16 @@ as JSON escapes) is a ParseError: rendered into a later prompt, it would forge t
 rule to a structured Message; :func:`escape_special_tokens` writes such text so that it holds no
 token (the engine records refused turns that way).
 
+Lookalikes: any other ``<|NAME|>`` shape (or DeepSeek's ``<｜NAME｜>``), such as ``<|im_start|>``,
+``<|endoftext|>``, ``<|user|>`` or ``<|foo|>``, is refused the same way (:func:`control_shape_in`).
+Llama 3's tokenizer reads them as plain text (llama-models encodes ``<|foo|>`` as five ordinary
+tokens, with or without special tokens allowed), so they forge nothing in the Llama 3 export; but
+they are control tokens of other chat templates (``<|im_end|>`` for ChatML models, ``<|eot|>`` and
+``<|header_start|>`` for Llama 4, whose tokenizer in llama-models makes them single special
+tokens), which the OpenAI, TRL and ShareGPT exports are trained with through tokenizers that read
+special tokens in text; and a model that writes them is leaking its own template, which training
+data should not teach. A turn that holds one is an invalid move.
+
 The environment turns a ParseError into an invalid move with an error observation.
 
 Round trips
@@ -547,30 +557,63 @@ def _token_refusal(name: str, where: str) -> str:
     return f"a Llama 3 control token ({name}) in {where}: control tokens are structure, never text"
 
 
-def special_token_problem(msg: Message) -> str | None:
-    """Why `msg` holds a Llama 3 special token where a turn's text or calls go (its content, a tool
-    name, an argument key or value), or None. Such a turn would forge structure in every prompt it
-    is rendered into. The arguments must be JSON values (as a stored Message's are)."""
-    name = special_token_in(msg.content)
+# A control token's shape in any chat template: <|NAME|>, or DeepSeek's fullwidth bars <｜NAME｜>. NAME holds
+# no quote or backslash, so that one found in a JSON dump or a call list lies inside a single string.
+_CONTROL_SHAPE = re.compile(r"<[|｜]([^\s|｜<>\"'\\]{1,64})[|｜]>")
+_PLAIN_NAME = re.compile(r"[\w.:-]{1,64}")
+
+
+def control_shape_in(text: str) -> str | None:
+    """The name of the first ``<|NAME|>``-shaped marker in `text` (``im_end`` for ``<|im_end|>``),
+    Llama 3 special token or lookalike, or None."""
+    if "<|" not in text and "<｜" not in text:
+        return None
+    m = _CONTROL_SHAPE.search(text)
+    return m.group(1) if m else None
+
+
+def _shape_refusal(name: str, where: str) -> str:
+    shown = name if _PLAIN_NAME.fullmatch(name) else _shown(name, 20)  # never the marker itself
+    return f"a marker shaped like a chat-template control token ({shown}) in {where}: such markers are never text"
+
+
+def _token_problem(text: str, where: str) -> str | None:
+    name = special_token_in(text)
     if name is not None:
-        return _token_refusal(name, "the text")
+        return _token_refusal(name, where)
+    name = control_shape_in(text)
+    return _shape_refusal(name, where) if name is not None else None
+
+
+def special_token_problem(msg: Message) -> str | None:
+    """Why `msg` holds a Llama 3 special token, or a marker shaped like a control token
+    (``<|im_end|>``, ``<|foo|>``), where a turn's text or calls go (its content, a tool name, an
+    argument key or value), or None. A special token would forge structure in every prompt the turn
+    is rendered into; a lookalike would in other chat formats (see the module docstring). The
+    arguments must be JSON values (as a stored Message's are)."""
+    problem = _token_problem(msg.content, "the text")
+    if problem is not None:
+        return problem
     for call in msg.tool_calls:
-        name = special_token_in(call.name)
-        if name is not None:
-            return _token_refusal(name, "a tool name")
+        problem = _token_problem(call.name, "a tool name")
+        if problem is not None:
+            return problem
         # No token holds a JSON delimiter, so one in the dump lies inside a single key or string.
-        name = special_token_in(orjson.dumps(call.arguments).decode())
-        if name is not None:
-            return _token_refusal(name, f"the arguments of {_shown(call.name)}")
+        problem = _token_problem(orjson.dumps(call.arguments).decode(), f"the arguments of {_shown(call.name)}")
+        if problem is not None:
+            return problem
     return None
 
 
 def escape_special_tokens(text: str) -> str:
-    """`text` unchanged when it holds no Llama 3 special token, else with every ``<|`` written
-    ``<\\|``, so that no tokenizer reads a control token in it (idempotent)."""
-    if special_token_in(text) is None:
+    """`text` unchanged when it holds no Llama 3 special token and no control-token shape, else
+    with every ``<|`` written ``<\\|`` (every ``<|`` of a text with a special token; the ``<|`` or
+    ``<｜`` of each lookalike otherwise), so that no tokenizer reads a control token in it (idempotent)."""
+    if special_token_in(text) is not None:
+        text = text.replace("<|", "<\\|")
+    if control_shape_in(text) is None:
         return text
-    return text.replace("<|", "<\\|")
+    return _CONTROL_SHAPE.sub(lambda m: m.group()[0] + "\\" + m.group()[1:], text)
 
 
 def _message(content: str, calls: list[_Call]) -> Message:
@@ -618,9 +661,9 @@ def parse_assistant_turn(text: str) -> Message:
     if not body:
         raise ParseError("empty tool call after the python_tag token" if tagged else "empty turn")
     # Before parsing, so that no error below quotes a token; <|python_tag|> is checked once its place is known.
-    name = special_token_in(body.replace(PYTHON_TAG, ""))
-    if name is not None:
-        raise ParseError(_token_refusal(name, "the turn"))
+    problem = _token_problem(body.replace(PYTHON_TAG, ""), "the turn")
+    if problem is not None:
+        raise ParseError(problem)
     msg = _parse_body(body)
     if tagged and (msg.content or not msg.tool_calls):
         raise ParseError("text after the python_tag token is not a tool call")
