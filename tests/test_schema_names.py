@@ -151,3 +151,11 @@ def test_names_do_not_leak_between_calls():
     again = copy.deepcopy(strict)
     json_schema(False)
     assert json_schema(True) == again
+
+
+def test_a_plugin_that_cannot_load_is_one_line_and_no_schema():
+    env = runner_plugin.subprocess_env(SIMWORLD_PLUGINS="no_such_plugin_module")
+    proc = subprocess.run([sys.executable, "-m", "simworld", "schema"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no_such_plugin_module" in proc.stderr and "Traceback" not in proc.stderr
