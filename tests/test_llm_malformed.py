@@ -23,6 +23,7 @@ CHAT = {
     "an empty body": (raw(body=b""), "its body is empty"),
     "truncated JSON": (raw(body=b'{"choices": [{"message": {"role": "assist'), "its body is not JSON: '{\"choices"),
     "a JSON list": (raw([1, 2, 3]), "its body is a JSON list, not an object"),
+    "JSON null": (raw(body=b"null"), "its body is a JSON null, not an object"),
     "JSON without choices": (raw({"object": "chat.completion", "model": "m"}), "choices"),
     "choices null": (raw({"object": "chat.completion", "choices": None}), "choices"),
     "a choice without a message": (raw({"object": "chat.completion", "choices": [{"index": 0}]}), "message"),

@@ -255,10 +255,10 @@ def _not_json(body: str | bytes | None) -> str:
 
 def _json_kind(shown: str) -> str:
     """A JSON body of the wrong type (a list, a number, null), from its Python repr or type name."""
-    kind = {"[": "list", "N": "null", "T": "boolean", "F": "boolean"}.get(shown[:1])
-    kind = kind or ("number" if shown[:1].isdigit() or shown[:1] == "-" else
-                    {"NoneType": "null", "bool": "boolean", "int": "number", "float": "number"}.get(shown, shown))
-    return f"its body is a JSON {kind}, not an object"
+    kind = {"NoneType": "null", "bool": "boolean", "int": "number", "float": "number", "list": "list"}.get(shown) \
+        or {"[": "list", "N": "null", "T": "boolean", "F": "boolean"}.get(shown[:1]) \
+        or ("number" if shown[:1].isdigit() or shown[:1] == "-" else None)
+    return f"its body is a JSON {kind}, not an object" if kind else "its body is not a completion object"
 
 
 def not_a_completion(response: Any, part: str) -> str | None:
