@@ -18,6 +18,7 @@ from simworld.environments.retail.vocab import money_claims
 from simworld.episode import Episode, episode_specs, run_episode_sync
 from simworld.registry import load_builtins, register_agent
 from simworld.scenario import scenario_from_data
+from simworld.types import strip_timings
 
 load_builtins()
 TOOLS = ["find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details",
@@ -169,3 +170,78 @@ def test_the_oracle_still_gets_a_yes(task):
         answers = [b.content for a, b in zip(said, said[1:]) if a.speaker == "support" and "confirm" in
                    cues(a.content.lower())]
         assert answers and all(nlu.yes_no(a) is True for a in answers), answers  # every proposal: yes at once
+
+
+# ----------------------------------------------------------------------------------------------
+# A forthcoming customer gives some facts before it is asked, and only its own
+
+
+def mixed(rate: float | None, styles=("short", "long", "sloppy")):
+    customer = {"type": "customer"} | ({} if rate is None else {"forthcoming_rate": rate})
+    return scenario_from_data({
+        "name": "forthcoming", "world": {"type": "retail", "params": {}}, "task": {"type": "order_status"},
+        "roles": {"customer": {"kind": "user", "agent": customer},
+                  "support": {"kind": "assistant", "agent": {"type": "oracle"}, "tools": TOOLS + [
+                      "modify_pending_order_address", "modify_pending_order_items", "return_delivered_order_items",
+                      "exchange_delivered_order_items", "modify_user_address"]}},
+        "first_speaker": "customer", "max_turns": 90,
+        "variations": {"task.type": ["order_status", "cancel_pending_order", "modify_pending_order_payment",
+                                     "return_delivered_order_items", "modify_user_address", "multi_order"],
+                       "roles.customer.agent.style": list(styles), "task.params.p_knows_email": [0.0, 1.0]}})
+
+
+def told_before_asked(t) -> list[tuple[str, str]]:
+    """(fact kind, value) of what the customer said before the support side asked for that kind."""
+    asked: set[str] = set()
+    out = []
+    for e in t.events:
+        if any(c.name.startswith("find_user_id") for c in e.tool_calls):
+            asked.add("identity")  # identified: what follows is no identity (an address with its zip)
+        if e.speaker == "support" and e.role == "assistant" and e.content:
+            found = cues(e.content.lower())
+            asked |= found & {"identity", "order"}
+            asked -= {"order"} - found if "anything_else" in found else set()  # a new request: asked again
+        elif e.speaker == "customer":
+            if "identity" not in asked:
+                out += [("email", x) for x in filter(None, [nlu.email(e.content)])]
+                out += [("name_zip", " ".join(nz)) for nz in filter(None, [nlu.name_and_zip(e.content)])]
+            if "order" not in asked:
+                out += [("order_id", x) for x in nlu.order_ids(e.content)]
+    return out
+
+
+def test_a_forthcoming_customer_tells_its_own_facts_early_and_the_oracle_takes_them():
+    sc = mixed(1.0)
+    kinds = []
+    for spec in episode_specs(sc, 60, seed=3):
+        t = run_episode_sync(sc, spec)
+        assert t.outcome.success, t.outcome
+        brief = t.task.private["user"]
+        ident = brief["identity"]
+        own = {("email", ident["email"]) if brief["knows_email"] else
+               ("name_zip", f"{ident['first_name']} {ident['last_name']} {ident['zip']}")}
+        own |= {("order_id", r["order_id"]) for r in brief["requests"] if r["order_id"] and r["knows_order_id"]}
+        early = told_before_asked(t)
+        assert set(early) <= own, (early, own)  # never a fact it does not hold, nor one it must not say
+        kinds += [k for k, _ in early]
+        said = [e.content for e in t.events if e.speaker == "customer"]
+        kinds += ["in the opening"] * bool(nlu.order_ids(said[0]) or nlu.email(said[0]) or nlu.name_and_zip(said[0]))
+        kinds += ["two facts in one message" for text in said
+                  if nlu.order_ids(text) and (nlu.email(text) or nlu.name_and_zip(text))]
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    wanted = {"email": 5, "name_zip": 5, "order_id": 10, "two facts in one message": 5, "in the opening": 20}
+    assert all(counts.get(k, 0) >= n for k, n in wanted.items()), counts
+
+
+def test_only_some_customers_are_forthcoming_and_none_when_the_rate_is_zero():
+    for rate, low, high in ((None, 10, 50), (0.0, 0, 0)):  # None: the default rate, 0.3
+        sc = mixed(rate)
+        early = sum(bool(told_before_asked(run_episode_sync(sc, spec))) for spec in episode_specs(sc, 100, seed=4))
+        assert low <= early <= high, (rate, early)
+
+
+def test_forthcoming_conversations_are_reproducible():
+    sc = mixed(1.0)
+    for spec in episode_specs(sc, 5, seed=9):
+        a, b = run_episode_sync(sc, spec), run_episode_sync(sc, spec)
+        assert strip_timings(a.model_dump()) == strip_timings(b.model_dump())

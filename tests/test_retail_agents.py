@@ -2,8 +2,8 @@
 
 The oracle must succeed on every episode of every task type without reading the task's gold plan
 or the customer's brief; the noisy oracle must recover from its own mistakes; the customer must
-reveal facts only when asked, end the conversation itself, turn down a wrong change, and keep
-facts intact whatever its style and typo rate.
+reveal facts only when asked (unless it is forthcoming), end the conversation itself, turn down a
+wrong change, and keep facts intact whatever its style and typo rate.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def _facts(brief: dict) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("task", TASK_TYPES)
 def test_customer_reveals_facts_only_when_asked(task):
-    sc = scenario(task)
+    sc = scenario(task, customer={"forthcoming_rate": 0.0})  # forthcoming ones: tests/test_customer_checks.py
     for spec in episode_specs(sc, 30, seed=8):
         t = run_episode_sync(sc, spec)
         facts = _facts(t.task.private["user"])

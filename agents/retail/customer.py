@@ -1,12 +1,15 @@
 """The scripted retail customer: plays a :class:`CustomerBrief` against any support agent.
 
-It opens with what it wants (never with facts), then answers only what it is asked: identity when
-asked to authenticate, the order id (or, when it does not know it, a description of the order)
-when asked which order, items, new options, payment method, reason or address when asked for
-them. It says "yes" to a proposed change that matches its request and "no" (with the correction)
-to one that does not, moves on to its next request when the agent asks whether there is anything
-else, and ends the conversation with ``###STOP###`` when everything is handled or refused, when the
-agent transfers it, or when the conversation stalls.
+It opens with what it wants, then answers what it is asked: identity when asked to authenticate,
+the order id (or, when it does not know it, a description of the order) when asked which order,
+items, new options, payment method, reason or address when asked for them. A forthcoming customer
+(``forthcoming_rate``, drawn once per conversation) now and then says some of these before it is
+asked: its identity, order id or cancellation reason with its request, its order id with its
+identity; only facts its brief holds, and only those a support agent asks for next. It says "yes"
+to a proposed change that matches its request and "no" (with the correction) to one that does not,
+moves on to its next request when the agent asks whether there is anything else, and ends the
+conversation with ``###STOP###`` when everything is handled or refused, when the agent transfers
+it, or when the conversation stalls.
 
 Styles: ``short`` (terse), ``long`` (polite, wordy), ``sloppy`` (lower case, chat abbreviations,
 extra typos). ``typo_rate`` adds keyboard slips to the words around facts, never to the facts.
@@ -33,6 +36,7 @@ from . import nlu
 from .text import Dice, Template, compile_bank, join_list, money
 
 SLOPPY_EXTRA_TYPOS = 0.04
+VOLUNTEER = 0.5  # a forthcoming customer's chance, at each place a fact can come early, of giving it
 
 # Templates: {key: {"short": [...], "long": [...]}}; sloppy draws from both, rendered sloppily.
 _BANK: dict[str, dict[str, list[str]]] = {
@@ -195,6 +199,21 @@ _BANK: dict[str, dict[str, list[str]]] = {
         "long": ["I'm sorry, I'm not sure what you need from me. Could you rephrase that?",
                  "Sorry, I didn't quite get that. What should I tell you?"],
     },
+    # facts a forthcoming customer gives before it is asked (never the word 'address': it reads as a request)
+    "volunteer.email": {
+        "short": ["My email is {email}. ", "Email's {email}. "],
+        "long": ["My email is {email}, in case you need it. ", "I'm writing from {email}. "],
+    },
+    "volunteer.name": {
+        "short": ["I'm {first} {last}, zip {zip}. ", "This is {first} {last}, zip code {zip}. "],
+        "long": ["My name is {first} {last} and my zip code is {zip}. ",
+                 "This is {first} {last} speaking, zip code {zip}. "],
+    },
+    "volunteer.order_id": {
+        "short": [" It's order {order_id}.", " Order {order_id}.", " The order is {order_id}."],
+        "long": [" The order id is {order_id}.", " It's order {order_id}, if that helps.",
+                 " I have the order id here: {order_id}."],
+    },
     "remind": {
         "short": ["As I said: ", "Like I said, "],
         "long": ["As I mentioned, ", "Just to repeat, "],
@@ -251,6 +270,10 @@ class CustomerParams(AgentParams):
                                                                           "methods do I have?').")
     patience: int = Field(default=3, ge=1, le=50, description="Unclear or repeated questions before the "
                                                               "customer gives up and ends the conversation.")
+    forthcoming_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="Chance per conversation that the "
+                                    "customer is forthcoming: it then now and then gives its identity, its order "
+                                    "id or its reason with its request, or its order id with its identity, "
+                                    "before it is asked (only facts its brief holds).")
 
 
 @register_agent("customer")
@@ -275,6 +298,8 @@ class Customer(Agent):
         self.asked: dict[str, int] = {}
         self.confused = 0
         self.clarified = False
+        self.forthcoming = False
+        self.told_order = False  # the current request's order id, given before it was asked
 
     # -- phrasing
     def say(self, key: str, values: dict[str, str] | None = None) -> str:
@@ -298,7 +323,8 @@ class Customer(Agent):
             return self.message(self.say("bye") + " " + STOP)
         if not self.opened:
             self.opened = True
-            return self.message(self.say("hello") + self.opening(self.requests[0]))
+            self.forthcoming = self.dice.chance(self.params.forthcoming_rate)
+            return self.message(self.say("hello") + self.first_words(self.requests[0], True))
         if view.turn >= view.max_turns - 2:
             return self.message(self.say("bye_stalled") + " " + STOP)
         return self.message(self.reply("\n".join(heard)))
@@ -309,6 +335,34 @@ class Customer(Agent):
             topics = request.get("ask") or ["status"]
             values = {"topics": join_list([t if t != "tracking" else "tracking number" for t in topics])}
         return self.say("open." + request["intent"], values)
+
+    def first_words(self, request: dict[str, Any], first: bool) -> str:
+        """The opening of a request; a forthcoming customer now and then adds (on the first request) who
+        it is, the order id, or why it cancels: facts the support side would ask for next."""
+        self.told_order = False
+        text = self.opening(request)
+        if not self.forthcoming:
+            return text
+        if first and self.dice.chance(VOLUNTEER):
+            text = self.own_identity() + text
+        if self.knows_order(request) and self.dice.chance(VOLUNTEER):
+            text += self.say("volunteer.order_id", {"order_id": request["order_id"]})
+            self.told_order = True
+        if request["intent"] == "cancel" and request.get("reason") and self.dice.chance(VOLUNTEER):
+            text += " " + self.say("reason." + request["reason"])
+        return text
+
+    def own_identity(self) -> str:
+        ident = self.brief["identity"]  # type: ignore[index]
+        if self.brief.get("knows_email", True):  # type: ignore[union-attr]
+            self.gave_email = True
+            return self.say("volunteer.email", {"email": ident["email"]})
+        return self.say("volunteer.name", {"first": ident["first_name"], "last": ident["last_name"],
+                                           "zip": ident["zip"]})
+
+    @staticmethod
+    def knows_order(request: dict[str, Any]) -> bool:
+        return bool(request.get("order_id")) and request.get("knows_order_id", True)
 
     def reply(self, text: str) -> str:
         low = text.lower()
@@ -324,7 +378,7 @@ class Customer(Agent):
             self.asked.clear()
             self.clarified = False
             if self.current < len(self.requests):
-                return prefix + self.say("next") + self.opening(self.requests[self.current])
+                return prefix + self.say("next") + self.first_words(self.requests[self.current], False)
             return prefix + self.say("bye") + " " + STOP
         answers = []
         asked = [slot for slot in _QUESTIONS if slot in found]
@@ -351,7 +405,12 @@ class Customer(Agent):
     # -- answers to questions
     def answer(self, slot: str, request: dict[str, Any], low: str) -> str:
         if slot == "identity":
-            return self.identity(low)
+            told = self.identity(low)
+            if self.forthcoming and not self.told_order and self.knows_order(request) \
+                    and "order" not in cues(low) and self.dice.chance(VOLUNTEER):
+                self.told_order = True  # two facts in one answer: who it is, and which order
+                told += self.say("volunteer.order_id", {"order_id": request["order_id"]})
+            return told
         if slot == "order":
             if request.get("order_id") is None:
                 return ""
