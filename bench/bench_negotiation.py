@@ -1,8 +1,9 @@
 """Benchmark of the negotiation worlds: outcome-space analysis and scripted episodes per second.
 
     python bench/bench_negotiation.py [--episodes 2000] [--workers N] [--repeat 5] [--python-max 1000000]
+    python bench/bench_negotiation.py --variety 500
 
-Prints two tables:
+Prints two tables (with --variety N, only the third):
 
 1. Outcome-space analysis at 10^4, 10^5 and 10^6 outcomes (three issues, two parties, random
    additive preferences): enumerating both parties' utilities, the Pareto frontier, and the whole
@@ -12,6 +13,9 @@ Prints two tables:
 2. Scripted negotiation episodes per second for each scenario under scenarios/negotiation/, each
    episode run to the end and serialised (`run_episode_sync(...).to_jsonl()`), in one process and
    in --workers forked processes. Target: >= 1,000 episodes/s.
+3. Variety over the first N episodes of each scenario: distinct move sequences (every call with its
+   arguments), dialogue-act sequences (`act_sequence`: research, open, concede, hold, counter,
+   reject, accept, walk per turn), opening offers, outcomes, utterances and persona texts.
 
 Measured 2026-11-24 on the shared 2-core AMD EPYC (numba 0.68, one process, 2,000 episodes per
 scenario; wall and per second of the process's CPU time, the load from other work being what it
@@ -32,6 +36,36 @@ Outcome-space analysis at 10^6 outcomes (100x100x100): Pareto 6.5 -> 4.9 ms, who
 14.2 -> 9.5 ms. supplier_contract and used_car are still short of 1,000 episodes/s on one core:
 what is left is mostly the engine's per-turn work (messages, tool-call validation, state
 snapshots, the trajectory's JSON) plus about 0.2 ms of task sampling per episode.
+
+Openings (2026-11-25): anchored openings (89b0a43) had made episodes 5-9% slower with numpy passes
+over the whole outcome space per opening; `kernels.opening_offer` chooses the same opening (same
+trajectories, byte for byte) from the utility buckets in one call. Per opening, in episodes: 42 ->
+17 us (lease_renewal), 31 -> 11 (refund_dispute), 63 -> 21 (supplier_contract), 51 -> 21 (used_car).
+Whole episodes, one process alternating the two versions in one sitting (best CPU time of three):
++6% (lease_renewal), +7% (refund_dispute), +12% (supplier_contract), +4% (used_car). This script,
+--repeat 2, best CPU of two alternating runs of each version (a loaded machine: compare ratios):
+
+| scenario          | before CPU eps/s | after CPU eps/s |
+|-------------------|------------------|-----------------|
+| lease_renewal     |              986 |           1,010 |
+| refund_dispute    |              992 |           1,006 |
+| supplier_contract |              582 |             681 |
+| used_car          |              667 |             704 |
+
+Variety (2026-11-25, --variety 500): "before" is the scenarios and strategies with fixed personas and
+information tools that changed nothing; "after" adds per-episode temperaments (brief text,
+concession, patience, anchor, research and rejection habits, remarks), stock levels that move
+concessions and openings, and policy limits that bound offers (which narrows the refunds agreed in
+refund_dispute: outcomes fall there):
+
+| scenario          | act sequences |   openings |   outcomes |     utterances |          turns | persona texts |
+|-------------------|---------------|------------|------------|----------------|----------------|---------------|
+| lease_renewal     |    297 -> 325 | 147 -> 188 | 194 -> 201 | 2,718 -> 2,872 | 4,147 -> 3,935 |        2 -> 6 |
+| refund_dispute    |    285 -> 311 | 312 -> 404 | 261 -> 224 | 3,055 -> 2,979 | 4,231 -> 3,975 |        2 -> 6 |
+| supplier_contract |    402 -> 437 | 311 -> 371 | 290 -> 286 | 4,567 -> 4,785 | 6,517 -> 6,377 |        2 -> 6 |
+| used_car          |    431 -> 450 | 252 -> 399 | 263 -> 268 | 4,321 -> 4,437 | 6,170 -> 5,886 |        2 -> 7 |
+
+Move sequences with their exact arguments are all distinct before and after (499-500 of 500).
 """
 
 from __future__ import annotations
@@ -44,6 +78,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +183,81 @@ def bench_episodes(paths: list[Path], episodes: int, workers: int) -> list[list[
     return rows
 
 
+def move_sequence(events: list) -> tuple:
+    """An episode's moves: (speaker, tool, arguments) of every call, the free-text reasons left out."""
+    return tuple((e.speaker, c.name, orjson.dumps({k: v for k, v in c.arguments.items() if k != "reason"},
+                                                   option=orjson.OPT_SORT_KEYS))
+                 for e in events if e.role == "assistant" for c in e.tool_calls)
+
+
+def act_sequence(t) -> tuple:
+    """An episode as dialogue acts per turn: (speaker, act), the act one of research, open, concede
+    (an offer worth less to its maker than its previous one), hold (the same terms again), counter
+    (other terms worth no less), accept, walk, reject; 'reject+' before an offer that follows one."""
+    from simworld.environments.negotiation.space import utility_model
+
+    models = {role: utility_model(p["utility"]) for role, p in t.task.private.items() if "utility" in p}
+    last: dict[str, int] = {}
+    acts = []
+    for e in t.events:
+        if e.role != "assistant" or e.speaker not in models:
+            continue
+        names = [c.name for c in e.tool_calls]
+        act = "talk"
+        for c in e.tool_calls:
+            if c.name == "make_offer":
+                model = models[e.speaker]
+                try:
+                    outcome = model.space.index(c.arguments)
+                except (KeyError, ValueError):
+                    act = "invalid"
+                    break
+                before = last.get(e.speaker)
+                act = ("open" if before is None else "hold" if outcome == before
+                       else "concede" if model.utilities[outcome] < model.utilities[before] else "counter")
+                last[e.speaker] = outcome
+                act = ("reject+" if "reject_offer" in names else "") + act
+            elif c.name in ("accept_offer", "walk_away"):
+                act = "accept" if c.name == "accept_offer" else "walk"
+            elif c.name == "reject_offer" and act == "talk":
+                act = "reject"
+            elif act == "talk":
+                act = "research"
+        acts.append((e.speaker, act))
+    return tuple(acts)
+
+
+def bench_variety(paths: list[Path], episodes: int) -> list[list[str]]:
+    """Distinct move sequences (exact calls), dialogue-act sequences, opening offers (per role),
+    outcomes (agreed terms, or none), utterances and persona texts (system prompts up to the private
+    preferences) over the first `episodes` episodes of each scenario
+    (its own seed and variations)."""
+    from simworld.episode import episode_specs, run_episode_sync
+
+    rows = []
+    for path in paths:
+        sc = _load(str(path))
+        moves, acts, utterances, personas, openings, deals = set(), set(), set(), set(), set(), set()
+        said = 0
+        for spec in episode_specs(sc, episodes):
+            t = run_episode_sync(sc, spec)
+            sequence = move_sequence(t.events)
+            moves.add(sequence)
+            acts.add(act_sequence(t))
+            openings.update(next((m for m in sequence if m[0] == role and m[1] == "make_offer"), None)
+                            for role in t.system)
+            deals.add(orjson.dumps(t.outcome.metrics.get("agreed_outcome"), option=orjson.OPT_SORT_KEYS))
+            for e in t.events:
+                if e.role == "assistant":
+                    utterances.add(e.content)
+                    said += 1
+            personas.update(text.split("You negotiate as")[0] for text in t.system.values())
+        openings.discard(None)
+        rows.append([path.stem, f"{episodes:,}", f"{len(moves):,}", f"{len(acts):,}", f"{len(openings):,}",
+                     f"{len(deals):,}", f"{len(utterances):,}", f"{said:,}", f"{len(personas):,}"])
+    return rows
+
+
 def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -161,9 +271,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes for the "
                     "parallel column (1: skip it)")
     ap.add_argument("--repeat", type=int, default=5, help="timings are the best of this many runs")
+    ap.add_argument("--variety", type=int, default=0, metavar="N", help="only count distinct move sequences, "
+                    "utterances and system prompts over N episodes of each scenario")
     ap.add_argument("--python-max", type=int, default=10**6, help="largest space the plain-Python analysis runs on")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    paths = sorted((ROOT / "scenarios" / "negotiation").glob("*.yaml"))
+    if args.variety:
+        print(table(f"Variety over {args.variety:,} episodes per scenario (distinct values)",
+                    ["scenario", "episodes", "move sequences", "act sequences", "openings", "outcomes",
+                     "utterances", "turns", "persona texts"], bench_variety(paths, args.variety)))
+        return
     print(f"cores: {os.cpu_count()} (usable by this process: {len(os.sched_getaffinity(0))}); "
           f"python {sys.version.split()[0]}; numpy {np.__version__}")
     import numba
@@ -174,7 +292,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.repeat})",
                 ["outcomes", "grid", "frontier", "numba enum", "numba pareto", "numba full", "python full",
                  "speedup", "same result"], rows))
-    paths = sorted((ROOT / "scenarios" / "negotiation").glob("*.yaml"))
     rows = bench_episodes(paths, args.episodes, args.workers)
     print(table("Scripted negotiation episodes (run to the end and serialised to JSONL)",
                 ["scenario", "episodes", "eps/s 1 proc (wall)", "eps/s 1 proc (cpu)",

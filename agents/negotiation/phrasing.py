@@ -126,6 +126,50 @@ MARKET_REMARKS: dict[bool, list[str]] = {
 }
 
 
+STOCK_REMARKS: dict[tuple[bool, bool], list[str]] = {
+    # (the speaker owns the stock, the stock is plentiful)
+    (True, True): [
+        "We have plenty of these in stock, so I can be flexible.",
+        "I'll be honest, we have more of these than we'd like.",
+        "Stock isn't a problem on our side, so let's find terms that work.",
+    ],
+    (True, False): [
+        "Stock is tight at the moment, so there isn't much room.",
+        "We don't have many of these left.",
+        "Supply is limited right now, and these go quickly.",
+    ],
+    (False, True): [
+        "I know you have plenty of these on hand.",
+        "From what I understand, you're not short of stock.",
+        "You've got a good number of these sitting in stock.",
+    ],
+    (False, False): [
+        "I understand stock is short, so I'm making a serious offer.",
+        "I know there aren't many of these left, so let's be realistic.",
+        "Since supply is tight, I'm coming in with a fair offer.",
+    ],
+}
+
+POLICY_REMARKS = [
+    "I've checked the {topics} policy, and this stays within it.",
+    "Going by the {topics} policy, this is what I'm able to do.",
+    "The {topics} policy sets the limits here.",
+    "I have to stay within the {topics} policy.",
+]
+
+
+def stock_remark(rng: np.random.Generator, owner: bool, plentiful: bool) -> str:
+    """A sentence about the stock level, from the side of its owner or of the counterpart."""
+    options = STOCK_REMARKS[(owner, plentiful)]
+    return options[int(rng.integers(len(options)))]
+
+
+def policy_remark(rng: np.random.Generator, topics: list[str]) -> str:
+    """A sentence saying the offer keeps within the policies looked up (by topic)."""
+    named = " and ".join(t for t in topics if t) or "store"
+    return POLICY_REMARKS[int(rng.integers(len(POLICY_REMARKS)))].format(topics=named)
+
+
 def market_remark(rng: np.random.Generator, wants_low: bool, low: str, median: str, high: str) -> str:
     """A sentence citing looked-up market prices (already written as values), from the side of the speaker."""
     options = MARKET_REMARKS[wants_low]

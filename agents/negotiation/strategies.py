@@ -26,6 +26,22 @@ up the market price (``check_market_price``) pins the matching issue near the fa
 the market (a buyer somewhat below the market low, a seller somewhat above the market high; the
 higher its aspiration, the further out) and meets its aspiration on the other issues. Time-based
 strategies then concede from the opening's utility instead of from 1.
+
+What a party learns and who it is today change how it negotiates, always within its reservation value:
+
+* Temperament (``private["temperament"]``, drawn per episode by the task from the scenario's
+  ``parties.<role>.temperaments``): ``concession`` multiplies its concession speed (time-based
+  exponents are divided by it, tit-for-tat steps multiplied), ``patience`` p is the share of the
+  offers it means to use (time-based curves reach the reservation value at t = p; past p it accepts
+  any offer it would accept at the deadline), ``anchor`` moves its aspiration towards 1 or 0,
+  ``research`` is the chance it looks things up first, ``rejects`` its chance of an explicit
+  rejection before a counter-offer, and ``remarks`` are sentences it now and then says.
+* Stock (``get_inventory``, read through the world's ``stock`` levels): a plentiful stock presses
+  its owner to close (it concedes faster and aims lower) and lets its counterpart hold out; a
+  scarce one does the reverse. Its opening message says so.
+* Policies (``check_policy`` answers with ``limits``): a party that looked them up offers and
+  accepts only terms within them (it walks away when no such terms are worth its reservation value),
+  and its opening message says so. Its first turn looks up every policy that sets limits.
 """
 
 from __future__ import annotations
@@ -38,15 +54,22 @@ import orjson
 from pydantic import Field, model_validator
 
 from simworld.agent import Agent, AgentParams, View
-from simworld.agents.negotiation.phrasing import choose, market_remark, phrase
+from simworld.agents.negotiation.phrasing import choose, market_remark, phrase, policy_remark, stock_remark
 from simworld.environments.negotiation.kernels import opening_offer
-from simworld.environments.negotiation.space import OutcomeSpace, UtilityModel, utility_model
+from simworld.environments.negotiation.space import OutcomeSpace, UtilityModel, limited_model, utility_model
+from simworld.environments.negotiation.spec import IssueLimit
 from simworld.environments.negotiation.world import BargainingWorld, NegotiationRecord, Offer, negotiation_record
 from simworld.episode import AgentFailure
 from simworld.registry import register_agent
 from simworld.types import Message, ToolCall
 
 INFO_TOOLS = ("check_market_price", "get_inventory", "check_policy")
+STOCK_CONCESSION = 1.6
+"""Concession multiple of a party the stock presses most to close (its inverse for the least pressed)."""
+STOCK_ANCHOR = 0.2
+"""Aspiration given up by a party the stock presses most to close, per unit of pressure (-0.5..0.5)."""
+REMARK_CHANCE = 0.3
+"""Chance that an offer carries one of its temperament's remarks."""
 
 
 class StrategyParams(AgentParams):
@@ -89,14 +112,34 @@ def _words(text: str) -> set[str]:
     return {w.rstrip("s") for w in re.findall(r"[a-z0-9]+", text.lower())}
 
 
+def _answers(view: View, role: str, tool: str) -> list[dict[str, Any]]:
+    """The successful answers of `tool` that `role` got in this episode, latest first."""
+    out = []
+    for event in reversed(view.episode.events):
+        if event.role == "tool" and event.speaker == role and event.name == tool and not event.error:
+            answer = orjson.loads(event.content)
+            if isinstance(answer, dict):
+                out.append(answer)
+    return out
+
+
 def _market_research(view: View, role: str) -> dict[str, Any] | None:
     """The latest successful check_market_price answer `role` got in this episode, if any."""
-    for event in reversed(view.episode.events):
-        if event.role == "tool" and event.speaker == role and event.name == "check_market_price" and not event.error:
-            answer = orjson.loads(event.content)
-            if isinstance(answer, dict) and all(isinstance(answer.get(k), (int, float)) for k in ("low", "median", "high")):
-                return answer
+    for answer in _answers(view, role, "check_market_price"):
+        if all(isinstance(answer.get(k), (int, float)) for k in ("low", "median", "high")):
+            return answer
     return None
+
+
+def policy_mask(space: OutcomeSpace, limits: dict[str, Any]) -> np.ndarray:
+    """`mask[i, d]`: whether value d of issue i is within every limit in `limits` (issue -> IssueLimit
+    data, as check_policy answers them; issues it does not know are ignored)."""
+    mask = np.zeros((len(space.names), int(space.sizes.max())), np.bool_)
+    for i, (name, grid) in enumerate(zip(space.names, space.grids)):
+        limit = limits.get(name)
+        rule = IssueLimit.model_validate(limit) if isinstance(limit, dict) else None
+        mask[i, : len(grid)] = [rule is None or rule.allows(v) for v in grid]
+    return mask
 
 
 class NegotiationStrategy(Agent):
@@ -109,7 +152,20 @@ class NegotiationStrategy(Agent):
     def __init__(self, params: StrategyParams, role: str, rng: np.random.Generator) -> None:
         super().__init__(params, role, rng)
         self._model: UtilityModel | None = None
+        """This party's utility."""
+        self._offering: UtilityModel | None = None
+        """The utility it offers and accepts by: `_model`, or with terms outside a policy it looked up ruled out."""
         self._researched = False
+        self._concession = 1.0
+        """Multiple of the strategy's concession speed (temperament and stock)."""
+        self._patience = 1.0
+        """Share of the offers after which any offer acceptable at the deadline is accepted."""
+        self._shift = 0.0
+        """Moves the drawn aspiration towards 1 (> 0) or 0 (< 0): temperament and stock."""
+        self._rejects = params.reject_first
+        self._remarks: list[str] = []
+        self._opening_notes: list[str] = []
+        """What it learned that its opening message says (stock, policies)."""
         self._last_target: float | None = None
         self._words: OutcomeSpace | None = None
         self._record: NegotiationRecord | None = None
@@ -145,11 +201,14 @@ class NegotiationStrategy(Agent):
         return model.reservation
 
     def aspiration(self) -> float:
-        """This episode's aspiration, drawn once from the strategy's `opening` range."""
+        """This episode's aspiration: drawn once from the strategy's `opening` range, then moved by its
+        temperament and what it learned of the stock (a shift s > 0 moves it that share of the way up
+        to 1, s < 0 that share of the way down to 0)."""
         if self._aspiration is None:
             lo, hi = self.params.opening
             self._aspiration = float(lo + (hi - lo) * self.rng.random())
-        return self._aspiration
+        a, shift = self._aspiration, self._shift
+        return a + shift * (1.0 - a) if shift > 0 else a + shift * a if shift < 0 else a
 
     def opening_outcome(self, view: View, record: NegotiationRecord, model: UtilityModel, cost: float) -> int:
         """The first offer: worth about `r + a (1 - r)` (net of `cost`), the researched issue pinned
@@ -163,8 +222,8 @@ class NegotiationStrategy(Agent):
         ref = space.digit_table[opponent[-1].outcome].astype(np.int64) if opponent else _no_reference(len(space.names))
         order, starts, _, bounds = model.buckets
         band, choice = opening_offer(model.utilities, cost, order, starts, bounds, model.best, model.tables,
-                                     space.digit_table, space.sizes, space.ordered, floor - 1e-12, target - 1e-12, target + self.params.window + 1e-12,
-                                     issue, position, ref)
+                                     space.digit_table, space.sizes, space.ordered, floor - 1e-12, target - 1e-12,
+                                     target + self.params.window + 1e-12, issue, position, ref)
         if choice == -2:
             return model.best
         if choice >= 0:
@@ -199,7 +258,7 @@ class NegotiationStrategy(Agent):
         edge = low if wants_low else high
         self._market_note = (space.names[best_issue], wants_low, low, median, high)
         lo_a, hi_a = self.params.opening
-        boldness = (self.aspiration() - lo_a) / (hi_a - lo_a) if hi_a > lo_a else 0.5
+        boldness = min(max((self.aspiration() - lo_a) / (hi_a - lo_a), -0.25), 1.25) if hi_a > lo_a else 0.5
         anchor = median + (edge - median) * (0.8 + 0.8 * boldness)
         lo, hi = space.issues[space.names[best_issue]].range  # type: ignore[misc]
         anchor = min(max(anchor, lo), hi)
@@ -215,7 +274,8 @@ class NegotiationStrategy(Agent):
 
     # -- the turn
     async def act(self, view: View) -> Message:
-        model = self._model or self._load(view)
+        if self._model is None:
+            self._load(view)
         private = view.private
         cost = float(private.get("deadline_cost", 0.0))
         record = self._record = negotiation_record(view.episode.state, int(private["max_rounds"]), self._record)
@@ -227,9 +287,12 @@ class NegotiationStrategy(Agent):
             return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
         if self.params.research and not self._researched and not record.offers_by(self.role):
             self._researched = True
-            call = self._research_call(view)
-            if call is not None:
-                return _message(choose(self.rng, "research"), [call])
+            temperament = private.get("temperament")
+            thorough = float(temperament.get("research", 1.0)) if isinstance(temperament, dict) else 1.0
+            calls = self._research_calls(view) if thorough >= 1.0 or self.rng.random() < thorough else []
+            if calls:
+                return _message(choose(self.rng, "research"), calls)
+        model = self._offering or self._inform(view)
         other = record.counterpart(self.role)
         standing = record.table if record.table is not None and record.table.by == other else None
         next_cost = cost * record.offers  # the cost if my next offer (number offers + 1) is accepted
@@ -240,12 +303,17 @@ class NegotiationStrategy(Agent):
                     return self._accept()
                 return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
             outcome, target = self._next(view, record, model, next_cost)
-            if value >= model.reservation and value >= self.accept_threshold(record, model, target):
+            if value >= model.reservation and (value >= self.accept_threshold(record, model, target) or (
+                    self._patience < 1.0 and time_fraction(record) >= self._patience
+                    and value >= self.final_threshold(model))):
                 return self._accept()
         elif record.offers >= record.max_rounds:
             return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
         else:
             outcome, target = self._next(view, record, model, next_cost)
+        if float(model.utilities[model.best]) - next_cost < model.reservation:
+            # Nothing it may offer (within the policies it knows) is worth more than no deal.
+            return self._say("walk_away", _call("walk_away", reason=choose(self.rng, "walk_reason")))
         if outcome is None:
             outcome = self.choose_outcome(record, model, target, next_cost)
         self._last_target = target
@@ -277,22 +345,69 @@ class NegotiationStrategy(Agent):
         self._words = world.space if isinstance(world, BargainingWorld) else self._model.space
         return self._model
 
-    def _research_call(self, view: View) -> ToolCall | None:
+    def _inform(self, view: View) -> UtilityModel:
+        """Settle how this party negotiates in this episode, once, after its research: its temperament,
+        what the stock it looked up means for it, and the policies it looked up. Returns the model it
+        offers and accepts by."""
+        assert self._model is not None
+        model = self._model
+        temperament = view.private.get("temperament")
+        if isinstance(temperament, dict):
+            self._concession = float(temperament.get("concession", 1.0))
+            self._patience = float(temperament.get("patience", 1.0))
+            self._shift = float(temperament.get("anchor", 0.0))
+            self._remarks = [str(r) for r in temperament.get("remarks", ())]
+            if temperament.get("rejects") is not None:
+                self._rejects = float(temperament["rejects"])
+        world = view.episode.world
+        params = world.params if isinstance(world, BargainingWorld) else None
+        stock = params.stock if params is not None else None
+        inventory = _answers(view, self.role, "get_inventory")
+        level = stock.level(inventory[0]) if stock is not None and inventory else None
+        if level is not None:
+            owner = stock.owner == self.role
+            pressure = (level - 0.5) if owner else (0.5 - level)  # how much the stock presses it to close, -0.5..0.5
+            self._concession *= STOCK_CONCESSION ** (2.0 * pressure)
+            self._shift = min(max(self._shift - STOCK_ANCHOR * pressure, -0.5), 0.5)
+            if abs(level - 0.5) >= 0.1:
+                self._opening_notes.append(stock_remark(self.rng, owner, level > 0.5))
+        limits: dict[str, Any] = {}
+        topics = []
+        for answer in reversed(_answers(view, self.role, "check_policy")):  # in the order looked up
+            if isinstance(answer.get("limits"), dict) and answer["limits"]:
+                topics.append(str(answer.get("topic", "")))
+                for name, limit in answer["limits"].items():
+                    limits.setdefault(name, {})
+                    limits[name] = _tighter(limits[name], limit)
+        if limits:
+            mask = policy_mask(model.space, limits)
+            if mask.any(axis=1).all():
+                model = limited_model(model, mask)
+                self._opening_notes.append(policy_remark(self.rng, topics))
+        self._offering = model
+        return model
+
+    def _research_calls(self, view: View) -> list[ToolCall]:
+        """The information calls of its first turn: market prices of the item, the inventory, and the
+        policies that set limits (else one topic at random), as granted and available."""
         granted = {t.name for t in view.tools}
         world = view.episode.world
+        calls = []
         for name in INFO_TOOLS:
             if name not in granted:
                 continue
             if name == "check_market_price":
                 items = world.data.vocab.get("item") or []
                 if items:
-                    return _call(name, item=self._market_item(items, str(getattr(world.params, "subject", ""))))
+                    calls.append(_call(name, item=self._market_item(items, str(getattr(world.params, "subject", "")))))
             elif name == "get_inventory" and world.params.inventory:
-                return _call(name)
+                calls.append(_call(name))
             elif name == "check_policy" and world.params.policies:
-                topics = sorted(world.params.policies)
-                return _call(name, topic=topics[int(self.rng.integers(len(topics)))])
-        return None
+                policies = world.params.policies
+                limited = [t for t in sorted(policies) if policies[t].limits]
+                topics = limited or [sorted(policies)[int(self.rng.integers(len(policies)))]]
+                calls.extend(_call(name, topic=topic) for topic in topics)
+        return calls
 
     def _market_item(self, items: list[str], subject: str) -> str:
         """The market item that shares the most words with the negotiation's subject (ties: at random)."""
@@ -324,13 +439,22 @@ class NegotiationStrategy(Agent):
         else:
             bank = "counter" if mine else "open"
         calls = [_call("make_offer", **terms)]
-        if standing is not None and self.rng.random() < self.params.reject_first:
+        if standing is not None and self.rng.random() < self._rejects:
             calls.insert(0, _call("reject_offer", reason=choose(self.rng, "reject_reason")))
-        message = self._say(bank, *calls, terms=words)
-        if not mine and self._market_note is not None:  # say what the opening is anchored on
-            issue, wants_low, *prices = self._market_note
-            low, median, high = (self._words.value_text(issue, x) for x in prices)
-            message.content = f"{market_remark(self.rng, wants_low, low, median, high)} {message.content}"
+        remark = None  # a temperament's own remark replaces the generic closing one
+        if self._remarks and self.rng.random() < REMARK_CHANCE:
+            remark = self._remarks[int(self.rng.integers(len(self._remarks)))]
+        message = _message(phrase(self.rng, bank, words, closer=remark is None), calls)
+        if remark is not None:
+            message.content += " " + remark
+        if not mine:  # say what the opening is anchored on
+            notes = list(self._opening_notes)
+            if self._market_note is not None:
+                issue, wants_low, *prices = self._market_note
+                low, median, high = (self._words.value_text(issue, x) for x in prices)
+                notes.append(market_remark(self.rng, wants_low, low, median, high))
+            if notes:
+                message.content = " ".join([*notes, message.content])
         return message
 
 
@@ -346,16 +470,32 @@ def time_fraction(record: NegotiationRecord) -> float:
     return min(1.0, record.offers / (record.max_rounds - 1))
 
 
+def _tighter(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two limits on one issue (IssueLimit data) as one that keeps within both."""
+    out = dict(a)
+    if b.get("min") is not None:
+        out["min"] = max(b["min"], out.get("min", b["min"]))
+    if b.get("max") is not None:
+        out["max"] = min(b["max"], out.get("max", b["max"]))
+    if b.get("values") is not None:
+        out["values"] = [v for v in b["values"] if "values" not in a or v in a["values"]]
+    return out
+
+
 @register_agent("time_based")
 class TimeBased(NegotiationStrategy):
-    """Time-based concession: target u(t) = r + (u0 - r)(1 - t^e), u0 the opening's utility (1 before it)."""
+    """Time-based concession: target u(t) = r + (u0 - r)(1 - t^e), u0 the opening's utility (1 before it).
+
+    A temperament's concession c and patience p make it u(t) = r + (u0 - r)(1 - min(1, t / p)^(e / c)).
+    """
 
     Params = TimeBasedParams
     params: TimeBasedParams
 
     def target(self, record: NegotiationRecord, model: UtilityModel, cost: float) -> float:
         r = model.reservation
-        return r + (max(self._start, r) - r) * (1.0 - time_fraction(record) ** self.params.exponent)
+        t = min(1.0, time_fraction(record) / self._patience)
+        return r + (max(self._start, r) - r) * (1.0 - t ** (self.params.exponent / self._concession))
 
 
 class BoulwareParams(TimeBasedParams):
@@ -409,10 +549,10 @@ class TitForTat(NegotiationStrategy):
         if not opponent or self._last_target is None:
             return previous
         if len(opponent) == 1:
-            step = self.params.initial_concession
+            step = self.params.initial_concession * self._concession
         else:
-            u = model.utilities
-            step = self.params.factor * float(u[opponent[-1].outcome] - u[opponent[-2].outcome])
+            u = self._model.utilities if self._model is not None else model.utilities  # not the policy-limited one
+            step = self.params.factor * self._concession * float(u[opponent[-1].outcome] - u[opponent[-2].outcome])
         return float(min(1.0, max(model.reservation, previous - step)))
 
 

@@ -472,7 +472,8 @@ def opening_offer(u: np.ndarray, cost: float, order: np.ndarray, starts: np.ndar
         while best < 0:
             for k in range(starts[b], starts[b + 1]):
                 o = order[k]
-                if not u[o] - cost >= floor or (issue >= 0 and not abs(np.float64(digits[o, issue]) - position) <= reach):
+                if not u[o] - cost >= floor or (
+                        issue >= 0 and not abs(np.float64(digits[o, issue]) - position) <= reach):
                     continue
                 if best < 0 or u[o] > u[best] or (u[o] == u[best] and o < best):
                     best = o

@@ -9,7 +9,8 @@ Top-level numbers are the ones a run summary averages per ``group`` (the strateg
 (``surplus_share``, ``offers``, ``concessions`` (offers worth less to the offerer than its
 previous one), ``conceded`` (utility given up from its first offer), ``invalid_moves`` (invalid
 actions and refused tool calls), ``passes`` (turns of text alone), ``reservations``,
-``utilities``: the environments' per-role rewards), and ``solution`` holds the
+``utilities``: the environments' per-role rewards, ``temperaments``: the temperament drawn for each
+party, or None), and ``solution`` holds the
 rest (Kalai-Smorodinsky distance, Pareto optimality, zone of agreement, outcome-space size).
 """
 
@@ -88,6 +89,7 @@ def negotiation_metrics(episode: Any) -> dict[str, Any]:
         "invalid_moves": invalid,
         "passes": passes,
         "walked_away_by": state.vars.get("walked_away"),
+        "temperaments": {r: (task.private[r].get("temperament") or {}).get("name") for r in parties},
         "solution": {
             "ks_distance": (round(_distance(point, analysis.point(analysis.kalai_smorodinsky)), 9)
                             if analysis.zopa else None),

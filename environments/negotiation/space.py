@@ -281,6 +281,16 @@ class UtilityModel:
                                 space.ordered, low, high, ref))
 
 
+def limited_model(model: UtilityModel, allowed: np.ndarray) -> UtilityModel:
+    """`model` with every outcome that takes a value outside `allowed` (`allowed[i, d]`: value d of
+    issue i; every issue must allow one) worth less than -1, so no reservation value or utility band
+    admits it. Allowed outcomes keep their exact utilities (the same sums of the same table values),
+    and the best outcome becomes the best allowed one."""
+    tables = np.where(allowed, model.tables, model.tables - 2.0)
+    key = model.key + ":limited:" + hashlib.blake2b(np.packbits(allowed).tobytes(), digest_size=8).hexdigest()
+    return _model(key, model.space, model.weights, tables, model.reservation)
+
+
 def _model(key: str, space: OutcomeSpace, weights: np.ndarray, tables: np.ndarray, reservation: float) -> UtilityModel:
     utilities, *buckets, best = compile_utility(tables, space.sizes)
     for array in (utilities, *buckets):
@@ -459,7 +469,7 @@ def check_preferences(issues: Mapping[str, IssueSpec], parties: Mapping[str, Any
     """Problems of the parties' preferences against the issues, as (location, message) pairs
     (location relative to the world params); empty when they compile. Cached."""
     key = orjson.dumps([[n, s.model_dump_json()] for n, s in issues.items()]
-                       + [[r, p.model_dump_json(exclude={"brief"})] for r, p in parties.items()])
+                       + [[r, p.model_dump_json(exclude={"brief", "temperaments"})] for r, p in parties.items()])
     cached = _CHECKED.get(key)
     if cached is not None:
         return cached

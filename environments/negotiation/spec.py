@@ -148,6 +148,28 @@ class ValueFunction(_Strict):
         return self
 
 
+class Temperament(_Strict):
+    """One disposition a party may negotiate with: the `negotiate` task draws one per episode (each
+    equally likely), adds its text to the party's brief, and the scripted strategies read its
+    parameters (all relative to the strategy's own settings; the defaults change nothing)."""
+
+    name: str = Field(min_length=1, description="Short name, recorded in the episode's metrics.")
+    text: str = Field(default="", description="Who the party is today, in words: added to its brief.")
+    concession: float = Field(default=1.0, gt=0.0, le=10.0, description="How fast it concedes, as a multiple: "
+                              "time-based exponents are divided by it, tit-for-tat reciprocates this multiple.")
+    patience: float = Field(default=1.0, gt=0.0, le=1.0, description="Share of the offers it means to use: "
+                            "time-based curves reach the reservation value by then, and once it has passed any "
+                            "standing offer the strategy would accept at the deadline is accepted.")
+    anchor: float = Field(default=0.0, ge=-0.5, le=0.5, description="Moves the aspiration drawn for its "
+                          "opening this share of the way up to 1 (+: opens more ambitiously) or down to 0 (-).")
+    research: float = Field(default=1.0, ge=0.0, le=1.0, description="Chance that it looks things up (the "
+                            "information tools it has) before its first offer.")
+    rejects: float | None = Field(default=None, ge=0.0, le=1.0, description="Chance of an explicit rejection "
+                                  "before a counter-offer (default: the strategy's reject_first).")
+    remarks: list[str] = Field(default_factory=list, description="Sentences it now and then adds to an offer, "
+                               "in its voice.")
+
+
 class PartySpec(_Strict):
     """One party's private preferences."""
 
@@ -156,6 +178,8 @@ class PartySpec(_Strict):
     utilities: dict[str, ValueFunction] = Field(description="Value function of each weighted issue.")
     reservation: float = Field(ge=0.0, lt=1.0, description="Utility of no deal, in [0, 1).")
     brief: str = Field(default="", description="Role-play goal in words, put before the preferences.")
+    temperaments: list[Temperament] = Field(default_factory=list, description="Dispositions drawn from per "
+                                            "episode (none: the strategy as configured).")
 
     @field_validator("weights")
     @classmethod
@@ -167,6 +191,69 @@ class PartySpec(_Strict):
         return v
 
 
+
+
+class IssueLimit(_Strict):
+    """What a policy allows on one issue: a numeric bound, or a set of allowed values."""
+
+    min: int | float | None = Field(default=None, description="Least allowed value (numeric issues).")
+    max: int | float | None = Field(default=None, description="Greatest allowed value (numeric issues).")
+    values: list[Value] | None = Field(default=None, description="The allowed values.")
+
+    @model_validator(mode="after")
+    def _some(self) -> IssueLimit:
+        if self.min is None and self.max is None and self.values is None:
+            raise ValueError("give min, max or values")
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max:g}) is below min ({self.min:g})")
+        return self
+
+    def allows(self, value: Value) -> bool:
+        if self.values is not None and _value_key(value) not in {_value_key(v) for v in self.values}:
+            return False
+        if self.min is not None or self.max is not None:
+            if isinstance(value, str):
+                return False
+            if (self.min is not None and value < self.min - 1e-9) or (self.max is not None and value > self.max + 1e-9):
+                return False
+        return True
+
+
+class PolicySpec(_Strict):
+    """A policy check_policy reports: its text and, optionally, the limits it sets on issues."""
+
+    text: str = Field(description="The policy in words (what check_policy answers).")
+    limits: dict[str, IssueLimit] = Field(default_factory=dict, description="Issue -> what the policy allows. "
+                                          "A scripted party that has looked the policy up offers and accepts "
+                                          "only terms within these limits.")
+
+
+class StockSpec(_Strict):
+    """How get_inventory's numbers read as a stock level, from scarce (0) to plentiful (1)."""
+
+    owner: str = Field(description="The party whose stock it is (its counterpart learns it by get_inventory too).")
+    levels: dict[str, tuple[float, float]] = Field(description="Inventory key -> [scarce, plentiful]: the values "
+                                                   "that read as scarce and as plentiful (linear in between, "
+                                                   "clipped); the stock level is their mean.")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        if not v:
+            raise ValueError("name at least one inventory key")
+        for key, (scarce, plentiful) in v.items():
+            if not (math.isfinite(scarce) and math.isfinite(plentiful)) or scarce == plentiful:
+                raise ValueError(f"{key}: give two different finite values [scarce, plentiful]")
+        return v
+
+    def level(self, inventory: dict[str, Any]) -> float | None:
+        """The stock level (0 scarce .. 1 plentiful) an inventory answer reads as, or None without the numbers."""
+        shares = []
+        for key, (scarce, plentiful) in self.levels.items():
+            value = inventory.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                shares.append(min(max((value - scarce) / (plentiful - scarce), 0.0), 1.0))
+        return sum(shares) / len(shares) if shares else None
 
 
 class BargainingParams(_Strict):
@@ -183,7 +270,11 @@ class BargainingParams(_Strict):
                                                    "item -> [low, high] band comparable listings are drawn from.")
     comparables: int = Field(default=5, ge=1, le=100, description="Listings per market item.")
     inventory: dict[str, int | float | str] = Field(default_factory=dict, description="What get_inventory reports.")
-    policies: dict[str, str] = Field(default_factory=dict, description="check_policy: topic -> text.")
+    policies: dict[str, PolicySpec] = Field(default_factory=dict, description="check_policy: topic -> text, "
+                                            "or {text, limits} for a policy that bounds offers.")
+    stock: StockSpec | None = Field(default=None, description="How a scripted party reads get_inventory: a "
+                                    "plentiful stock makes its owner concede faster and its counterpart hold "
+                                    "out, a scarce one the reverse.")
 
     @field_validator("issues")
     @classmethod
@@ -206,6 +297,14 @@ class BargainingParams(_Strict):
             raise ValueError(f"exactly two parties are supported, got {len(v)}")
         return v
 
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _policy_texts(cls, v: Any) -> Any:
+        # A policy given as text alone is a policy without limits.
+        if isinstance(v, dict):
+            return {topic: {"text": p} if isinstance(p, str) else p for topic, p in v.items()}
+        return v
+
     @field_validator("market")
     @classmethod
     def _bands(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
@@ -213,6 +312,48 @@ class BargainingParams(_Strict):
             if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
                 raise ValueError(f"market.{item}: give [low, high] with 0 <= low <= high")
         return v
+
+    @model_validator(mode="after")
+    def _information_fits(self) -> BargainingParams:
+        problems: list[tuple[tuple[str, ...], str]] = []
+        if self.stock is not None:
+            if self.stock.owner not in self.parties:
+                problems.append((("stock", "owner"), f"{self.stock.owner!r} is not one of the parties "
+                                 f"({', '.join(self.parties)})"))
+            for key in self.stock.levels:
+                value = self.inventory.get(key)
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    problems.append((("stock", "levels", key), f"inventory has no number {key!r}"))
+        allowed: dict[str, set[int]] = {}
+        for topic, policy in self.policies.items():
+            for name, limit in policy.limits.items():
+                where = ("policies", topic, "limits", name)
+                issue = self.issues.get(name)
+                if issue is None:
+                    from simworld.errors import suggest
+
+                    problems.append((where, f"unknown issue {name!r}{suggest(name, self.issues)}"))
+                    continue
+                if (limit.min is not None or limit.max is not None) and not issue.numeric:
+                    problems.append((where, "min and max need a numeric issue; give values"))
+                    continue
+                grid = issue.grid()
+                if limit.values is not None:
+                    known = {_value_key(v) for v in grid}
+                    off = [v for v in limit.values if _value_key(v) not in known]
+                    if off:
+                        problems.append((where, f"{off[0]!r} is not a value of the issue"))
+                        continue
+                ok = {d for d, v in enumerate(grid) if limit.allows(v)}
+                allowed[name] = allowed.get(name, set(range(len(grid)))) & ok
+                if not allowed[name]:
+                    problems.append((where, "no value of the issue is within this limit and the other policies' "
+                                     "limits on it"))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("information", message.replace("{", "{{").replace("}", "}}")),
+                                 loc=loc, input=None) for loc, message in problems])
+        return self
 
     @model_validator(mode="after")
     def _preferences_fit_issues(self) -> BargainingParams:

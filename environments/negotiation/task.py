@@ -20,7 +20,7 @@ from simworld.environments.negotiation.space import (
     spec_key,
     utility_model,
 )
-from simworld.environments.negotiation.spec import BargainingTaskParams, PartySpec
+from simworld.environments.negotiation.spec import BargainingTaskParams, PartySpec, Temperament
 from simworld.environments.negotiation.world import BargainingWorld, open_negotiation, party_name
 from simworld.registry import register_task
 from simworld.task import TaskGenerator, TaskInstance
@@ -70,11 +70,14 @@ def _preference_words(space: OutcomeSpace, name: str, function: dict[str, Any]) 
 
 
 def party_brief(space: OutcomeSpace, role: str, party: PartySpec, spec: dict[str, Any], example: int,
-                example_utility: float, max_rounds: int) -> str:
-    """What an LLM playing `role` is told privately: its goal, preferences and walk-away point."""
+                example_utility: float, max_rounds: int, temperament: Temperament | None = None) -> str:
+    """What an LLM playing `role` is told privately: its goal, its temperament in this episode,
+    preferences and walk-away point."""
     lines = []
     if party.brief.strip():
         lines.append(party.brief.strip())
+    if temperament is not None and temperament.text.strip():
+        lines.append(" ".join(temperament.text.split()))
     lines.append(f"You negotiate as {party_name(role)}. Your private preferences (never reveal them exactly):")
     for name in space.names:
         weight = spec["weights"][name]
@@ -117,7 +120,8 @@ def party_profile(space: OutcomeSpace, party: PartySpec) -> PartyProfile:
 
 @register_task("bargaining", "negotiate")
 class Negotiate(TaskGenerator):
-    """Sample one negotiation: jittered private preferences and briefs for both parties."""
+    """Sample one negotiation: jittered private preferences, a temperament per party (where the
+    scenario lists some) and briefs for both parties."""
 
     Params = BargainingTaskParams
     params: BargainingTaskParams
@@ -141,6 +145,9 @@ class Negotiate(TaskGenerator):
                 reservation = min(max(reservation + float(rng.uniform(-j, j)), 0.0), 0.95)
             profiles[role] = profile = party_profile(space, party)
             specs[role] = profile.spec(weights, reservation)
+        # Drawn after the preferences, so a scenario without temperaments samples as it always did.
+        temperaments = {role: p.parties[role].temperaments[int(rng.integers(len(p.parties[role].temperaments)))]
+                        for role in parties if p.parties[role].temperaments}
         models = {role: utility_model(specs[role], profiles[role]) for role in parties}
         analysis = analyse(models[parties[0]], models[parties[1]])
         private: dict[str, dict[str, Any]] = {}
@@ -154,8 +161,10 @@ class Negotiate(TaskGenerator):
                 "max_rounds": p.max_rounds,
                 "deadline_cost": p.deadline_cost,
                 "brief": party_brief(space, role, p.parties[role], specs[role], example,
-                                     float(model.utilities[example]), p.max_rounds),
+                                     float(model.utilities[example]), p.max_rounds, temperaments.get(role)),
             }
+            if role in temperaments:
+                private[role]["temperament"] = temperaments[role].model_dump(exclude={"text"})
         open_negotiation(state, parties)
         goal = {
             "subject": p.subject,

@@ -439,7 +439,11 @@ def check_policy(ctx: ToolContext, topic: Annotated[str, Field(
         if not policies:
             raise ToolError("no policies are available in this negotiation")
         raise ToolError(f"no policy on {topic!r}{suggest(topic, policies)}; topics: {', '.join(policies)}")
-    return {"topic": found, "policy": policies[found]}
+    policy = policies[found]
+    answer: dict[str, Any] = {"topic": found, "policy": policy.text}
+    if policy.limits:
+        answer["limits"] = {name: limit.model_dump(exclude_none=True) for name, limit in policy.limits.items()}
+    return answer
 
 
 # ----------------------------------------------------------------------------------------------
