@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from operator import add
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,15 @@ def _turns_and_calls(messages: list[dict[str, Any]], tail: list[dict[str, Any]])
 
 
 class CardStats:
-    """Streaming statistics of an export (memory bounded by distinct values, not by samples)."""
+    """Streaming statistics of an export (memory bounded by distinct values, not by samples).
+
+    A synthetic sample is counted as one tuple of what the card breaks it down by, and its tools
+    as one tuple of the tools it called: the counters by scenario, task type, perspective, split,
+    success, turns and calls, and by tool and transition, are made from those when the card asks
+    (:meth:`fold`; also every FOLD_AT distinct tuples), so a sample costs one count, not one per
+    counter and tool."""
+
+    FOLD_AT = 4096
 
     def __init__(self) -> None:
         self.by: dict[str, Counter[str]] = {k: Counter() for k in ("scenario", "task_type", "perspective", "split",
@@ -85,6 +94,14 @@ class CardStats:
         self.samples = 0
         self.mix: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
+        self._groups: Counter[tuple[Any, ...]] = Counter()
+        """(scenario, task type, perspective, split, success, turns, calls) of synthetic samples; None
+        for the last three: an external sample."""
+        self._sequences: Counter[tuple[str, tuple[str, ...]]] = Counter()
+        """(world, the tools called in order) of synthetic samples."""
+        self._score_shape: tuple[Any, ...] = ()
+        self._score_totals: list[Any] | None = None
+        self._score_samples = 0
 
     def add_run(self, run: RunInfo) -> None:
         """Record the tools a run offers its assistant side (the coverage denominator)."""
@@ -99,41 +116,96 @@ class CardStats:
         splits parallel calls writes one turn per call), else those of its messages."""
         self.samples += 1
         prov = sample.provenance
-        self.by["scenario"][str(prov.get("scenario", "external"))] += 1
-        self.by["task_type"][str(prov.get("task_type") or "external")] += 1
-        self.by["perspective"][sample.perspective] += 1
-        self.by["split"][split] += 1
-        self.by["source"]["synthetic" if sample.synthetic else "external"] += 1
+        where = (str(prov.get("scenario", "external")), str(prov.get("task_type") or "external"), sample.perspective,
+                 split)
         if not sample.synthetic:
+            self._count((*where, None, None, None))
             return
-        self.success["success" if sample.success else "failure"] += 1
-        value = float(sample.scores.get("value", 0.0))
+        scores = sample.scores
+        value = float(scores.get("value", 0.0))
         self.score_bins[tenth(value)] += 1
         self.score_sum += value
-        for name, v in scorer_values(sample.scores).items():
-            self.scorer_sum[name] += v
-            self.scorer_n[name] += 1
+        shape = (*scores, *map(type, scores.values()))
+        if shape != self._score_shape:
+            self._score_layout(shape, scores)
+        if self._score_totals is not None:  # each scorer's running total, in the scores' order
+            self._score_totals = list(map(add, self._score_totals, scores.values()))
+            self._score_samples += 1
+        else:
+            for name, v in scores.items():
+                if name != "value" and name != "passed" and isinstance(v, (int, float)):  # (as scorer_values)
+                    self.scorer_sum[name] += v
+                    self.scorer_n[name] += 1
         rendered = sample.rendered
         if rendered is not None:
             in_view, calls, sequence = rendered.turns, rendered.calls, rendered.sequence
         else:
             in_view, calls, sequence = _turns_and_calls(sample.messages, sample.tail)
-        self.turns[in_view if turns is None else turns] += 1
-        self.tool_calls[calls] += 1
+        self._count((*where, bool(sample.success), in_view if turns is None else turns, calls))
         if sequence:
-            used = self.tools_used.get(sample.world)
+            self._sequences[(sample.world, tuple(sequence))] += 1
+            if len(self._sequences) > self.FOLD_AT:
+                self.fold()
+
+    def _score_layout(self, shape: tuple[Any, ...], scores: dict[str, Any]) -> None:
+        """Samples whose scores have `shape` (names, then value types) come next: when all are plain
+        numbers, their totals are kept as one list, added to in one step per sample, starting from
+        the totals so far (the same additions in the same order as one per scorer and sample)."""
+        self._settle_scores()
+        self._score_shape = shape
+        if all(t in (int, float, bool) for t in shape[len(scores):]):
+            self._score_totals = [self.scorer_sum.get(name, 0) for name in scores]
+        else:
+            self._score_totals = None
+
+    def _settle_scores(self) -> None:
+        """Move the running totals into scorer_sum and scorer_n."""
+        totals, n = self._score_totals, self._score_samples
+        if totals is not None and n:
+            for name, total in zip(self._score_shape, totals):
+                if name != "value" and name != "passed":
+                    self.scorer_sum[name] = total
+                    self.scorer_n[name] += n
+        self._score_shape, self._score_totals, self._score_samples = (), None, 0
+
+    def _count(self, group: tuple[Any, ...]) -> None:
+        self._groups[group] += 1
+        if len(self._groups) > self.FOLD_AT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Bring the counters up to date with the samples counted so far."""
+        self._settle_scores()
+        by = self.by
+        for (scenario, task_type, perspective, split, success, turns, calls), n in self._groups.items():
+            by["scenario"][scenario] += n
+            by["task_type"][task_type] += n
+            by["perspective"][perspective] += n
+            by["split"][split] += n
+            if success is None:
+                by["source"]["external"] += n
+                continue
+            by["source"]["synthetic"] += n
+            self.success["success" if success else "failure"] += n
+            self.turns[turns] += n
+            self.tool_calls[calls] += n
+        self._groups.clear()
+        for (world, sequence), n in self._sequences.items():
+            used = self.tools_used.get(world)
             if used is None:
-                used = self.tools_used[sample.world] = Counter()
-                self.transitions_used[sample.world] = Counter()
-            edges = self.transitions_used[sample.world]
+                used = self.tools_used[world] = Counter()
+                self.transitions_used[world] = Counter()
+            edges = self.transitions_used[world]
             prev = None
             for name in sequence:
-                used[name] += 1
+                used[name] += n
                 if prev is not None:
-                    edges[(prev, name)] += 1
+                    edges[(prev, name)] += n
                 prev = name
+        self._sequences.clear()
 
     def coverage(self) -> dict[str, Any]:
+        self.fold()
         out = {}
         for world, offered in sorted(self.offered.items()):
             used = self.tools_used.get(world, Counter())
@@ -154,6 +226,7 @@ class CardStats:
 
     def outcomes(self) -> dict[str, Any]:
         """Success, scores, turns and tool calls of the synthetic samples counted."""
+        self.fold()
         synth = sum(self.success.values())
         return {
             "success_rate": round(self.success["success"] / synth, 6) if synth else None,
@@ -165,6 +238,7 @@ class CardStats:
         }
 
     def as_dict(self, command: str, fmt: str, outputs: dict[str, str], duplicates: dict[str, int]) -> dict[str, Any]:
+        self.fold()
         return {
             "format": fmt,
             "command": json_text(command),

@@ -1,12 +1,15 @@
 """Curation: filters, exact and near-duplicate removal, the train/validation split, external data.
 
-* **Exact duplicates**: a 63-bit hash of the conversation (roles, contents, tool calls, tools).
+* **Exact duplicates**: a 63-bit hash of what a trainer sees: for the llama3 export, XXH64 of the
+  text after the system message, seeded by the system message's digest; else a hash of the
+  conversation (roles, contents, tool calls, tools).
 * **Near duplicates**: a 128-bit SimHash of the normalised conversation text (lower case, word
   5-gram shingles, system prompt left out: it is shared by a whole scenario), computed by a Numba
   kernel. Two samples are near duplicates when their SimHashes differ in at most `max_bits` bits
   (10 by default). On scripted retail conversations (~150 words), replacing one word moves the
   SimHash by 1-16 bits (median 7), while two different episodes are 34+ bits apart.
-* Both indexes keep flat arrays (8 bytes per kept sample for exact, 176 for near), never samples.
+* Both indexes keep flat arrays (8 bytes per kept sample for exact, 176 for near), never samples,
+  and a sample goes through both in one kernel call (:func:`_dedup`).
 * **Split** by task instance: a hash of (world type, world fingerprint, task type, task instance
   id) decides the split, so all seeds, perspectives and scenarios of a task land on the same side.
 * **External data** (`--mix FILE:FRACTION`): OpenAI chat fine-tuning JSONL, validated line by
@@ -18,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import stat
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,44 +84,55 @@ def _flush(acc: np.ndarray, ones: np.ndarray) -> None:
         acc[j] = 0
 
 
+# A byte of the text as a word byte after lower-casing (0: not a word byte). Words are runs of
+# [0-9a-z_] and non-ASCII bytes; "A".."Z" fold to "a".."z", so ASCII text is lower-cased here rather
+# than by str.lower() (text with non-ASCII characters is lower-cased by Python first: Unicode rules).
+_FOLD = np.array([c + 32 if 65 <= c <= 90 else c if (48 <= c <= 57 or 97 <= c <= 122 or c == 95 or c >= 128)
+                  else 0 for c in range(256)], dtype=np.uint8)
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_SHINGLE_BASE = np.uint64(1000003)
+
+
 @numba.njit(cache=True)
-def _simhash128(data: np.ndarray, k: int, spread: np.ndarray) -> tuple[np.uint64, np.uint64]:
-    """SimHash (hi, lo) of the word k-gram shingles of lower-cased UTF-8 bytes; words are runs of
-    [0-9a-z_] and non-ASCII bytes, hashed with FNV-1a. A bit is set when more than half of the
-    shingles' hashes have it set."""
+def _simhash128(data: bytes, k: int, spread: np.ndarray, fold: np.ndarray) -> tuple[np.uint64, np.uint64]:
+    """SimHash (hi, lo) of the word k-gram shingles of UTF-8 bytes (`fold` lower-cases ASCII);
+    words are hashed with FNV-1a, a shingle is the base-1000003 number of its k word hashes (mod
+    2^64, kept rolling). A bit is set when more than half of the shingles' hashes have it set."""
     acc = np.zeros(16, np.uint64)  # eight 8-bit counters per word: flushed every 255 shingles
     ones = np.zeros(128, np.int64)
-    ring = np.zeros(k, np.uint64)
+    ring = np.zeros(k, np.uint64)  # the last k word hashes (0 before there are k)
+    oldest_weight = np.uint64(1)
+    for _ in range(k - 1):
+        oldest_weight *= _SHINGLE_BASE
+    at = 0
+    s = np.uint64(0)
     words = 0
     votes = 0
-    h = np.uint64(0xCBF29CE484222325)
+    h = _FNV_OFFSET
     inword = False
-    n = data.shape[0]
+    n = len(data)
     for i in range(n + 1):
-        c = data[i] if i < n else np.uint8(32)
-        if (c >= 48 and c <= 57) or (c >= 97 and c <= 122) or c == 95 or c >= 128:
+        c = fold[data[i]] if i < n else np.uint8(0)
+        if c:
             if not inword:
-                h = np.uint64(0xCBF29CE484222325)
+                h = _FNV_OFFSET
                 inword = True
-            h = (h ^ np.uint64(c)) * np.uint64(0x100000001B3)
+            h = (h ^ np.uint64(c)) * _FNV_PRIME
         elif inword:
             inword = False
-            for j in range(k - 1):  # the last k word hashes, oldest first (no modulo: divisions are slow)
-                ring[j] = ring[j + 1]
-            ring[k - 1] = h
+            s = (s - ring[at] * oldest_weight) * _SHINGLE_BASE + h
+            ring[at] = h
+            at += 1
+            if at == k:
+                at = 0
             words += 1
             if words >= k:
-                s = np.uint64(0)
-                for j in range(k):
-                    s = s * np.uint64(1000003) + ring[j]
                 _vote(acc, s, spread)
                 votes += 1
                 if votes % 255 == 0:
                     _flush(acc, ones)
     if 0 < words < k:  # shorter than one shingle: the whole text is the shingle
-        s = np.uint64(0)
-        for j in range(k - words, k):
-            s = s * np.uint64(1000003) + ring[j]
         _vote(acc, s, spread)
         votes += 1
     _flush(acc, ones)
@@ -133,10 +146,14 @@ def _simhash128(data: np.ndarray, k: int, spread: np.ndarray) -> tuple[np.uint64
     return hi, lo
 
 
+def _shingle_bytes(text: str) -> bytes:
+    """The bytes :func:`_simhash128` reads for `text` (ASCII is lower-cased by the kernel)."""
+    return text.encode("ascii") if text.isascii() else text.lower().encode("utf-8", "surrogatepass")
+
+
 def simhash(text: str) -> int:
     """128-bit SimHash of the word 5-gram shingles of `text` (lower-cased), as an int."""
-    data = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    hi, lo = _simhash128(data, SHINGLE, _SPREAD)
+    hi, lo = _simhash128(_shingle_bytes(text), SHINGLE, _SPREAD, _FOLD)
     return (int(hi) << 64) | int(lo)
 
 
@@ -155,36 +172,124 @@ def dedup_text(sample: Sample) -> str:
     return "\n".join(parts)
 
 
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
+_P4 = np.uint64(0x85EBCA77C2B2AE63)
+_P5 = np.uint64(0x27D4EB2F165667C5)
+
+
+@numba.njit(cache=True)
+def _rotl(x: np.uint64, r: int) -> np.uint64:
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@numba.njit(cache=True)
+def _le64(data: bytes, i: int) -> np.uint64:
+    v = np.uint64(0)
+    for k in range(8):
+        v |= np.uint64(data[i + k]) << np.uint64(8 * k)
+    return v
+
+
+@numba.njit(cache=True)
+def _xxh_round(acc: np.uint64, lane: np.uint64) -> np.uint64:
+    return _rotl(acc + lane * _P2, 31) * _P1
+
+
+@numba.njit(cache=True)
+def _xxh_merge(acc: np.uint64, v: np.uint64) -> np.uint64:
+    return (acc ^ _xxh_round(np.uint64(0), v)) * _P1 + _P4
+
+
+@numba.njit(cache=True)
+def xxh64(data: bytes, seed: np.uint64) -> np.uint64:
+    """XXH64 of `data` (Yann Collet's xxHash, 64-bit): the exact-duplicate key of a sample's text,
+    about ten times faster than hashlib's blake2b on the 6 kB conversations of retail samples."""
+    seed = np.uint64(seed)  # (an int seed would make numba mix int64 and uint64: float arithmetic)
+    n = len(data)
+    i = 0
+    if n >= 32:
+        v1 = seed + _P1 + _P2
+        v2 = seed + _P2
+        v3 = seed
+        v4 = seed - _P1
+        while i + 32 <= n:
+            v1 = _xxh_round(v1, _le64(data, i))
+            v2 = _xxh_round(v2, _le64(data, i + 8))
+            v3 = _xxh_round(v3, _le64(data, i + 16))
+            v4 = _xxh_round(v4, _le64(data, i + 24))
+            i += 32
+        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
+        h = _xxh_merge(h, v1)
+        h = _xxh_merge(h, v2)
+        h = _xxh_merge(h, v3)
+        h = _xxh_merge(h, v4)
+    else:
+        h = seed + _P5
+    h += np.uint64(n)
+    while i + 8 <= n:
+        h = _rotl(h ^ _xxh_round(np.uint64(0), _le64(data, i)), 27) * _P1 + _P4
+        i += 8
+    if i + 4 <= n:
+        w = np.uint64(0)
+        for k in range(4):
+            w |= np.uint64(data[i + k]) << np.uint64(8 * k)
+        h = _rotl(h ^ (w * _P1), 23) * _P2 + _P3
+        i += 4
+    while i < n:
+        h = _rotl(h ^ (np.uint64(data[i]) * _P5), 11) * _P1
+        i += 1
+    h ^= h >> np.uint64(33)
+    h *= _P2
+    h ^= h >> np.uint64(29)
+    h *= _P3
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@numba.njit(cache=True)
+def _set_add(slots: np.ndarray, key: int) -> bool:
+    """Add a 63-bit `key` to an open-addressing table (0 marks an empty slot); False when it was there."""
+    key |= 1
+    mask = slots.shape[0] - 1
+    i = key & mask
+    while slots[i] != 0:
+        if slots[i] == key:
+            return False
+        i = (i + 1) & mask
+    slots[i] = key
+    return True
+
+
+@numba.njit(cache=True)
+def _set_rehash(old: np.ndarray, new: np.ndarray) -> None:
+    for key in old:
+        if key != 0:
+            _set_add(new, key)
+
+
 class U64Set:
     """A set of 63-bit ints in one flat array (open addressing)."""
 
     def __init__(self) -> None:
-        self.slots = array("q", bytes(8 * 1024))
+        self.slots = np.zeros(1024, dtype=np.int64)
         self.n = 0
 
     def add(self, key: int) -> bool:
         """Add `key`; False when it was already there."""
-        key |= 1  # 0 marks an empty slot
-        slots = self.slots
-        mask = len(slots) - 1
-        i = key & mask
-        while slots[i]:
-            if slots[i] == key:
-                return False
-            i = (i + 1) & mask
-        slots[i] = key
-        self.n += 1
-        if self.n * 2 > len(slots):
-            self._grow()
+        if not _set_add(self.slots, key):
+            return False
+        self.added()
         return True
 
-    def _grow(self) -> None:
-        old = self.slots
-        self.slots = array("q", bytes(16 * len(old)))
-        self.n = 0
-        for k in old:
-            if k:
-                self.add(k)
+    def added(self) -> None:
+        """Count a key :func:`_set_add` put in (growing the table at half full)."""
+        self.n += 1
+        if self.n * 2 > len(self.slots):
+            grown = np.zeros(2 * len(self.slots), dtype=np.int64)
+            _set_rehash(self.slots, grown)
+            self.slots = grown
 
 
 @numba.njit(cache=True)
@@ -198,10 +303,14 @@ def _popcount(x: np.uint64) -> int:
 @numba.njit(cache=True)
 def _seen_or_insert(heads: np.ndarray, nexts: np.ndarray, fps: np.ndarray, n: int, hi: np.uint64, lo: np.uint64,
                     positions: np.ndarray, max_bits: int, max_chain: int) -> bool:
-    """Is a stored fingerprint within `max_bits` of (hi, lo)? If not, store it as entry `n`."""
+    """Is a stored fingerprint within `max_bits` of (hi, lo)? If not, store it as entry `n`.
+    Chains hold entry + 1 (0 ends a chain, so that the bucket heads start as zeros: pages the
+    kernel maps on first use, where filling 40 MiB with -1 cost more than the searches of 10,000
+    samples)."""
     tables, width = positions.shape
     slots = np.uint64(heads.shape[1] - 1)
-    buckets = np.zeros(tables, np.int64)
+    buckets = np.empty(tables, np.int64)
+    firsts = np.empty(tables, np.int64)
     one = np.uint64(1)
     for t in range(tables):
         key = np.uint64(t) << np.uint64(56)
@@ -210,21 +319,48 @@ def _seen_or_insert(heads: np.ndarray, nexts: np.ndarray, fps: np.ndarray, n: in
             word = hi if p >= 64 else lo
             if (word >> np.uint64(p % 64)) & one:
                 key |= one << np.uint64(j)
-        b = np.int64(_mix64(key) & slots)  # the key's bucket (distinct keys may share one: all are checked)
-        buckets[t] = b
-        e = heads[t, b]
+        buckets[t] = np.int64(_mix64(key) & slots)  # the key's bucket (distinct keys may share one: all are checked)
+    for t in range(tables):  # all heads first: the loads (cache misses, mostly) overlap
+        firsts[t] = heads[t, buckets[t]]
+    for t in range(tables):
+        e = firsts[t]
         walked = 0
-        while e >= 0 and walked < max_chain:  # bounded work per sample, however clustered the data
-            if _popcount(fps[e, 0] ^ hi) + _popcount(fps[e, 1] ^ lo) <= max_bits:
+        while e != 0 and walked < max_chain:  # bounded work per sample, however clustered the data
+            if _popcount(fps[e - 1, 0] ^ hi) + _popcount(fps[e - 1, 1] ^ lo) <= max_bits:
                 return True
-            e = nexts[t, e]
+            e = nexts[t, e - 1]
             walked += 1
     fps[n, 0] = hi
     fps[n, 1] = lo
     for t in range(tables):
-        nexts[t, n] = heads[t, buckets[t]]
-        heads[t, buckets[t]] = n
+        nexts[t, n] = firsts[t]
+        heads[t, buckets[t]] = n + 1
     return False
+
+
+_KEEP, _EXACT, _NEAR = 0, 1, 2
+
+
+@numba.njit(cache=True)
+def _exact_key(key: int, text: bytes, seed: np.uint64) -> int:
+    """`key`, or where it is -1, the 63-bit XXH64 of `text` under `seed`."""
+    return key if key >= 0 else np.int64(xxh64(text, seed) >> np.uint64(1))
+
+
+@numba.njit(cache=True)
+def _dedup(slots: np.ndarray, key: int, text: bytes, seed: np.uint64, data: bytes, heads: np.ndarray,
+           nexts: np.ndarray, fps: np.ndarray, n: int, positions: np.ndarray, max_bits: int, max_chain: int) -> int:
+    """One sample through both indexes, in one call: _EXACT when its exact key (:func:`_exact_key`)
+    was added before, else (the key added) _NEAR when the SimHash of `data` is near a kept one,
+    else _KEEP (it is added). `n` < 0: no near-duplicate index (_EXACT or _KEEP)."""
+    if not _set_add(slots, _exact_key(key, text, seed)):
+        return _EXACT
+    if n < 0:
+        return _KEEP
+    hi, lo = _simhash128(data, SHINGLE, _SPREAD, _FOLD)
+    if _seen_or_insert(heads, nexts, fps, n, hi, lo, positions, max_bits, max_chain):
+        return _NEAR
+    return _KEEP
 
 
 class NearDuplicateIndex:
@@ -249,16 +385,20 @@ class NearDuplicateIndex:
         self.max_bits = max_bits
         rng = np.random.default_rng(0x5EED)
         self.positions = np.stack([rng.choice(128, self.WIDTH, replace=False) for _ in range(self.TABLES)])
-        self.heads = np.full((self.TABLES, 1 << self.BUCKET_BITS), -1, dtype=np.int32)
+        self.heads = np.zeros((self.TABLES, 1 << self.BUCKET_BITS), dtype=np.int32)
         self.nexts = np.empty((self.TABLES, 1024), dtype=np.int32)
         self.fps = np.empty((1024, 2), dtype=np.uint64)
         self.n = 0
 
-    def seen(self, fp: int) -> bool:
-        """True when a near duplicate was kept before; else remember `fp`."""
+    def _room(self) -> None:
+        """Room for one more entry."""
         if self.n == len(self.fps):
             self.fps = np.concatenate([self.fps, np.empty_like(self.fps)])
             self.nexts = np.concatenate([self.nexts, np.empty_like(self.nexts)], axis=1)
+
+    def seen(self, fp: int) -> bool:
+        """True when a near duplicate was kept before; else remember `fp`."""
+        self._room()
         hi, lo = np.uint64(fp >> 64), np.uint64(fp & 0xFFFFFFFFFFFFFFFF)
         if _seen_or_insert(self.heads, self.nexts, self.fps, self.n, hi, lo, self.positions, self.max_bits,
                            self.MAX_CHAIN):
@@ -276,17 +416,47 @@ class Deduplicator:
         self.removed_exact = 0
         self.removed_near = 0
 
-    def keep(self, sample: Sample, text: bytes | None = None) -> bool:
-        """Keep `sample` unless it repeats one kept before. `text`, when given, is a digest of the
-        sample's full training text and stands for it in the exact comparison."""
-        key = conversation_key(sample) if text is None else int.from_bytes(text[:8], "little") >> 1
-        if not self.exact.add(key):
+    def keep(self, sample: Sample, text: bytes | None = None, seed: int = 0) -> bool:
+        """Keep `sample` unless it repeats one kept before. `text`, when given, is the sample's full
+        training text, or the part of it that differs between samples of one `seed` (the llama3
+        export: the text after the system message, seeded by the system message's digest): it
+        stands for the sample in the exact comparison (else its messages do: :func:`conversation_key`)."""
+        near_text = dedup_text(sample) if self.near is not None else ""
+        if text is None:
+            return self._keep(conversation_key(sample), b"", 0, near_text)
+        return self._keep(-1, text, seed, near_text)
+
+    def keep_key(self, key: int, text: str) -> bool:
+        """Keep the sample whose exact-comparison key (63 bits) is `key` and whose near-duplicate
+        text (:func:`dedup_text`) is `text`, unless it repeats one kept before."""
+        return self._keep(key, b"", 0, text)
+
+    def _keep(self, key: int, exact: bytes, seed: int, text: str) -> bool:
+        near = self.near
+        if near is None:
+            verdict = _dedup(self.exact.slots, key, exact, np.uint64(seed), b"", _NO_HEADS, _NO_NEXTS, _NO_FPS, -1,
+                             _NO_POSITIONS, 0, 0)
+        else:
+            near._room()
+            verdict = _dedup(self.exact.slots, key, exact, np.uint64(seed), _shingle_bytes(text), near.heads,
+                             near.nexts, near.fps, near.n, near.positions, near.max_bits, near.MAX_CHAIN)
+        if verdict == _EXACT:
             self.removed_exact += 1
             return False
-        if self.near is not None and self.near.seen(simhash(dedup_text(sample))):
+        self.exact.added()
+        if verdict == _NEAR:
             self.removed_near += 1
             return False
+        if near is not None:
+            near.n += 1
         return True
+
+
+# What _dedup gets when there is no near-duplicate index (of the types it compiles for).
+_NO_HEADS = np.zeros((1, 1), dtype=np.int32)
+_NO_NEXTS = np.zeros((1, 1), dtype=np.int32)
+_NO_FPS = np.zeros((1, 2), dtype=np.uint64)
+_NO_POSITIONS = np.zeros((1, 1), dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------

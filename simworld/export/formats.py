@@ -85,7 +85,7 @@ class _SystemPart:
     """A system message: its content, its serialized forms (in pieces: the shared head's, then the
     prompt's), and whether the content (prompt or tool definitions) holds special tokens."""
 
-    __slots__ = ("head", "content", "prefix_len", "text_pieces", "message_pieces", "special", "digest")
+    __slots__ = ("head", "content", "prefix_len", "text_pieces", "message_pieces", "special", "digest", "seed")
 
     def __init__(self, system_prompt: str, head: _SystemHead) -> None:
         self.head = head
@@ -97,6 +97,7 @@ class _SystemPart:
         self.message_pieces = (head.content_open, orjson.dumps(rest)[1:] + b"}")
         self.special = contains_special_token(self.content)  # the prompt and the tool definitions
         self.digest = hashlib.blake2b(tail, digest_size=16, key=head.digest).digest() if rest else head.digest
+        self.seed = int.from_bytes(self.digest[:8], "little")
 
 
 _HEADS: dict[tuple[int, int, Any], _SystemHead] = {}
@@ -137,18 +138,15 @@ class Llama3Line(NamedTuple):
     across samples, so they are written out, never copied)."""
     text_json: bytes
     """The serialized text after the system message."""
-    system_digest: bytes
+    system_seed: int
+    """64 bits of the system message's digest: with `text_json`, they identify the sample's full
+    text for exact deduplication (:meth:`~simworld.export.curation.Deduplicator.keep`), without
+    serializing its messages again or hashing the long shared prefix per sample."""
     special: bool
     """False only when no message content and no call argument can hold a special token (no
     ``<|`` anywhere in the serialized messages, and a clean system prompt)."""
     turns: int
     """Assistant turns of the text (a turn with parallel calls is one turn per call)."""
-
-    def digest(self) -> bytes:
-        """16 bytes that identify the sample's full text, for exact deduplication, without
-        serializing its messages again (the system part's digest keys the hash of the rest, so the
-        long shared prefix is hashed once)."""
-        return hashlib.blake2b(self.text_json, digest_size=16, key=self.system_digest).digest()
 
 
 def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
@@ -178,7 +176,7 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
         b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
         b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
     ]
-    return Llama3Line(pieces, text_json, part.digest, part.special or b"<|" in messages, turns)
+    return Llama3Line(pieces, text_json, part.seed, part.special or b"<|" in messages, turns)
 
 
 def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,

@@ -370,6 +370,8 @@ _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "system": dict, "tools": dict, "events": list, "final_state_hash": str, "outcome": dict, "provenance": dict}
 _KNOWN_FIELDS = frozenset(_RECORD_FIELDS)
 _REQUIRED_FIELDS = frozenset(("episode_id", "scenario", "scenario_hash", "seed", "task", "provenance"))
+_WELL_TYPED_SHAPES: set[tuple[Any, ...]] = set()
+"""The field names, then the types of their values, of records whose top-level fields are well typed."""
 
 
 def _well_typed(record: dict[str, Any]) -> bool:
@@ -377,12 +379,17 @@ def _well_typed(record: dict[str, Any]) -> bool:
     every top-level field, and what export takes from task, outcome, provenance, agents, system
     and tools. About 2 µs, where validating the record as a Trajectory takes 30 (9 without its
     events); the events are checked as they are rendered (:class:`~simworld.export.source.MalformedEvent`)."""
-    if not _REQUIRED_FIELDS <= record.keys() <= _KNOWN_FIELDS:
-        return False
-    for key, value in record.items():
-        kind = _RECORD_FIELDS[key]
-        if type(value) is not kind and (type(kind) is not tuple or type(value) not in kind):
+    shape = (*record, *map(type, record.values()))
+    if shape not in _WELL_TYPED_SHAPES:  # (records of a run share one or two: checked once each)
+        if not _REQUIRED_FIELDS <= record.keys() <= _KNOWN_FIELDS:
             return False
+        for key, value in record.items():
+            kind = _RECORD_FIELDS[key]
+            if type(value) is not kind and (type(kind) is not tuple or type(value) not in kind):
+                return False
+        if len(_WELL_TYPED_SHAPES) >= 256:
+            _WELL_TYPED_SHAPES.clear()
+        _WELL_TYPED_SHAPES.add(shape)
     if record["seed"] < 0 or record.get("episode_index", 0) < 0 or (record.get("task_seed") or 0) < 0:
         return False
     task = record["task"]
@@ -584,7 +591,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if special:
             stats.filtered["special_tokens_in_text"] += 1
             return False
-        if dedup is not None and not dedup.keep(sample, fast.digest() if fast is not None else None):
+        if dedup is not None and not (dedup.keep(sample, fast.text_json, fast.system_seed) if fast is not None
+                                      else dedup.keep(sample)):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
         if sample.synthetic:  # (the card counts turns and calls of the synthetic samples only)

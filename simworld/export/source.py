@@ -22,7 +22,7 @@ import orjson
 from simworld import registry
 from simworld.episode import STOP
 from simworld.errors import DamagedRecord, SimworldError, one_line
-from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, render_tool_call
+from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, tool_call_json
 from simworld.replay import load_run_scenario, parse_record
 from simworld.runio import shard_paths
 from simworld.scenario import Scenario
@@ -269,6 +269,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     group_end = 0
     cut = None
     turns = 0
+    any_error = False  # a result of this role was an error
     for ev in events:
         audience = ev.get("audience")
         if audience is not None and audience != role:
@@ -276,7 +277,9 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         if ev.get("speaker") != role:
             if ev["role"] == "tool":
                 continue
-            content = _text(ev)
+            content = ev.get("content", "")
+            if type(content) is not str:
+                raise MalformedEvent("content is not a string")
             if content:
                 grouped = False  # a message between the results ends them
                 pending = content if pending is None else pending + "\n\n" + content
@@ -294,21 +297,27 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             pieces.append(eot)
             parts.append(pending)
             pending = None
-        content = _text(ev)
+        content = ev.get("content", "")
+        if type(content) is not str:
+            raise MalformedEvent("content is not a string")
         if ev["role"] == "tool":
             call_id = ev.get("tool_call_id")
             name = ev.get("name")
             item = {"role": "tool", "content": content, "tool_call_id": call_id}
             if name:
                 item["name"] = name
-            errors.append((len(parts), call_id, bool(ev.get("error"))))
+            error = bool(ev.get("error"))
+            errors.append((len(parts), call_id, error))
+            any_error = any_error or error
             parts.append(content)
             if group is not None:  # (grouped: a later message would have closed it)
                 group[2].append(item)
             else:
                 _put_result(item, conv, pieces)
             continue
-        calls = _calls(ev)
+        calls = ev.get("tool_calls")
+        if calls:
+            _calls(ev)  # (checked)
         parts.append(content)
         turns += 1
         if calls and len(calls) > 1:
@@ -322,7 +331,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             call = _call_of(calls[0], names, parts)
             call_turns.append((len(conv), len(spans), call["id"]))
             conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
-            body = content + render_tool_call(call) + eom
+            body = content + tool_call_json(call["name"], call["arguments"]) + eom
             spans.append(len(pieces))
         else:
             body = content + eot
@@ -343,9 +352,13 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     if n_conv < len(conv):
         del conv[n_conv:], pieces[n_pieces:], spans[n_spans:]
     del parts[n_parts:], names[n_names:]
-    last = {call_id: err for _, call_id, err in errors}  # the last result of an id decides, in the view or after
-    failed = {call_id for call_id, err in last.items() if err}
-    sequence = [name for name, call_id in names if call_id not in failed]
+    if any_error:
+        last = {call_id: err for _, call_id, err in errors}  # the last result of an id decides, in the view or after
+        failed = {call_id for call_id, err in last.items() if err}
+        sequence = [name for name, call_id in names if call_id not in failed]
+    else:
+        failed = set()
+        sequence = [name for name, _ in names]
     if mask_failed and failed:
         dropped = set()
         for i, k, call_id in call_turns:
@@ -390,7 +403,7 @@ def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], 
         conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
         pieces.append(_H_ASSISTANT)
         spans.append(len(pieces))
-        pieces.append(text + render_tool_call(call) + EOM)
+        pieces.append(text + tool_call_json(call["name"], call["arguments"]) + EOM)
         result = results.get(call["id"])
         if result is not None and not (last_turn and k == len(calls) - 1):
             _put_result(result, conv, pieces)
@@ -503,7 +516,7 @@ class ScoreLookup:
         stored = None
         if self._offsets is None:
             line = self._fh.readline()
-            if line.endswith(b"\n") and f'"episode_id":"{eid}"'.encode("utf-8", "surrogatepass") in line[:400]:
+            if line.endswith(b"\n") and line.find(f'"episode_id":"{eid}"'.encode("utf-8", "surrogatepass"), 0, 400) >= 0:
                 stored = _score_line(line)
             else:
                 self._offsets = self._index()  # out of step (the run grew since): look lines up
@@ -531,9 +544,11 @@ def _score_line(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(line, dict) or not isinstance(line.get("value", 0.0), (int, float)):
         return None
     scores = line.get("scores", {})
-    if not isinstance(scores, dict) or not all(isinstance(v, dict) and isinstance(v.get("value"), (int, float))
-                                               for v in scores.values()):
+    if not isinstance(scores, dict):
         return None
+    for v in scores.values():
+        if not isinstance(v, dict) or not isinstance(v.get("value"), (int, float)):
+            return None
     return line
 
 

@@ -204,7 +204,12 @@ else:  # pragma: no cover
 def render_tool_call(call: ToolCall | dict[str, Any]) -> str:
     """One call as Meta's ``ToolPromptFormat.json``: ``{"type": "function", "name": ..., "parameters": ...}``."""
     _, name, args = _call_fields(call)
-    return json_dumps({"type": "function", "name": name, "parameters": args})
+    return tool_call_json(name, args)
+
+
+def tool_call_json(name: str, arguments: dict[str, Any]) -> str:
+    """:func:`render_tool_call` of a call named `name` with `arguments`."""
+    return json_dumps({"type": "function", "name": name, "parameters": arguments})
 
 
 # Python's parser takes 200 nested brackets: the call list's, then the call's parentheses (the
