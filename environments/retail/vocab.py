@@ -192,17 +192,18 @@ _WAY_WORDS: dict[Way, str] = {
               r"|(?:get|have|receive) (?:\w+ ){0,2}back\b(?! to you)"
               r"|you(?:'ll| will| would)? (?:receive|get) (?=\$|\d|(?:an? |the |your )?(?:refund|credit|money|amount))",
 }
-_WAY = re.compile("|".join(f"(?P<{way}>\\b(?:{words}))" for way, words in _WAY_WORDS.items()), re.IGNORECASE)
+_WAY = re.compile("|".join(f"(?P<{way}>\\b(?:{words}))" for way, words in _WAY_WORDS.items()))  # on lower case
 # 'charged or refunded' says neither (a correct 'charged to X and the original refunded' says both)
-_EITHER = re.compile(r"\W*(?:or|nor|and/or|/)\W*", re.IGNORECASE)
-_NEGATED = re.compile(r"(?:\bnot|n't|\bno|\bnever|\bnothing|\bwithout|\bfree of)\W+(?:\w+\W+){0,2}$", re.IGNORECASE)
+_EITHER = re.compile(r"\W*(?:or|nor|and/or|/)\W*")
+_NEGATORS = frozenset({"not", "no", "never", "nothing", "without"})
+_WORD = re.compile(r"[\w']+")
 # '$1,234.50', '12.50', '12 dollars'; a gift card's balance is no money moving, an option such as
 # '1.5L' no amount
 _AMOUNT = re.compile(r"(?<!balance )(?<!balance of )(?<!balance: )"
                      r"(?:\$\s?(\d[\d,]*(?:\.\d+)?)|(?<![\w.,$#])(\d[\d,]*\.\d{1,2})(?!\d|\.\d|[A-Za-z])"
-                     r"|(?<![\w.,$#])(\d[\d,]*(?:\.\d+)?) ?(?:dollars|usd)\b)", re.IGNORECASE)
+                     r"|(?<![\w.,$#])(\d[\d,]*(?:\.\d+)?) ?(?:dollars|usd)\b)")  # on lower case
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE_END = re.compile(r";\s*")
+_CLAUSE_END = re.compile(r"(?<=[.!?])\s+|\n+|;\s*")
 
 
 def sentences(text: str) -> list[str]:
@@ -212,33 +213,41 @@ def sentences(text: str) -> list[str]:
 
 def clauses(text: str) -> list[str]:
     """The sentences of `text`, also split at semicolons."""
-    return [c for s in sentences(text) for c in _CLAUSE_END.split(s) if c.strip()]
+    return [c for c in _CLAUSE_END.split(text) if c.strip()]
 
 
 def negated(text: str, start: int) -> bool:
-    """Does a 'not', 'no', 'never', 'nothing', 'without' or 'free of' just before `start` negate what is there?"""
-    return _NEGATED.search(text, max(0, start - 40), start) is not None
+    """Does a 'not' ('n't'), 'no', 'never', 'nothing', 'without' or 'free of' at most two words before
+    `start` negate what is there ('won't be charged', 'no charge', 'free of charge')?"""
+    before = [w.lower() for w in _WORD.findall(text, max(0, start - 40), start)[-4:]]
+    last = before[-3:]
+    return any(w in _NEGATORS or w.endswith("n't") for w in last) \
+        or any(before[i - 1:i + 1] == ["free", "of"] for i in range(max(1, len(before) - 3), len(before)))
 
 
 def ways_said(clause: str) -> list[tuple[Way, int, int]]:
     """(way, start, end) of each direction word in `clause` that is neither negated ('won't be charged',
     'no charge') nor one half of an alternative ('charged or refunded')."""
-    found = [(m.lastgroup, m.start(), m.end()) for m in _WAY.finditer(clause)]
+    low = clause.lower()
+    found = [(m.lastgroup, m.start(), m.end()) for m in _WAY.finditer(low)]
     either = set()
     for (a, _, a_end), (b, b_start, _) in zip(found, found[1:]):
-        if a != b and _EITHER.fullmatch(clause, a_end, b_start):
+        if a != b and _EITHER.fullmatch(low, a_end, b_start):
             either |= {a_end, b_start}
     return [(way, s, e) for way, s, e in found  # type: ignore[misc]
-            if e not in either and s not in either and not negated(clause, s)]
+            if e not in either and s not in either and not negated(low, s)]
 
 
 def amounts_said(clause: str) -> list[tuple[float, int, int]]:
     """(dollars, start, end) of each amount of money in `clause`."""
     return [(float(next(g for g in m.groups() if g).replace(",", "")), m.start(), m.end())
-            for m in _AMOUNT.finditer(clause)]
+            for m in _AMOUNT.finditer(clause.lower())]
 
 
-def money_claims(text: str) -> list[tuple[float | None, frozenset[str]]]:
+Claim = tuple[float | None, frozenset[str]]
+
+
+def money_claims(text: str) -> list[Claim]:
     """What `text` says about money moving: (amount, ways) for each amount it states, and (None, ways)
     for a clause that gives a direction without an amount ('the difference will be refunded').
 
@@ -248,28 +257,49 @@ def money_claims(text: str) -> list[tuple[float | None, frozenset[str]]]:
     direction of the next clause when that one states no amount ('The difference is $5.00. It will
     be refunded.'). An amount without any direction has no ways.
     """
-    parsed = [(amounts_said(c), ways_said(c)) for c in clauses(text)]
-    out: list[tuple[float | None, frozenset[str]]] = []
-    for i, (amounts, ways) in enumerate(parsed):
-        if not amounts:
+    parts = clauses(text)
+    out: list[Claim] = []
+    for i, clause in enumerate(parts):
+        amounts = amounts_said(clause)
+        if amounts:
+            out += _amount_claims(parts, i, amounts)
+        else:
+            ways = ways_said(clause)
             if ways:
                 out.append((None, frozenset(w for w, _, _ in ways)))
-        elif not ways:
-            after = parsed[i + 1] if i + 1 < len(parsed) else ([], [])
-            borrowed = frozenset(w for w, _, _ in after[1]) if not after[0] else frozenset()
-            out += [(amount, borrowed) for amount, _, _ in amounts]
-        elif len(amounts) == 1:
-            out.append((amounts[0][0], frozenset(w for w, _, _ in ways)))
-        else:
-            out += [(amount, frozenset({nearest_way(ways, start, end)})) for amount, start, end in amounts]
     return out
+
+
+def _amount_claims(parts: list[str], i: int, amounts: list[tuple[float, int, int]]) -> list[Claim]:
+    """The claims of clause `i` of `parts`, which states `amounts` (see :func:`money_claims`)."""
+    ways = ways_said(parts[i])
+    if not ways:
+        after = parts[i + 1] if i + 1 < len(parts) else ""
+        borrowed = frozenset() if amounts_said(after) else frozenset(w for w, _, _ in ways_said(after))
+        return [(amount, borrowed) for amount, _, _ in amounts]
+    if len(amounts) == 1:
+        return [(amounts[0][0], frozenset(w for w, _, _ in ways))]
+    return [(amount, frozenset({nearest_way(ways, start, end)})) for amount, start, end in amounts]
+
+
+def money_stated(way: Way, amount: float, text: str) -> bool:
+    """Does `text` say that `amount` dollars go `way` (and not also the other way)? (What
+    :func:`money_claims` reads, looking for directions only beside that amount.)"""
+    digits = f"{amount:.2f}"[-6:-3]  # the last digits of the dollars: '1,234.50' and '1234.5' hold '234'
+    if digits not in text:  # the common case in a long conversation: one scan, no clauses
+        return False
+    parts = clauses(text)
+    for i, clause in enumerate(parts):
+        if digits not in clause:
+            continue
+        amounts = amounts_said(clause)
+        if any(abs(said - amount) < 0.005 for said, _, _ in amounts) and any(
+                said is not None and abs(said - amount) < 0.005 and ways == {way}
+                for said, ways in _amount_claims(parts, i, amounts)):
+            return True
+    return False
 
 
 def nearest_way(ways: list[tuple[Way, int, int]], start: int, end: int) -> Way:
     """The way of the direction word (from :func:`ways_said`) nearest the text at start:end."""
     return min(ways, key=lambda w: max(w[1] - end, start - w[2], 0))[0]
-
-
-def money_stated(way: Way, amount: float, text: str) -> bool:
-    """Does `text` say that `amount` dollars go `way` (and not also the other way)?"""
-    return any(said is not None and abs(said - amount) < 0.005 and ways == {way} for said, ways in money_claims(text))
