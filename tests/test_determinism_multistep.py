@@ -111,8 +111,13 @@ def engine_replay(source: Any, seed: int, actions: list[Any]) -> bytes:
         ep.step(action)
     assert ep.done
     traj = ep.trajectory()
-    prov = traj.provenance.model_copy(update={"agent_ids": dict.fromkeys(traj.provenance.agent_ids, "external"),
-                                              "models": {}})
+    # The env records a role as `external` once it was acted for; a role the episode ended before
+    # (an opening walk-away) keeps its scenario agent.
+    acted = {e.speaker for e in traj.events if e.role != "tool"} & set(sc.roles)
+    ids = {r: "external" if r in acted else a for r, a in traj.provenance.agent_ids.items()}
+    prov = traj.provenance.model_copy(update={"agent_ids": ids,
+                                              "models": {r: m for r, m in traj.provenance.models.items()
+                                                         if r not in acted}})
     return traj_bytes(traj.model_copy(update={"provenance": prov}))
 
 
