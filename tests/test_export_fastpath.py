@@ -232,3 +232,16 @@ def test_shape_cache_rechecks_a_record_whose_field_types_differ(tmp_path):
     assert not _well_typed({**record, "events": {}})
     assert not _well_typed({**record, "surprise": 1})
     assert _well_typed(dict(record))
+
+
+def test_tool_call_json_equals_json_dumps_of_the_call():
+    import json
+
+    from simworld.llama3.format import tool_call_json
+
+    rng = random.Random(9)
+    for i in range(300):
+        name = rng.choice(["make_offer", "get", 'odd "name"', "n\u00e9", f"tool_{i}"])
+        args = {f"k{j}": rng.choice([1, -2.5, "x\u00e9\"\\", None, True, [1, {"a": "b"}], {}])
+                for j in range(rng.randrange(4))}
+        assert tool_call_json(name, args) == json.dumps({"type": "function", "name": name, "parameters": args})

@@ -70,7 +70,7 @@ class _SystemHead:
     (environment, dates, tool definitions), serialized once. JSON string escaping works character by
     character, so a system message's serialized forms are the head's followed by its prompt's."""
 
-    __slots__ = ("tools", "tools_openai", "content", "text_open", "content_open", "tools_json", "digest")
+    __slots__ = ("tools", "tools_openai", "content", "text_open", "content_open", "tools_json", "digest", "special")
 
     def __init__(self, tools: list[Any], tools_openai: list[Any], today: Any) -> None:
         self.tools, self.tools_openai = tools, tools_openai
@@ -79,23 +79,25 @@ class _SystemHead:
         self.content_open = b'{"role":"system","content":' + orjson.dumps(self.content)[:-1]
         self.tools_json = orjson.dumps(tools_openai)
         self.digest = hashlib.blake2b(self.text_open, digest_size=16).digest()
+        self.special = contains_special_token(self.content)
 
 
 class _SystemPart:
     """A system message: its content, its serialized forms (in pieces: the shared head's, then the
     prompt's), and whether the content (prompt or tool definitions) holds special tokens."""
 
-    __slots__ = ("head", "content", "prefix_len", "text_pieces", "message_pieces", "special", "digest", "seed")
+    __slots__ = ("head", "prefix_len", "text_pieces", "message_pieces", "special", "digest", "seed")
 
     def __init__(self, system_prompt: str, head: _SystemHead) -> None:
         self.head = head
         rest = "\n\n" + system_prompt if system_prompt else ""
-        self.content = head.content + rest  # = system_content(system_prompt, tools, today)
-        self.prefix_len = len(BEGIN) + len(HEADERS["system"]) + len(self.content) + len(EOT)
+        # The content is head.content + rest (= system_content(system_prompt, tools, today)).
+        self.prefix_len = len(BEGIN) + len(HEADERS["system"]) + len(head.content) + len(rest) + len(EOT)
         tail = orjson.dumps(rest + EOT)[1:-1]
         self.text_pieces = (head.text_open, tail)  # the opening quote and the escaped prefix
         self.message_pieces = (head.content_open, orjson.dumps(rest)[1:] + b"}")
-        self.special = contains_special_token(self.content)  # the prompt and the tool definitions
+        # The prompt and the tool definitions (no token spans the blank line between them).
+        self.special = head.special or contains_special_token(rest)
         self.digest = hashlib.blake2b(tail, digest_size=16, key=head.digest).digest() if rest else head.digest
         self.seed = int.from_bytes(self.digest[:8], "little")
 

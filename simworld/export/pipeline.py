@@ -482,7 +482,7 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                     if reason is not None:
                         stats.filtered[reason] += sample_count(run, record)
                         continue
-                    samples = list(samples_of(run, record, scores))
+                    samples = samples_of(run, record, scores)
                     if with_messages:
                         for sample in samples:
                             sample.messages  # noqa: B018

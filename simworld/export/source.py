@@ -135,17 +135,29 @@ class RunInfo:
     _worlds: dict[bytes, Any] = field(default_factory=dict, repr=False)
     _tools: dict[tuple[bytes, tuple[str, ...]], tuple[list[ToolSpec], list[dict[str, Any]]]] = \
         field(default_factory=dict, repr=False)
+    _last_world: tuple[dict[str, Any], bytes] | None = field(default=None, repr=False)
     name: str = ""
     """The run directory's name (sample ids and provenance carry it)."""
 
+    assistant_roles: list[str] = field(default_factory=list, init=False)
+    """The roles whose perspectives become samples (kind assistant), in the scenario's order."""
+    world_type: str = field(default="", init=False)
+
     def __post_init__(self) -> None:
         self.name = json_text(os.path.basename(os.path.normpath(str(self.path))))
+        self.assistant_roles = [role for role, kind in self.kinds.items() if kind == "assistant"]
+        self.world_type = self.scenario.world.type
 
     def tools_for(self, record: dict[str, Any], role: str) -> tuple[list[ToolSpec], list[dict[str, Any]]]:
         """(ToolSpecs, OpenAI tool dicts) `role` had in this episode, from its world instance: a world
         may shape a tool's schema from its parameters (a negotiation's make_offer)."""
         world = record.get("world") or {}
-        wkey = orjson.dumps([world.get("type"), world.get("params"), world.get("seed")], option=orjson.OPT_SORT_KEYS)
+        last = self._last_world
+        if last is not None and last[0] is record:  # the record's other roles: its world's key once per record
+            wkey = last[1]
+        else:
+            wkey = orjson.dumps([world.get("type"), world.get("params"), world.get("seed")], option=orjson.OPT_SORT_KEYS)
+            self._last_world = (record, wkey)
         names = tuple((record.get("tools") or {}).get(role) or ())
         hit = self._tools.get((wkey, names))
         if hit is None:
@@ -292,9 +304,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             if STOP in pending:
                 pending = pending.replace(STOP, "").strip()
             conv.append({"role": "user", "content": pending})
-            pieces.append(h_user)
-            pieces.append(pending)
-            pieces.append(eot)
+            pieces += (h_user, pending, eot)
             parts.append(pending)
             pending = None
         content = ev.get("content", "")
@@ -313,7 +323,8 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             if group is not None:  # (grouped: a later message would have closed it)
                 group[2].append(item)
             else:
-                _put_result(item, conv, pieces)
+                conv.append(item)
+                pieces += (_H_TOOL, content, eot)
             continue
         calls = ev.get("tool_calls")
         if calls:
@@ -584,10 +595,13 @@ def provenance_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) 
     }
 
 
-def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> Iterator[Sample]:
+def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> list[Sample]:
     """One sample per assistant-kind role that took at least one turn; ids are ``RUN/EPISODE/ROLE``
     (RUN: the run directory's name), unique across the runs of one export."""
     events = record.get("events") or []
+    roles = [role for role in run.assistant_roles if _speaks(events, role)]
+    if not roles:
+        return []
     system = record.get("system") or {}
     prov = provenance_of(run, record, scores)
     task = record.get("task") or {}
@@ -595,23 +609,22 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
     # The task itself, whichever scenario ran it: scenarios over one world (retail's mixed and its
     # single-task scenarios) sample the same task instances, which must land on the same side.
     split_key = f"{world.get('type')}\x00{world.get('fingerprint')}\x00{task.get('type')}\x00{task.get('instance_id')}"
-    for role, kind in run.kinds.items():
-        if kind != "assistant":
-            continue
-        if not _speaks(events, role):
-            continue
+    out = []
+    for role in roles:
         tools, tools_openai = run.tools_for(record, role)
-        yield Sample(id=f"{prov['run']}/{record['episode_id']}/{role}", perspective=role, messages=None, tools=tools,
-                     tools_openai=tools_openai, today=run.today, scores=scores, provenance={**prov, "perspective": role},
-                     synthetic=prov["synthetic"], split_key=split_key,
-                     world=run.scenario.world.type, success=prov["success"], record=record,
-                     system_prompt=system.get(role) or "")
+        if out:
+            prov = prov.copy()  # (each sample its own provenance, the perspective last)
+        prov["perspective"] = role
+        out.append(Sample(f"{prov['run']}/{record['episode_id']}/{role}", role, None, tools, tools_openai, run.today,
+                          scores, prov, prov["synthetic"], split_key, run.world_type, prov["success"], record,
+                          system.get(role) or ""))
+    return out
 
 
 def sample_count(run: RunInfo, record: dict[str, Any]) -> int:
     """How many samples :func:`samples_of` makes of `record` (what a filter that leaves it out removes)."""
     events = record.get("events") or []
-    return sum(1 for role, kind in run.kinds.items() if kind == "assistant" and _speaks(events, role))
+    return sum(1 for role in run.assistant_roles if _speaks(events, role))
 
 
 def distinct_run_names(paths: Sequence[Path]) -> list[str]:

@@ -209,7 +209,15 @@ def render_tool_call(call: ToolCall | dict[str, Any]) -> str:
 
 def tool_call_json(name: str, arguments: dict[str, Any]) -> str:
     """:func:`render_tool_call` of a call named `name` with `arguments`."""
-    return json_dumps({"type": "function", "name": name, "parameters": arguments})
+    head = _CALL_HEADS.get(name)
+    if head is None:  # json.dumps of the call dict is this head, the arguments' json.dumps, then "}"
+        if len(_CALL_HEADS) >= 4096:
+            _CALL_HEADS.clear()
+        head = _CALL_HEADS[name] = json_dumps({"type": "function", "name": name, "parameters": None})[:-5]
+    return head + json_dumps(arguments) + "}"
+
+
+_CALL_HEADS: dict[str, str] = {}
 
 
 # Python's parser takes 200 nested brackets: the call list's, then the call's parentheses (the
