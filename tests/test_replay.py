@@ -266,6 +266,30 @@ def test_a_fork_handing_a_noisy_agent_over_to_the_oracle_continues_the_conversat
     assert forked >= 2
 
 
+def test_the_oracle_taking_over_after_another_agents_failed_call_serves_the_request(tmp_path):
+    # A fork at each failed call of a noisy agent: the failure was the other agent's (a mistyped id,
+    # a wrong argument name), not a refusal of the request, so the oracle makes its own call. Before,
+    # it apologised for a failed write and dropped the request (about one fork in six failed).
+    from simworld.scenario import scenario_from_data
+
+    run, sc = _retail_run(tmp_path, 60, **{"roles.support.agent.type": "noisy_oracle",
+                                           "roles.support.agent.error_rate": 0.5})
+    oracle = scenario_from_data(sc.model_dump(mode="json"), overrides={"roles.support.agent.type": "oracle"})
+    forks = failed_writes = ok = 0
+    for rec in _records(run):
+        traj = Trajectory.model_validate(rec)
+        boundaries = set(turn_boundaries(traj))
+        for at in (i for i, e in enumerate(traj.events) if e.role == "tool" and e.error and i in boundaries):
+            fork = fork_trajectory(traj, sc, at, oracle)
+            forks += 1
+            ok += fork.outcome.success
+            failed_writes += traj.events[at].name not in ("find_user_id_by_email", "find_user_id_by_name_zip",
+                                                          "get_user_details", "get_order_details",
+                                                          "get_product_details", "calculate")
+    assert forks >= 100 and failed_writes >= 20, (forks, failed_writes)
+    assert ok >= 0.98 * forks, (ok, forks)
+
+
 def test_a_fork_sets_agents_over_the_scenarios_variations(tmp_path):
     from simworld.scenario import load_scenario, scenario_from_data
 

@@ -284,6 +284,8 @@ class SupportOracle(Agent):
         self.req = RequestState()
         self.awaiting: set[str] = set()
         self.pending: ToolCall | None = None
+        self.foreign = False
+        """The pending call is another agent's (a fork's prefix), not one this oracle would have made."""
         self.greeted = False
         self.unclear = 0
         self.asked_order = False
@@ -301,7 +303,7 @@ class SupportOracle(Agent):
 
     def call(self, name: str, arguments: dict[str, Any]) -> Message:
         call = ToolCall(id="call", name=name, arguments=arguments)
-        self.pending = call
+        self.pending, self.foreign = call, False
         return Message(role="assistant", content="", tool_calls=[self.emit(call)])
 
     def emit(self, call: ToolCall) -> ToolCall:
@@ -321,6 +323,7 @@ class SupportOracle(Agent):
                 if key is not None:
                     tried(key)
         self.pending = taken.tool_calls[0] if taken.tool_calls else None
+        self.foreign = self.pending is not None
         if taken.tool_calls or isinstance(reply, str) or reply.tool_calls:
             self.awaiting = set()
 
@@ -426,6 +429,11 @@ class SupportOracle(Agent):
     def absorb_result(self, name: str, content: str, error: bool) -> Message | None:
         """Learn from a result; a message returned here is sent at once (a retry)."""
         call, self.pending = self.pending, None
+        foreign, self.foreign = self.foreign, False
+        if error and foreign:
+            # Another agent's call failed (a fork's prefix): that says nothing of the request, which
+            # this oracle goes on serving with its own calls.
+            return None
         req = self.req
         args = call.arguments if call is not None and call.name == name else {}
         if name in ("find_user_id_by_email", "find_user_id_by_name_zip"):
