@@ -83,6 +83,7 @@ class RetailWorld(World):
     """
 
     Params = RetailParams
+    version = 2  # 2: cancellation and payment-change briefs state the money
 
     @classmethod
     def build(cls, params: RetailParams, rng: np.random.Generator) -> WorldData:
