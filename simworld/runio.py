@@ -56,13 +56,14 @@ _CHUNK = 1 << 22
 _ID_KEY = b'"episode_id":"'
 
 
-def _complete_lines(path: Path, torn: list[int] | None = None,
-                    limit: int | None = None) -> Iterator[tuple[bytearray, int, int]]:
+def _complete_lines(path: Path, torn: list[int] | None = None, limit: int | None = None,
+                    records: bool = False) -> Iterator[Any]:
     """(buffer, start, end) of every complete line of a shard (newline excluded; a torn last line is
     skipped, its length appended to `torn` when given), reading at most its first `limit` bytes.
-    The buffer is reused: a line is valid until the next one is asked for. Reading into one buffer
-    makes no object per line (records are large: a copy per line costs as much as parsing a small
-    record)."""
+    With `records`, the line's record instead (a dict with a string episode_id), or where the line
+    holds none, whether it holds the bytes of an episode_id key. The buffer is reused: a line is
+    valid until the next one is asked for. Reading into one buffer makes no object per line
+    (records are large: a copy per line costs as much as parsing a small record)."""
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     filled = 0
@@ -95,7 +96,17 @@ def _complete_lines(path: Path, torn: list[int] | None = None,
                 nl = buf.find(b"\n", pos, end)
                 if nl < 0:
                     break
-                yield buf, pos, nl
+                if records:
+                    try:
+                        record = orjson.loads(view[pos:nl])  # (the slice is gone before the buffer can grow)
+                    except orjson.JSONDecodeError:
+                        record = None
+                    if type(record) is dict and type(record.get("episode_id")) is str:
+                        yield record
+                    else:
+                        yield buf.find(_ID_KEY, pos, nl) >= 0
+                else:
+                    yield buf, pos, nl
                 pos = nl + 1
             filled = end - pos
             if pos:
@@ -191,12 +202,11 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
         last.clear()
         for path, size in zip(shards, seen):
             line = 0
-            for buf, start, end in _complete_lines(path, limit=size):
+            for record in _complete_lines(path, limit=size, records=True):
                 line += 1
-                record = _load(buf, start, end)
-                if isinstance(record, dict) and isinstance(record.get("episode_id"), str):
+                if type(record) is dict:
                     yield record
-                elif problems is not None and buf.find(_ID_KEY, start, end) >= 0:  # (others: reported in pass 1)
+                elif problems is not None and record:  # (lines without the key: reported in pass 1)
                     problems.append(("corrupt", f"{path.name} line {line}: not a JSON record"))
         return
     order = sorted(last.items(), key=lambda kv: (kv[1][0], kv[0]))

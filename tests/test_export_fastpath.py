@@ -245,3 +245,23 @@ def test_tool_call_json_equals_json_dumps_of_the_call():
         args = {f"k{j}": rng.choice([1, -2.5, "x\u00e9\"\\", None, True, [1, {"a": "b"}], {}])
                 for j in range(rng.randrange(4))}
         assert tool_call_json(name, args) == json.dumps({"type": "function", "name": name, "parameters": args})
+
+
+def test_run_reader_read_straight_through_names_each_line_that_is_no_record_once(tmp_path):
+    """A shard in episode order is read once more after the index pass, parsing lines in the reader;
+    lines that are no record are each named once, whichever pass found them."""
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 4)
+    shard = sorted(run.glob("trajectories-*.jsonl"))[0]
+    lines = shard.read_bytes().splitlines()
+    second = orjson.loads(lines[1])
+    after = second["episode_id"] + "z"  # sorts between the second and third records: the file stays in order
+    shard.write_bytes(b"\n".join([
+        lines[0], lines[1],
+        b'{"episode_index":1,"episode_id":"' + after.encode() + b'", broken',  # holds an id, is no JSON
+        b'{"episode_index":1,"x":{"episode_id":"' + after.encode() + b'z"}}',  # JSON, its id only nested
+        b"not json",
+        lines[2], lines[3], b""]))
+    problems: list[tuple[str, str]] = []
+    got = [r["episode_id"] for r in iter_records(run, problems=problems)]
+    assert got == [orjson.loads(line)["episode_id"] for line in lines]
+    assert sorted(problems) == [("corrupt", f"{shard.name} line {n}: not a JSON record") for n in (3, 4, 5)]
