@@ -265,3 +265,32 @@ def test_run_reader_read_straight_through_names_each_line_that_is_no_record_once
     got = [r["episode_id"] for r in iter_records(run, problems=problems)]
     assert got == [orjson.loads(line)["episode_id"] for line in lines]
     assert sorted(problems) == [("corrupt", f"{shard.name} line {n}: not a JSON record") for n in (3, 4, 5)]
+
+
+def test_deduplicator_across_index_growth_equals_plain_sets():
+    """Thousands of samples (the flat arrays grow several times between calls), exact repeats and
+    near ones mixed in, against a plain set and the plain near-duplicate search."""
+    rng = random.Random(2)
+    words = [f"w{i}" for i in range(400)]
+    fast = Deduplicator()
+    keys: set[int] = set()
+    plain = ReferenceIndex(NearDuplicateIndex(10))
+    seen = []
+    for i in range(3000):
+        if seen and rng.random() < 0.1:  # an exact repeat
+            key, text = rng.choice(seen)
+        else:
+            text = " ".join(rng.choice(words) for _ in range(60))
+            if seen and rng.random() < 0.2:  # a near repeat: one word changed
+                base = rng.choice(seen)[1].split()
+                base[rng.randrange(len(base))] = "changed"
+                text = " ".join(base)
+            key = rng.getrandbits(63)
+            seen.append((key, text))
+        if key in keys:
+            want = False
+        else:
+            keys.add(key)
+            want = not plain.seen(reference_simhash(text))
+        assert fast.keep_key(key, text) == want, i
+    assert fast.removed_exact > 100 and fast.removed_near > 30

@@ -348,11 +348,14 @@ def _exact_key(key: int, text: bytes, seed: np.uint64) -> int:
 
 
 @numba.njit(cache=True)
-def _dedup(slots: np.ndarray, key: int, text: bytes, seed: np.uint64, data: bytes, heads: np.ndarray,
-           nexts: np.ndarray, fps: np.ndarray, n: int, positions: np.ndarray, max_bits: int, max_chain: int) -> int:
+def _dedup(arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], key: int, text: bytes,
+           seed: np.uint64, data: bytes, n: int, max_bits: int, max_chain: int) -> int:
     """One sample through both indexes, in one call: _EXACT when its exact key (:func:`_exact_key`)
     was added before, else (the key added) _NEAR when the SimHash of `data` is near a kept one,
-    else _KEEP (it is added). `n` < 0: no near-duplicate index (_EXACT or _KEEP)."""
+    else _KEEP (it is added as entry `n`). `arrays`: the exact set's slots, then the near index's
+    heads, nexts, fingerprints and positions (one argument: each costs the call time). `n` < 0:
+    no near-duplicate index (_EXACT or _KEEP)."""
+    slots, heads, nexts, fps, positions = arrays
     if not _set_add(slots, _exact_key(key, text, seed)):
         return _EXACT
     if n < 0:
@@ -415,6 +418,7 @@ class Deduplicator:
         self.near = NearDuplicateIndex(max_bits) if near else None
         self.removed_exact = 0
         self.removed_near = 0
+        self._arrays: tuple[np.ndarray, ...] | None = None  # what _dedup works on (remade when an array grows)
 
     def keep(self, sample: Sample, text: bytes | None = None, seed: int = 0) -> bool:
         """Keep `sample` unless it repeats one kept before. `text`, when given, is the sample's full
@@ -433,22 +437,33 @@ class Deduplicator:
 
     def _keep(self, key: int, exact: bytes, seed: int, text: str) -> bool:
         near = self.near
+        arrays = self._arrays
+        if arrays is None:
+            if near is None:
+                arrays = (self.exact.slots, _NO_HEADS, _NO_NEXTS, _NO_FPS, _NO_POSITIONS)
+            else:
+                near._room()
+                arrays = (self.exact.slots, near.heads, near.nexts, near.fps, near.positions)
+            self._arrays = arrays
         if near is None:
-            verdict = _dedup(self.exact.slots, key, exact, np.uint64(seed), b"", _NO_HEADS, _NO_NEXTS, _NO_FPS, -1,
-                             _NO_POSITIONS, 0, 0)
+            verdict = _dedup(arrays, key, exact, np.uint64(seed), b"", -1, 0, 0)
         else:
-            near._room()
-            verdict = _dedup(self.exact.slots, key, exact, np.uint64(seed), _shingle_bytes(text), near.heads,
-                             near.nexts, near.fps, near.n, near.positions, near.max_bits, near.MAX_CHAIN)
+            verdict = _dedup(arrays, key, exact, np.uint64(seed), _shingle_bytes(text), near.n, near.max_bits,
+                             near.MAX_CHAIN)
         if verdict == _EXACT:
             self.removed_exact += 1
             return False
+        slots = self.exact.slots
         self.exact.added()
+        if self.exact.slots is not slots:
+            self._arrays = None
         if verdict == _NEAR:
             self.removed_near += 1
             return False
         if near is not None:
             near.n += 1
+            if near.n == len(near.fps):  # the next sample needs room
+                self._arrays = None
         return True
 
 
