@@ -23,6 +23,8 @@ def scenario_data(name):
     data.pop("variations")
     for party in data["world"]["params"]["parties"].values():
         party.pop("temperaments", None)  # the information alone moves the offers here
+    if "stock" in data["world"]["params"]:
+        data["world"]["params"]["stock"]["vary"] = False  # the inventory each test sets
     return data
 
 
@@ -96,6 +98,33 @@ def test_a_buyer_who_learns_stock_is_scarce_offers_more():
                     and any(c.name == "make_offer" for c in e.tool_calls))
         assert any(w in said for w in ("short", "aren't many", "tight")), said  # and says why
     assert np.mean(prices["scarce"]) > np.mean(prices["plentiful"]) + 100, prices
+
+
+def test_a_varying_stock_is_drawn_per_episode_in_its_ranges():
+    data = yaml.safe_load((SCENARIOS / "used_car.yaml").read_text())
+    sc = scenario_from_data(data)
+    levels = data["world"]["params"]["stock"]["levels"]
+    reported, pressed = [], []
+    for spec in episode_specs(sc, 60):
+        t = run_episode_sync(sc, spec)
+        answers = [orjson.loads(e.content) for e in t.events
+                   if e.role == "tool" and e.name == "get_inventory" and not e.error]
+        for answer in answers:
+            for key, (scarce, plentiful) in levels.items():
+                assert isinstance(answer[key], int) and min(scarce, plentiful) <= answer[key] <= max(scarce, plentiful)
+            assert answer["winter_tire_sets_in_stock"] == 5  # numbers without levels stay as declared
+            reported.append((answer["civics_on_lot"], answer["days_on_lot"]))
+            said = next((e.content for e in t.events if e.role == "assistant" and e.speaker == "seller"
+                         and any(c.name == "make_offer" for c in e.tool_calls)), "")
+            pressed.append(("plenty" in said or "more of these" in said or "isn't a problem" in said,
+                            answer["days_on_lot"]))
+    assert len(reported) > 30 and len(set(reported)) > 20  # a different lot from episode to episode
+    again = run_episode_sync(sc, episode_specs(sc, 1)[0])
+    first = run_episode_sync(sc, episode_specs(sc, 1)[0])
+    assert again.final_state_hash == first.final_state_hash
+    # A seller that says its lot is full saw a long-unsold car more often than one that does not.
+    full = [days for said, days in pressed if said]
+    assert full and np.mean(full) > np.mean([days for said, days in pressed if not said])
 
 
 # -- policies

@@ -133,12 +133,20 @@ def _market_research(view: View, role: str) -> dict[str, Any] | None:
 
 def policy_mask(space: OutcomeSpace, limits: dict[str, Any]) -> np.ndarray:
     """`mask[i, d]`: whether value d of issue i is within every limit in `limits` (issue -> IssueLimit
-    data, as check_policy answers them; issues it does not know are ignored)."""
-    mask = np.zeros((len(space.names), int(space.sizes.max())), np.bool_)
-    for i, (name, grid) in enumerate(zip(space.names, space.grids)):
-        limit = limits.get(name)
-        rule = IssueLimit.model_validate(limit) if isinstance(limit, dict) else None
-        mask[i, : len(grid)] = [rule is None or rule.allows(v) for v in grid]
+    data, as check_policy answers them; issues it does not know are ignored). Memoised per space;
+    read-only."""
+    key = ("policy-mask", orjson.dumps(limits, option=orjson.OPT_SORT_KEYS))
+    mask = space.memo.get(key)
+    if mask is None:
+        mask = np.zeros((len(space.names), int(space.sizes.max())), np.bool_)
+        for i, (name, grid) in enumerate(zip(space.names, space.grids)):
+            limit = limits.get(name)
+            rule = IssueLimit.model_validate(limit) if isinstance(limit, dict) else None
+            mask[i, : len(grid)] = [rule is None or rule.allows(v) for v in grid]
+        mask.setflags(write=False)
+        if len(space.memo) > 10_000:
+            space.memo.clear()
+        space.memo[key] = mask
     return mask
 
 

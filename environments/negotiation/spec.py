@@ -235,6 +235,17 @@ class StockSpec(_Strict):
     levels: dict[str, tuple[float, float]] = Field(description="Inventory key -> [scarce, plentiful]: the values "
                                                    "that read as scarce and as plentiful (linear in between, "
                                                    "clipped); the stock level is their mean.")
+    vary: bool = Field(default=False, description="Draw each of these numbers per episode, uniformly between its "
+                       "scarce and plentiful values (whole numbers stay whole), instead of always reporting "
+                       "inventory's: the stock differs from episode to episode without a variation per value.")
+
+    def draw(self, inventory: dict[str, Any], rng: Any) -> dict[str, Any]:
+        """`inventory` with the numbers in `levels` drawn for one episode (see `vary`)."""
+        out = dict(inventory)
+        for (key, (scarce, plentiful)), u in zip(self.levels.items(), rng.random(len(self.levels))):
+            value = scarce + float(u) * (plentiful - scarce)
+            out[key] = int(round(value)) if isinstance(inventory.get(key), int) else round(value, 4)
+        return out
 
     @field_validator("levels")
     @classmethod

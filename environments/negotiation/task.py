@@ -121,7 +121,7 @@ def party_profile(space: OutcomeSpace, party: PartySpec) -> PartyProfile:
 @register_task("bargaining", "negotiate")
 class Negotiate(TaskGenerator):
     """Sample one negotiation: jittered private preferences, a temperament per party (where the
-    scenario lists some) and briefs for both parties."""
+    scenario lists some), the stock (where `world.params.stock.vary`) and briefs for both parties."""
 
     Params = BargainingTaskParams
     params: BargainingTaskParams
@@ -148,6 +148,7 @@ class Negotiate(TaskGenerator):
         # Drawn after the preferences, so a scenario without temperaments samples as it always did.
         temperaments = {role: p.parties[role].temperaments[int(rng.integers(len(p.parties[role].temperaments)))]
                         for role in parties if p.parties[role].temperaments}
+        inventory = p.stock.draw(p.inventory, rng) if p.stock is not None and p.stock.vary else None
         models = {role: utility_model(specs[role], profiles[role]) for role in parties}
         analysis = analyse(models[parties[0]], models[parties[1]])
         private: dict[str, dict[str, Any]] = {}
@@ -166,6 +167,8 @@ class Negotiate(TaskGenerator):
             if role in temperaments:
                 private[role]["temperament"] = temperaments[role].model_dump(exclude={"text"})
         open_negotiation(state, parties)
+        if inventory is not None:
+            state.vars["inventory"] = inventory  # what get_inventory reports in this episode
         goal = {
             "subject": p.subject,
             "parties": parties,

@@ -425,7 +425,7 @@ def get_inventory(ctx: ToolContext) -> dict[str, Any]:
     world = _world(ctx)
     if not world.params.inventory:
         raise ToolError("no inventory information is available in this negotiation")
-    return dict(world.params.inventory)
+    return dict(ctx.state.vars.get("inventory") or world.params.inventory)  # the episode's draw, if any
 
 
 @BargainingWorld.tool(consumes=["topic"], produces=["policy"])
