@@ -170,15 +170,18 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
         turns = sum(1 for m in conv if m["role"] == "assistant")
     messages = orjson.dumps(conv)
     text_json = orjson.dumps(text)
+    # The fields before the text and after the tools, each run serialized as one object, its braces cut.
+    head = orjson.dumps({"id": sample.id, "perspective": sample.perspective})
+    tail = orjson.dumps({"scores": sample.scores, "mask": spans, "provenance": sample.provenance,
+                         "synthetic": bool(sample.synthetic)})
     pieces = [
-        b'{"id":', orjson.dumps(sample.id), b',"perspective":', orjson.dumps(sample.perspective),
-        b',"text":', *part.text_pieces, text_json[1:],
+        head[:-1], b',"text":', *part.text_pieces, text_json[1:],
         b',"messages":[', *part.message_pieces, b"," if conv else b"", messages[1:-1],
-        b'],"tools":', part.head.tools_json, b',"scores":', orjson.dumps(sample.scores),
-        b',"mask":', orjson.dumps(spans), b',"provenance":', orjson.dumps(sample.provenance),
-        b',"synthetic":true}' if sample.synthetic else b',"synthetic":false}',
+        b'],"tools":', part.head.tools_json, b",", tail[1:],
     ]
-    return Llama3Line(pieces, text_json, part.seed, part.special or b"<|" in messages, turns)
+    # (memchr finds a "<" at once or not at all: most conversations hold none, and "<|" is a slower search)
+    special = part.special or (b"<" in messages and b"<|" in messages)
+    return Llama3Line(pieces, text_json, part.seed, special, turns)
 
 
 def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,

@@ -456,6 +456,7 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
     and counted (``malformed_records_skipped``); `with_messages` builds each sample's messages
     here, so that a record whose messages cannot be built is skipped too. A record a filter leaves
     out counts as the samples it would have given."""
+    filtering = bool(opts.scenarios or opts.task_types or opts.only_success)
     for run in runs:
         lookup = ScoreLookup(run)
         made_here = run.scenario.content_hash
@@ -470,7 +471,7 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                     continue
                 record = checked
                 try:
-                    reason = _filter_reason(record, opts)
+                    reason = _filter_reason(record, opts) if filtering else None
                     if reason is None:
                         line = lookup.get(record)
                         if "error" in line:  # a record it could not score
@@ -580,9 +581,11 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     total_frac = sum(f for _, f in mixes)
     synthetic_written = 0
 
+    fast_llama3 = opts.fmt == "llama3" and tokenizer is None
+
     def render(sample: Sample) -> tuple[Llama3Line | None, dict[str, Any] | list[bytes], bool]:
         """(the fast llama3 line or None, the line to write, whether its text holds special tokens)."""
-        if opts.fmt == "llama3" and tokenizer is None:
+        if fast_llama3:
             fast = llama3_line_parts(sample, opts.mask_failed_calls)
             return fast, fast.pieces, fast.special and _has_special_tokens(sample)
         return None, format_line(opts.fmt, sample, tokenizer, opts.mask_failed_calls), _has_special_tokens(sample)

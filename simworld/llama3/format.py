@@ -71,7 +71,8 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 def contains_special_token(text: str) -> bool:
     """True when `text` holds a literal Llama 3 special token (training on it would inject control tokens)."""
-    return "<|" in text and any(tok in text for tok in SPECIAL_TOKENS)
+    # ("<" first: a one-character search is a memchr, "<|" a slower one, and most texts hold no "<")
+    return "<" in text and "<|" in text and any(tok in text for tok in SPECIAL_TOKENS)
 
 
 # ----------------------------------------------------------------------------------------------
