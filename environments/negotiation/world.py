@@ -139,6 +139,7 @@ class BargainingWorld(World):
     """Multi-issue bargaining between two parties with private additive preferences."""
 
     Params = BargainingParams
+    version = 2  # 2: params gained temperaments, stock and policy limits (new defaults in the recorded params)
     _cache: ClassVar[OrderedDict[tuple[str, str, int], WorldData]] = OrderedDict()
     CACHE_SIZE: ClassVar[int] = 64
     tool_specs = _ToolSpecs()  # type: ignore[assignment]
