@@ -64,8 +64,11 @@ def _calls(ev: dict[str, Any]) -> list[dict[str, Any]]:
     for c in calls:
         if type(c) is not dict or type(c.get("name")) is not str or type(c.get("id", "")) is not str \
                 or type(c.get("arguments", {})) is not dict:
-            raise MalformedEvent("a tool call without a string name and id and an arguments object")
+            raise MalformedEvent(_BAD_CALL)
     return calls
+
+
+_BAD_CALL = "a tool call without a string name and id and an arguments object"
 
 
 def perspective_dicts(events: list[dict[str, Any]], role: str, system: str | None) -> list[dict[str, Any]]:
@@ -327,8 +330,8 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
                 pieces += (_H_TOOL, content, eot)
             continue
         calls = ev.get("tool_calls")
-        if calls:
-            _calls(ev)  # (checked)
+        if calls and type(calls) is not list:
+            raise MalformedEvent("tool_calls is not a list")  # (each call is checked by _call_of)
         parts.append(content)
         turns += 1
         if calls and len(calls) > 1:
@@ -384,12 +387,16 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
 
 
 def _call_of(c: dict[str, Any], names: list[tuple[str, Any]], parts: list[str]) -> dict[str, Any]:
-    """The normalized call dict of a recorded call (noted for the card and deduplication)."""
-    args = c.get("arguments", {})
-    call = {"id": c.get("id", ""), "name": c["name"], "arguments": args}
-    names.append((c["name"], c.get("id")))
-    parts.append(dedup_call_text(c["name"], args))
-    return call
+    """The normalized call dict of a recorded call, checked as :func:`_calls` checks it (noted for
+    the card and deduplication)."""
+    if type(c) is not dict:
+        raise MalformedEvent(_BAD_CALL)
+    name, call_id, args = c.get("name"), c.get("id", ""), c.get("arguments", {})
+    if type(name) is not str or type(call_id) is not str or type(args) is not dict:
+        raise MalformedEvent(_BAD_CALL)
+    names.append((name, c.get("id")))
+    parts.append(dedup_call_text(name, args))
+    return {"id": call_id, "name": name, "arguments": args}
 
 
 def dedup_call_text(name: str, arguments: dict[str, Any] | None) -> str:
