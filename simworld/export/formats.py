@@ -86,20 +86,33 @@ class _SystemPart:
     """A system message: its content, its serialized forms (in pieces: the shared head's, then the
     prompt's), and whether the content (prompt or tool definitions) holds special tokens."""
 
-    __slots__ = ("head", "prefix_len", "text_pieces", "message_pieces", "special", "digest", "seed")
+    __slots__ = ("head", "prefix_len", "text_pieces", "message_pieces", "special", "_seed")
 
     def __init__(self, system_prompt: str, head: _SystemHead) -> None:
         self.head = head
         rest = "\n\n" + system_prompt if system_prompt else ""
         # The content is head.content + rest (= system_content(system_prompt, tools, today)).
         self.prefix_len = len(BEGIN) + len(HEADERS["system"]) + len(head.content) + len(rest) + len(EOT)
-        tail = orjson.dumps(rest + EOT)[1:-1]
+        escaped = orjson.dumps(rest)[1:-1]
+        tail = escaped + _EOT_JSON
         self.text_pieces = (head.text_open, tail)  # the opening quote and the escaped prefix
-        self.message_pieces = (head.content_open, orjson.dumps(rest)[1:] + b"}")
+        self.message_pieces = (head.content_open, escaped + b'"}')
         # The prompt and the tool definitions (no token spans the blank line between them).
         self.special = head.special or contains_special_token(rest)
-        self.digest = hashlib.blake2b(tail, digest_size=16, key=head.digest).digest() if rest else head.digest
-        self.seed = int.from_bytes(self.digest[:8], "little")
+        self._seed: int | None = None
+
+    @property
+    def seed(self) -> int:
+        """64 bits of a digest of the whole system message (made when deduplication first asks)."""
+        if self._seed is None:
+            tail = self.text_pieces[1]
+            head = self.head.digest
+            digest = hashlib.blake2b(tail, digest_size=16, key=head).digest() if len(tail) > len(_EOT_JSON) else head
+            self._seed = int.from_bytes(digest[:8], "little")
+        return self._seed
+
+
+_EOT_JSON = orjson.dumps(EOT)[1:-1]  # (JSON escapes none of its characters)
 
 
 _HEADS: dict[tuple[int, int, Any], _SystemHead] = {}
@@ -140,10 +153,10 @@ class Llama3Line(NamedTuple):
     across samples, so they are written out, never copied)."""
     text_json: bytes
     """The serialized text after the system message."""
-    system_seed: int
-    """64 bits of the system message's digest: with `text_json`, they identify the sample's full
-    text for exact deduplication (:meth:`~simworld.export.curation.Deduplicator.keep`), without
-    serializing its messages again or hashing the long shared prefix per sample."""
+    system: _SystemPart
+    """The system message: its `seed` and `text_json` identify the sample's full text for exact
+    deduplication (:meth:`~simworld.export.curation.Deduplicator.keep`), without serializing its
+    messages again or hashing the long shared prefix per sample."""
     special: bool
     """False only when no message content and no call argument can hold a special token (no
     ``<|`` anywhere in the serialized messages, and a clean system prompt)."""
@@ -181,7 +194,7 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
     ]
     # (memchr finds a "<" at once or not at all: most conversations hold none, and "<|" is a slower search)
     special = part.special or (b"<" in messages and b"<|" in messages)
-    return Llama3Line(pieces, text_json, part.seed, special, turns)
+    return Llama3Line(pieces, text_json, part, special, turns)
 
 
 def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,

@@ -594,7 +594,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if special:
             stats.filtered["special_tokens_in_text"] += 1
             return False
-        if dedup is not None and not (dedup.keep(sample, fast.text_json, fast.system_seed) if fast is not None
+        if dedup is not None and not (dedup.keep(sample, fast.text_json, fast.system.seed) if fast is not None
                                       else dedup.keep(sample)):
             return False
         split = split_of(sample.split_key, opts.validation, opts.split_seed)
