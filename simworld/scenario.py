@@ -128,7 +128,8 @@ _MEMO: dict[int, tuple[weakref.ref, dict[Any, Any]]] = {}
 def _memo(sc: Scenario, key: Any, compute: Any) -> Any:
     entry = _MEMO.get(id(sc))
     if entry is None or entry[0]() is not sc:
-        entry = (weakref.ref(sc, lambda _ref, i=id(sc): _MEMO.pop(i, None)), {})
+        # (the dict bound now: at interpreter exit the module's globals may be gone when this runs)
+        entry = (weakref.ref(sc, lambda _ref, i=id(sc), memo=_MEMO: memo.pop(i, None)), {})
         _MEMO[id(sc)] = entry
     cache = entry[1]
     if key not in cache:
