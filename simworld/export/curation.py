@@ -353,7 +353,7 @@ def _dedup(arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndar
     """One sample through both indexes, in one call: _EXACT when its exact key (:func:`_exact_key`)
     was added before, else (the key added) _NEAR when the SimHash of `data` is near a kept one,
     else _KEEP (it is added as entry `n`). `arrays`: the exact set's slots, then the near index's
-    heads, nexts, fingerprints and positions (one argument: each costs the call time). `n` < 0:
+    heads, nexts, fingerprints and positions (one argument: Numba types every argument of every call). `n` < 0:
     no near-duplicate index (_EXACT or _KEEP)."""
     slots, heads, nexts, fps, positions = arrays
     if not _set_add(slots, _exact_key(key, text, seed)):
