@@ -280,16 +280,16 @@ class U64Set:
         """Add `key`; False when it was already there."""
         if not _set_add(self.slots, key):
             return False
-        self.added()
-        return True
-
-    def added(self) -> None:
-        """Count a key :func:`_set_add` put in (growing the table at half full)."""
         self.n += 1
         if self.n * 2 > len(self.slots):
-            grown = np.zeros(2 * len(self.slots), dtype=np.int64)
-            _set_rehash(self.slots, grown)
-            self.slots = grown
+            self.added_grow()
+        return True
+
+    def added_grow(self) -> None:
+        """Double the table (at half full: the caller counted a key it put in with :func:`_set_add`)."""
+        grown = np.zeros(2 * len(self.slots), dtype=np.int64)
+        _set_rehash(self.slots, grown)
+        self.slots = grown
 
 
 @numba.njit(cache=True)
@@ -342,14 +342,14 @@ _KEEP, _EXACT, _NEAR = 0, 1, 2
 
 
 @numba.njit(cache=True)
-def _exact_key(key: int, text: bytes, seed: np.uint64) -> int:
+def _exact_key(key: int, text: bytes, seed: int) -> int:
     """`key`, or where it is -1, the 63-bit XXH64 of `text` under `seed`."""
     return key if key >= 0 else np.int64(xxh64(text, seed) >> np.uint64(1))
 
 
 @numba.njit(cache=True)
 def _dedup(arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], key: int, text: bytes,
-           seed: np.uint64, data: bytes, n: int, max_bits: int, max_chain: int) -> int:
+           seed: int, data: bytes, n: int, max_bits: int, max_chain: int) -> int:
     """One sample through both indexes, in one call: _EXACT when its exact key (:func:`_exact_key`)
     was added before, else (the key added) _NEAR when the SimHash of `data` is near a kept one,
     else _KEEP (it is added as entry `n`). `arrays`: the exact set's slots, then the near index's
@@ -422,13 +422,17 @@ class Deduplicator:
 
     def keep(self, sample: Sample, text: bytes | None = None, seed: int = 0) -> bool:
         """Keep `sample` unless it repeats one kept before. `text`, when given, is the sample's full
-        training text, or the part of it that differs between samples of one `seed` (the llama3
-        export: the text after the system message, seeded by the system message's digest): it
-        stands for the sample in the exact comparison (else its messages do: :func:`conversation_key`)."""
-        near_text = dedup_text(sample) if self.near is not None else ""
+        training text, or the part of it that differs between samples of one `seed` (64 bits; the
+        llama3 export: the text after the system message, seeded by the system message's digest):
+        it stands for the sample in the exact comparison (else its messages do: :func:`conversation_key`)."""
+        if self.near is None:
+            near_text = ""
+        else:
+            rendered = sample.rendered
+            near_text = rendered.dedup_text if rendered is not None else dedup_text(sample)
         if text is None:
             return self._keep(conversation_key(sample), b"", 0, near_text)
-        return self._keep(-1, text, seed, near_text)
+        return self._keep(-1, text, seed - (1 << 64) if seed >= 1 << 63 else seed, near_text)
 
     def keep_key(self, key: int, text: str) -> bool:
         """Keep the sample whose exact-comparison key (63 bits) is `key` and whose near-duplicate
@@ -436,6 +440,7 @@ class Deduplicator:
         return self._keep(key, b"", 0, text)
 
     def _keep(self, key: int, exact: bytes, seed: int, text: str) -> bool:
+        """`seed`: a signed 64-bit int (Numba takes it as int64; xxh64 reads its bits unsigned)."""
         near = self.near
         arrays = self._arrays
         if arrays is None:
@@ -446,16 +451,17 @@ class Deduplicator:
                 arrays = (self.exact.slots, near.heads, near.nexts, near.fps, near.positions)
             self._arrays = arrays
         if near is None:
-            verdict = _dedup(arrays, key, exact, np.uint64(seed), b"", -1, 0, 0)
+            verdict = _dedup(arrays, key, exact, seed, b"", -1, 0, 0)
         else:
-            verdict = _dedup(arrays, key, exact, np.uint64(seed), _shingle_bytes(text), near.n, near.max_bits,
-                             near.MAX_CHAIN)
+            data = text.encode("ascii") if text.isascii() else _shingle_bytes(text)
+            verdict = _dedup(arrays, key, exact, seed, data, near.n, near.max_bits, near.MAX_CHAIN)
         if verdict == _EXACT:
             self.removed_exact += 1
             return False
-        slots = self.exact.slots
-        self.exact.added()
-        if self.exact.slots is not slots:
+        exact_set = self.exact
+        exact_set.n += 1
+        if exact_set.n * 2 > len(arrays[0]):
+            exact_set.added_grow()
             self._arrays = None
         if verdict == _NEAR:
             self.removed_near += 1
