@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from simworld.export.curation import xxh64
 from simworld.export.source import Sample, render_events
 from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages, llama3_messages,
                                     failed_call_ids, render_normalized, system_content)
@@ -103,12 +104,12 @@ class _SystemPart:
 
     @property
     def seed(self) -> int:
-        """64 bits of a digest of the whole system message (made when deduplication first asks)."""
+        """64 bits of a digest of the whole system message: the head's, and XXH64 of the prompt under
+        it (made when deduplication first asks; a negotiation's prompts differ per episode)."""
         if self._seed is None:
             tail = self.text_pieces[1]
-            head = self.head.digest
-            digest = hashlib.blake2b(tail, digest_size=16, key=head).digest() if len(tail) > len(_EOT_JSON) else head
-            self._seed = int.from_bytes(digest[:8], "little")
+            head = int.from_bytes(self.head.digest[:8], "little", signed=True)
+            self._seed = int(xxh64(tail, head)) if len(tail) > len(_EOT_JSON) else head
         return self._seed
 
 
