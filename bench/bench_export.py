@@ -93,10 +93,14 @@ r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 res = export_runs([sys.argv[2]], ExportOptions(**opts))
 r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - w0
 user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+try:  # this process's own peak (Linux keeps ru_maxrss across exec: it would hold the forking parent's size)
+    with open("/proc/self/status") as fh:
+        peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"cpu": user + system, "user": user, "sys": system, "wall": wall,
                   "samples": sum(res.written.values()), "out_bytes": os.path.getsize(opts["out"]),
-                  "dups": res.card["duplicates_removed"],
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "dups": res.card["duplicates_removed"], "rss_mib": peak}))
 """
 
 
