@@ -157,11 +157,11 @@ def json_schema(strict: bool = False) -> dict[str, Any]:
     """
     registry.load_builtins()
     schema: dict[str, Any] = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "simworld scenario",
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$comment": "World, task, tool, agent and scorer names registered when `simworld schema` wrote this ("
                     + ("an enum: others are errors" if strict else "suggested: others are accepted, and "
                        "simworld validate checks them") + "); write it again after adding a plugin.",
-        **Scenario.model_json_schema()}
+        **Scenario.model_json_schema(), "title": "simworld scenario"}  # (pydantic's title is the class name)
     defs = schema["$defs"]
     agents = {name: _first_line(cls) for name, cls in registry.AGENTS.items()}
     tasks = {name: f"{world}: {_first_line(cls)}" for world in registry.WORLDS

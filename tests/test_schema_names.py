@@ -159,3 +159,10 @@ def test_a_plugin_that_cannot_load_is_one_line_and_no_schema():
                           timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "no_such_plugin_module" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_schema_keeps_its_own_title_and_dialect(strict):
+    schema = json_schema(strict=strict)
+    assert schema["title"] == "simworld scenario"  # not pydantic's class name
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
