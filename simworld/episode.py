@@ -15,7 +15,8 @@ Turn rules
 * An unparseable action is an invalid move: recorded, answered with an error notice to the same
   role, counted. `max_turns` bounds the number of actions. Garbage of any type is an invalid move,
   never an exception (even an object whose ``repr`` raises).
-* A Llama 3 special token (``<|eot_id|>``, ``<|start_header_id|>``, ...) in an action's text, a
+* A Llama 3 special token (``<|eot_id|>``, ``<|start_header_id|>``, ...), or anything shaped like
+  another template's control token (``<|im_end|>``, ``<|eot|>``, ``<|foo|>``), in an action's text, a
   tool name or an argument makes it an invalid move, whatever the role and whether the action is
   text or a Message (text may still carry the structural ``<|python_tag|>`` and end tokens that
   :mod:`simworld.llama3.parse` accepts). An invalid move is recorded with its text and reason
