@@ -51,7 +51,17 @@ PLUGINS_ENTRY_POINTS = "simworld.plugins"
 _loaded = False
 
 
+# What a missing package of simworld's own holds, for the one line that says it is missing.
+_BUILTIN_KINDS = {"simworld.environments": "worlds", "simworld.agents": "agents", "simworld.scoring": "scorers"}
+
+
 def load_builtins() -> None:
+    """Import the built-in worlds, tasks, agents and scorers, then the plugins (once per process).
+
+    simworld's own packages are all shipped: one that cannot be found (an editable install whose
+    checkout moved or was deleted) is a :class:`SimworldError` naming it, not a registry that
+    silently lacks every built-in name. A missing third-party dependency stays an ImportError.
+    """
     global _loaded
     if _loaded:
         return
@@ -60,10 +70,14 @@ def load_builtins() -> None:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            # A module that is not written yet (or an optional part) is simply absent; a missing
-            # dependency *inside* an existing module is a real error.
-            if exc.name is None or not name.startswith(exc.name):
+            missing = exc.name or ""
+            if missing != "simworld" and not missing.startswith("simworld."):
                 raise
+            _loaded = False  # every later lookup says so too, instead of finding empty registries
+            kind = next((k for package, k in _BUILTIN_KINDS.items()
+                         if missing == package or missing.startswith(package + ".")), "components")
+            raise SimworldError(f"simworld's built-in {kind} could not be imported ({exc}): reinstall simworld "
+                                "(pip install -e . in its checkout)") from exc
     load_plugins()
 
 
