@@ -165,7 +165,7 @@ def world_names() -> list[str]:
 
 def inputs_digest(name: str) -> str:
     """What the fingerprint of `name` is computed from (when this changes, the test changed)."""
-    tasks = {t: TASK_PARAMS.get((name, t), {}) for t in registry.TASKS.get(name, {})}
+    tasks = {t: params for (world, t), params in TASK_PARAMS.items() if world == name}
     # The code that computes the fingerprint is an input too: editing it is not a change of the world.
     code = [inspect.getsource(f) for f in (fingerprint, _data_digest, _array_into, _result, _digest,
                                            WALKS.get(name, _gold_walk))]
@@ -220,13 +220,21 @@ def problem(name: str, was: dict[str, Any] | None, now: dict[str, Any] | None) -
     if was["inputs"] != now["inputs"]:
         return (f"the fixed params, seeds or fingerprint code of world {name!r} in tests/test_world_versions.py "
                 f"changed since {FINGERPRINTS_NAME} was written: run `{UPDATE}`")
-    changed = sorted(set(was["parts"]) ^ set(now["parts"])
-                     | {p for p in set(was["parts"]) & set(now["parts"]) if was["parts"][p] != now["parts"][p]})
+    changed = _changed(was, now)
     if changed:
         return (f"world {name!r} builds or answers differently than version {was['version']} recorded in "
                 f"{FINGERPRINTS_NAME}: raise its `version` ClassVar (then run `{UPDATE}`) "
-                f"[differs in: {_summary(changed, set(was['parts']) | set(now['parts']))}]")
+                f"[differs in: {_summary(changed, set(was['parts']))}]")
+    added = sorted(set(now["parts"]) - set(was["parts"]))
+    if added:  # a new task type: what the world did before is unchanged
+        return (f"world {name!r} has parts without a fingerprint in {FINGERPRINTS_NAME} ({', '.join(added)}): "
+                f"run `{UPDATE}`")
     return None
+
+
+def _changed(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The recorded parts that differ now or are gone (a task type removed)."""
+    return sorted(p for p in was["parts"] if now["parts"].get(p) != was["parts"][p])
 
 
 def _summary(changed: list[str], parts: set[str]) -> str:
@@ -270,6 +278,16 @@ def test_changed_data_is_caught(monkeypatch):
     assert "[differs in: data, tasks of deposit, answers of deposit]" in problem("ledger", was, entry("ledger"))
 
 
+def test_a_new_task_type_needs_no_new_version_but_a_removed_one_does():
+    was = entry("ledger")
+    grown = {**was, "parts": {**was["parts"], "tasks withdraw": "0" * 64, "answers withdraw": "1" * 64}}
+    assert problem("ledger", was, grown) == (
+        f"world 'ledger' has parts without a fingerprint in {FINGERPRINTS_NAME} (answers withdraw, tasks withdraw): "
+        f"run `{UPDATE}`")
+    assert "raise its `version` ClassVar" in problem("ledger", grown, was)
+    assert problem("ledger", was, was) is None
+
+
 def test_the_bargaining_walk_plays_the_protocol_through():
     # A walk that only met errors would fingerprint the error messages, not the offers.
     world = registry.get_world("bargaining").load(WORLD_PARAMS["bargaining"], WORLD_SEED)
@@ -291,7 +309,7 @@ def update(force: bool = False) -> list[str]:
         now = entry(name)
         was = old.get(name)
         if (not force and was is not None and was["version"] == now["version"] and was["inputs"] == now["inputs"]
-                and was["parts"] != now["parts"]):
+                and _changed(was, now)):
             refused.append(problem(name, was, now))
             worlds[name] = was
         else:
