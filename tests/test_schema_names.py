@@ -166,3 +166,46 @@ def test_the_schema_keeps_its_own_title_and_dialect(strict):
     schema = json_schema(strict=strict)
     assert schema["title"] == "simworld scenario"  # not pydantic's class name
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_one_summariser_serves_the_list_and_the_schema():
+    """`simworld list` shows a name's first docstring paragraph on one clipped line; the schema gives
+    the whole paragraph. Neither cuts at a docstring's line wrap, shows the pointer to the module
+    docstring, or borrows a base class's docstring (it describes another name)."""
+    from simworld.commands.listing import DOC_WIDTH, section_lines
+    from simworld.docs_text import clip, doc_summary, summary
+
+    doc = """Sample one negotiation: jittered preferences,
+        a temperament per party (see the module docstring).
+
+        Details that no summary shows.
+        """
+    assert summary(doc) == "Sample one negotiation: jittered preferences, a temperament per party."
+    assert summary(doc, 40) == "Sample one negotiation: jittered…"
+    assert summary("A long-enough-word", 8) == "A…" and summary("Unbreakableword", 8) == "Unbreak…"
+    assert len(summary(doc, 40)) <= 40 and clip("short", 40) == "short"
+
+    class Base:
+        """A base class of something else."""
+
+    class Registered(Base):
+        pass
+
+    assert doc_summary(Registered) == "" and doc_summary(Base) == "A base class of something else."
+
+    registry.load_builtins()
+    task = registry.TASKS["bargaining"]["negotiate"]
+    assert "\n" in task.__doc__.strip().split("\n\n")[0]  # its first paragraph wraps: the case to get right
+    full = doc_summary(task)
+    tasks = {line.split()[0]: (line.split(None, 1) + [""])[1] for line in section_lines("tasks")}
+    listed = tasks["bargaining/negotiate"]
+    assert listed.endswith("…") and len(listed) <= DOC_WIDTH and full.startswith(listed[:-1])
+    agents = {line.split()[0]: line for line in section_lines("agents")}
+    assert "module docstring" not in agents["customer"] and agents["customer"].endswith("only when asked.")
+
+    schema = json_schema()
+    task_type = schema["$defs"]["TaskSpec"]["properties"]["type"]["anyOf"][0]
+    assert dict(zip(task_type["enum"], task_type["markdownEnumDescriptions"]))["negotiate"] == f"bargaining: {full}"
+    agent_type = schema["$defs"]["AgentSpec"]["properties"]["type"]["anyOf"][0]
+    described = dict(zip(agent_type["enum"], agent_type["markdownEnumDescriptions"]))
+    assert described["customer"] == "A scripted customer who reveals facts only when asked."

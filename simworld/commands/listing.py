@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from typing import Any
 
 import click
 
+from simworld.docs_text import clip, doc_summary, summary
+
 SECTIONS = ("worlds", "tasks", "tools", "agents", "scorers", "scenarios")
+DOC_WIDTH = 72  # a name's description: the first paragraph of its own docstring, clipped to one line
 
 
 def scenario_dirs() -> list[Path]:
@@ -34,17 +35,6 @@ def find_scenarios() -> list[Path]:
     return out
 
 
-def _doc(obj: Any, width: int = 72) -> str:
-    """First line of the object's own docstring (not one inherited from a base class)."""
-    own = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
-    doc = inspect.cleandoc(own) if isinstance(own, str) else ""
-    return _clip(doc.splitlines()[0] if doc else "", width)
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _shown(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
@@ -63,27 +53,28 @@ def section_lines(what: str) -> list[str]:
     from simworld import registry
 
     if what == "worlds":
-        return _rows([(name, f"{len(cls.tools)} tools, {len(registry.TASKS.get(name, {}))} tasks", _doc(cls))
-                      for name, cls in sorted(registry.WORLDS.items())])
+        return _rows([(name, f"{len(cls.tools)} tools, {len(registry.TASKS.get(name, {}))} tasks",
+                       doc_summary(cls, DOC_WIDTH)) for name, cls in sorted(registry.WORLDS.items())])
     if what == "tasks":
-        return _rows([(f"{world}/{name}", _doc(cls)) for world, tasks in sorted(registry.TASKS.items())
-                      for name, cls in sorted(tasks.items())])
+        return _rows([(f"{world}/{name}", doc_summary(cls, DOC_WIDTH))
+                      for world, tasks in sorted(registry.TASKS.items()) for name, cls in sorted(tasks.items())])
     if what == "tools":
         rows = []
         for world, cls in sorted(registry.WORLDS.items()):
             for name, tool in sorted(cls.tools.items()):
                 flow = ", ".join(tool.consumes) + " -> " + ", ".join(tool.produces) if (tool.consumes or tool.produces) else ""
-                rows.append((f"{world}.{name}", "write" if tool.writes else "read", _clip(flow, 40),
-                             _clip(tool.description.splitlines()[0], 60)))
+                rows.append((f"{world}.{name}", "write" if tool.writes else "read", clip(flow, 40),
+                             summary(tool.description, 60)))
         return _rows(rows)
     if what == "agents":
         rows = []
         for name, cls in sorted(registry.AGENTS.items()):
             params = [f for f in cls.Params.model_fields if f != "type"]
-            rows.append((name, _clip(("params: " + ", ".join(params)) if params else "", 50), _doc(cls)))
+            rows.append((name, clip(("params: " + ", ".join(params)) if params else "", 50),
+                         doc_summary(cls, DOC_WIDTH)))
         return _rows(rows)
     if what == "scorers":
-        return _rows([(name, _doc(fn)) for name, fn in sorted(registry.SCORERS.items())])
+        return _rows([(name, doc_summary(fn, DOC_WIDTH)) for name, fn in sorted(registry.SCORERS.items())])
     rows = []
     from simworld.scenario import read_yaml
 
