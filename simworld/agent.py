@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from simworld.types import Message, ToolSpec
 
@@ -25,7 +25,7 @@ class AgentParams(BaseModel):
     """Base of agent parameter models: `type` is the registry name; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
-    type: str
+    type: str = Field(description="Registered agent name (simworld list agents).")
 
 
 def same_move(a: Message, b: Message) -> bool:

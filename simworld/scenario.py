@@ -18,9 +18,11 @@ from typing import Any, Literal
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from simworld import registry
+from simworld.docs_text import doc_summary, summary
 from simworld.errors import ScenarioError, SimworldError, one_line, suggest
 
 
@@ -144,10 +146,16 @@ def json_schema(strict: bool = False) -> dict[str, Any]:
 
     The names registered when it is called (the built-ins and the plugins loaded now from
     ``$SIMWORLD_PLUGINS`` and ``simworld.plugins`` entry points) are listed, each with the first
-    line of its docstring: worlds for ``world.type``; tasks, tools and agents for ``task.type``,
+    paragraph of its docstring: worlds for ``world.type``; tasks, tools and agents for ``task.type``,
     ``roles.*.tools`` and ``roles.*.agent.type``, narrowed to those of the scenario's world
     (``if``/``then`` on ``world.type``) and, for agents, to those that play the role's kind;
     scorers for ``scoring``.
+
+    Each name's parameters follow from its pydantic ``Params`` model (one ``$defs`` entry per
+    model): ``world.params`` from the world's, ``task.params`` from the task generator's (tasks are
+    per world) and a role's ``agent`` mapping from the agent's (``type`` and its parameters), each
+    under an ``if`` on the name. An unknown name leaves its parameters open; ``variations`` (dotted
+    paths into the scenario) stays open too: ``simworld validate`` checks each value in place.
 
     By default a name is ``anyOf`` a listed name (offered for completion, with its description)
     or any string, so a plugin registered after the schema was written is not marked as an error
@@ -156,39 +164,150 @@ def json_schema(strict: bool = False) -> dict[str, Any]:
     a task, tool or agent of another world, as you type.
     """
     registry.load_builtins()
+    worlds = _by_params({n: c.Params for n, c in registry.WORLDS.items()})
+    tasks = {w: _by_params({n: c.Params for n, c in registry.TASKS.get(w, {}).items()}) for w in registry.WORLDS}
+    agents_by_params = _by_params({n: c.Params for n, c in registry.AGENTS.items()})
+    models = {m for by in (worlds, agents_by_params, *tasks.values()) for m in by}
+    refs, defs = _model_schemas(Scenario, sorted(models, key=lambda m: (m.__module__, m.__qualname__)))
     schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$comment": "World, task, tool, agent and scorer names registered when `simworld schema` wrote this ("
                     + ("an enum: others are errors" if strict else "suggested: others are accepted, and "
                        "simworld validate checks them") + "); write it again after adding a plugin.",
-        **Scenario.model_json_schema(), "title": "simworld scenario"}  # (pydantic's title is the class name)
-    defs = schema["$defs"]
-    agents = {name: _first_line(cls) for name, cls in registry.AGENTS.items()}
-    tasks = {name: f"{world}: {_first_line(cls)}" for world in registry.WORLDS
-             for name, cls in registry.TASKS.get(world, {}).items()}
-    tools = {name: f"{world}: {_squeeze(tool.spec.description)}" for world, cls in registry.WORLDS.items()
+        **defs.pop(refs[Scenario]["$ref"].rsplit("/", 1)[1]),
+        "title": "simworld scenario",  # (pydantic's title is the class name)
+        "$defs": defs}
+    agents = {name: doc_summary(cls) for name, cls in registry.AGENTS.items()}
+    task_names = {name: f"{world}: {doc_summary(cls)}" for world in registry.WORLDS
+                  for name, cls in registry.TASKS.get(world, {}).items()}
+    tools = {name: f"{world}: {summary(tool.spec.description)}" for world, cls in registry.WORLDS.items()
              for name, tool in cls.tools.items()}
-    named = [(defs["WorldSpec"]["properties"]["type"], {n: _first_line(c) for n, c in registry.WORLDS.items()}),
-             (defs["TaskSpec"]["properties"]["type"], tasks),
+    named = [(defs["WorldSpec"]["properties"]["type"], {n: doc_summary(c) for n, c in registry.WORLDS.items()}),
+             (defs["TaskSpec"]["properties"]["type"], task_names),
              (defs["AgentSpec"]["properties"]["type"], agents),
              (defs["RoleSpec"]["properties"]["tools"]["items"], tools),
-             (schema["properties"]["scoring"]["items"], {n: _first_line(f) for n, f in registry.SCORERS.items()})]
+             (schema["properties"]["scoring"]["items"], {n: doc_summary(f) for n, f in registry.SCORERS.items()})]
     for node, described in named:
         node.update(_name_choice(described, strict))
-    per_world = [_world_names(world, cls, agents, strict) for world, cls in sorted(registry.WORLDS.items())]
-    if per_world:
-        schema["allOf"] = per_world
-    return schema
+    _add_rules(defs["WorldSpec"], [_params_of("world", names, refs[m]) for m, names in worlds.items()])
+    _add_rules(defs["AgentSpec"], [_params_rule("agent", names, refs[m]) for m, names in agents_by_params.items()])
+    per_world = [_world_names(world, cls, agents, strict, [_params_of("task", names, refs[m], f" of world {world!r}")
+                                                           for m, names in tasks[world].items()])
+                 for world, cls in sorted(registry.WORLDS.items())]
+    _add_rules(schema, per_world)
+    return _without_ref_siblings(schema)
 
 
-def _squeeze(text: str) -> str:
-    return " ".join(text.split())
+def _by_params(params: dict[str, Any]) -> dict[type[BaseModel], list[str]]:
+    """The names of each Params model (several names may share one), sorted; a Params that is not a
+    pydantic model is left out (its parameters stay open)."""
+    out: dict[type[BaseModel], list[str]] = {}
+    for name, model in sorted(params.items()):
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            out.setdefault(model, []).append(name)
+    return out
 
 
-def _first_line(obj: Any) -> str:
-    """The first paragraph of a docstring, on one line, without a pointer to the rest of it."""
-    text = _squeeze((obj.__doc__ or "").strip().split("\n\n")[0])
-    return re.sub(r"\s*\(see the module docstring\)", "", text)
+def _named(kind: str, names: list[str], where: str = "") -> str:
+    return f"{kind}{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}{where}"
+
+
+def _params_rule(kind: str, names: list[str], then: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``if type is one of names then``: the parameters of those names (of this kind, e.g. "agent")."""
+    text = _named(kind, names, where)
+    match = _prop(text[0].upper() + text[1:] + ".",
+                  **({"const": names[0]} if len(names) == 1 else {"enum": names}))
+    return {"if": {"properties": {"type": match}, "required": ["type"]}, "then": then}
+
+
+def _params_of(kind: str, names: list[str], ref: dict[str, str], where: str = "") -> dict[str, Any]:
+    """The rule that `params` next to `type` holds the parameters of those names."""
+    return _params_rule(kind, names, {"properties": {"params": _prop(
+        f"Parameters of {_named(kind, names, where)} (docs/scenarios.md lists them).", **ref)}}, where)
+
+
+def _add_rules(node: dict[str, Any], rules: list[dict[str, Any]]) -> None:
+    if rules:
+        node["allOf"] = node.get("allOf", []) + rules
+
+
+class _EditorSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema for editors: no titles made up from field names ("N Orders" over "Number
+    of orders."); a field a subclass declares again only to change its default keeps its base's
+    description; a type JSON Schema cannot express (a plugin's arbitrary class) accepts anything
+    instead of failing the whole schema, and so does a default that JSON cannot hold."""
+
+    ignored_warning_kinds = {"non-serializable-default", "skipped-choice"}
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def handle_invalid_for_json_schema(self, schema: Any, error_info: str) -> dict[str, Any]:
+        return {"$comment": "Any value here: JSON Schema cannot describe this type; simworld validate checks it."}
+
+    def model_schema(self, schema: Any) -> dict[str, Any]:
+        from simworld.reference import _field_description
+
+        out = super().model_schema(schema)
+        cls = schema["cls"]
+        keys = {f.validation_alias if isinstance(f.validation_alias, str) else (f.alias or name): name
+                for name, f in getattr(cls, "model_fields", {}).items()}
+        for key, prop in out.get("properties", {}).items():
+            if "description" not in prop:
+                prop["description"] = (_field_description(cls, keys[key]) if key in keys else "") or \
+                    f"A parameter of {cls.__name__} (its code does not describe it)."
+        return out
+
+
+def _model_schemas(root: type[BaseModel], models: list[type[BaseModel]]
+                   ) -> tuple[dict[type[BaseModel], dict[str, str]], dict[str, Any]]:
+    """``{"$ref": ...}`` of each model, and the ``$defs`` they point into: one entry per model, under a
+    unique name (pydantic qualifies a class name that two models share with its module), with a
+    unique title. A model whose schema cannot be made at all is left out (its parameters stay open)."""
+    def generate(ms: list[type[BaseModel]]) -> tuple[dict[Any, Any], dict[str, Any]]:
+        refs, top = models_json_schema([(m, "validation") for m in [root, *ms]], schema_generator=_EditorSchema)
+        return {m: ref for (m, _mode), ref in refs.items()}, top.get("$defs", {})
+
+    try:
+        refs, defs = generate(models)
+    except Exception:  # a plugin's Params pydantic cannot describe: keep the others
+        usable = []
+        for m in models:
+            try:
+                m.model_json_schema(schema_generator=_EditorSchema)
+                usable.append(m)
+            except Exception:
+                pass
+        refs, defs = generate(usable)
+    titles = [d.get("title") for d in defs.values()]
+    for key, d in defs.items():
+        if titles.count(d.get("title")) > 1:
+            d["title"] = key
+    return refs, dict(sorted(defs.items()))
+
+
+_DATA_KEYWORDS = {"default", "examples", "const", "enum", "markdownEnumDescriptions"}
+_SCHEMAS_BY_NAME = {"properties", "patternProperties", "dependentSchemas", "$defs"}
+
+
+def _without_ref_siblings(schema: Any) -> Any:
+    """`schema` with each ``$ref`` that has sibling keywords (a field's description, its default)
+    moved into an ``allOf``: an editor that reads the schema as draft-07 ignores a ``$ref``'s siblings."""
+    if isinstance(schema, list):
+        return [_without_ref_siblings(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _DATA_KEYWORDS:
+            out[key] = value
+        elif key in _SCHEMAS_BY_NAME and isinstance(value, dict):
+            out[key] = {name: _without_ref_siblings(s) for name, s in value.items()}
+        else:
+            out[key] = _without_ref_siblings(value)
+    if "$ref" in out and len(out) > 1:
+        out["allOf"] = [{"$ref": out.pop("$ref")}, *out.get("allOf", [])]
+    return out
 
 
 def _name_choice(described: dict[str, str], strict: bool) -> dict[str, Any]:
@@ -208,8 +327,10 @@ def _prop(description: str, **schema: Any) -> dict[str, Any]:
     return {"description": description, **schema}
 
 
-def _world_names(world: str, world_cls: Any, agents: dict[str, str], strict: bool) -> dict[str, Any]:
-    """``if world.type is WORLD then`` its tasks, its tools and the agents that play it (by role kind)."""
+def _world_names(world: str, world_cls: Any, agents: dict[str, str], strict: bool,
+                 task_params: list[dict[str, Any]]) -> dict[str, Any]:
+    """``if world.type is WORLD then`` its tasks (with their parameters), its tools and the agents that
+    play it (by role kind)."""
     def plays(name: str, kind: str | None = None) -> bool:
         cls = registry.AGENTS[name]
         worlds, kinds = agent_worlds(cls), agent_kinds(cls)
@@ -218,7 +339,7 @@ def _world_names(world: str, world_cls: Any, agents: dict[str, str], strict: boo
     in_world = {n: d for n, d in agents.items() if plays(n)}
     role: dict[str, Any] = {"properties": {
         "tools": _prop(f"Tools of world {world!r}.", items=_name_choice(
-            {n: _squeeze(t.spec.description) for n, t in world_cls.tools.items()}, strict)),
+            {n: summary(t.spec.description) for n, t in world_cls.tools.items()}, strict)),
         "agent": _prop(f"An agent that plays world {world!r}.", properties={
             "type": _prop(f"Agents that play world {world!r}.", **_name_choice(in_world, strict))})}}
     by_kind = []
@@ -233,14 +354,15 @@ def _world_names(world: str, world_cls: Any, agents: dict[str, str], strict: boo
                                                            **_name_choice(fits, strict))})}}})
     if by_kind:
         role["allOf"] = by_kind
+    task = _prop(f"A task generator of world {world!r}.", properties={"type": _prop(
+        f"Task generators of world {world!r}.", **_name_choice(
+            {n: doc_summary(c) for n, c in registry.TASKS.get(world, {}).items()}, strict))})
+    _add_rules(task, task_params)
     return {
         "if": {"properties": {"world": _prop(f"World {world!r}.", properties={
             "type": _prop(f"World {world!r}.", const=world)}, required=["type"])}, "required": ["world"]},
-        "then": {"properties": {
-            "task": _prop(f"A task generator of world {world!r}.", properties={"type": _prop(
-                f"Task generators of world {world!r}.", **_name_choice(
-                    {n: _first_line(c) for n, c in registry.TASKS.get(world, {}).items()}, strict))}),
-            "roles": _prop(f"Roles in world {world!r}.", additionalProperties=role)}}}
+        "then": {"properties": {"task": task,
+                                "roles": _prop(f"Roles in world {world!r}.", additionalProperties=role)}}}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,9 +63,11 @@ class LLMParams(AgentParams):
         "the openai SDK directly (about half the CPU per call; model 'openai/NAME' or 'NAME'; provider_params "
         "go in the request body); 'auto': 'openai' for an 'openai/' model with an api_base (a self-hosted "
         "OpenAI-compatible server, where litellm would forward to the same SDK), else 'litellm'.")
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int = Field(default=1024, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature (0: the most "
+                               "likely tokens).")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling: draw from the most "
+                                "likely tokens that make up this share of the probability (default: not sent).")
+    max_tokens: int = Field(default=1024, ge=1, description="Most tokens the model may write in one turn.")
     seed: int | None = Field(default=None, description="Sampling seed sent where the provider supports it; "
                              "default: one drawn per episode from the episode's seeded RNG.")
     max_retries: int = Field(default=4, ge=0, le=100, description="Retries of a failing model call (429, "

@@ -134,9 +134,12 @@ class ValueFunction(_Strict):
     continuous issue the points are interpolated linearly).
     """
 
-    prefer: Literal["low", "high"] | None = None
-    peak: float | None = None
-    table: dict[Value, float] | None = None
+    prefer: Literal["low", "high"] | None = Field(default=None, description="'low' or 'high': linear in the "
+                                                  "value (for text values, in listed order).")
+    peak: float | None = Field(default=None, description="The best value: 1 there, falling linearly to the far "
+                               "end of the issue.")
+    table: dict[Value, float] | None = Field(default=None, description="Value -> score; on a continuous issue "
+                                             "the points are interpolated linearly.")
 
     @model_validator(mode="after")
     def _one(self) -> ValueFunction:
@@ -308,7 +311,7 @@ class BargainingParams(_Strict):
             raise ValueError(f"exactly two parties are supported, got {len(v)}")
         return v
 
-    @field_validator("policies", mode="before")
+    @field_validator("policies", mode="before", json_schema_input_type=dict[str, str | PolicySpec])
     @classmethod
     def _policy_texts(cls, v: Any) -> Any:
         # A policy given as text alone is a policy without limits.

@@ -18,7 +18,8 @@ def command(output: str | None, strict: bool) -> None:
     Point an editor at it (e.g. `# yaml-language-server: $schema=scenario.schema.json`) to get
     completion and checking of scenario files as you type. The world, task, tool, agent and
     scorer names registered now (plugins of $SIMWORLD_PLUGINS included) are offered for
-    completion; with --strict any other name is marked as an error.
+    completion, and the parameters of each world, task and agent under world.params,
+    task.params and roles.*.agent; with --strict any other name is marked as an error.
     """
     from simworld.errors import SimworldError
     from simworld.scenario import json_schema
