@@ -289,6 +289,9 @@ class SupportOracle(Agent):
         self.greeted = False
         self.unclear = 0
         self.asked_order = False
+        self.decided_from: tuple[RequestState, dict[str, int], ToolCall | None] | None = None
+        """The request, its question counts and its proposal before this turn's decision (undone in
+        `adopt` when the reply was not what the record says happened)."""
 
     # -- output
     def say(self, key: str, values: dict[str, str] | None = None) -> str:
@@ -322,10 +325,14 @@ class SupportOracle(Agent):
                 key = _lookup_key(call)
                 if key is not None:
                     tried(key)
+        undo, self.decided_from = self.decided_from, None
+        if undo is not None:  # the customer never heard that reply: a question it counted, a change it proposed
+            req, asks, proposal = undo
+            self.req, req.asks, req.proposal = req, asks, proposal
         self.pending = taken.tool_calls[0] if taken.tool_calls else None
         self.foreign = self.pending is not None
-        if taken.tool_calls or isinstance(reply, str) or reply.tool_calls:
-            self.awaiting = set()
+        # The customer answers what the other agent said, whatever this oracle would have asked.
+        self.awaiting = {OTHERS_QUESTION} if taken.content.strip() and not taken.tool_calls else set()
 
     # -- the turn
     async def act(self, view: View) -> Message:
@@ -335,6 +342,7 @@ class SupportOracle(Agent):
         events = view.episode.events
         new = events[self.seen:]
         self.seen = len(events)
+        self.decided_from = None
         heard: list[str] = []
         for ev in new:
             if ev.role == "tool" and ev.speaker == self.role:
@@ -346,6 +354,7 @@ class SupportOracle(Agent):
                 heard.append(ev.content)
         if heard:
             self.absorb_customer("\n".join(heard))
+        self.decided_from = (self.req, dict(self.req.asks), self.req.proposal)
         return self.decide()
 
     # -- reading the customer
@@ -364,6 +373,11 @@ class SupportOracle(Agent):
                 return
             self.awaiting = {"confirm"}
             return
+        if OTHERS_QUESTION in awaiting:
+            if req.intent is not None and nlu.yes_no(text) is False:
+                self.take_correction(text)  # a no to the other agent's proposal restates what is wanted
+                return
+            awaiting = self.slots_answered(text)
         if self.user_id is None:
             found = nlu.email(text)
             if found:
@@ -394,6 +408,28 @@ class SupportOracle(Agent):
             req.reason = nlu.cancel_reason(text) or req.reason
         if req.intent in ("modify_address", "modify_user_address"):
             req.address = nlu.address(text) or req.address
+
+    def slots_answered(self, text: str) -> set[str]:
+        """The open slots of the request that `text` fills: what the customer answered when another
+        agent asked (a fork's prefix), read from the answer since the question was not this oracle's."""
+        req = self.req
+        if req.intent is None:
+            return set()  # a request opened now: read as an opening
+        slots = set()
+        order = self.orders.get(req.order_id or "")
+        if order is None and req.intent != "modify_user_address" and not (nlu.email(text) or nlu.name_and_zip(text)):
+            slots.add("order")
+        if order is not None and nlu.mentions(text, {i["name"] for i in order["items"]}):
+            if req.items is None:
+                slots.add("items")
+            elif req.intent in ("modify_items", "exchange") and req.new_items is None:
+                slots.add("new_items")
+        if req.intent in _USES_PAYMENT and req.payment_id is None \
+                and (_payment_words(text) or _ASKS_METHODS.search(text.lower())):
+            slots.add("payment")
+        if req.intent == "cancel" and nlu.cancel_reason(text):
+            slots.add("reason")
+        return slots
 
     def take_correction(self, text: str) -> None:
         """The customer said no to a proposed change: re-read whatever the correction restates."""
@@ -707,8 +743,11 @@ class SupportOracle(Agent):
         args = self.collect(intent)
         if isinstance(args, Message):
             return args
-        proposal = ToolCall(id="proposal", name=WRITE_TOOL[intent], arguments=args)
-        req.proposal = proposal
+        req.proposal = ToolCall(id="proposal", name=WRITE_TOOL[intent], arguments=args)
+        return self.propose(intent, args)
+
+    def propose(self, intent: str, args: dict[str, Any]) -> Message:
+        """State the change `req.proposal` makes and ask for an explicit yes."""
         return self.text(self.say("confirm", {"action": self.describe_change(intent, args)}), {"confirm"})
 
     def collect(self, intent: str) -> dict[str, Any] | Message:
@@ -851,19 +890,27 @@ class SupportOracle(Agent):
             methods = self.user["payment_methods"] if self.user else {}
             pid = req.proposal.arguments.get("payment_method_id") if req.proposal else None
             method = describe_method(methods.get(pid, {"id": pid})) if pid else ""
-            values = {"order_id": str(oid), "method": method, "status": order["status"],
-                      "amount": money(float(req.amount or 0)), "address": nlu.format_address(order["address"])}
+            amount = float(req.amount or 0)
             if intent == "cancel":
                 added = order["payment_history"][len(before):]  # the refunds this cancellation made
                 refunds = [p["amount"] for p in added if p["transaction_type"] == "refund"]
-                values["amount"] = money(round(sum(refunds), 2) if refunds else order_total(order))
-                text = self.done("cancel", values)
-            elif intent in ("modify_address", "modify_payment", "return"):
+                amount = round(sum(refunds), 2) if refunds else order_total(order)
+            stated = self.reported_amount(intent, amount, order)
+            if stated != amount:
+                amount = stated
+                req.amount = f"{stated:.2f}"  # what difference_words reads
+            values = {"order_id": str(oid), "method": method, "status": order["status"],
+                      "amount": money(amount), "address": nlu.format_address(order["address"])}
+            if intent in ("cancel", "modify_address", "modify_payment", "return"):
                 text = self.done(intent, values)
             else:
                 text = self.done("swap", {**values, "diff": self.difference_words(method)})
         self.finish_request()
         return self.text(text + self.say("anything_else"))
+
+    def reported_amount(self, intent: str, amount: float, order: dict[str, Any]) -> float:
+        """The amount a report states (the noisy oracle misstates some)."""
+        return amount
 
     def report_status(self) -> Message:
         req = self.req
@@ -886,6 +933,8 @@ class SupportOracle(Agent):
         return self.text(" ".join(parts) + self.say("anything_else"))
 
 
+OTHERS_QUESTION = "others_question"
+"""Awaiting marker: the customer answers another agent's words (a fork's prefix), read by `slots_answered`."""
 _USES_PAYMENT = frozenset({"modify_payment", "modify_items", "return", "exchange"})
 _ASKS_METHODS = re.compile(r"\bwhich payment methods\b|\bwhat payment methods\b|\bon file\b")
 _WANT = re.compile(r"\bi want\b|\binstead\b|\bi'd like\b|\bchanged to\b")
