@@ -1,6 +1,7 @@
 """What the scripted retail customer checks before it says yes: the money of a cancellation (the
 refund of what it paid) and of a payment-method change (the order total charged to the new method,
-the old one refunded), read from its brief and objected to, in its own voice, when wrong.
+the old one refunded), read from its brief and objected to, in its own voice, when wrong: a wrong
+amount with or without a direction beside it, money moving the wrong way on either method.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from simworld.agents.retail import nlu
-from simworld.agents.retail.customer import Customer, CustomerParams, cues
+from simworld.agents.retail.customer import Customer, CustomerParams, cues, expected_money
 from simworld.agents.retail.oracle import SupportOracle
 from simworld.agents.retail.text import money
 from simworld.environments.retail.vocab import money_claims
@@ -119,6 +120,58 @@ def test_customer_objects_to_a_wrong_payment_change(style, seed):
         assert money(total) in answer and "charge" in answer.lower(), answer
 
 
+@pytest.mark.parametrize("style", ["short", "long", "sloppy"])
+@pytest.mark.parametrize("seed", range(4))
+def test_customer_objects_to_a_wrong_amount_said_without_a_direction(style, seed):
+    c, request, paid = customer_for("cancel_pending_order", style, seed)
+    bare = "The total is {}. Shall I go ahead and cancel order {} (reason: {})?"
+    assert nlu.yes_no(c.reply(bare.format(money(paid), request["order_id"], request["reason"]))) is True
+    answer = c.reply(bare.format(money(paid + 9), request["order_id"], request["reason"]))
+    assert nlu.yes_no(answer) is False and (paid, {"refund"}) in money_claims(answer), answer
+
+    c, request, total = customer_for("modify_pending_order_payment", style, seed)
+    method = request["payment_method"]
+    bare = (f"I'll change the payment method of order {request['order_id']} to {method['description']} "
+            f"({method['id']}). The order total is {{}}. Shall I proceed?")
+    assert nlu.yes_no(c.reply(bare.format(money(total)))) is True
+    answer = c.reply(bare.format(money(total + 9)))
+    assert nlu.yes_no(answer) is False and money(total) in answer and "charge" in answer.lower(), answer
+
+
+@pytest.mark.parametrize("style", ["short", "long", "sloppy"])
+@pytest.mark.parametrize("seed", range(4))
+def test_customer_objects_to_a_wrong_return_amount_said_without_a_direction(style, seed):
+    request = episode("return_delivered_order_items", seed).task.private["user"]["requests"][0]
+    c = Customer(CustomerParams(type="customer", style=style), "customer", np.random.default_rng(seed))
+    c.brief, c.requests, c.opened = {"requests": [request]}, [request], True
+    refund = -expected_money(request)
+    names = " and the ".join(i["name"] for i in request["items"])
+    method = request["payment_method"]["description"]
+    bare = (f"I'll return the {names} from order {request['order_id']} to your {method}. That's "
+            "{} in total. Shall I go ahead?")
+    assert nlu.yes_no(c.reply(bare.format(money(refund)))) is True
+    answer = c.reply(bare.format(money(refund + 9)))
+    assert nlu.yes_no(answer) is False and (refund, {"refund"}) in money_claims(answer), answer
+
+
+@pytest.mark.parametrize("style", ["short", "long", "sloppy"])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_payment_change_may_name_the_method_it_moves_from(style, seed):
+    c, request, total = customer_for("modify_pending_order_payment", style, seed)
+    method = request["payment_method"]
+    other = ("paypal" if method["kind"] != "paypal" else "credit_card") + "_0000001"
+    new = f"your {method['description']} ({method['id']})"
+    switch = (f"I'll switch the payment of order {request['order_id']} from {other} to {new}: {money(total)} will be "
+              "{}. Shall I proceed?")
+    assert nlu.yes_no(c.reply(switch.format(f"charged to {new} and refunded to {other}"))) is True
+    assert nlu.yes_no(c.reply(switch.format(f"refunded to {other} once {new} is charged"))) is True
+    answer = c.reply(switch.format(f"charged to {other} and refunded to {new}"))
+    assert nlu.yes_no(answer) is False and money(total) in answer and "charge" in answer.lower(), answer
+    answer = c.reply(f"I'll change the payment method of order {request['order_id']} to {other}; {money(total)} will "
+                     "be charged to it and the original payment refunded. Shall I proceed?")
+    assert nlu.yes_no(answer) is False and method["description"] in answer, answer  # the wrong method is corrected
+
+
 # ----------------------------------------------------------------------------------------------
 # Whole conversations: a support side that states the wrong money never gets a yes
 
@@ -142,7 +195,27 @@ class WrongWayOracle(SupportOracle):
         return text.replace("charged", "\0").replace("refunded", "charged").replace("\0", "refunded")
 
 
-@pytest.mark.parametrize("support", ["test_checks_wrong_money", "test_checks_wrong_way"])
+class BareMoneyOracle(SupportOracle):
+    """The oracle, stating a cancellation's or a payment change's money with no direction: 'the total is $X'."""
+
+    offset = 0.0
+
+    def describe_change(self, intent, args):
+        text = super().describe_change(intent, args)
+        moved = list(re.finditer(r"\$[\d,]+\.\d\d", text))[-1]  # the last amount (a gift card's balance comes first)
+        return f"{text.split(';')[0]}; the total is {money(float(moved.group()[1:].replace(',', '')) + self.offset)}"
+
+
+@register_agent("test_checks_bare_wrong_money")
+class BareWrongMoneyOracle(BareMoneyOracle):
+    offset = 1.0
+
+
+register_agent("test_checks_bare_money")(BareMoneyOracle)
+
+
+@pytest.mark.parametrize("support", ["test_checks_wrong_money", "test_checks_wrong_way",
+                                     "test_checks_bare_wrong_money"])
 @pytest.mark.parametrize("task", ["cancel_pending_order", "modify_pending_order_payment"])
 def test_a_wrong_proposal_is_turned_down_and_nothing_is_written(support, task):
     sc = scenario(task, support)
@@ -160,9 +233,10 @@ def test_a_wrong_proposal_is_turned_down_and_nothing_is_written(support, task):
         assert not t.outcome.success and t.outcome.state_match is False
 
 
+@pytest.mark.parametrize("support", ["oracle", "test_checks_bare_money"])
 @pytest.mark.parametrize("task", ["cancel_pending_order", "modify_pending_order_payment"])
-def test_the_oracle_still_gets_a_yes(task):
-    sc = scenario(task)
+def test_the_oracle_still_gets_a_yes(task, support):
+    sc = scenario(task, support)
     for spec in episode_specs(sc, 20, seed=2):
         t = run_episode_sync(sc, spec)
         assert t.outcome.success, t.outcome

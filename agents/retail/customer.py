@@ -545,8 +545,8 @@ class Customer(Agent):
         method = request.get("payment_method")
         if method:
             ids = set(nlu.PAYMENT_ID.findall(text))
-            if ids and ids != {method["id"]}:
-                return "payment"
+            if ids and ids != {method["id"]} and not (request["intent"] == "modify_payment" and method["id"] in ids):
+                return "payment"  # a payment change may name the method it moves from too
             if not ids and method["description"].lower() not in low:
                 return "payment"
         addr = request.get("address")
@@ -599,8 +599,11 @@ def money_matches(request: dict[str, Any], text: str) -> bool:
     """Does the money a proposal states agree with the brief (amount and direction, where stated)?
 
     The proposal is read with the retail world's own reading of money (:func:`money_claims`), the one
-    its required-output check uses. A payment change charges the new method and refunds the old one
-    as much: its amount must be among those charged, whatever else is refunded.
+    its required-output check uses. An amount stated with a direction must match the brief in amount
+    and way (one such match is enough); where none has a direction, an amount said bare ('The total is
+    $54.20.') must be the amount owed, unless it is plainly something else (:func:`bare_money`). A
+    payment change charges the new method and refunds the old one as much
+    (:func:`payment_change_matches`).
     """
     intent = request["intent"]
     if intent not in _MONEY_INTENTS:
@@ -609,53 +612,119 @@ def money_matches(request: dict[str, Any], text: str) -> bool:
     claims = [c for c in money_claims(text) if c[1]]
     if owed is None:  # a brief without the amount: a cancellation refunds, that much is known
         return intent != "cancel" or not claims or any(ways == {"refund"} for _, ways in claims)
-    if abs(owed) < 0.005:
-        return all(amount is None or amount < 0.005 for amount, _ in claims)
     if intent == "modify_payment":
         return payment_change_matches(request, text, owed)
+    if abs(owed) < 0.005:
+        if any(amount is not None and amount >= 0.005 for amount, _ in claims):
+            return False
+        return _adds_up(bare_money(request, text), 0.0)
     way = "charge" if owed > 0 else "refund"
     stated = [c for c in claims if c[0] is not None]
     if stated:
         return any(abs(amount - abs(owed)) < 0.005 and ways == {way} for amount, ways in stated)  # type: ignore[operator]
-    return not claims or any(ways == {way} for _, ways in claims)  # a direction without an amount
+    if claims and not any(ways == {way} for _, ways in claims):  # a direction without an amount
+        return False
+    return _adds_up(bare_money(request, text), abs(owed))
+
+
+def _adds_up(amounts: list[float], wanted: float) -> bool:
+    """No amounts, or one of them is `wanted`, or all together are (items listed with their prices)."""
+    return not amounts or any(abs(amount - wanted) < 0.005 for amount in amounts) or abs(sum(amounts) - wanted) < 0.005
+
+
+def bare_money(request: dict[str, Any], text: str) -> list[float]:
+    """The amounts `text` states without a direction that can only be the money of the change.
+
+    Left out: a gift card's balance, an item's price ('costs $35.50', 'the Mug ($9.99)', or a price
+    of the brief's items, alone or summed), and, where the money is not the order's total (a return
+    or a swap of some items), the order's total.
+    """
+    known = set()
+    for key in ("items", "new_items"):
+        prices = [_price(i) for i in request.get(key) or []]
+        known |= {round(p, 2) for p in prices} | {round(sum(prices), 2)}
+    total_is_money = request["intent"] in ("cancel", "modify_payment")
+    return [amount for amount, kind in vocab.bare_amounts(text)
+            if (kind == "" or (kind == "order total" and total_is_money)) and round(amount, 2) not in known]
 
 
 _KIND_WORDS = {"paypal": "paypal", "gift_card": "gift card"}
+# the method an order is paid with now, as a proposal calls it ('refunded to your original payment')
+_OLD_METHOD = re.compile(r"\b(?:original|current|old|previous|existing|prior|initial|first)(?: \w+)? "
+                         r"(?:payment method|method of payment|form of payment|payment|method|credit card|card)\b")
+_NEW_METHOD = re.compile(r"\bnew (?:payment method|method of payment|form of payment|payment|method|card)\b")
+_OTHER_CARD = re.compile(r"\b(?:(?:visa|mastercard|amex|discover) )?(?:credit card |card )?ending (?:in|with) "
+                         r"(\d{4})\b")
+# between a direction word and the method it moves money on: 'charged to your', 'refund $5.00 back to the',
+# 'the refund of $5.00 will be issued to your'
+_WAY_TO_METHOD = re.compile(r"(?:\s+(?:back|to|on|onto|into|from|via|using|with|through|your|the|my|an?|that|this"
+                            r"|same|full|amount|total|of|it|will|be|is|goes|go|sent|issued|applied|made|put|paid"
+                            r"|appears?|shows? up|\$?[\d,]+\.\d\d))*\s+")
+# between a method and the direction word after it: 'your PayPal account will be charged'
+_METHOD_TO_WAY = re.compile(r"(?:\s*,?\s+(?:account|card|method|payment|one|which|that|will|would|shall|is|are|get"
+                            r"|gets|be|being|been|then|also|instead|immediately|now|fully|simply|has|have|had|was"
+                            r"|were))*\s+")
+_PAST = re.compile(r"\b(?:was|were|been)\s+$")
 
 
 @lru_cache(maxsize=1024)
-def _method_name(method_id: str, word: str) -> re.Pattern[str]:
-    """A payment method named by its id, or by its card's last four digits or its kind ('PayPal')."""
-    return re.compile(rf"(?<!\w)(?:{re.escape(method_id)}|{re.escape(word)})(?!\w)", re.IGNORECASE)
+def _method_name(method_id: str, word: str, description: str) -> re.Pattern[str]:
+    """A payment method named by its id, its description ('Visa credit card ending in 1234'), or its
+    card's last four digits or its kind ('PayPal')."""
+    names = "|".join(re.escape(n) for n in (description, method_id, word))  # the longest name first
+    return re.compile(rf"(?<!\w)(?:{names})(?!\w)", re.IGNORECASE)
+
+
+def _way_on(ways: list[tuple[vocab.Way, int, int]], low: str, start: int, end: int) -> vocab.Way | None:
+    """The way money moves on the method named at start:end of `low`: the direction word that leads to
+    it ('charged to your PayPal', 'the refund goes to your card'), else the one it leads to ('PayPal
+    will be charged'). None when no direction word is bound to it ('switching from your card to PayPal,
+    $5.00 will be charged') or the one bound tells what was done before ('your Visa was charged')."""
+    before = [w for w in ways if w[2] <= start and _WAY_TO_METHOD.fullmatch(low, w[2], start)]
+    after = [w for w in ways if w[1] >= end and _METHOD_TO_WAY.fullmatch(low, end, w[1])]
+    if not (before or after):
+        return None
+    way, s, _ = before[-1] if before else after[0]
+    return None if _PAST.search(low, max(0, s - 12), s) else way
+
+
+def _method_mentions(method: dict[str, Any], low: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Where a lower-case clause names the new method (by id, last four digits, kind or 'new card'), and
+    where another one (the one paid with now: 'original payment', another method's id or card)."""
+    word = method.get("last_four") or _KIND_WORDS.get(method["kind"], method["id"])
+    new = [m.span() for m in _method_name(method["id"], word, method["description"].lower()).finditer(low)]
+    new += [m.span() for m in _NEW_METHOD.finditer(low)]
+    old = [m.span() for m in _OLD_METHOD.finditer(low)]
+    old += [m.span() for m in nlu.PAYMENT_ID.finditer(low) if m.group() != method["id"]]
+    old += [m.span() for m in _OTHER_CARD.finditer(low) if m.group(1) != method.get("last_four")]
+    old += [m.span() for kind, name in _KIND_WORDS.items() if kind != method["kind"]
+            for m in re.finditer(rf"\b{name}\b", low)]
+    return new, old
 
 
 def payment_change_matches(request: dict[str, Any], text: str, total: float) -> bool:
     """A payment change charges the order `total` to the new method and refunds the old one as much.
 
-    A clause that says both ('$9.00 will be charged to it and the original payment refunded') is read
-    by the direction word nearest the new method's name where it names it ('refunded to your card and
-    charged to PayPal'), else nearest its amount. No clause may refund the new method, and the amounts
-    said to be charged must include the total.
+    In each clause, the new method (named by id, last four digits or kind, or 'new card') must not be
+    refunded and the old one ('original payment', another method) not charged: the direction word
+    that leads to a method's name or follows it decides ('refunded to your original payment and charged
+    to the new card'), not the one nearest an amount. The amounts stated with a direction, or else
+    those said bare (:func:`bare_money`), must include the total: both directions move that much.
     """
     method = request["payment_method"]
-    named_by = _method_name(method["id"], method.get("last_four") or _KIND_WORDS.get(method["kind"], method["id"]))
-    charged: list[float] = []
     for clause in vocab.clauses(text):
         ways = vocab.ways_said(clause)
         if not ways:
             continue
-        name = named_by.search(clause)
-        amounts = vocab.amounts_said(clause)
-        if name:
-            way = vocab.nearest_way(ways, name.start(), name.end())
-        elif amounts:
-            way = vocab.nearest_way(ways, amounts[0][1], amounts[0][2])
-        else:
-            continue  # 'the original payment will be refunded' says nothing of the new method
-        if way == "refund":
+        low = clause.lower()
+        new, old = _method_mentions(method, low)
+        if any(_way_on(ways, low, s, e) == "refund" for s, e in new) or \
+                any(_way_on(ways, low, s, e) == "charge" for s, e in old):
             return False
-        charged += [amount for amount, _, _ in amounts]
-    return not charged or any(abs(amount - total) < 0.005 for amount in charged)
+    amounts = [amount for amount, ways in money_claims(text) if amount is not None and ways]
+    if amounts:
+        return any(abs(amount - total) < 0.005 for amount in amounts)
+    return _adds_up(bare_money(request, text), total)
 
 
 _ACTION = {

@@ -1,7 +1,9 @@
 """Fixed vocabularies of the retail world: what the generator draws from (names, places, products,
 options), and how a conversation is read for which way money goes (:func:`money_claims`: one
 reading for the world's check of the outputs an agent states and for the customer simulator's check
-of a proposed change, so the two can never disagree about a sentence).
+of a proposed change, so the two can never disagree about a sentence), and what an amount said
+without a direction is (:func:`bare_amounts`: a balance, an order's total, a price, or the money of
+the change).
 """
 
 from __future__ import annotations
@@ -267,6 +269,67 @@ def money_claims(text: str) -> list[Claim]:
             ways = ways_said(clause)
             if ways:
                 out.append((None, frozenset(w for w, _, _ in ways)))
+    return out
+
+
+AmountKind = Literal["balance", "order total", "price", ""]
+
+# What an amount said without a direction is, by the words just around it (lower case): a gift
+# card's balance ('balance is $80.00', '$80.00 left on it', 'it has $80.00'), an order's total
+# ('order total: $120.00', 'order #W1234567 (total $120.00)'), an item's price ('costs $35.50',
+# '$12.00 each', 'the Mug ($9.99)'); else the money of the change itself ('The total is $54.20',
+# 'the difference is $5.50'). Only the customer simulator reads these: the world's check of a
+# required output wants a direction beside the amount.
+_BALANCE_BEFORE = re.compile(r"(?:\bbalance(?: (?:is|was|of|remaining|left|available|now|will be|would be"
+                             r"|stands at))*:?|\b(?:has|have|holds) (?:only |just |still |currently |now )?)\s*$")
+_BALANCE_AFTER = re.compile(r"\)?\s*(?:(?:in )?(?:gift card )?balance\b|(?:left|remaining|available)\b"
+                            r"|on (?:it|the card|the gift card|your gift card)\b)")
+_ORDER = r"\border(?:'s)?(?: #?w\d{7})?"
+_ORDER_TOTAL_BEFORE = re.compile(
+    rf"(?:{_ORDER} (?:(?:full |original |grand )?(?:total|subtotal|value)(?: (?:is|was|of|comes to|came to|will be))?"
+    r"|totals|totaled|totalled|totaling|totalling|came to|comes to|costs|cost)"
+    r"|\b(?:total|subtotal|value) (?:of|for) (?:the |your |this |that )?(?:whole |entire |original |full )?order"
+    r"(?: #?w\d{7})?(?: (?:is|was|comes to|came to|will be))?"
+    rf"|{_ORDER} \((?:total|order total)?)(?: ?:)?\s*$")
+_PRICE_BEFORE = re.compile(r"\b(?:costs?|costing|priced at|price(?: is|:)?|sells for|at)\s*$")
+_PRICE_AFTER = re.compile(r"\s*(?:each|apiece|per (?:item|unit|piece))\b")
+# '$5.50 more', '$45.20 in total' are the change's money, whatever stands before them
+_DIFFERENCE_AFTER = re.compile(r"\s*(?:more|less|extra|cheaper|more expensive|in total|total)\b")
+# what makes a bracketed amount a sum rather than a price: '(total: $54.20)', '(difference $5.50)'
+_SUM_WORDS = re.compile(r"\b(?:total|sum|difference|amount|refund|charge|owed|due)\b")
+
+
+def amount_kind(clause: str, start: int, end: int) -> AmountKind:
+    """What the amount at start:end of a lower-case `clause` is, by the words around it: 'balance',
+    'order total', 'price' (an item's, or an amount in brackets beside a name), or '' (the money the
+    change moves)."""
+    before, after = clause[max(0, start - 80):start], clause[end:end + 30]
+    if _BALANCE_BEFORE.search(before) or _BALANCE_AFTER.match(after):
+        return "balance"
+    if _DIFFERENCE_AFTER.match(after):
+        return ""
+    if _ORDER_TOTAL_BEFORE.search(before):
+        return "order total"
+    if _PRICE_BEFORE.search(before) or _PRICE_AFTER.match(after):
+        return "price"
+    opened = clause.rfind("(", 0, start)
+    if opened > clause.rfind(")", 0, start) and not _SUM_WORDS.search(clause, opened, start):
+        return "price"
+    return ""
+
+
+def bare_amounts(text: str) -> list[tuple[float, AmountKind]]:
+    """(dollars, what it is) of each amount `text` states with no direction (those :func:`money_claims`
+    reads with no ways): 'The total is $54.20.' -> [(54.2, '')]."""
+    parts = clauses(text)
+    out: list[tuple[float, AmountKind]] = []
+    for i, clause in enumerate(parts):
+        amounts = amounts_said(clause)
+        if not amounts:
+            continue
+        low = clause.lower()
+        out += [(amount, amount_kind(low, start, end))
+                for (amount, start, end), (_, ways) in zip(amounts, _amount_claims(parts, i, amounts)) if not ways]
     return out
 
 
