@@ -38,12 +38,12 @@ def batch(tmp_path_factory):
         path = root / f"{fmt}.jsonl"
         res = export_runs(list(runs.values()), ExportOptions(fmt=fmt, out=str(path), dedup=False,
                                                              tokenize=fmt == "llama3"))
-        out[fmt] = worlds.read_lines(path)
+        out[fmt] = worlds.read_samples(path)
         out[fmt + ".card"] = res.card
     # The default llama3 export (no tokens) takes the one-pass path over the records' events.
     path = root / "llama3-plain.jsonl"
     res = export_runs(list(runs.values()), ExportOptions(fmt="llama3", out=str(path), dedup=False))
-    out["llama3-plain"] = worlds.read_lines(path)
+    out["llama3-plain"] = worlds.read_samples(path)
     out["llama3-plain.card"] = res.card
     return runs, out
 
@@ -517,7 +517,7 @@ def test_a_last_turn_of_parallel_calls_answers_each_call_but_the_last_in_every_s
     assert last_groups >= 3  # the case occurs in this scenario
     for fmt in ("llama3", "trl", "sharegpt"):
         export_runs([str(run)], ExportOptions(out=str(tmp_path / f"{fmt}.jsonl"), fmt=fmt, dedup=False))
-        for line in worlds.read_lines(tmp_path / f"{fmt}.jsonl"):
+        for line in worlds.read_samples(tmp_path / f"{fmt}.jsonl"):
             if fmt == "sharegpt":
                 conv = line["conversations"]
                 assert not any(a["from"] == "function_call" and b["from"] == "human" and not b["value"]
@@ -540,9 +540,9 @@ def test_mask_failed_calls_masks_a_last_call_whose_error_result_the_view_cut(tmp
     opts = {"dedup": False, "mask_failed_calls": True}
     res = export_runs([str(run)], ExportOptions(out=str(tmp_path / "l.jsonl"), **opts))
     export_runs([str(run)], ExportOptions(out=str(tmp_path / "o.jsonl"), fmt="openai", **opts))
-    openai = {x["id"]: x for x in worlds.read_lines(tmp_path / "o.jsonl")}
+    openai = {x["id"]: x for x in worlds.read_samples(tmp_path / "o.jsonl")}
     ending_on_a_failed_call = 0
-    for line in worlds.read_lines(tmp_path / "l.jsonl"):
+    for line in worlds.read_samples(tmp_path / "l.jsonl"):
         last = line["messages"][-1]
         if last.get("tool_calls") and errors[line["provenance"]["episode_id"], last["tool_calls"][0]["id"]]:
             ending_on_a_failed_call += 1
@@ -550,6 +550,6 @@ def test_mask_failed_calls_masks_a_last_call_whose_error_result_the_view_cut(tmp
             assert not line["mask"] or line["mask"][-1][1] < len(line["text"])  # out of the loss
             assert openai[line["id"]]["messages"][-1]["weight"] == 0
     assert ending_on_a_failed_call >= 5
-    masked = sum(1 for x in worlds.read_lines(tmp_path / "l.jsonl") for m in x["messages"]
+    masked = sum(1 for x in worlds.read_samples(tmp_path / "l.jsonl") for m in x["messages"]
                  if m.get("invalid") == "the tool call failed")
     assert res.card["failed_calls_masked"] == masked

@@ -149,7 +149,7 @@ def test_records_replay_rejects_are_skipped_and_named(run, tmp_path, key, value)
     res = export([damaged], tmp_path / "out.jsonl", dedup=False)
     assert res.written["train"] == 11 and res.card["malformed_records_skipped"] == 1  # ... and export skips it
     assert res.card["malformed_records"] == [f"{eid}: {reason}"]
-    assert eid not in {x["provenance"]["episode_id"] for x in worlds.read_lines(tmp_path / "out.jsonl")}
+    assert eid not in {x["provenance"]["episode_id"] for x in worlds.read_samples(tmp_path / "out.jsonl")}
     dpo = export([damaged, run], tmp_path / "dpo.jsonl", fmt="dpo")
     assert dpo.card["malformed_records_skipped"] == 1
 
@@ -178,7 +178,7 @@ def test_the_command_names_a_skipped_record(run, tmp_path):
 def test_a_value_a_trajectory_reads_is_exported_as_it_reads_it(run, tmp_path):
     damaged, eid = _with_field(run, tmp_path, "seed", "77")  # pydantic reads "77" as 77
     export([damaged], tmp_path / "out.jsonl", dedup=False)
-    lines = {x["provenance"]["episode_id"]: x for x in worlds.read_lines(tmp_path / "out.jsonl")}
+    lines = {x["provenance"]["episode_id"]: x for x in worlds.read_samples(tmp_path / "out.jsonl")}
     assert len(lines) == 12 and lines[eid]["provenance"]["seed"] == 77
 
 
@@ -305,6 +305,8 @@ def test_every_external_line_the_validator_accepts_exports_in_every_format(line)
         for mask in (False, True) if fmt in ("llama3", "openai") else (False,):
             orjson.dumps(format_line(fmt, sample, None, mask))
     assert b"".join(llama3_line_parts(sample).pieces)
+    sample.today = None  # an external conversation without --mix-today: no date lines
+    assert "Today Date" not in format_line("llama3", sample)["text"].split("<|eot_id|>", 1)[0]
     Deduplicator().keep(sample)
     CardStats().add(sample, "train")
 
@@ -349,7 +351,7 @@ def test_an_odd_score_file_means_scores_computed_from_the_records(run, tmp_path,
     res = cli("export", str(copy_), "--no-dedup", "--out", str(tmp_path / "odd.jsonl"))
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     assert ("note: cannot read" in res.stderr) == (kind == "a directory")
-    got = lambda name: [x["scores"] for x in worlds.read_lines(tmp_path / name)]  # noqa: E731
+    got = lambda name: [x["scores"] for x in worlds.read_samples(tmp_path / name)]  # noqa: E731
     assert got("odd.jsonl") == got("plain.jsonl") and plain.card["scores_computed_during_export"] == 12
     shown = cli("show", str(copy_))
     assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
@@ -370,7 +372,7 @@ def test_paths_that_are_not_utf8_export_with_their_bytes_escaped(run, tmp_path):
     res = subprocess.run([sys.executable, "-m", "simworld", "export", odd_run, "--out", out, "--validation", "0.3",
                           "--mix", f"{ext}:0.2"], capture_output=True, env=env, timeout=120)
     assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr
-    lines = worlds.read_lines(out) + worlds.read_lines(out.with_name("a.validation.jsonl"))
+    lines = worlds.read_samples(out) + worlds.read_samples(out.with_name("a.validation.jsonl"))
     assert {x["id"].split("/")[0] for x in lines if x["synthetic"]} == {"run\\xff"}
     assert {x["provenance"]["source"] for x in lines if not x["synthetic"]} == {str(tmp_path) + "/real\\xfe.jsonl"}
     card = orjson.loads(out.with_name("a.card.json").read_bytes())

@@ -138,7 +138,7 @@ def test_export_keeps_exactly_the_first_of_each_text_and_no_near_duplicate(tmp_p
     conversation in one kernel call) against a plain pass over the lines of an export without it."""
     run = worlds.make_run(tmp_path / "run", worlds.ledger_data(), 80)  # 80 episodes over 50 accounts repeat
     export_runs([str(run)], ExportOptions(out=str(tmp_path / "all.jsonl"), dedup=False))
-    lines = worlds.read_lines(tmp_path / "all.jsonl")
+    lines = worlds.read_samples(tmp_path / "all.jsonl")
     for near in (False, True):
         res = export_runs([str(run)], ExportOptions(out=str(tmp_path / "d.jsonl"), near_dedup=near))
         texts, exact, near_removed, kept_fps = set(), 0, 0, []
@@ -155,7 +155,7 @@ def test_export_keeps_exactly_the_first_of_each_text_and_no_near_duplicate(tmp_p
                 continue
             kept_fps.append(fp)
             expected.append(line["id"])
-        assert [x["id"] for x in worlds.read_lines(tmp_path / "d.jsonl")] == expected
+        assert [x["id"] for x in worlds.read_samples(tmp_path / "d.jsonl")] == expected
         assert res.card["duplicates_removed"] == {"exact": exact, "near": near_removed}
         assert exact > 0
 

@@ -202,6 +202,21 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """An export's lines, each joined with its line of the metadata file beside it when the format
+    writes one (openai, trl, sharegpt, dpo: id, scores, provenance, ...)."""
+    from simworld.export.pipeline import metadata_path
+
+    lines = read_lines(path)
+    meta = metadata_path(path)
+    if not meta.exists():
+        return lines
+    metadata = read_lines(meta)
+    assert len(metadata) == len(lines), f"{meta}: {len(metadata)} lines for {len(lines)} samples"
+    assert all(not line.keys() & m.keys() for line, m in zip(lines, metadata))
+    return [{**line, **m} for line, m in zip(lines, metadata)]
+
+
 def yaml_scenarios() -> list[Path]:
     return sorted(p for p in (ROOT / "scenarios").rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from datetime import datetime
 
 import click
 
@@ -32,6 +33,9 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
 @click.option("--mix", multiple=True, metavar="FILE:FRACTION",
               help="Blend in external OpenAI-format conversations as this fraction of the output (repeatable; "
                    "not with --format dpo).")
+@click.option("--mix-today", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+              help="llama3: the Today Date of the --mix conversations' system messages (default: none, a real "
+                   "conversation has no scenario date; one whose system message states its date keeps it).")
 @click.option("--tokenize", is_flag=True, help="llama3: add token ids and a token-level loss mask.")
 @click.option("--mask-failed-calls", is_flag=True,
               help="llama3, openai: keep assistant turns whose tool call returned an error in the conversation "
@@ -41,12 +45,14 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
 def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, only_success: bool,
             task_types: tuple[str, ...], scenarios: tuple[str, ...], no_dedup: bool, no_near_dedup: bool,
             near_dup_bits: int, validation: float, val_out: str | None, split_seed: int, mix: tuple[str, ...],
-            tokenize: bool, mask_failed_calls: bool, scorers: tuple[str, ...]) -> None:
+            mix_today: datetime | None, tokenize: bool, mask_failed_calls: bool, scorers: tuple[str, ...]) -> None:
     """Export the trajectories of one or more RUNS as training data.
 
     One sample per trajectory per assistant-side perspective (each party of a negotiation). Writes
     OUT (and the validation split), plus a dataset card beside it (OUT stem + .card.md / .card.json).
-    Scores come from RUN/scores/scores.jsonl when `simworld score` wrote it, else are computed.
+    openai, trl, sharegpt and dpo lines hold only what their trainer reads; each sample's id, scores
+    and provenance go in OUT stem + .meta.jsonl, line for line. Scores come from
+    RUN/scores/scores.jsonl when `simworld score` wrote it, else are computed.
     """
     from rich.console import Console
 
@@ -56,7 +62,8 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     opts = ExportOptions(fmt=fmt, out=out, min_score=min_score, only_success=only_success, task_types=task_types,
                          scenarios=scenarios, dedup=not no_dedup, near_dedup=not no_near_dedup,
                          near_dup_bits=near_dup_bits, validation=validation, val_out=val_out, split_seed=split_seed,
-                         mix=mix, tokenize=tokenize, mask_failed_calls=mask_failed_calls, scorers=scorers,
+                         mix=mix, mix_today=mix_today.date() if mix_today else None, tokenize=tokenize,
+                         mask_failed_calls=mask_failed_calls, scorers=scorers,
                          command="simworld " + shlex.join(sys.argv[1:]))
     result = export_runs(runs, opts)
     console = Console()
@@ -65,6 +72,9 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     dup = card["duplicates_removed"]
     console.print(f"exported {' + '.join(parts)} {'pairs' if fmt == 'dpo' else 'samples'} ({fmt}) -> "
                   + ", ".join(str(p) for p in result.outputs.values()), highlight=False, soft_wrap=True)
+    if result.metadata:
+        console.print("metadata (id, scores, provenance; line for line): "
+                      + ", ".join(str(p) for p in result.metadata.values()), highlight=False, soft_wrap=True)
     notes = [f"duplicates removed: {dup['exact']:,} exact, {dup['near']:,} near"]
     if card["filtered"]:
         notes.append("samples filtered out: " + ", ".join(f"{k} {v:,}" for k, v in card["filtered"].items()))

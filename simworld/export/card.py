@@ -367,8 +367,13 @@ def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
     return out
 
 
+def jsonl_stem(out: Path) -> str:
+    """The name of an export's file without ``.jsonl``: what the files beside it are named after."""
+    return out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+
+
 def card_paths(out: Path) -> tuple[Path, Path]:
-    stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    stem = jsonl_stem(out)
     return out.with_name(stem + ".card.md"), out.with_name(stem + ".card.json")
 
 

@@ -650,8 +650,18 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
     return out[:last + 1], tools
 
 
-def iter_external(path: Path, today: dt.date) -> Iterator[Sample]:
-    """Validated samples of an external OpenAI-format file; SimworldError names the bad line."""
+def _dates_itself(messages: list[dict[str, Any]]) -> bool:
+    """Whether a conversation's own system message states its date (Meta's ``Today Date:`` line)."""
+    return bool(messages) and messages[0]["role"] == "system" and any(
+        line.startswith("Today Date:") for line in messages[0]["content"].splitlines())
+
+
+def iter_external(path: Path, today: dt.date | None = None) -> Iterator[Sample]:
+    """Validated samples of an external OpenAI-format file; SimworldError names the bad line.
+
+    `today` dates their Llama 3 system messages (``--mix-today``); None, the default, gives them no
+    date: a real conversation happened on no scenario's date. A conversation whose own system
+    message states its date (``Today Date:``) keeps it and is given no other."""
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -668,10 +678,5 @@ def iter_external(path: Path, today: dt.date) -> Iterator[Sample]:
                 raise SimworldError(f"{path}:{lineno}: {msg}") from None
             prov = {"source": json_text(str(path)), "line": lineno, "synthetic": False}
             yield Sample(id=f"{json_text(path.name)}:{lineno}", perspective="assistant", messages=messages,
-                         tools=tools, tools_openai=tools, today=today, scores={}, provenance=prov, synthetic=False,
-                         split_key=f"external\x00{path}\x00{lineno}")
-
-
-def validate_external(path: Path) -> int:
-    """Number of conversations in a valid external file (raises on the first bad line)."""
-    return sum(1 for _ in iter_external(path, dt.date(2024, 1, 1)))
+                         tools=tools, tools_openai=tools, today=None if _dates_itself(messages) else today,
+                         scores={}, provenance=prov, synthetic=False, split_key=f"external\x00{path}\x00{lineno}")

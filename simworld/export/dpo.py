@@ -6,8 +6,9 @@ grouped per perspective. For each group whose best and worst scores differ, and 
 conversations part at one of this perspective's own turns, one pair is written in TRL's
 conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
 continuation of the higher-scored trajectory) and ``rejected`` (the lower-scored one), messages as
-in ``--format trl``. A turn that says something and calls a tool is two messages there (its text,
-then the call); a pair never parts between the two: when two conversations say the same and call
+in ``--format trl``; the pair's id and both sides' scores and provenance go in the metadata file
+beside it. A turn that says something and calls a tool is two messages there (its text, then the
+call); a pair never parts between the two: when two conversations say the same and call
 differently, both completions start at the text.
 
 With ``--validation``, pairs are split by task instance as the other formats' samples are
@@ -28,7 +29,7 @@ from simworld.export.card import CardStats, card_files, scorer_values, tenth
 from simworld.export.curation import split_of
 from simworld.export.formats import trl_messages
 from simworld.export.pipeline import (ExportOptions, ExportResult, _has_special_tokens, _Outputs, _synthetic_samples,
-                                      output_paths)
+                                      card_outputs, metadata_paths, output_paths)
 from simworld.export.source import RunInfo, Sample
 
 
@@ -90,7 +91,8 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 sample.detach()
                 held.setdefault(hit[0], {})[hit[1]] = sample
     paths = output_paths(opts)
-    outputs = _Outputs(paths)
+    metadata = metadata_paths(opts)
+    outputs = _Outputs(paths, metadata)
     pairs = identical = unrelated = not_ours = 0
     rejected_stats = CardStats()
     gaps: Counter[str] = Counter()
@@ -114,9 +116,10 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 continue
             split = split_of(chosen.split_key, opts.validation, opts.split_seed)
             outputs.write(split, {
-                "id": f"{chosen.id}>{rejected.id}",
                 "prompt": a[:n], "chosen": a[n:], "rejected": b[n:],
                 **({"tools": chosen.tools_openai} if chosen.tools_openai else {}),
+            }, {
+                "id": f"{chosen.id}>{rejected.id}",
                 "scores": {"chosen": chosen.scores, "rejected": rejected.scores},
                 "provenance": {"chosen": chosen.provenance, "rejected": rejected.provenance},
                 "synthetic": True,
@@ -131,10 +134,11 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                               "chosen": stats.outcomes(), "rejected": rejected_stats.outcomes(),
                               "score_gap_histogram": dict(sorted(gaps.items())),
                               "rejected_lower_on": dict(lower_on.most_common())}
-        card = stats.as_dict(opts.command, "dpo", {k: str(p) for k, p in paths.items()}, {"exact": 0, "near": 0})
+        card = stats.as_dict(opts.command, "dpo", card_outputs(paths, metadata), {"exact": 0, "near": 0})
         cards = card_files(out, card)
         outputs.commit(cards)
     except BaseException:
         outputs.abort()
         raise
-    return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards))
+    return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards),
+                        metadata=metadata)

@@ -1,10 +1,21 @@
 """Training-data formats. Each turns a :class:`~simworld.export.source.Sample` into one JSON line.
 
+The trainer formats (``openai``, ``trl``, ``sharegpt``, ``dpo``: :data:`SIDECAR_FORMATS`) write
+only what their trainer reads; a sample's id, perspective, scores, provenance and ``synthetic``
+(:func:`sample_metadata`) go in a metadata file beside the data, one line per sample in the same
+order. OpenAI's per-line schema holds ``messages``, ``tools``, ``parallel_tool_calls`` and
+``functions`` only, and Hugging Face ``datasets`` (which TRL and LLaMA-Factory load JSONL with)
+cannot load nested metadata whose keys differ between samples (the variations of two scenarios):
+inline, the metadata could cost the upload or the load. ``llama3``, simworld's own format, keeps it
+in the line.
+
 * ``llama3``: ``{"id", "perspective", "text", "messages", "tools", "scores", "mask", "provenance",
   "synthetic"}``. `text` is Meta's Llama 3.1 format (:mod:`simworld.llama3.format`) and equals
   the decoded output of llama-models' ``ChatFormat`` for `messages`; `mask` holds the character
   spans ``[start, end)`` of the perspective's (valid) assistant turns, end token included. With
-  tokenization, ``tokens`` and ``token_mask`` too (:mod:`simworld.export.masks`).
+  tokenization, ``tokens`` and ``token_mask`` too (:mod:`simworld.export.masks`). An external
+  (``--mix``) conversation's system message has a ``Today Date`` only when the sample has a date
+  (``--mix-today``); with no date, no tools and no system prompt of its own, it has none.
 * ``openai``: chat fine-tuning lines: ``messages`` (assistant ``tool_calls`` with ``arguments`` as
   a JSON string, ``tool`` messages with ``tool_call_id``), top-level ``tools``; an assistant turn
   the environment rejected gets ``"weight": 0``.
@@ -42,9 +53,12 @@ from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token,
                                     failed_call_ids, render_normalized, system_content)
 
 FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
+SIDECAR_FORMATS = frozenset(("openai", "trl", "sharegpt", "dpo"))
+"""The formats whose sample metadata goes in a file beside the data (see the module docstring)."""
 
 
-def _meta(sample: Sample) -> dict[str, Any]:
+def sample_metadata(sample: Sample) -> dict[str, Any]:
+    """A sample's line of the metadata file: what identifies it and where it came from."""
     return {"id": sample.id, "perspective": sample.perspective, "scores": sample.scores,
             "provenance": sample.provenance, "synthetic": sample.synthetic}
 
@@ -55,6 +69,8 @@ def _call_parts(call: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
 
 def llama3_line(sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any]:
     normalized = llama3_messages(sample.messages, sample.tools, sample.today, mask_failed, sample.tail)
+    if not normalized[0]["content"]:  # no date, tools or prompt (an external conversation): no system message
+        del normalized[0]
     text, spans = render_normalized(normalized)
     line = {"id": sample.id, "perspective": sample.perspective, "text": text, "messages": normalized,
             "tools": sample.tools_openai, "scores": sample.scores, "mask": spans,
@@ -74,6 +90,8 @@ class _SystemHead:
     __slots__ = ("tools", "tools_openai", "content", "text_open", "content_open", "tools_json", "digest", "special")
 
     def __init__(self, tools: list[Any], tools_openai: list[Any], today: Any) -> None:
+        if today is None:  # (its content would not open the system message; llama3_line renders those)
+            raise ValueError("the serialized llama3 line needs a sample with a date")
         self.tools, self.tools_openai = tools, tools_openai
         self.content = system_content("", tools, today)
         self.text_open = orjson.dumps(BEGIN + HEADERS["system"] + self.content)[:-1]  # quote, escaped text
@@ -229,7 +247,6 @@ def openai_line(sample: Sample, mask_failed: bool = False) -> dict[str, Any]:
     line: dict[str, Any] = {"messages": openai_messages(sample.messages, mask_failed, sample.tail)}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
-    line.update(_meta(sample))
     return line
 
 
@@ -266,7 +283,6 @@ def trl_line(sample: Sample) -> dict[str, Any]:
     line: dict[str, Any] = {"messages": trl_messages(sample.messages, sample.tail)}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
-    line.update(_meta(sample))
     return line
 
 
@@ -322,9 +338,7 @@ def sharegpt_line(sample: Sample) -> dict[str, Any]:
         else:
             put("gpt", m["content"])
     tools = [t["function"] for t in sample.tools_openai]
-    line: dict[str, Any] = {"conversations": turns, "system": system, "tools": json.dumps(tools) if tools else ""}
-    line.update(_meta(sample))
-    return line
+    return {"conversations": turns, "system": system, "tools": json.dumps(tools) if tools else ""}
 
 
 def assistant_turns(fmt: str, line: dict[str, Any]) -> int:

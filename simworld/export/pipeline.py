@@ -2,9 +2,9 @@
 
 Records are read one at a time from each run's shards and written as they are formatted; what
 stays in memory is per-episode offsets (the run reader's), the duplicate indexes (a few bytes per
-kept sample) and the card's counters. Output goes to temporary files (data, validation split,
-card) renamed into place together at the end, so a failed export leaves no partial file and never
-touches an earlier one: its data and its card stay as they were.
+kept sample) and the card's counters. Output goes to temporary files (data, validation split, the
+trainer formats' metadata files, card) renamed into place together at the end, so a failed export
+leaves no partial file and never touches an earlier one: its data and its card stay as they were.
 
 Records are checked before they are used: one whose fields are not of the types a trajectory's
 are is read as `simworld replay` reads it (skipped and named when it is not a valid trajectory);
@@ -26,10 +26,10 @@ import orjson
 
 from simworld import registry
 from simworld.errors import DamagedRecord, SimworldError
-from simworld.export.card import CardStats, card_files, card_paths
+from simworld.export.card import CardStats, card_files, card_paths, jsonl_stem
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
-from simworld.export.formats import (FORMATS, Llama3Line, assistant_turns, format_line, llama3_line_parts,
-                                     sharegpt_texts_left_out, system_part)
+from simworld.export.formats import (FORMATS, SIDECAR_FORMATS, Llama3Line, assistant_turns, format_line,
+                                     llama3_line_parts, sample_metadata, sharegpt_texts_left_out, system_part)
 from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names,
                                     json_text, open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
@@ -58,7 +58,8 @@ class ExportOptions:
     tokenize: bool = False
     mask_failed_calls: bool = False
     scorers: tuple[str, ...] = ()
-    today: dt.date | None = None
+    mix_today: dt.date | None = None
+    """`Today Date` of the --mix conversations' llama3 system messages (None: they have none)."""
     command: str = ""
 
 
@@ -68,11 +69,17 @@ class ExportResult:
     written: dict[str, int] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
     card_paths: tuple[Path, ...] = ()
+    metadata: dict[str, Path] = field(default_factory=dict)
+    """The metadata file of each output (``train``, ``validation``) of a trainer format, else empty."""
 
 
 def validation_path(out: Path) -> Path:
-    stem = out.name[:-len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    return out.with_name(stem + ".validation.jsonl")
+    return out.with_name(jsonl_stem(out) + ".validation.jsonl")
+
+
+def metadata_path(data: Path) -> Path:
+    """The metadata file beside a trainer format's data file: ``train.jsonl`` -> ``train.meta.jsonl``."""
+    return data.with_name(jsonl_stem(data) + ".meta.jsonl")
 
 
 def output_paths(opts: ExportOptions) -> dict[str, Path]:
@@ -81,6 +88,18 @@ def output_paths(opts: ExportOptions) -> dict[str, Path]:
     if opts.validation > 0:
         paths["validation"] = Path(opts.val_out) if opts.val_out else validation_path(paths["train"])
     return paths
+
+
+def card_outputs(paths: dict[str, Path], metadata: dict[str, Path]) -> dict[str, str]:
+    """The card's list of an export's files: each output, then its metadata file (``train_metadata``)."""
+    return {**{k: str(p) for k, p in paths.items()}, **{f"{k}_metadata": str(p) for k, p in metadata.items()}}
+
+
+def metadata_paths(opts: ExportOptions) -> dict[str, Path]:
+    """The metadata file of each of :func:`output_paths` (the trainer formats: ``SIDECAR_FORMATS``), or none."""
+    if opts.fmt not in SIDECAR_FORMATS:
+        return {}
+    return {key: metadata_path(path) for key, path in output_paths(opts).items()}
 
 
 def _sync_file_range() -> Any:
@@ -101,6 +120,7 @@ def _sync_file_range() -> Any:
 
 
 _SFR_WRITE, _SFR_WAIT = 2, 1 | 2 | 4  # SYNC_FILE_RANGE_WRITE; WAIT_BEFORE | WRITE | WAIT_AFTER
+_META = ".meta"  # (the key of a split's metadata file among _Outputs.files)
 
 
 class _Streamed:
@@ -153,14 +173,17 @@ def _cannot_write(path: Path, exc: OSError) -> SimworldError:
 
 class _Outputs:
     """The export's files, written to temporaries and renamed into place together on commit (the
-    data and the card), so that a failure leaves the previous export (data and card) as it was and
-    no temporaries behind."""
+    data, its metadata files and the card), so that a failure leaves the previous export as it was
+    and no temporaries behind. `metadata`: the metadata file of each data file that has one."""
 
-    def __init__(self, paths: dict[str, Path]) -> None:
+    def __init__(self, paths: dict[str, Path], metadata: dict[str, Path] | None = None) -> None:
+        metadata = metadata or {}
+        # Every file streamed: the data (by split) and their metadata files (by split + META).
+        self.files = {**paths, **{k + _META: p for k, p in metadata.items()}}
         # What a killed export left (SIGKILL, SIGTERM: no clean-up ran) goes before we add ours.
-        remove_stale_temporaries([*paths.values(), *card_paths(paths["train"])])
+        remove_stale_temporaries([*self.files.values(), *card_paths(paths["train"])])
         self.paths = paths
-        self.tmp = {k: temp_name(p) for k, p in paths.items()}
+        self.tmp = {k: temp_name(p) for k, p in self.files.items()}
         self.fh: dict[str, _Streamed] = {}
         self.count = {k: 0 for k in paths}
         self.staged: list[tuple[Path, Path]] = []  # (temporary, final) of the files written whole at commit
@@ -171,11 +194,19 @@ class _Outputs:
         except BaseException as exc:  # Ctrl-C or SIGTERM too: no temporary left behind
             self.abort()
             if isinstance(exc, OSError):
-                raise _cannot_write(paths[k], exc) from None
+                raise _cannot_write(self.files[k], exc) from None
             raise
 
-    def write(self, key: str, line: dict[str, Any] | bytes | list[bytes]) -> None:
-        """Write one line: a dict, its serialized bytes, or byte pieces to join."""
+    def write(self, key: str, line: dict[str, Any] | bytes | list[bytes],
+              metadata: dict[str, Any] | None = None) -> None:
+        """Write one line: a dict, its serialized bytes, or byte pieces to join; and its `metadata`
+        line to the split's metadata file."""
+        self._put(key, line)
+        if metadata is not None:
+            self._put(key + _META, metadata)
+        self.count[key] += 1
+
+    def _put(self, key: str, line: dict[str, Any] | bytes | list[bytes]) -> None:
         fh = self.fh[key]
         try:
             if isinstance(line, list):
@@ -184,15 +215,14 @@ class _Outputs:
             else:
                 fh.write((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n")
         except OSError as exc:
-            raise _cannot_write(self.paths[key], exc) from None
-        self.count[key] += 1
+            raise _cannot_write(self.files[key], exc) from None
 
     def commit(self, files: dict[Path, bytes] | None = None) -> None:
         """Finish the streamed files, write `files` (the card) beside them, then put all in place."""
         final = self.paths["train"]
         try:
             for k, out in self.fh.items():
-                final = self.paths[k]
+                final = self.files[k]
                 out.fh.flush()
                 os.fsync(out.fh.fileno())
                 out.fh.close()
@@ -204,7 +234,7 @@ class _Outputs:
             self.abort()
             raise _cannot_write(final, exc) from None
         try:  # all or none: a failed rename puts back what the earlier ones replaced
-            install_together([(self.tmp[k], p) for k, p in self.paths.items()] + self.staged)
+            install_together([(self.tmp[k], p) for k, p in self.files.items()] + self.staged)
         except OSError as exc:
             raise _cannot_write(Path(exc.filename), exc) from None
 
@@ -285,14 +315,17 @@ def _inputs(runs: Sequence[RunInfo], mixes: Sequence[tuple[Path, float]]) -> dic
 
 
 def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Sequence[Path] = (),
-                   mixes: Sequence[tuple[Path, float]] = ()) -> None:
+                   mixes: Sequence[tuple[Path, float]] = (), metadata: dict[str, Path] | None = None) -> None:
     """Everything an export will write can be written, no two of them are one file, and none is a
     file the export reads (the export would replace it)."""
     for key, path in paths.items():
         _check_out(path, runs, "--out" if key == "train" else "--val-out")
+    for path in (metadata or {}).values():
+        _check_out(path, runs, "the metadata file")
     for card in cards:
         _check_target(card, None)
     outputs = [*(("--out" if k == "train" else "--val-out", p) for k, p in paths.items()),
+               *(("the metadata file", p) for p in (metadata or {}).values()),
                *(("the card", p) for p in cards)]
     inputs = _inputs(runs, mixes)
     for what, path in outputs:
@@ -528,7 +561,8 @@ def _open_runs(run_dirs: Sequence[str | Path], scorers: tuple[str, ...]) -> list
 
 
 def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportResult:
-    """Export the runs' trajectories in `opts.fmt` to `opts.out` (+ validation split, + card)."""
+    """Export the runs' trajectories in `opts.fmt` to `opts.out` (+ validation split, + the trainer
+    formats' metadata files, + card)."""
     if opts.fmt not in FORMATS:
         raise SimworldError(f"unknown format {opts.fmt!r}; one of {', '.join(FORMATS)}")
     if not run_dirs:
@@ -541,6 +575,9 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     if opts.mask_failed_calls and opts.fmt not in ("llama3", "openai"):
         raise SimworldError("--mask-failed-calls applies to --format llama3 and openai (the others have no "
                             "per-turn loss)")
+    if opts.mix_today is not None and not (opts.mix and opts.fmt == "llama3"):
+        raise SimworldError("--mix-today applies to --mix with --format llama3 (the other formats write the "
+                            "conversations' own system messages, which hold no date)")
     if not 0 <= opts.validation < 1:
         raise SimworldError("--validation must be a fraction in [0, 1)")
     if opts.min_score is not None and not 0 <= opts.min_score <= 1:  # (NaN too)
@@ -550,12 +587,11 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     _check_filters(opts, runs)
     out = Path(opts.out)
     mixes = [parse_mix(m) for m in opts.mix]
-    _check_outputs(output_paths(opts), runs, card_paths(out), mixes)
+    _check_outputs(output_paths(opts), runs, card_paths(out), mixes, metadata_paths(opts))
     if sum(f for _, f in mixes) >= 1:
         raise SimworldError("--mix fractions must add up to less than 1")
-    today = opts.today or runs[0].today
     for path, _ in mixes:  # validate every line before writing anything
-        if not sum(1 for _ in iter_external(path, today)):
+        if not sum(1 for _ in iter_external(path)):
             raise SimworldError(f"--mix {path}: holds no conversation to mix in")
     if opts.fmt == "dpo":
         from simworld.export.dpo import export_dpo
@@ -575,7 +611,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         stats.extra["call_texts_left_out"] = 0
     dedup = Deduplicator(near=opts.near_dedup, max_bits=opts.near_dup_bits) if opts.dedup else None
     paths = output_paths(opts)
-    externals = [(path, frac, iter_external(path, today)) for path, frac in mixes]
+    metadata = metadata_paths(opts)
+    externals = [(path, frac, iter_external(path, opts.mix_today)) for path, frac in mixes]
     mix_stats = [{"file": json_text(str(path)), "requested": frac, "samples": 0, "exhausted": False}
                  for path, frac in mixes]
     total_frac = sum(f for _, f in mixes)
@@ -585,7 +622,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
 
     def render(sample: Sample) -> tuple[Llama3Line | None, dict[str, Any] | list[bytes], bool]:
         """(the fast llama3 line or None, the line to write, whether its text holds special tokens)."""
-        if fast_llama3:
+        if fast_llama3 and sample.today is not None:  # (an external conversation may have no date)
             fast = llama3_line_parts(sample, opts.mask_failed_calls)
             return fast, fast.pieces, fast.special and _has_special_tokens(sample)
         return None, format_line(opts.fmt, sample, tokenizer, opts.mask_failed_calls), _has_special_tokens(sample)
@@ -602,7 +639,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
             turns = fast.turns if fast is not None else assistant_turns(opts.fmt, line)  # type: ignore[arg-type]
         else:
             turns = None
-        outputs.write(split, line)
+        outputs.write(split, line, sample_metadata(sample) if metadata else None)
         stats.add(sample, split, turns)
         if opts.mask_failed_calls:
             stats.extra["failed_calls_masked"] += _failed_calls(sample)
@@ -611,7 +648,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         return True
 
     gc_was_enabled = gc.isenabled()
-    outputs = _Outputs(paths)
+    outputs = _Outputs(paths, metadata)
     try:  # (at once: from here on, an interrupt removes the temporaries)
         gc.disable()  # the loop makes no reference cycles; the cyclic collector would only rescan
         for group in _synthetic_groups(runs, opts, stats):
@@ -640,7 +677,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
             m["achieved"] = m["samples"] / total if total else 0.0
         stats.mix = mix_stats
         duplicates = {"exact": dedup.removed_exact if dedup else 0, "near": dedup.removed_near if dedup else 0}
-        card = stats.as_dict(opts.command, opts.fmt, {k: str(p) for k, p in paths.items()}, duplicates)
+        card = stats.as_dict(opts.command, opts.fmt, card_outputs(paths, metadata), duplicates)
         cards = card_files(out, card)
         outputs.commit(cards)
     except BaseException:
@@ -649,4 +686,5 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     finally:
         if gc_was_enabled:
             gc.enable()
-    return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards))
+    return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards),
+                        metadata=metadata)

@@ -151,12 +151,15 @@ def _jinja_tojson(value: Any) -> str:
 
 
 def system_content(system_prompt: str, tools: Sequence[ToolSpec | dict[str, Any]] | None,
-                   today: dt.date | str) -> str:
-    """The Llama 3.1 system message: environment, dates, tool definitions, then the role's prompt."""
+                   today: dt.date | str | None) -> str:
+    """The Llama 3.1 system message: environment, dates, tool definitions, then the role's prompt.
+    With `today` None, no date lines (Meta's plain chat format: a conversation that has no date of
+    its own, such as an external one, is not given one); the content may then be empty."""
     parts = []
     if tools:
         parts.append("Environment: ipython")
-    parts.append(f"Cutting Knowledge Date: {KNOWLEDGE_CUTOFF}\nToday Date: {format_date(today)}")
+    if today is not None:
+        parts.append(f"Cutting Knowledge Date: {KNOWLEDGE_CUTOFF}\nToday Date: {format_date(today)}")
     if tools:
         parts.append(tool_definitions(tools))
     if system_prompt:
@@ -293,7 +296,7 @@ def _invalid(m: Message | dict[str, Any]) -> str | None:
 
 
 def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequence[ToolSpec | dict[str, Any]] | None,
-                    today: dt.date | str, mask_failed: bool = False,
+                    today: dt.date | str | None, mask_failed: bool = False,
                     tail: Sequence[Message | dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """The messages a Llama 3.1 sample is made of, as plain dicts.
 
