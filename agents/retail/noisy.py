@@ -117,6 +117,8 @@ class NoisySupportOracle(SupportOracle):
         self.mistakes: Counter[str] = Counter()
         self.recovered = 0
         self.tampered = False
+        self.untampered: tuple[Any, ...] = ()
+        """The request's items, new items, payment method and amount before a proposal was tampered with."""
         self.unrecovered = 0
         self.slip: str | None = None
         """The unrecovered mistake planned for the request `slip_for` (drawn once per request)."""
@@ -234,6 +236,11 @@ class NoisySupportOracle(SupportOracle):
         if proposing and self.planned_slip() in ("wrong_output", "collateral_change") \
                 and nlu.yes_no(text) is False:
             self.slip = None  # the customer turned that proposal down: proposed again as the oracle would
+        if proposing and self.tampered and nlu.yes_no(text) is False:
+            # What it got wrong is forgotten, whatever part of the change the correction restates: a
+            # customer who restates only the new items would otherwise see the same items left out again.
+            req = self.req
+            req.items, req.new_items, req.payment_id, req.amount = self.untampered
         super().absorb_customer(text)
         if proposing and self.tampered:
             if self.req.proposal is None:
@@ -272,6 +279,7 @@ class NoisySupportOracle(SupportOracle):
         kind = choices[self.dice.below(len(choices))]
         self.mistakes["proposal_" + kind] += 1
         self.tampered = True
+        self.untampered = (req.items, req.new_items, req.payment_id, req.amount)
         out = dict(args)
         if kind == "payment":
             others = [m for m in methods if m != pid]
