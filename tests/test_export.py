@@ -100,8 +100,11 @@ def test_llama3_system_message_and_tools(batch):
         assert line["text"].endswith(("<|eot_id|>", "<|eom_id|>"))
         assert line["messages"][-1]["role"] == "assistant"
         assert line["synthetic"] is True and line["provenance"]["synthetic"] is True
-        for key in ("scenario", "seed", "agents", "episode_id", "instance_id", "scores"):
+        for key in ("scenario", "seed", "agents", "episode_id", "instance_id"):
             assert key in line["provenance"]
+        assert "scores" not in line["provenance"]  # (the line's own `scores`)
+        agents = worlds.provenance_map(line["provenance"], "agents")
+        assert line["perspective"] in agents and isinstance(worlds.provenance_map(line["provenance"], "variation"), dict)
 
 
 def test_negotiation_samples_carry_the_issue_specific_offer_schema(batch):

@@ -16,10 +16,9 @@ from simworld.errors import SimworldError
 from simworld.export import ExportOptions, export_runs
 from simworld.export.curation import Deduplicator, NearDuplicateIndex, U64Set, simhash
 from simworld.export.source import Sample
-from simworld.replay import fork_trajectory, load_run_scenario, turn_boundaries
+from simworld.replay import load_run_scenario
 from simworld.runio import iter_records
 from simworld.scoring.report import score_run
-from simworld.types import Trajectory
 from test_replay import cli
 
 SLOPPY = worlds.scenario_cases()[1].values[0]
@@ -81,7 +80,7 @@ def test_scores_are_computed_when_the_run_was_never_scored(ledger_runs, tmp_path
     run = worlds.make_run(tmp_path / "fresh", SLOPPY, 3)
     res = export([run], tmp_path / "x.jsonl", dedup=False)
     assert res.card["scores_computed_during_export"] == 3
-    assert all("tool_validity" in x["scores"] for x in worlds.read_samples(tmp_path / "x.jsonl"))
+    assert all("tool_validity" in worlds.scorers(x["scores"]) for x in worlds.read_samples(tmp_path / "x.jsonl"))
 
 
 # -- duplicates ----------------------------------------------------------------------------------
@@ -513,26 +512,17 @@ def test_dpo_pairs_from_forks_and_from_other_agents_on_the_same_seed(tmp_path):
             sum(p["provenance"][side]["success"] for p in pairs) / len(pairs), abs=1e-6)
     assert dpo["chosen"]["mean_score"] > dpo["rejected"]["mean_score"]
     assert sum(dpo["score_gap_histogram"].values()) == len(pairs)
-    lower = {name: sum(1 for p in pairs if p["scores"]["rejected"].get(name, 1) < v)
-             for name, v in pairs[0]["scores"]["chosen"].items() if name not in ("value", "passed")}
+    lower = {name: sum(1 for p in pairs if worlds.scorers(p["scores"]["rejected"]).get(name, 1) < v)
+             for name, v in worlds.scorers(pairs[0]["scores"]["chosen"]).items()}
     assert dpo["rejected_lower_on"] == {k: v for k, v in lower.items() if v}
     md = (tmp_path / "dpo.card.md").read_text()
     assert "## Preference pairs" in md and "| | chosen | rejected |" in md and "{'groups'" not in md
     # Forks share the history up to the fork point: that history is the prompt.
     hag = worlds.make_run(tmp_path / "hag", worlds.haggle_data(), 3)
-    sc = load_run_scenario(hag)
     # A buyer that never moves its own offer: it repeats itself, so the fork scores below its parent.
     stubborn = worlds.scenario_of(worlds.haggle_data(roles={**worlds.haggle_data()["roles"], "buyer": {
         **worlds.haggle_data()["roles"]["buyer"], "agent": {"type": "haggler", "step": 0.0}}}))
-    forks = tmp_path / "forks"
-    forks.mkdir()
-    from simworld.runner import scenario_yaml
-
-    (forks / "scenario.yaml").write_bytes(scenario_yaml(stubborn))
-    with open(forks / "trajectories-0.jsonl", "wb") as fh:
-        for rec in iter_records(hag):
-            traj = Trajectory.model_validate(rec)
-            fh.write(fork_trajectory(traj, sc, turn_boundaries(traj)[0], stubborn).to_jsonl())
+    forks = worlds.fork_run(tmp_path / "forks", hag, stubborn)
     res = export([hag, forks], tmp_path / "fork_dpo.jsonl", fmt="dpo")
     fork_pairs = worlds.read_samples(tmp_path / "fork_dpo.jsonl")
     assert [p["provenance"]["chosen"]["perspective"] for p in fork_pairs] == ["buyer"] * 3
@@ -540,7 +530,8 @@ def test_dpo_pairs_from_forks_and_from_other_agents_on_the_same_seed(tmp_path):
     for p in fork_pairs:
         assert p["provenance"]["rejected"]["parent"] == p["provenance"]["chosen"]["episode_id"]
         assert [m["role"] for m in p["prompt"]] == ["system", "user"]  # the seller's opening offer
-        assert p["scores"]["rejected"]["heuristics"] < p["scores"]["chosen"]["heuristics"] == 1.0
+        rejected, chosen = worlds.scorers(p["scores"]["rejected"]), worlds.scorers(p["scores"]["chosen"])
+        assert rejected["heuristics"] < chosen["heuristics"] == 1.0
 
 
 def test_dpo_pairs_are_split_by_task_instance_as_the_sft_samples_are(ledger_runs, tmp_path):

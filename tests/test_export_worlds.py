@@ -198,6 +198,24 @@ def make_run(path: Path, data: dict[str, Any] | Scenario, episodes: int, seed: i
     return path
 
 
+def fork_run(out: Path, parent: Path, agents: Scenario) -> Path:
+    """A run of every episode of `parent` forked at its first turn and played on by the agents of
+    `agents` (the parent's scenario with other agents)."""
+    from simworld.replay import fork_trajectory, load_run_scenario, turn_boundaries
+    from simworld.runio import iter_records
+    from simworld.runner import scenario_yaml
+    from simworld.types import Trajectory
+
+    sc = load_run_scenario(parent)
+    out.mkdir()
+    (out / "scenario.yaml").write_bytes(scenario_yaml(agents))
+    with open(out / "trajectories-0.jsonl", "wb") as fh:
+        for record in iter_records(parent):
+            traj = Trajectory.model_validate(record)
+            fh.write(fork_trajectory(traj, sc, turn_boundaries(traj)[0], agents).to_jsonl())
+    return out
+
+
 def read_lines(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
@@ -215,6 +233,17 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     assert len(metadata) == len(lines), f"{meta}: {len(metadata)} lines for {len(lines)} samples"
     assert all(not line.keys() & m.keys() for line, m in zip(lines, metadata))
     return [{**line, **m} for line, m in zip(lines, metadata)]
+
+
+def scorers(scores: dict[str, Any]) -> dict[str, float]:
+    """Each scorer's value in a written sample's `scores` (JSON text there: see
+    :func:`simworld.export.source.scores_written`)."""
+    return orjson.loads(scores["scorers"])
+
+
+def provenance_map(provenance: dict[str, Any], key: str) -> dict[str, Any]:
+    """A map of a written sample's provenance (``variation``, ``agents``, ``models``: JSON text there)."""
+    return orjson.loads(provenance[key])
 
 
 def yaml_scenarios() -> list[Path]:

@@ -221,19 +221,20 @@ def test_dpo_pairs_against_the_oracle_have_rejected_sides_that_failed_the_task(t
     failed = []
     for pair in pairs:
         chosen, rejected = pair["provenance"]["chosen"], pair["provenance"]["rejected"]
-        assert chosen["agents"]["support"] == "oracle" and rejected["agents"]["support"].startswith("noisy_oracle")
+        assert worlds.provenance_map(chosen, "agents")["support"] == "oracle"
+        assert worlds.provenance_map(rejected, "agents")["support"].startswith("noisy_oracle")
         assert pair["scores"]["chosen"]["value"] > pair["scores"]["rejected"]["value"]
-        if rejected["models"]["support"]["unrecovered"]:
-            assert any(pair["scores"]["rejected"][name] < pair["scores"]["chosen"][name] for name in CHECKS
-                       if name in pair["scores"]["chosen"])
+        lower, higher = worlds.scorers(pair["scores"]["rejected"]), worlds.scorers(pair["scores"]["chosen"])
+        if worlds.provenance_map(rejected, "models")["support"]["unrecovered"]:
+            assert any(lower[name] < higher[name] for name in CHECKS if name in higher)
         if not rejected["success"]:
             failed.append(pair)
     # Rejected sides that failed the task: the change not made or made wrong, the answer wrong.
     assert len(failed) >= 5, len(failed)
     assert all(p["provenance"]["chosen"]["success"] for p in failed)
-    assert all(p["provenance"]["rejected"]["models"]["support"]["unrecovered"] for p in failed)
-    assert any(p["scores"]["rejected"]["state_match"] == 0 for p in failed)
-    assert any(p["scores"]["rejected"].get("outputs_stated", 1) < 1 for p in failed)
+    assert all(worlds.provenance_map(p["provenance"]["rejected"], "models")["support"]["unrecovered"] for p in failed)
+    assert any(worlds.scorers(p["scores"]["rejected"])["state_match"] == 0 for p in failed)
+    assert any(worlds.scorers(p["scores"]["rejected"]).get("outputs_stated", 1) < 1 for p in failed)
 
 
 def test_a_turned_down_proposal_is_proposed_again_whole_whatever_part_the_customer_restates():

@@ -120,7 +120,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 **({"tools": chosen.tools_openai} if chosen.tools_openai else {}),
             }, {
                 "id": f"{chosen.id}>{rejected.id}",
-                "scores": {"chosen": chosen.scores, "rejected": rejected.scores},
+                "scores": {"chosen": chosen.written_scores, "rejected": rejected.written_scores},
                 "provenance": {"chosen": chosen.provenance, "rejected": rejected.provenance},
                 "synthetic": True,
             })

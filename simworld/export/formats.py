@@ -4,10 +4,12 @@ The trainer formats (``openai``, ``trl``, ``sharegpt``, ``dpo``: :data:`SIDECAR_
 only what their trainer reads; a sample's id, perspective, scores, provenance and ``synthetic``
 (:func:`sample_metadata`) go in a metadata file beside the data, one line per sample in the same
 order. OpenAI's per-line schema holds ``messages``, ``tools``, ``parallel_tool_calls`` and
-``functions`` only, and Hugging Face ``datasets`` (which TRL and LLaMA-Factory load JSONL with)
-cannot load nested metadata whose keys differ between samples (the variations of two scenarios):
-inline, the metadata could cost the upload or the load. ``llama3``, simworld's own format, keeps it
-in the line.
+``functions`` only: inline, the metadata would cost the upload. ``llama3``, simworld's own format,
+keeps it in the line. Metadata has the same keys, with the same types, in every line, whatever
+scenario a sample comes from (the maps keyed by names a scenario decides are JSON text:
+:func:`~simworld.export.source.scores_written`, :func:`~simworld.export.source.provenance_of`), so
+that Hugging Face ``datasets`` (which TRL and LLaMA-Factory load JSONL with, in blocks typed like
+the first) reads an export mixing scenarios as one table.
 
 * ``llama3``: ``{"id", "perspective", "text", "messages", "tools", "scores", "mask", "provenance",
   "synthetic"}``. `text` is Meta's Llama 3.1 format (:mod:`simworld.llama3.format`) and equals
@@ -59,7 +61,7 @@ SIDECAR_FORMATS = frozenset(("openai", "trl", "sharegpt", "dpo"))
 
 def sample_metadata(sample: Sample) -> dict[str, Any]:
     """A sample's line of the metadata file: what identifies it and where it came from."""
-    return {"id": sample.id, "perspective": sample.perspective, "scores": sample.scores,
+    return {"id": sample.id, "perspective": sample.perspective, "scores": sample.written_scores,
             "provenance": sample.provenance, "synthetic": sample.synthetic}
 
 
@@ -73,7 +75,7 @@ def llama3_line(sample: Sample, tokenizer: Any = None, mask_failed: bool = False
         del normalized[0]
     text, spans = render_normalized(normalized)
     line = {"id": sample.id, "perspective": sample.perspective, "text": text, "messages": normalized,
-            "tools": sample.tools_openai, "scores": sample.scores, "mask": spans,
+            "tools": sample.tools_openai, "scores": sample.written_scores, "mask": spans,
             "provenance": sample.provenance, "synthetic": sample.synthetic}
     if tokenizer is not None:
         from simworld.export.masks import token_masks
@@ -204,7 +206,7 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
     text_json = orjson.dumps(text)
     # The fields before the text and after the tools, each run serialized as one object, its braces cut.
     head = orjson.dumps({"id": sample.id, "perspective": sample.perspective})
-    tail = orjson.dumps({"scores": sample.scores, "mask": spans, "provenance": sample.provenance,
+    tail = orjson.dumps({"scores": sample.written_scores, "mask": spans, "provenance": sample.provenance,
                          "synthetic": bool(sample.synthetic)})
     pieces = [
         head[:-1], b',"text":', *part.text_pieces, text_json[1:],

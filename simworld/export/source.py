@@ -187,12 +187,14 @@ class Sample:
     """
 
     __slots__ = ("id", "perspective", "_messages", "_tail", "system_prompt", "tools", "tools_openai", "today",
-                 "scores", "provenance", "synthetic", "split_key", "world", "success", "record", "rendered")
+                 "scores", "written_scores", "provenance", "synthetic", "split_key", "world", "success", "record",
+                 "rendered")
 
     def __init__(self, id: str, perspective: str, messages: list[dict[str, Any]] | None, tools: list[Any],
                  tools_openai: list[dict[str, Any]], today: dt.date, scores: dict[str, Any],
                  provenance: dict[str, Any], synthetic: bool = True, split_key: str = "", world: str = "",
-                 success: bool = True, record: dict[str, Any] | None = None, system_prompt: str | None = None) -> None:
+                 success: bool = True, record: dict[str, Any] | None = None, system_prompt: str | None = None,
+                 written_scores: dict[str, Any] | None = None) -> None:
         self.id = id
         self.perspective = perspective
         self._messages = messages
@@ -206,7 +208,11 @@ class Sample:
         self.tools_openai = tools_openai
         self.today = today
         self.scores = scores
+        """Each scorer's value, ``value`` and ``passed`` (:func:`compact_scores`): what filters and the card read."""
+        self.written_scores = written_scores if written_scores is not None else scores_written(scores)
+        """`scores` as a line holds them (:func:`scores_written`)."""
         self.provenance = provenance
+        """Where the sample came from, as written (:func:`provenance_of`)."""
         self.synthetic = synthetic
         self.split_key = split_key
         self.world = world
@@ -578,26 +584,53 @@ def compact_scores(line: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def provenance_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+def canonical_json(value: Any) -> str:
+    """`value` as JSON text with sorted keys: the same text for the same content."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def scores_written(scores: dict[str, Any]) -> dict[str, Any]:
+    """A sample's `scores` as its line (or metadata line) holds them: ``value`` (a float),
+    ``passed``, and ``scorers``, each scorer's value as JSON text (:func:`canonical_json`).
+
+    The same keys and types in every line, whichever scorers a sample's scenario uses, so that a
+    file mixing scenarios is one table for Hugging Face `datasets`, which gives every block of a
+    file the types of its first: an object keyed by scorer names, or one with a ``null`` for a
+    scorer a sample's run does not use, fails once a later block holds a name (or a number) the
+    first block did not. An external (``--mix``) sample has no scores: ``{}``."""
+    if not scores:
+        return {}
+    return {"value": float(scores.get("value", 0.0)), "passed": bool(scores.get("passed", False)),
+            "scorers": canonical_json({k: v for k, v in scores.items() if k != "value" and k != "passed"})}
+
+
+def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
+    """Where a trajectory's samples come from, as their lines hold it (each sample adds its
+    ``perspective``): the same keys with the same types in every line (see :func:`scores_written`
+    for why). The maps whose keys depend on the scenario (``variation``: dotted paths; ``agents``
+    and ``models``: role names) are JSON text (:func:`canonical_json`); an episode that is no fork
+    has ``parent`` ``""`` and ``fork_at`` -1 (a ``null`` would type the column as null in a block
+    that holds no fork, and a fork in a later block could not be loaded)."""
     prov = record.get("provenance") or {}
     task = record.get("task") or {}
+    parent, fork_at = prov.get("parent"), prov.get("fork_at")
     return {
         "run": run.name,
         "scenario": record.get("scenario"),
         "scenario_hash": record.get("scenario_hash"),
         "episode_id": record.get("episode_id"),
         "seed": record.get("seed"),
-        "episode_index": record.get("episode_index"),
-        "variation": record.get("variation") or {},
+        "episode_index": record.get("episode_index", 0),
+        "variation": canonical_json(record.get("variation") or {}),
         "task_type": task.get("type"),
         "instance_id": task.get("instance_id"),
-        "agents": prov.get("agent_ids") or {r: a.get("type") for r, a in (record.get("agents") or {}).items()},
-        "models": prov.get("models") or {},
+        "agents": canonical_json(prov.get("agent_ids")
+                                 or {r: a.get("type") for r, a in (record.get("agents") or {}).items()}),
+        "models": canonical_json(prov.get("models") or {}),
         "simworld_version": prov.get("simworld_version"),
-        "parent": prov.get("parent"),
-        "fork_at": prov.get("fork_at"),
+        "parent": "" if parent is None else parent,
+        "fork_at": -1 if fork_at is None else fork_at,
         "success": bool((record.get("outcome") or {}).get("success")),
-        "scores": scores,
         "synthetic": bool(prov.get("synthetic", True)),
     }
 
@@ -610,7 +643,8 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
     if not roles:
         return []
     system = record.get("system") or {}
-    prov = provenance_of(run, record, scores)
+    prov = provenance_of(run, record)
+    written = scores_written(scores)  # (once per record: its perspectives share it)
     task = record.get("task") or {}
     world = record.get("world") or {}
     # The task itself, whichever scenario ran it: scenarios over one world (retail's mixed and its
@@ -624,7 +658,7 @@ def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> 
         prov["perspective"] = role
         out.append(Sample(f"{prov['run']}/{record['episode_id']}/{role}", role, None, tools, tools_openai, run.today,
                           scores, prov, prov["synthetic"], split_key, run.world_type, prov["success"], record,
-                          system.get(role) or ""))
+                          system.get(role) or "", written))
     return out
 
 
