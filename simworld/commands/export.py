@@ -41,7 +41,8 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
               help="llama3, openai: keep assistant turns whose tool call returned an error in the conversation "
                    "but out of the loss (invalid / weight 0).")
 @click.option("--scorer", "scorers", multiple=True, metavar="NAME",
-              help="Scorers to compute when the run has no RUN/scores/scores.jsonl (default: the scenario's).")
+              help="Scorers of the exported scores (default: the scenario's); a RUN/scores/scores.jsonl "
+                   "that `simworld score` wrote with other scorers is then not used.")
 def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, only_success: bool,
             task_types: tuple[str, ...], scenarios: tuple[str, ...], no_dedup: bool, no_near_dedup: bool,
             near_dup_bits: int, validation: float, val_out: str | None, split_seed: int, mix: tuple[str, ...],
@@ -91,6 +92,9 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     for path in card.get("score_files_stale", ()):
         click.echo(f"note: {path} is older than the run's trajectories (run appended records after `simworld "
                    "score`); scores computed from the records; `simworld score` again stores them", err=True)
+    for path, names in card.get("score_files_of_other_scorers", {}).items():
+        click.echo(f"note: {path} holds the scores of {', '.join(names) or 'no scorer'}, not of --scorer "
+                   f"{' '.join(scorers)}; scores computed from the records", err=True)
     for run, n in card.get("records_of_another_scenario", {}).items():
         click.echo(f"note: {run}: {n:,} of its records were made under another scenario than its scenario.yaml "
                    "(edited since?); their samples carry the file's settings (date, prompts); `simworld replay` "

@@ -316,6 +316,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         out.append("Samples filtered out: " + ", ".join(f"{k}: {v:,}" for k, v in card["filtered"].items()) + ".")
     for problem in card.get("score_files_unreadable", ()):
         out.append(f"Score file unreadable, scores computed from the records: {problem}.")
+    for path, names in card.get("score_files_of_other_scorers", {}).items():
+        out.append(f"Score file by other scorers ({', '.join(names) or 'none'}) than requested, scores computed "
+                   f"from the records: {path}.")
     if card.get("malformed_records_skipped"):
         out.append(f"Records skipped as not valid trajectories: {card['malformed_records_skipped']:,}.")
     if card.get("call_texts_left_out"):

@@ -534,6 +534,8 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                 f"{json_text(str(lookup.path))}: {lookup.unreadable}")
         if lookup.stale:
             stats.extra.setdefault("score_files_stale", []).append(json_text(str(lookup.path)))
+        if lookup.other_scorers is not None:
+            stats.extra.setdefault("score_files_of_other_scorers", {})[json_text(str(lookup.path))] = lookup.other_scorers
         if elsewhere:
             stats.extra.setdefault("records_of_another_scenario", {})[json_text(str(run.path))] = elsewhere
 

@@ -141,6 +141,8 @@ class RunInfo:
     _last_world: tuple[dict[str, Any], bytes] | None = field(default=None, repr=False)
     name: str = ""
     """The run directory's name (sample ids and provenance carry it)."""
+    scorers_requested: bool = False
+    """`scorers` were named by the user (``--scorer``): a stored score file by other scorers is not used."""
 
     assistant_roles: list[str] = field(default_factory=list, init=False)
     """The roles whose perspectives become samples (kind assistant), in the scenario's order."""
@@ -450,7 +452,8 @@ def open_run(path: str | Path, requested_scorers: tuple[str, ...] = ()) -> RunIn
     sc = load_run_scenario(path)
     world_cls = registry.get_world(sc.world.type)
     kinds = {role: spec.kind for role, spec in sc.roles.items()}
-    return RunInfo(Path(path), sc, kinds, world_cls, sc.today, scorer_names(sc, requested_scorers))
+    return RunInfo(Path(path), sc, kinds, world_cls, sc.today, scorer_names(sc, requested_scorers),
+                   scorers_requested=bool(requested_scorers))
 
 
 class ScoreLookup:
@@ -460,6 +463,7 @@ class ScoreLookup:
     A score file older than one of the run's shards is not used: `run` appended records after it
     was written (more episodes, or failed episodes retried on resume, whose old score lines it
     still holds under the same episode ids). Its scores are computed instead, and :attr:`stale` says so.
+    Nor is one written by other scorers than the run's requested ones (:attr:`other_scorers`).
     """
 
     def __init__(self, run: RunInfo) -> None:
@@ -470,6 +474,8 @@ class ScoreLookup:
         """Why the score file could not be read (its scores are then computed), or None."""
         self.stale = False
         """The score file is older than the run's trajectories (its scores are then computed)."""
+        self.other_scorers: list[str] | None = None
+        """The scorers of a score file not used because ``--scorer`` named others, or None."""
         self._fh = None
         self._offsets: dict[str, int] | None = None
         self.computed = 0
@@ -483,6 +489,24 @@ class ScoreLookup:
             self.stale = True
             self.close()
             self._fh = None
+        if self._fh is not None and run.scorers_requested:
+            stored = self._first_line_scorers()
+            if stored is not None and stored != sorted(run.scorers):
+                self.other_scorers = stored
+                self.close()
+                self._fh = None
+
+    def _first_line_scorers(self) -> list[str] | None:
+        """The scorers of the file's first line (`simworld score` writes every line with the same ones);
+        None when it holds no readable line (each line is then checked as usual)."""
+        assert self._fh is not None
+        try:
+            line = _score_line(self._fh.readline())
+            self._fh.seek(0)
+        except OSError as exc:
+            self._give_up(exc)
+            return None
+        return None if line is None else sorted(line.get("scores", {}))
 
     def _older_than_the_trajectories(self) -> bool:
         assert self._fh is not None
