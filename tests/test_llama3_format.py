@@ -107,8 +107,41 @@ def test_spans_cover_exactly_the_valid_assistant_turns():
     pieces = [text[a:b] for a, b in spans]
     assert pieces[0] == 'Checking both. {"type": "function", "name": "get_order", "parameters": {"order_id": "#W1"}}<|eom_id|>'
     assert pieces[1].startswith('{"type": "function", "name": "trending_songs"') and pieces[1].endswith("<|eom_id|>")
-    assert pieces[2] == "<|eot_id|>"  # the final empty turn; the invalid one is not trained on
+    # The rejected turn and the final empty one (no text, no call: the engine answers it with an error
+    # notice, though it records it unmarked) stay in the text, out of the loss.
+    assert len(spans) == 2 and text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n<|eot_id|>")
     assert not any("garbage" in p for p in pieces)
+    assert [m.get("invalid") for m in normalized if m["role"] == "assistant"][2:] == [
+        "tool call is not valid JSON", "empty turn"]
+
+
+@pytest.mark.parametrize("content", ["", " ", "\n\t "])
+def test_a_turn_with_no_text_and_no_call_is_invalid_and_one_with_either_is_not(content):
+    from simworld.llama3.format import EMPTY_TURN, invalid_reason
+
+    call = ToolCall(id="c", name="get_order", arguments={})
+    assert invalid_reason(Message(role="assistant", content=content)) == EMPTY_TURN
+    assert invalid_reason({"role": "assistant", "content": content}) == EMPTY_TURN
+    assert invalid_reason({"role": "assistant", "content": None}) == EMPTY_TURN
+    assert invalid_reason(Message(role="assistant", content=content, tool_calls=[call])) is None
+    assert invalid_reason(Message(role="assistant", content=content + "ok")) is None
+    assert invalid_reason(Message(role="assistant", content=content, invalid="empty reply")) == "empty reply"
+
+
+def test_a_rejected_turn_that_calls_a_tool_is_out_of_the_spans_each_of_its_calls():
+    """The engine records a rejected turn's calls (never run) when the agent marked it invalid (the
+    LLM agent's control-token check of its arguments)."""
+    calls = [ToolCall(id="a", name="get_order", arguments={"order_id": "<\\|im_end|>"}),
+             ToolCall(id="b", name="get_order", arguments={"order_id": "#W2"})]
+    for made in (calls[:1], calls):
+        messages = [Message(role="user", content="hi"),
+                    Message(role="assistant", content="On it.", tool_calls=made, invalid="a marker"),
+                    Message(role="user", content="Error: invalid action: a marker"),
+                    Message(role="assistant", content="Sorry.")]
+        text, normalized, spans = render_with_spans(messages, [LOOKUP], TODAY)
+        assert text == reference_text(normalized)
+        assert [m.get("invalid") for m in normalized if m["role"] == "assistant"] == ["a marker"] * len(made) + [None]
+        assert [text[a:b] for a, b in spans] == ["Sorry.<|eot_id|>"]
     for a, _ in spans:
         assert text[:a].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
 

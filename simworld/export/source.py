@@ -22,7 +22,7 @@ import orjson
 from simworld import registry
 from simworld.episode import STOP
 from simworld.errors import DamagedRecord, SimworldError, one_line
-from simworld.llama3.format import EOM, EOT, FAILED_CALL, HEADERS, tool_call_json
+from simworld.llama3.format import EMPTY_TURN, EOM, EOT, FAILED_CALL, HEADERS, tool_call_json
 from simworld.replay import load_run_scenario, parse_record
 from simworld.runio import shard_paths
 from simworld.scenario import Scenario
@@ -275,9 +275,10 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     system message), normalized as :func:`~simworld.llama3.format.conversation_messages` does and
     rendered as Llama 3 text in one pass. None when there is no assistant turn, or in the one case
     left to the general path: the last assistant turn makes parallel calls, another message follows,
-    and a result of this role comes after that. With `mask_failed`, a turn whose call got an error
-    result is marked ``invalid`` and left out of the spans, as ``conversation_messages`` does.
-    Equal to the general path (a test compares them over every scenario)."""
+    and a result of this role comes after that. A turn the environment rejected, or one with no
+    text and no call, is marked ``invalid`` (:func:`~simworld.llama3.format.invalid_reason`) and left
+    out of the spans; with `mask_failed`, so is a turn whose call got an error result, as
+    ``conversation_messages`` does. Equal to the general path (a test compares them over every scenario)."""
     h_user, h_assistant, eot, eom = _H_USER, _H_ASSISTANT, EOT, EOM
     conv: list[dict[str, Any]] = []
     pieces: list[str] = []
@@ -287,7 +288,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     names: list[tuple[str, Any]] = []
     call_turns: list[tuple[int, int, Any]] = []  # (message number, span number, call id) of each call turn
     pending: str | None = None  # other speakers' text, merged into one user message
-    group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]] | None = None  # parallel calls and their results
+    group: tuple[str, list[dict[str, Any]], list[dict[str, Any]], Any] | None = None  # parallel calls, results, invalid
     grouped = False  # results still join the group
     group_end = 0
     cut = None
@@ -344,20 +345,25 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         turns += 1
         if calls and len(calls) > 1:
             turns += len(calls) - 1
-            group = (content, [_call_of(c, names, parts) for c in calls], [])
+            group = (content, [_call_of(c, names, parts) for c in calls], [], ev.get("invalid"))
             grouped, group_end = True, len(parts)
             cut = None  # decided by what follows
             continue
         pieces.append(h_assistant)
         if calls:
             call = _call_of(calls[0], names, parts)
-            call_turns.append((len(conv), len(spans), call["id"]))
-            conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
             body = content + tool_call_json(call["name"], call["arguments"]) + eom
-            spans.append(len(pieces))
+            bad = ev.get("invalid")
+            if bad:  # rejected: its call was never run
+                conv.append({"role": "assistant", "content": content, "tool_calls": [call], "invalid": bad})
+            else:
+                call_turns.append((len(conv), len(spans), call["id"]))
+                conv.append({"role": "assistant", "content": content, "tool_calls": [call]})
+                spans.append(len(pieces))
         else:
             body = content + eot
-            bad = ev.get("invalid")
+            # (isspace: the engine's strip() test of an empty turn, without a copy of the text)
+            bad = ev.get("invalid") or (EMPTY_TURN if not content or content.isspace() else None)
             if bad:
                 conv.append({"role": "assistant", "content": content, "invalid": bad})
             else:
@@ -412,23 +418,28 @@ def dedup_call_text(name: str, arguments: dict[str, Any] | None) -> str:
     return name + " " + orjson.dumps(arguments or {}).decode()
 
 
-def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]]], conv: list[dict[str, Any]],
+def _close_group(group: tuple[str, list[dict[str, Any]], list[dict[str, Any]], Any], conv: list[dict[str, Any]],
                  pieces: list[str], spans: list[Any], call_turns: list[tuple[int, int, Any]],
                  last_turn: bool = False) -> None:
     """Render an assistant turn with parallel calls as conversation_messages splits it: one turn per
     call (the text with the first), each followed by its result, then results that answer none. The
-    view's `last_turn` ends with its last call."""
-    content, calls, found = group
+    view's `last_turn` ends with its last call. A turn the environment rejected (its ``invalid``
+    reason, the group's last item) is out of the spans, each of its calls marked with the reason."""
+    content, calls, found, bad = group
     results: dict[Any, dict[str, Any]] = {}
     for j, item in enumerate(found):
         results.setdefault(item["tool_call_id"] or f"#{j}", item)  # the first result of an id counts
     ids = {c["id"] for c in calls}
     for k, call in enumerate(calls):
         text = content if k == 0 else ""
-        call_turns.append((len(conv), len(spans), call["id"]))
-        conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
-        pieces.append(_H_ASSISTANT)
-        spans.append(len(pieces))
+        if bad:
+            conv.append({"role": "assistant", "content": text, "tool_calls": [call], "invalid": bad})
+            pieces.append(_H_ASSISTANT)
+        else:
+            call_turns.append((len(conv), len(spans), call["id"]))
+            conv.append({"role": "assistant", "content": text, "tool_calls": [call]})
+            pieces.append(_H_ASSISTANT)
+            spans.append(len(pieces))
         pieces.append(text + tool_call_json(call["name"], call["arguments"]) + EOM)
         result = results.get(call["id"])
         if result is not None and not (last_turn and k == len(calls) - 1):

@@ -291,8 +291,21 @@ def _msg_fields(m: Message | dict[str, Any]) -> tuple[str, str, list[Any], str |
     return m["role"], m.get("content") or "", m.get("tool_calls") or [], m.get("tool_call_id"), m.get("name")
 
 
-def _invalid(m: Message | dict[str, Any]) -> str | None:
-    return m.invalid if isinstance(m, Message) else m.get("invalid")
+EMPTY_TURN = "empty turn"
+"""The ``invalid`` reason of an assistant turn with no text (whitespace only) and no tool call: the
+engine counts it as an invalid move and answers it with an error notice, but records it unmarked."""
+
+
+def invalid_reason(m: Message | dict[str, Any]) -> str | None:
+    """Why assistant message `m` is not trained on: its recorded ``invalid`` reason (the environment
+    rejected it), else :data:`EMPTY_TURN` when it has no text and no tool call, else None."""
+    if isinstance(m, Message):
+        bad, content, calls = m.invalid, m.content, m.tool_calls
+    else:
+        bad, content, calls = m.get("invalid"), m.get("content") or "", m.get("tool_calls")
+    if bad:
+        return bad
+    return EMPTY_TURN if not calls and (not content or content.isspace()) else None
 
 
 def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequence[ToolSpec | dict[str, Any]] | None,
@@ -305,8 +318,9 @@ def llama3_messages(messages: Sequence[Message | dict[str, Any]], tools: Sequenc
     are split into consecutive assistant turns; the text stays with the first call), and each
     split call is followed by its own result. Keys: ``role`` (``system``/``user``/``assistant``/
     ``tool``), ``content``, and ``tool_calls`` (``[{"id", "name", "arguments"}]``) on assistant
-    turns that call a tool, ``tool_call_id``/``name`` on tool results, and ``invalid`` (the reason)
-    on an assistant turn the environment rejected: it stays in the text but out of the loss spans.
+    turns that call a tool, ``tool_call_id``/``name`` on tool results, and ``invalid`` (the reason,
+    :func:`invalid_reason`) on an assistant turn the environment rejected or that says nothing (no
+    text, no call): it stays in the text but out of the loss spans.
     With `mask_failed`, a turn whose tool call got an error result is marked the same way
     (``invalid`` = :data:`FAILED_CALL`). `tail`: what followed `messages` when they are a view cut
     after its last assistant turn (see :func:`conversation_messages`).
@@ -361,9 +375,12 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed:
             out.append(item)
         elif role == "assistant" and calls:
             call_dicts = [dict(zip(("id", "name", "arguments"), _call_fields(c))) for c in calls]
+            rejected = invalid_reason(msgs[i - 1])  # (its calls were never run)
             if len(call_dicts) == 1:
                 item = {"role": "assistant", "content": content, "tool_calls": call_dicts}
-                if call_dicts[0]["id"] in failed:
+                if rejected:
+                    item["invalid"] = rejected
+                elif call_dicts[0]["id"] in failed:
                     item["invalid"] = FAILED_CALL
                 out.append(item)
                 continue
@@ -382,7 +399,9 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed:
             leftover = [r for r in results.values() if r["tool_call_id"] not in {c["id"] for c in call_dicts}]
             for k, call in enumerate(call_dicts):
                 item = {"role": "assistant", "content": content if k == 0 else "", "tool_calls": [call]}
-                if call["id"] in failed:
+                if rejected:
+                    item["invalid"] = rejected
+                elif call["id"] in failed:
                     item["invalid"] = FAILED_CALL
                 out.append(item)
                 result = results.get(call["id"])
@@ -394,7 +413,7 @@ def conversation_messages(msgs: Sequence[Message | dict[str, Any]], mask_failed:
             i = j
         else:
             item = {"role": role, "content": content}
-            bad = _invalid(msgs[i - 1]) if role == "assistant" else None
+            bad = invalid_reason(msgs[i - 1]) if role == "assistant" else None
             if bad:
                 item["invalid"] = bad
             out.append(item)
