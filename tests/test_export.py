@@ -166,16 +166,21 @@ def _trl_template() -> str:
 
 
 def _assistant_turns_of_llama3(line):
-    """(text, calls) of each assistant turn of a llama3 line: what the other formats must keep."""
+    """(text, calls) of each valid assistant turn of a llama3 line: what trl and sharegpt, which have no
+    per-turn loss, must keep (the invalid ones are left out with the notices that answer them)."""
     return [(m["content"], [(c["name"], c["arguments"]) for c in m.get("tool_calls", [])])
-            for m in line["messages"] if m["role"] == "assistant"]
+            for m in line["messages"] if m["role"] == "assistant" and not m.get("invalid")]
+
+
+def _invalid_turns_of_llama3(line):
+    return sum(1 for m in line["messages"] if m["role"] == "assistant" and m.get("invalid"))
 
 
 def test_trl_lines_render_through_the_official_llama31_template(batch):
     _, out = batch
     template = _trl_template()
     llama3 = {line["id"]: line for line in out["llama3"]}
-    texts_with_calls = 0
+    texts_with_calls = left_out = 0
     for line in out["trl"]:
         for m in line["messages"]:
             assert "tool_calls" not in m or len(m["tool_calls"]) == 1  # template: one call per turn
@@ -210,7 +215,10 @@ def test_trl_lines_render_through_the_official_llama31_template(batch):
         at = 0
         for piece in shown:
             at = text.index(piece, at) + len(piece)
+        assert "Error: invalid action" not in text
+        left_out += _invalid_turns_of_llama3(llama3[line["id"]])
     assert texts_with_calls > 10  # the negotiators speak and offer in one turn
+    assert left_out > 0  # the sloppy clerk's "{not json"
 
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
@@ -242,8 +250,9 @@ def test_sharegpt_lines_follow_llama_factory_rules(batch):
                 texts_with_calls += bool(text)
             elif turn["from"] == "gpt":
                 replies.append((turn["value"], []))
-        # One reply per assistant turn of the llama3 sample, with its text and its call.
+        # One reply per valid assistant turn of the llama3 sample, with its text and its call.
         assert replies == _assistant_turns_of_llama3(llama3[line["id"]]), line["id"]
+        assert not any(t["value"].startswith("Error: invalid action") for t in conv)
         if line["tools"]:
             assert all("name" in t and "parameters" in t for t in orjson.loads(line["tools"]))
     assert texts_with_calls > 10
@@ -282,9 +291,16 @@ def test_card_counts_the_assistant_turns_each_format_writes(batch):
                            for x in out["sharegpt"]}
     for fmt, turns in written.items():
         assert out[fmt + ".card"]["assistant_turns_per_sample"] == _dist(Counter(turns.values())), fmt
-    # Parallel calls are one turn per call in llama3 (and sharegpt), one message in openai; trl
-    # writes the text of a turn that also calls a tool as a message of its own.
-    assert written["llama3-plain"] == written["llama3"] == written["sharegpt"]
+    # Parallel calls are one turn per call in llama3 (and sharegpt, which leaves the invalid turns
+    # out), one message in openai; trl writes the text of a turn that also calls a tool as a message
+    # of its own.
+    assert written["llama3-plain"] == written["llama3"]
+    invalid = {x["id"]: _invalid_turns_of_llama3(x) for x in out["llama3"]}
+    assert written["sharegpt"] == {i: n - invalid[i] for i, n in written["llama3"].items()}
+    for fmt in ("trl", "sharegpt"):
+        assert out[fmt + ".card"]["invalid_turns_left_out"] == sum(invalid.values()) > 0, fmt
+    assert out["openai.card"]["invalid_turns_left_out"] == 0  # (it leaves out only what it cannot write)
+    assert "invalid_turns_left_out" not in out["llama3.card"]
     assert any(written["llama3"][i] > n for i, n in written["openai"].items())
     assert any(written["trl"][i] > n for i, n in written["llama3"].items())
 
@@ -400,6 +416,45 @@ def test_one_pass_render_handles_merges_stop_markers_audiences_errors_and_reject
     assert rendered.turns == 4 and rendered.calls == 2 and rendered.sequence == []
     assert rendered.conversation[0] == {"role": "user", "content": "hi\n\nagain\n\na notice"}
     assert render_events(events, "nobody") is None
+
+
+def test_one_pass_render_marks_empty_and_rejected_call_turns_as_the_general_path_does():
+    from simworld.export.source import render_events, training_view_and_tail
+
+    def call(i):
+        return {"id": f"call_{i}", "name": "lookup", "arguments": {"n": i}}
+
+    notice = _ev("world", "user", "Error: invalid action: empty turn", audience="bot")
+    logs = {
+        "empty and blank turns, the last one too": [
+            _ev("user", "user", "go"), _ev("bot", "assistant", ""), notice, _ev("bot", "assistant", " \n"), notice,
+            _ev("bot", "assistant", "", tool_calls=[call(1)]), _ev("bot", "tool", "r1", tool_call_id="call_1"),
+            _ev("bot", "assistant", "\t"), notice, _ev("bot", "assistant", "ok"), _ev("user", "user", "more"),
+            _ev("bot", "assistant", ""), notice],
+        "rejected single and parallel calls": [
+            _ev("user", "user", "go"), _ev("bot", "assistant", "x", tool_calls=[call(1)], invalid="a marker"),
+            _ev("world", "user", "Error: invalid action: a marker", audience="bot"),
+            _ev("bot", "assistant", "y", tool_calls=[call(2), call(3)], invalid="a marker"),
+            _ev("world", "user", "Error: invalid action: a marker", audience="bot"),
+            _ev("bot", "assistant", "", tool_calls=[call(4), call(5)]), _ev("bot", "tool", "r4", tool_call_id="call_4"),
+            _ev("bot", "tool", "r5", tool_call_id="call_5", error=True), _ev("bot", "assistant", "done")],
+        "a rejected parallel call last": [
+            _ev("user", "user", "go"), _ev("bot", "assistant", "", tool_calls=[call(1), call(2)], invalid="a marker"),
+            _ev("world", "user", "Error: invalid action: a marker", audience="bot")],
+    }
+    for label, events in logs.items():
+        view, tail = training_view_and_tail(perspective_dicts(events, "bot", "SYS"))
+        for mask_failed in (False, True):
+            rendered = render_events(events, "bot", offset=3, mask_failed=mask_failed)
+            assert _one_pass(rendered) == _general_path(view, offset=3, mask_failed=mask_failed, tail=tail), label
+        turns = [m for m in rendered.conversation if m["role"] == "assistant"]
+        assert len(rendered.spans) == sum(1 for m in turns if not m.get("invalid")), label
+        if label.startswith("empty"):
+            assert [m.get("invalid") for m in turns] == ["empty turn"] * 2 + [None] + ["empty turn", None, "empty turn"]
+        elif label.startswith("rejected"):
+            assert [m.get("invalid") for m in turns] == ["a marker"] * 3 + [None, "the tool call failed", None]
+        else:
+            assert rendered.spans == [] and [m.get("invalid") for m in turns] == ["a marker"] * 2
 
 
 def test_one_pass_render_splits_parallel_calls_as_the_general_path_does():

@@ -324,6 +324,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     if card.get("call_texts_left_out"):
         out.append(f"Texts of turns that also call a tool left out (they hold `<tool_call>`): "
                    f"{card['call_texts_left_out']:,}.")
+    if card.get("invalid_turns_left_out"):
+        out.append(f"Assistant turns the environment did not take (rejected, or no text and no call) left out "
+                   f"with the notices answering them: {card['invalid_turns_left_out']:,}.")
     if "failed_calls_masked" in card:
         out.append(f"Failed tool calls kept in the text and out of the loss (--mask-failed-calls): "
                    f"{card['failed_calls_masked']:,}.")
@@ -341,7 +344,8 @@ def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
            f"{dpo['pairs']:,} pairs from {dpo['groups']:,} groups (trajectories of one task instance, seed and "
            f"perspective), {dpo['groups_with_a_score_gap']:,} of them with a score gap. Left out: "
            f"{dpo['skipped_identical']:,} whose conversations do not part, {dpo['skipped_no_common_prompt']:,} "
-           f"with no prompt in common, {dpo['skipped_diverge_on_other_party']:,} that part on another party's turn.",
+           f"with no prompt in common, {dpo['skipped_diverge_on_other_party']:,} that part on another party's turn, "
+           f"{dpo.get('skipped_no_valid_assistant_turn', 0):,} with a side whose every assistant turn was invalid.",
            ""]
     chosen, rejected = dpo.get("chosen"), dpo.get("rejected")
     if not dpo["pairs"] or not chosen or not rejected:

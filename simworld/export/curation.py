@@ -568,6 +568,10 @@ def schema_problem(schema: dict[str, Any]) -> tuple[str, str] | None:
     return problem
 
 
+WEIGHT_ZERO = "weight 0"
+"""The ``invalid`` reason of an external conversation's assistant message with ``"weight": 0``."""
+
+
 def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(messages in sample form, ending at the last assistant message; OpenAI tools) of one external line;
     ValueError names the problem."""
@@ -631,7 +635,7 @@ def validate_openai_record(obj: Any) -> tuple[list[dict[str, Any]], list[dict[st
             if calls:
                 msg["tool_calls"] = calls
             if m.get("weight") == 0:
-                msg["invalid"] = "weight 0"
+                msg["invalid"] = WEIGHT_ZERO
             out.append(msg)
         elif role == "tool":
             cid = m.get("tool_call_id")

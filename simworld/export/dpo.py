@@ -7,7 +7,10 @@ conversations part at one of this perspective's own turns, one pair is written i
 conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
 continuation of the higher-scored trajectory) and ``rejected`` (the lower-scored one), messages as
 in ``--format trl``; the pair's id and both sides' scores and provenance go in the metadata file
-beside it. A turn that says something and calls a tool is two messages there (its text, then the
+beside it. As there, the turns the environment rejected and those with no text and no call are left
+out of all three with the notices that answer them (DPO raises the chosen side and lowers the
+rejected one, and neither is a move the environment took); a side left with no assistant turn
+makes no pair. A turn that says something and calls a tool is two messages there (its text, then the
 call); a pair never parts between the two: when two conversations say the same and call
 differently, both completions start at the text.
 
@@ -27,7 +30,7 @@ from typing import Any
 
 from simworld.export.card import CardStats, card_files, scorer_values, tenth
 from simworld.export.curation import split_of
-from simworld.export.formats import trl_messages
+from simworld.export.formats import trl_messages, turns_left_out
 from simworld.export.pipeline import (ExportOptions, ExportResult, _has_special_tokens, _Outputs, _synthetic_samples,
                                       card_outputs, metadata_paths, output_paths)
 from simworld.export.source import RunInfo, Sample
@@ -93,7 +96,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
     paths = output_paths(opts)
     metadata = metadata_paths(opts)
     outputs = _Outputs(paths, metadata)
-    pairs = identical = unrelated = not_ours = 0
+    pairs = identical = unrelated = not_ours = no_valid_turn = left_out = 0
     rejected_stats = CardStats()
     gaps: Counter[str] = Counter()
     lower_on: Counter[str] = Counter()
@@ -104,6 +107,9 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 continue
             chosen, rejected = both["chosen"], both["rejected"]
             a, b = trl_messages(chosen.messages, chosen.tail), trl_messages(rejected.messages, rejected.tail)
+            if not a or not b:  # every assistant turn of a side was invalid
+                no_valid_turn += 1
+                continue
             n = _parting(a, b)
             if n == len(a) or n == len(b):
                 identical += 1
@@ -127,13 +133,16 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
             stats.add(chosen, split, sum(1 for m in a if m["role"] == "assistant"))
             rejected_stats.add(rejected, split, sum(1 for m in b if m["role"] == "assistant"))
             _compare(chosen.scores, rejected.scores, gaps, lower_on)
+            left_out += turns_left_out("dpo", chosen.messages) + turns_left_out("dpo", rejected.messages)
             pairs += 1
         stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
                               "skipped_identical": identical, "skipped_no_common_prompt": unrelated,
                               "skipped_diverge_on_other_party": not_ours,
+                              "skipped_no_valid_assistant_turn": no_valid_turn,
                               "chosen": stats.outcomes(), "rejected": rejected_stats.outcomes(),
                               "score_gap_histogram": dict(sorted(gaps.items())),
                               "rejected_lower_on": dict(lower_on.most_common())}
+        stats.extra["invalid_turns_left_out"] = left_out  # (of both sides of the pairs written)
         card = stats.as_dict(opts.command, "dpo", card_outputs(paths, metadata), {"exact": 0, "near": 0})
         cards = card_files(out, card)
         outputs.commit(cards)

@@ -39,6 +39,13 @@ the first) reads an export mixing scenarios as one table.
   ``<tool_call>`` itself cannot be told apart from the call and is left out
   (:func:`sharegpt_texts_left_out` counts them).
 * ``dpo``: see :mod:`simworld.export.dpo`.
+* An assistant turn the environment did not take (rejected: ``invalid``; or with no text and no
+  call, which the engine answers with an error notice but records unmarked:
+  :func:`~simworld.llama3.format.invalid_reason`) is never trained on: ``llama3`` keeps it in
+  `text` and `messages`, out of `mask`; ``openai`` gives it ``"weight": 0``, or leaves it out with
+  the notice answering it when it cannot be written (no content, or calls never run); ``trl``,
+  ``sharegpt`` and ``dpo`` leave it and its notice out (:func:`without_invalid_turns`), and a
+  sample left with no assistant turn is not written.
 """
 
 from __future__ import annotations
@@ -49,10 +56,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from simworld.export.curation import xxh64
-from simworld.export.source import Sample, render_events
-from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages, llama3_messages,
-                                    failed_call_ids, render_normalized, system_content)
+from simworld.export.curation import WEIGHT_ZERO, xxh64
+from simworld.export.source import Sample, render_events, training_view_and_tail
+from simworld.llama3.format import (BEGIN, EOT, HEADERS, contains_special_token, conversation_messages, invalid_reason,
+                                    llama3_messages, failed_call_ids, render_normalized, system_content)
 
 FORMATS = ("llama3", "openai", "trl", "sharegpt", "dpo")
 SIDECAR_FORMATS = frozenset(("openai", "trl", "sharegpt", "dpo"))
@@ -218,8 +225,77 @@ def llama3_line_parts(sample: Sample, mask_failed: bool = False) -> Llama3Line:
     return Llama3Line(pieces, text_json, part, special, turns)
 
 
+INVALID_NOTICE = "Error: invalid action: "
+"""How the engine's notice answering a turn it did not take begins; the turn's ``invalid`` reason
+follows (:meth:`simworld.episode.Episode.step`; ``empty turn`` for one with no text and no call)."""
+
+
+def _says_nothing(m: dict[str, Any]) -> bool:
+    return not m.get("tool_calls") and not (m["content"] or "").strip()
+
+
+def _left_out_of_openai(m: dict[str, Any], reason: str) -> bool:
+    """OpenAI takes no assistant message without content or calls, nor calls without their results
+    (those of a rejected turn were never run); another rejected turn stays, with weight 0."""
+    return _says_nothing(m) or (bool(m.get("tool_calls")) and reason != WEIGHT_ZERO)
+
+
+def _left_out_of_trl(m: dict[str, Any], reason: str) -> bool:
+    """No per-turn loss: every turn that is not to be learnt is left out, except an external
+    conversation's weight-0 turns that say something (context its author kept)."""
+    return reason != WEIGHT_ZERO or _says_nothing(m)
+
+
+_LEFT_OUT = {"openai": _left_out_of_openai, "trl": _left_out_of_trl, "sharegpt": _left_out_of_trl,
+             "dpo": _left_out_of_trl}
+"""Which invalid assistant turns (:func:`~simworld.llama3.format.invalid_reason`) each format leaves out."""
+
+
+def turns_left_out(fmt: str, messages: list[dict[str, Any]]) -> int:
+    """How many assistant turns of a training view `fmt` leaves out as invalid (the card's
+    ``invalid_turns_left_out``): see :func:`without_invalid_turns`."""
+    leave_out = _LEFT_OUT.get(fmt)
+    if leave_out is None:
+        return 0
+    return sum(1 for m in messages if m["role"] == "assistant" and (reason := invalid_reason(m)) is not None
+               and leave_out(m, reason))
+
+
+def without_invalid_turns(fmt: str, messages: list[dict[str, Any]], tail: list[dict[str, Any]] | tuple[()] = ()
+                          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | tuple[()]]:
+    """A training view (and its `tail`, :func:`~simworld.export.source.training_view_and_tail`)
+    without the invalid assistant turns `fmt` leaves out, each with the world notice that answers it
+    (the next message, when it is that notice: :data:`INVALID_NOTICE` and the reason), so that the
+    conversation reads as if the move had not been made; cut again after its last assistant turn
+    (what the cut leaves out goes in front of the tail). With no assistant turn left, the view is
+    empty: the sample is not written."""
+    leave_out = _LEFT_OUT[fmt]
+    out: list[dict[str, Any]] = []
+    notice = None  # the notice that answers the turn just left out
+    for m in messages:
+        if notice is not None:
+            if m["role"] == "user" and (m["content"] == notice or m["content"].startswith(notice + "\n\n")):
+                rest = m["content"][len(notice) + 2:]  # (another speaker's text merged after it)
+                notice = None
+                if rest:
+                    out.append({**m, "content": rest})
+                continue
+            notice = None
+        if m["role"] == "assistant" and (reason := invalid_reason(m)) is not None and leave_out(m, reason):
+            notice = INVALID_NOTICE + reason
+            continue
+        out.append(m)
+    if len(out) == len(messages):
+        return messages, tail
+    view, cut = training_view_and_tail(out)
+    return view, [*cut, *tail] if cut else tail
+
+
 def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,
                     tail: list[dict[str, Any]] | tuple[()] = ()) -> list[dict[str, Any]]:
+    """A training view's messages in the form of ``--format openai`` (see the module docstring);
+    none when no assistant turn is left."""
+    messages, tail = without_invalid_turns("openai", messages, tail)
     failed = failed_call_ids([*messages, *tail]) if mask_failed else ()
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -235,7 +311,7 @@ def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,
                                      for cid, name, args in map(_call_parts, calls)]
             else:
                 msg["content"] = m["content"]
-            if m.get("invalid") or (calls and any(c.get("id") in failed for c in calls)):
+            if invalid_reason(m) or (calls and any(c.get("id") in failed for c in calls)):
                 msg["weight"] = 0
             out.append(msg)
         elif role == "tool":
@@ -245,8 +321,12 @@ def openai_messages(messages: list[dict[str, Any]], mask_failed: bool = False,
     return out
 
 
-def openai_line(sample: Sample, mask_failed: bool = False) -> dict[str, Any]:
-    line: dict[str, Any] = {"messages": openai_messages(sample.messages, mask_failed, sample.tail)}
+def openai_line(sample: Sample, mask_failed: bool = False) -> dict[str, Any] | None:
+    """The sample's ``--format openai`` line; None when it has no assistant turn to write."""
+    messages = openai_messages(sample.messages, mask_failed, sample.tail)
+    if not messages:
+        return None
+    line: dict[str, Any] = {"messages": messages}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
     return line
@@ -261,9 +341,11 @@ def _opens_with_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def trl_messages(messages: list[dict[str, Any]], tail: list[dict[str, Any]] | tuple[()] = ()) -> list[dict[str, Any]]:
     """A training view's messages in the form of ``--format trl`` (see the module docstring); `tail`:
-    what the view's cut left out (:func:`~simworld.export.source.training_view_and_tail`)."""
+    what the view's cut left out (:func:`~simworld.export.source.training_view_and_tail`). Empty
+    when no assistant turn is left (:func:`without_invalid_turns`)."""
     out: list[dict[str, Any]] = []
-    for m in _opens_with_user(conversation_messages(messages, tail=tail)):
+    view, tail = without_invalid_turns("trl", messages, tail)
+    for m in _opens_with_user(conversation_messages(view, tail=tail)):
         role = m["role"]
         if role == "assistant" and m.get("tool_calls"):
             if m["content"].strip():  # the template shows only the call of a message with tool_calls
@@ -281,8 +363,12 @@ def trl_messages(messages: list[dict[str, Any]], tail: list[dict[str, Any]] | tu
     return out
 
 
-def trl_line(sample: Sample) -> dict[str, Any]:
-    line: dict[str, Any] = {"messages": trl_messages(sample.messages, sample.tail)}
+def trl_line(sample: Sample) -> dict[str, Any] | None:
+    """The sample's ``--format trl`` line; None when it has no assistant turn to write."""
+    messages = trl_messages(sample.messages, sample.tail)
+    if not messages:
+        return None
+    line: dict[str, Any] = {"messages": messages}
     if sample.tools_openai:
         line["tools"] = sample.tools_openai
     return line
@@ -309,11 +395,12 @@ def _function_call_value(text: str, name: str, arguments: dict[str, Any]) -> str
 def sharegpt_texts_left_out(messages: list[dict[str, Any]]) -> int:
     """How many texts of turns that call a tool ``--format sharegpt`` leaves out (those holding
     ``<tool_call>``)."""
-    return sum(1 for m in messages if m["role"] == "assistant" and m.get("tool_calls")
-               and m["content"].strip() and not _keeps_call_text(m["content"]))
+    return sum(1 for m in without_invalid_turns("sharegpt", messages)[0] if m["role"] == "assistant"
+               and m.get("tool_calls") and m["content"].strip() and not _keeps_call_text(m["content"]))
 
 
-def sharegpt_line(sample: Sample) -> dict[str, Any]:
+def sharegpt_line(sample: Sample) -> dict[str, Any] | None:
+    """The sample's ``--format sharegpt`` line; None when it has no assistant turn to write."""
     system = ""
     turns: list[dict[str, str]] = []
 
@@ -326,7 +413,10 @@ def sharegpt_line(sample: Sample) -> dict[str, Any]:
             turns.append({"from": "human", "value": ""})  # two outputs in a row (or a role that spoke first)
         turns.append({"from": tag, "value": value})
 
-    for m in conversation_messages(sample.messages, tail=sample.tail):
+    view, tail = without_invalid_turns("sharegpt", sample.messages, sample.tail)
+    if not view:
+        return None
+    for m in conversation_messages(view, tail=tail):
         role = m["role"]
         if role == "system":
             system = m["content"]
@@ -350,7 +440,9 @@ def assistant_turns(fmt: str, line: dict[str, Any]) -> int:
     return sum(1 for m in line["messages"] if m["role"] == "assistant")
 
 
-def format_line(fmt: str, sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any]:
+def format_line(fmt: str, sample: Sample, tokenizer: Any = None, mask_failed: bool = False) -> dict[str, Any] | None:
+    """The sample's line in `fmt`; None when the format leaves it no assistant turn (all were
+    invalid: :func:`without_invalid_turns`), and nothing is written."""
     if fmt == "llama3":
         return llama3_line(sample, tokenizer, mask_failed)
     if fmt == "openai":

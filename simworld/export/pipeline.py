@@ -29,7 +29,8 @@ from simworld.errors import DamagedRecord, SimworldError
 from simworld.export.card import CardStats, card_files, card_paths, jsonl_stem
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
 from simworld.export.formats import (FORMATS, SIDECAR_FORMATS, Llama3Line, assistant_turns, format_line,
-                                     llama3_line_parts, sample_metadata, sharegpt_texts_left_out, system_part)
+                                     llama3_line_parts, sample_metadata, sharegpt_texts_left_out, system_part,
+                                     turns_left_out)
 from simworld.export.source import (RunInfo, Sample, ScoreLookup, distinct_run_names, json_text, open_run,
                                     sample_count, sample_scores, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
@@ -611,6 +612,9 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         stats.extra["failed_calls_masked"] = 0
     if opts.fmt == "sharegpt":
         stats.extra["call_texts_left_out"] = 0
+    leaves_out_turns = opts.fmt in ("openai", "trl", "sharegpt")
+    if leaves_out_turns:
+        stats.extra["invalid_turns_left_out"] = 0
     dedup = Deduplicator(near=opts.near_dedup, max_bits=opts.near_dup_bits) if opts.dedup else None
     paths = output_paths(opts)
     metadata = metadata_paths(opts)
@@ -622,16 +626,19 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
 
     fast_llama3 = opts.fmt == "llama3" and tokenizer is None
 
-    def render(sample: Sample) -> tuple[Llama3Line | None, dict[str, Any] | list[bytes], bool]:
-        """(the fast llama3 line or None, the line to write, whether its text holds special tokens)."""
+    def render(sample: Sample) -> tuple[Llama3Line | None, dict[str, Any] | list[bytes] | None, bool]:
+        """(the fast llama3 line or None, the line to write or None, whether its text holds special tokens)."""
         if fast_llama3 and sample.today is not None:  # (an external conversation may have no date)
             fast = llama3_line_parts(sample, opts.mask_failed_calls)
             return fast, fast.pieces, fast.special and _has_special_tokens(sample)
         return None, format_line(opts.fmt, sample, tokenizer, opts.mask_failed_calls), _has_special_tokens(sample)
 
-    def emit(sample: Sample, fast: Llama3Line | None, line: dict[str, Any] | list[bytes], special: bool) -> bool:
+    def emit(sample: Sample, fast: Llama3Line | None, line: dict[str, Any] | list[bytes] | None, special: bool) -> bool:
         if special:
             stats.filtered["special_tokens_in_text"] += 1
+            return False
+        if line is None:  # the format left out every assistant turn (all invalid): nothing to learn
+            stats.filtered["no_valid_assistant_turn"] += 1
             return False
         if dedup is not None and not (dedup.keep(sample, fast.text_json, fast.system.seed) if fast is not None
                                       else dedup.keep(sample)):
@@ -647,6 +654,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
             stats.extra["failed_calls_masked"] += _failed_calls(sample)
         if opts.fmt == "sharegpt":
             stats.extra["call_texts_left_out"] += sharegpt_texts_left_out(sample.messages)
+        if leaves_out_turns:
+            stats.extra["invalid_turns_left_out"] += turns_left_out(opts.fmt, sample.messages)
         return True
 
     gc_was_enabled = gc.isenabled()
