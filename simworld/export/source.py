@@ -279,7 +279,7 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
     text and no call, is marked ``invalid`` (:func:`~simworld.llama3.format.invalid_reason`) and left
     out of the spans; with `mask_failed`, so is a turn whose call got an error result, as
     ``conversation_messages`` does. Equal to the general path (a test compares them over every scenario)."""
-    h_user, h_assistant, eot, eom = _H_USER, _H_ASSISTANT, EOT, EOM
+    h_user, h_assistant, eot, eom, isspace = _H_USER, _H_ASSISTANT, EOT, EOM, str.isspace
     conv: list[dict[str, Any]] = []
     pieces: list[str] = []
     spans: list[Any] = []  # the piece number of each turn in the loss mask, made character spans at the end
@@ -343,9 +343,10 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             raise MalformedEvent("tool_calls is not a list")  # (each call is checked by _call_of)
         parts.append(content)
         turns += 1
+        bad = ev.get("invalid")
         if calls and len(calls) > 1:
             turns += len(calls) - 1
-            group = (content, [_call_of(c, names, parts) for c in calls], [], ev.get("invalid"))
+            group = (content, [_call_of(c, names, parts) for c in calls], [], bad)
             grouped, group_end = True, len(parts)
             cut = None  # decided by what follows
             continue
@@ -353,7 +354,6 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         if calls:
             call = _call_of(calls[0], names, parts)
             body = content + tool_call_json(call["name"], call["arguments"]) + eom
-            bad = ev.get("invalid")
             if bad:  # rejected: its call was never run
                 conv.append({"role": "assistant", "content": content, "tool_calls": [call], "invalid": bad})
             else:
@@ -363,9 +363,8 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         else:
             body = content + eot
             # (isspace: the engine's strip() test of an empty turn, without a copy of the text)
-            bad = ev.get("invalid") or (EMPTY_TURN if not content or content.isspace() else None)
-            if bad:
-                conv.append({"role": "assistant", "content": content, "invalid": bad})
+            if bad or not content or isspace(content):
+                conv.append({"role": "assistant", "content": content, "invalid": bad or EMPTY_TURN})
             else:
                 conv.append({"role": "assistant", "content": content})
                 spans.append(len(pieces))
