@@ -365,3 +365,18 @@ def test_the_one_pass_render_judges_them_as_the_general_path_does(runs):
     assert [m.get("invalid") == "empty turn" for m in turns] == [True] * 4 + [False] * 4 + [True]
     assert [bool(m.get("invalid")) for m in turns] == [True] * 7 + [False, True]
     assert marked > 20
+
+
+def test_the_cli_says_how_many_rejected_turns_it_left_out(runs, tmp_path):
+    from click.testing import CliRunner
+
+    from simworld.cli import cli
+
+    res = CliRunner().invoke(cli, ["export", *(str(r) for r in runs.values()), "--format", "trl", "--no-dedup",
+                                    "--out", str(tmp_path / "t.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "turns the environment rejected left out: 30" in res.output
+    res = CliRunner().invoke(cli, ["export", str(runs["clean"]), "--format", "trl", "--no-dedup",
+                                    "--out", str(tmp_path / "c.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "rejected left out" not in res.output

@@ -79,6 +79,8 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     notes = [f"duplicates removed: {dup['exact']:,} exact, {dup['near']:,} near"]
     if card["filtered"]:
         notes.append("samples filtered out: " + ", ".join(f"{k} {v:,}" for k, v in card["filtered"].items()))
+    if card.get("invalid_turns_left_out"):
+        notes.append(f"turns the environment rejected left out: {card['invalid_turns_left_out']:,}")
     for m in card["mix"]:
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
