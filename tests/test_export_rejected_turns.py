@@ -380,3 +380,14 @@ def test_the_cli_says_how_many_rejected_turns_it_left_out(runs, tmp_path):
                                     "--out", str(tmp_path / "c.jsonl")])
     assert res.exit_code == 0, res.output
     assert "rejected left out" not in res.output
+
+
+@pytest.mark.parametrize("fmt", ["llama3", "openai", "trl"])
+def test_the_card_counts_only_calls_that_ran(runs, tmp_path, fmt):
+    """The fumbler's rejected turns hold three deposit calls the engine never ran; its one real
+    deposit is all the card counts, as for the competent clerk."""
+    cards = {name: _export([runs[name]], tmp_path / f"{name}.jsonl", fmt).card for name in ("fumbles", "clean")}
+    for card in cards.values():
+        assert card["tool_calls_per_sample"] == {"samples": 3, "min": 1, "mean": 1.0, "p50": 1, "p90": 1, "max": 1}
+    (fumbles,), (clean,) = (c["coverage"].values() for c in (cards["fumbles"], cards["clean"]))
+    assert fumbles["tools"] == clean["tools"] and fumbles["tools"]["deposit"] == 3

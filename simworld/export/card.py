@@ -52,14 +52,16 @@ def scorer_values(scores: dict[str, Any]) -> dict[str, float]:
 
 def _turns_and_calls(messages: list[dict[str, Any]], tail: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
     """(assistant turns, tool calls, the tools called in order, leaving out calls whose result was
-    an error, in the view or in its `tail`)."""
+    an error, in the view or in its `tail`). Calls of a turn the environment rejected were never
+    run and are not counted."""
     failed = failed_call_ids([*messages, *tail])
     turns = 0
     called = []
     for m in messages:
         if m["role"] == "assistant":
             turns += 1
-            called.extend(m.get("tool_calls") or ())
+            if not m.get("invalid"):
+                called.extend(m.get("tool_calls") or ())
     return turns, len(called), [c["name"] for c in called if c.get("id") not in failed]
 
 

@@ -346,13 +346,14 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
         bad = ev.get("invalid")
         if calls and len(calls) > 1:
             turns += len(calls) - 1
-            group = (content, [_call_of(c, names, parts) for c in calls], [], bad)
+            # (a rejected turn's calls were never run: the card does not count them)
+            group = (content, [_call_of(c, [] if bad else names, parts) for c in calls], [], bad)
             grouped, group_end = True, len(parts)
             cut = None  # decided by what follows
             continue
         pieces.append(h_assistant)
         if calls:
-            call = _call_of(calls[0], names, parts)
+            call = _call_of(calls[0], [] if bad else names, parts)
             body = content + tool_call_json(call["name"], call["arguments"]) + eom
             if bad:  # rejected: its call was never run
                 conv.append({"role": "assistant", "content": content, "tool_calls": [call], "invalid": bad})
