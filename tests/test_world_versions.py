@@ -13,7 +13,9 @@ SHA-256 digests over canonical JSON and raw column bytes:
 * ``tasks <type>``: each sampled task as records store it (goal, private info and briefs, gold
   plan, expected state hash) with its instructions and the state the sample left;
 * ``answers <type>``: every tool result of the gold plan (content, error, turn and episode ends,
-  notices) and the state it leads to.
+  notices) and the state it leads to;
+* ``specs``: the tool specs and each role kind's default system prompt (records hold both, and
+  replay compares them).
 
 They are compared with ``tests/data/world_fingerprints.json``. After raising a world's version,
 record the new fingerprints with ``python tests/test_world_versions.py --update``; the update
@@ -129,6 +131,14 @@ def _data_digest(world: World) -> str:
     return h.hexdigest()
 
 
+def _specs_digest(world: World) -> str:
+    """The tool specs and the default system prompts of each role kind: every record holds them and
+    replay compares them."""
+    names = tuple(world.tools)
+    return _digest({"tools": [spec.model_dump(mode="json") for spec in world.tool_specs()],
+                    "prompts": {kind: world.default_system_prompt(kind, names) for kind in ("user", "assistant")}})
+
+
 def _result(result: Any) -> dict[str, Any]:
     return {"content": result.content, "error": result.error, "end_turn": result.end_turn,
             "end_episode": result.end_episode, "notices": [list(n) for n in result.notices]}
@@ -167,7 +177,7 @@ def inputs_digest(name: str) -> str:
     """What the fingerprint of `name` is computed from (when this changes, the test changed)."""
     tasks = {t: params for (world, t), params in TASK_PARAMS.items() if world == name}
     # The code that computes the fingerprint is an input too: editing it is not a change of the world.
-    code = [inspect.getsource(f) for f in (fingerprint, _data_digest, _array_into, _result, _digest,
+    code = [inspect.getsource(f) for f in (fingerprint, _data_digest, _specs_digest, _array_into, _result, _digest,
                                            WALKS.get(name, _gold_walk))]
     return _digest({"params": WORLD_PARAMS.get(name, {}), "seed": WORLD_SEED, "task_seeds": TASK_SEEDS,
                     "tool_seed": TOOL_SEED, "tasks": tasks, "code": code})
@@ -177,7 +187,8 @@ def fingerprint(name: str) -> dict[str, str]:
     """The digests (by part) of world `name` at its fixed params and seeds."""
     world_cls = registry.get_world(name)
     world = world_cls.load(WORLD_PARAMS.get(name, {}), WORLD_SEED)
-    parts = {"params": _digest(world.params.model_dump(mode="json")), "data": _data_digest(world)}
+    parts = {"params": _digest(world.params.model_dump(mode="json")), "data": _data_digest(world),
+             "specs": _specs_digest(world)}
     walk = WALKS.get(name, _gold_walk)
     for task_name, task_cls in sorted(registry.TASKS.get(name, {}).items()):
         generator = task_cls(task_cls.Params.model_validate(TASK_PARAMS.get((name, task_name), {})))
@@ -267,6 +278,18 @@ def test_a_changed_tool_answer_at_the_same_version_is_caught(monkeypatch):
         f"`version` ClassVar (then run `{UPDATE}`) [differs in: answers of deposit]")
     monkeypatch.setattr(ledger_world.LedgerWorld, "version", 2)
     assert "is version 2 but" in problem("ledger", was, entry("ledger"))
+
+
+def test_a_changed_tool_description_or_default_prompt_at_the_same_version_is_caught(monkeypatch):
+    was = entry("ledger")
+    deposit = ledger_world.LedgerWorld.tools["deposit"]
+    monkeypatch.setattr(deposit, "_spec", deposit.spec.model_copy(update={"description": "Put money in."}))
+    assert "[differs in: specs]" in problem("ledger", was, entry("ledger"))
+    monkeypatch.undo()
+    prompt = ledger_world.LedgerWorld.default_system_prompt
+    monkeypatch.setattr(ledger_world.LedgerWorld, "default_system_prompt",
+                        lambda self, kind, tools=(): prompt(self, kind, tools) + " Be brief.")
+    assert "[differs in: specs]" in problem("ledger", was, entry("ledger"))
 
 
 def test_changed_data_is_caught(monkeypatch):
