@@ -31,8 +31,8 @@ from simworld.export.curation import Deduplicator, iter_external, parse_mix, spl
 from simworld.export.formats import (FORMATS, SIDECAR_FORMATS, Llama3Line, assistant_turns, format_line,
                                      llama3_line_parts, sample_metadata, sharegpt_texts_left_out, system_part,
                                      turns_left_out)
-from simworld.export.source import (RunInfo, Sample, ScoreLookup, distinct_run_names, json_text, open_run,
-                                    sample_count, sample_scores, samples_of)
+from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores, distinct_run_names, json_text,
+                                    open_run, sample_count, samples_of)
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, parse_record, record_problem
 from simworld.runio import (discard, install_together, iter_records, remove_stale_temporaries, temp_name,
@@ -511,13 +511,13 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                         if "error" in line:  # a record it could not score
                             _note_malformed(record, line["error"], stats)
                             continue
-                        scores, written = sample_scores(line)
+                        scores = compact_scores(line)
                         if opts.min_score is not None and scores["value"] < opts.min_score - 1e-9:
                             reason = "below_min_score"
                     if reason is not None:
                         stats.filtered[reason] += sample_count(run, record)
                         continue
-                    samples = samples_of(run, record, scores, written)
+                    samples = samples_of(run, record, scores)
                     if with_messages:
                         for sample in samples:
                             sample.messages  # noqa: B018

@@ -613,15 +613,15 @@ def _score_line(raw: bytes) -> dict[str, Any] | None:
 
 def compact_scores(line: dict[str, Any]) -> dict[str, Any]:
     """What a sample carries: each scorer's value, the mean, and whether all passed."""
-    return sample_scores(line)[0]
+    out: dict[str, Any] = {name: s["value"] for name, s in line.get("scores", {}).items()}
+    out["value"] = line.get("value", 0.0)
+    out["passed"] = bool(line.get("passed", False))
+    return out
 
 
-def canonical_json(value: dict[str, Any]) -> str:
-    """`value` as JSON text with sorted keys: the same text for the same content."""
-    return _dumps(value, option=_SORTED).decode() if value else "{}"
-
-
-_dumps, _SORTED = orjson.dumps, orjson.OPT_SORT_KEYS
+def canonical_json(value: dict[str, Any] | None) -> str:
+    """`value` as JSON text with sorted keys: the same text for the same content ("{}" for none)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() if value else "{}"
 
 
 def scores_written(scores: dict[str, Any]) -> dict[str, Any]:
@@ -640,16 +640,6 @@ def scores_written(scores: dict[str, Any]) -> dict[str, Any]:
             "scorers": canonical_json({k: v for k, v in scores.items() if k != "value" and k != "passed"})}
 
 
-def sample_scores(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(:func:`compact_scores`, :func:`scores_written`) of a score line, in one pass."""
-    out: dict[str, Any] = {name: s["value"] for name, s in line.get("scores", {}).items()}
-    scorers = _dumps(out, option=_SORTED).decode() if out else "{}"  # (canonical_json, inline: once per record)
-    value = line.get("value", 0.0)
-    out["value"] = value
-    out["passed"] = passed = bool(line.get("passed", False))
-    return out, {"value": float(value), "passed": passed, "scorers": scorers}
-
-
 def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
     """Where a trajectory's samples come from, as their lines hold it (each sample adds its
     ``perspective``): the same keys with the same types in every line (see :func:`scores_written`
@@ -660,7 +650,6 @@ def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
     prov = record.get("provenance") or {}
     task = record.get("task") or {}
     parent, fork_at = prov.get("parent"), prov.get("fork_at")
-    # (canonical_json, inline: this runs once per record)
     variation, models = record.get("variation"), prov.get("models")
     agents = prov.get("agent_ids") or {r: a.get("type") for r, a in (record.get("agents") or {}).items()}
     return {
@@ -670,11 +659,11 @@ def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
         "episode_id": record.get("episode_id"),
         "seed": record.get("seed"),
         "episode_index": record.get("episode_index", 0),
-        "variation": _dumps(variation, option=_SORTED).decode() if variation else "{}",
+        "variation": canonical_json(variation),
         "task_type": task.get("type"),
         "instance_id": task.get("instance_id"),
-        "agents": _dumps(agents, option=_SORTED).decode() if agents else "{}",
-        "models": _dumps(models, option=_SORTED).decode() if models else "{}",
+        "agents": canonical_json(agents),
+        "models": canonical_json(models),
         "simworld_version": prov.get("simworld_version"),
         "parent": "" if parent is None else parent,
         "fork_at": -1 if fork_at is None else fork_at,
@@ -683,19 +672,17 @@ def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any],
-               written_scores: dict[str, Any] | None = None) -> list[Sample]:
+def samples_of(run: RunInfo, record: dict[str, Any], scores: dict[str, Any]) -> list[Sample]:
     """One sample per assistant-kind role that took at least one turn; ids are ``RUN/EPISODE/ROLE``
     (RUN: the run directory's name), unique across the runs of one export. `scores`: the record's
-    :func:`compact_scores`; `written_scores`: their :func:`scores_written`, when made already."""
+    :func:`compact_scores`."""
     events = record.get("events") or []
     roles = [role for role in run.assistant_roles if _speaks(events, role)]
     if not roles:
         return []
     system = record.get("system") or {}
     prov = provenance_of(run, record)
-    if written_scores is None:  # (once per record: its perspectives share it)
-        written_scores = scores_written(scores)
+    written_scores = scores_written(scores)  # (once per record: its perspectives share it)
     task = record.get("task") or {}
     world = record.get("world") or {}
     # The task itself, whichever scenario ran it: scenarios over one world (retail's mixed and its
