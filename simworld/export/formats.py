@@ -251,14 +251,22 @@ _LEFT_OUT = {"openai": _left_out_of_openai, "trl": _left_out_of_trl, "sharegpt":
 """Which invalid assistant turns (:func:`~simworld.llama3.format.invalid_reason`) each format leaves out."""
 
 
+def _is_left_out(leave_out: Any, m: dict[str, Any]) -> str | None:
+    """The ``invalid`` reason of `m` when it is an assistant turn `leave_out` (a :data:`_LEFT_OUT`
+    rule) leaves out, else None."""
+    if m["role"] != "assistant":
+        return None
+    reason = invalid_reason(m)
+    return reason if reason is not None and leave_out(m, reason) else None
+
+
 def turns_left_out(fmt: str, messages: list[dict[str, Any]]) -> int:
     """How many assistant turns of a training view `fmt` leaves out as invalid (the card's
     ``invalid_turns_left_out``): see :func:`without_invalid_turns`."""
     leave_out = _LEFT_OUT.get(fmt)
     if leave_out is None:
         return 0
-    return sum(1 for m in messages if m["role"] == "assistant" and (reason := invalid_reason(m)) is not None
-               and leave_out(m, reason))
+    return sum(1 for m in messages if _is_left_out(leave_out, m) is not None)
 
 
 def without_invalid_turns(fmt: str, messages: list[dict[str, Any]], tail: list[dict[str, Any]] | tuple[()] = ()
@@ -281,7 +289,8 @@ def without_invalid_turns(fmt: str, messages: list[dict[str, Any]], tail: list[d
                     out.append({**m, "content": rest})
                 continue
             notice = None
-        if m["role"] == "assistant" and (reason := invalid_reason(m)) is not None and leave_out(m, reason):
+        reason = _is_left_out(leave_out, m)
+        if reason is not None:
             notice = INVALID_NOTICE + reason
             continue
         out.append(m)
