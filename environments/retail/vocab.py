@@ -205,7 +205,7 @@ _AMOUNT = re.compile(r"(?<!balance )(?<!balance of )(?<!balance: )"
                      r"(?:\$\s?(\d[\d,]*(?:\.\d+)?)|(?<![\w.,$#])(\d[\d,]*\.\d{1,2})(?!\d|\.\d|[A-Za-z])"
                      r"|(?<![\w.,$#])(\d[\d,]*(?:\.\d+)?) ?(?:dollars|usd)\b)")  # on lower case
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_CLAUSE_END = re.compile(r"(?<=[.!?])\s+|\n+|;\s*")
+_CLAUSE_END = re.compile(_SENTENCE_END.pattern + r"|;\s*")
 
 
 def sentences(text: str) -> list[str]:
