@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from simworld.perspective import visible_to
 from simworld.types import Message, ToolSpec
 
 if TYPE_CHECKING:
@@ -60,8 +61,9 @@ class View:
         return self.episode.events
 
     def visible_since(self, index: int) -> list[Message]:
-        """Events visible to this role from global index `index` on."""
-        return [e for e in self.episode.events[index:] if e.audience in (None, self.role)]
+        """Events visible to this role from global index `index` on (not another role's rejected
+        move: :func:`simworld.perspective.visible_to`)."""
+        return [e for e in self.episode.events[index:] if visible_to(e, self.role)]
 
 
 class Agent:

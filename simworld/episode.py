@@ -14,7 +14,9 @@ Turn rules
   assistant has handed over the turn, so no tool call is ever left pending when it stops.
 * An unparseable action is an invalid move: recorded, answered with an error notice to the same
   role, counted. `max_turns` bounds the number of actions. Garbage of any type is an invalid move,
-  never an exception (even an object whose ``repr`` raises).
+  never an exception (even an object whose ``repr`` raises). An invalid move did not happen in the
+  conversation: no other role sees it or its notice (:mod:`simworld.perspective`), so none reacts
+  to it, and only its maker's view and sample hold it.
 * A Llama 3 special token (``<|eot_id|>``, ``<|start_header_id|>``, ...), or anything shaped like
   another template's control token (``<|im_end|>``, ``<|eot|>``, ``<|foo|>``), in an action's text, a
   tool name or an argument makes it an invalid move, whatever the role and whether the action is

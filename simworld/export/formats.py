@@ -45,7 +45,8 @@ the first) reads an export mixing scenarios as one table.
   `text` and `messages`, out of `mask`; ``openai`` gives it ``"weight": 0``, or leaves it out with
   the notice answering it when it cannot be written (no content, or calls never run); ``trl``,
   ``sharegpt`` and ``dpo`` leave it and its notice out (:func:`without_invalid_turns`), and a
-  sample left with no assistant turn is not written.
+  sample left with no assistant turn is not written. It is in its maker's sample only: another
+  role never saw it (:mod:`simworld.perspective`), so no format of that role's sample holds it.
 """
 
 from __future__ import annotations

@@ -72,8 +72,9 @@ _BAD_CALL = "a tool call without a string name and id and an arguments object"
 
 
 def perspective_dicts(events: list[dict[str, Any]], role: str, system: str | None) -> list[dict[str, Any]]:
-    """Role `role`'s view of a global event log of dicts (see :mod:`simworld.perspective`).
-    Raises (MalformedEvent, KeyError, ...) on events of the wrong shape."""
+    """Role `role`'s view of a global event log of dicts (see :mod:`simworld.perspective`: another
+    role's rejected move or blank text is not in it). Raises (MalformedEvent, KeyError, ...) on
+    events of the wrong shape."""
     out: list[dict[str, Any]] = []
     if system:
         out.append({"role": "system", "content": system})
@@ -97,7 +98,7 @@ def perspective_dicts(events: list[dict[str, Any]], role: str, system: str | Non
         if ev["role"] == "tool":
             continue
         content = _text(ev)
-        if not content:
+        if not content or ev.get("invalid") or content.isspace():
             continue
         if out and out[-1]["role"] == "user":
             out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + content}
@@ -304,7 +305,8 @@ def render_events(events: list[dict[str, Any]], role: str, offset: int = 0, mask
             content = ev.get("content", "")
             if type(content) is not str:
                 raise MalformedEvent("content is not a string")
-            if content:
+            # (another role's rejected move, or blank text, is not in this role's view)
+            if content and not ev.get("invalid") and not isspace(content):
                 grouped = False  # a message between the results ends them
                 pending = content if pending is None else pending + "\n\n" + content
             continue
