@@ -117,12 +117,11 @@ class CardStats:
         """Count a written sample; `turns`: the assistant turns of its line as written (a format that
         splits parallel calls writes one turn per call), else those of its messages."""
         self.samples += 1
-        prov = sample.provenance
-        where = (str(prov.get("scenario", "external")), str(prov.get("task_type") or "external"), sample.perspective,
-                 split)
-        if not sample.synthetic:
-            self._count((*where, None, None, None))
+        if not sample.synthetic:  # (its provenance has "" for scenario and task type: no scenario ran it)
+            self._count(("external", "external", sample.perspective, split, None, None, None))
             return
+        prov = sample.provenance
+        where = (str(prov["scenario"]), str(prov["task_type"]), sample.perspective, split)
         scores = sample.scores
         value = float(scores.get("value", 0.0))
         self.score_bins[tenth(value)] += 1

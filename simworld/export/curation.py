@@ -13,7 +13,9 @@
 * **Split** by task instance: a hash of (world type, world fingerprint, task type, task instance
   id) decides the split, so all seeds, perspectives and scenarios of a task land on the same side.
 * **External data** (`--mix FILE:FRACTION`): OpenAI chat fine-tuning JSONL, validated line by
-  line, tagged ``synthetic: false``.
+  line, tagged ``synthetic: false``; their provenance and scores have the synthetic samples' keys
+  and types (:data:`~simworld.export.source.EXTERNAL_PROVENANCE`,
+  :data:`~simworld.export.source.UNSCORED`), so that a mixed export is one table.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import orjson
 
 from simworld.errors import SimworldError
-from simworld.export.source import Sample, dedup_call_text, json_text
+from simworld.export.source import Sample, dedup_call_text, external_provenance, json_text
 from simworld.types import content_text
 
 # ----------------------------------------------------------------------------------------------
@@ -680,7 +682,7 @@ def iter_external(path: Path, today: dt.date | None = None) -> Iterator[Sample]:
             except (orjson.JSONDecodeError, ValueError) as exc:
                 msg = "not valid JSON" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
                 raise SimworldError(f"{path}:{lineno}: {msg}") from None
-            prov = {"source": json_text(str(path)), "line": lineno, "synthetic": False}
             yield Sample(id=f"{json_text(path.name)}:{lineno}", perspective="assistant", messages=messages,
                          tools=tools, tools_openai=tools, today=None if _dates_itself(messages) else today,
-                         scores={}, provenance=prov, synthetic=False, split_key=f"external\x00{path}\x00{lineno}")
+                         scores={}, provenance=external_provenance(json_text(str(path)), lineno), synthetic=False,
+                         split_key=f"external\x00{path}\x00{lineno}", success=False)

@@ -635,20 +635,45 @@ def scores_written(scores: dict[str, Any]) -> dict[str, Any]:
     file mixing scenarios is one table for Hugging Face `datasets`, which gives every block of a
     file the types of its first: an object keyed by scorer names, or one with a ``null`` for a
     scorer a sample's run does not use, fails once a later block holds a name (or a number) the
-    first block did not. An external (``--mix``) sample has no scores: ``{}``."""
+    first block did not. A sample with no scores (an external, ``--mix``, conversation: no
+    scorer judged it) has :data:`UNSCORED`."""
     if not scores:
-        return {}
+        return dict(UNSCORED)
     return {"value": float(scores.get("value", 0.0)), "passed": bool(scores.get("passed", False)),
             "scorers": canonical_json({k: v for k, v in scores.items() if k != "value" and k != "passed"})}
 
 
+UNSCORED: dict[str, Any] = {"value": -1.0, "passed": False, "scorers": "{}"}
+"""The written `scores` of a sample no scorer judged (an external conversation): the keys and types
+of :func:`scores_written`'s, a ``value`` outside a score's [0, 1] (any score threshold leaves it
+out), not ``passed``, no scorer."""
+
+EXTERNAL_PROVENANCE: dict[str, Any] = {
+    "run": "", "scenario": "", "scenario_hash": "", "episode_id": "", "seed": -1, "episode_index": -1,
+    "variation": "{}", "task_type": "", "instance_id": "", "agents": "{}", "models": "{}", "simworld_version": "",
+    "parent": "", "fork_at": -1, "success": False, "source": "", "line": -1, "synthetic": False, "perspective": ""}
+"""The provenance of an external conversation (``--mix``) before :func:`external_provenance` fills
+in its file, line and perspective: :func:`provenance_of`'s keys, in its order, each with a value of
+its column's type that says "does not apply" (``""``, -1, ``"{}"`` for the JSON-text maps), never a
+``null``; ``success`` is False (no episode ran, no goal was checked), and ``synthetic`` False says
+why."""
+
+
+def external_provenance(source: str, line: int, perspective: str = "assistant") -> dict[str, Any]:
+    """The provenance of the external conversation on line `line` of the file `source`
+    (:data:`EXTERNAL_PROVENANCE`)."""
+    return {**EXTERNAL_PROVENANCE, "source": source, "line": line, "perspective": perspective}
+
+
 def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
     """Where a trajectory's samples come from, as their lines hold it (each sample adds its
-    ``perspective``): the same keys with the same types in every line (see :func:`scores_written`
-    for why). The maps whose keys depend on the scenario (``variation``: dotted paths; ``agents``
-    and ``models``: role names) are JSON text (:func:`canonical_json`); an episode that is no fork
-    has ``parent`` ``""`` and ``fork_at`` -1 (a ``null`` would type the column as null in a block
-    that holds no fork, and a fork in a later block could not be loaded)."""
+    ``perspective``): the same keys with the same types in every line, external conversations'
+    (:data:`EXTERNAL_PROVENANCE`) included (see :func:`scores_written` for why). The maps whose
+    keys depend on the scenario (``variation``: dotted paths; ``agents`` and ``models``: role
+    names) are JSON text (:func:`canonical_json`); an episode that is no fork has ``parent`` ``""``
+    and ``fork_at`` -1 (a ``null`` would type the column as null in a block that holds no fork, and
+    a fork in a later block could not be loaded). ``source`` (the external file) and ``line`` (its
+    line) are ``""`` and -1: a trajectory comes from no external file."""
     prov = record.get("provenance") or {}
     task = record.get("task") or {}
     parent, fork_at = prov.get("parent"), prov.get("fork_at")
@@ -670,6 +695,8 @@ def provenance_of(run: RunInfo, record: dict[str, Any]) -> dict[str, Any]:
         "parent": "" if parent is None else parent,
         "fork_at": -1 if fork_at is None else fork_at,
         "success": bool((record.get("outcome") or {}).get("success")),
+        "source": "",
+        "line": -1,
         "synthetic": bool(prov.get("synthetic", True)),
     }
 
