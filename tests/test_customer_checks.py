@@ -214,6 +214,28 @@ class BareWrongMoneyOracle(BareMoneyOracle):
 register_agent("test_checks_bare_money")(BareMoneyOracle)
 
 
+@register_agent("test_checks_no_charge")
+class NoChargeOracle(SupportOracle):
+    """The oracle, saying there is no charge where its proposal states the money ('there's no charge')."""
+
+    def describe_change(self, intent, args):
+        return f"{super().describe_change(intent, args).split(';')[0]}; there's no charge for this"
+
+
+def proposals_and_answers(t) -> tuple[list[str], list[str]]:
+    """The support side's proposals of a cancellation or a payment change, and the customer's answers."""
+    said = [e for e in t.events if e.role in ("user", "assistant") and e.content and e.speaker != "world"]
+    proposals = [i for i, e in enumerate(said) if e.speaker == "support"
+                 and ("(reason:" in e.content or "change the payment method of order" in e.content)]
+    assert proposals, [e.content for e in said]
+    return [said[i].content for i in proposals], [said[i + 1].content for i in proposals if i + 1 < len(said)]
+
+
+def written(t) -> bool:
+    return any(c.name in ("cancel_pending_order", "modify_pending_order_payment")
+               for e in t.events for c in e.tool_calls)
+
+
 @pytest.mark.parametrize("support", ["test_checks_wrong_money", "test_checks_wrong_way",
                                      "test_checks_bare_wrong_money"])
 @pytest.mark.parametrize("task", ["cancel_pending_order", "modify_pending_order_payment"])
@@ -221,16 +243,25 @@ def test_a_wrong_proposal_is_turned_down_and_nothing_is_written(support, task):
     sc = scenario(task, support)
     for spec in episode_specs(sc, 8, seed=1):
         t = run_episode_sync(sc, spec)
-        said = [e for e in t.events if e.role in ("user", "assistant") and e.content and e.speaker != "world"]
-        proposals = [i for i, e in enumerate(said) if e.speaker == "support"
-                     and ("(reason:" in e.content or "change the payment method of order" in e.content)]
-        assert proposals, [e.content for e in said]
-        answers = [said[i + 1].content for i in proposals if i + 1 < len(said)]
-        assert nlu.yes_no(answers[0]) is False, (said[proposals[0]].content, answers[0])
+        proposals, answers = proposals_and_answers(t)
+        assert nlu.yes_no(answers[0]) is False, (proposals[0], answers[0])
         assert not any(nlu.yes_no(a) for a in answers), answers
-        assert not any(c.name in ("cancel_pending_order", "modify_pending_order_payment")
-                       for e in t.events for c in e.tool_calls)
+        assert not written(t)
         assert not t.outcome.success and t.outcome.state_match is False
+
+
+@pytest.mark.parametrize("task,disputed", [("modify_pending_order_payment", True), ("cancel_pending_order", False)])
+def test_no_charge_is_turned_down_only_where_a_charge_is_owed(task, disputed):
+    """'There's no charge' states a zero charge: wrong for a payment change (the order total is charged to
+    the new method), no objection for a cancellation (which charges nothing; its refund is not denied)."""
+    sc = scenario(task, "test_checks_no_charge")
+    for spec in episode_specs(sc, 8, seed=1):
+        t = run_episode_sync(sc, spec)
+        proposals, answers = proposals_and_answers(t)
+        assert nlu.yes_no(answers[0]) is not disputed, (proposals[0], answers[0])
+        assert written(t) is not disputed
+        if disputed:  # the customer restates the charge it expects, and never says yes
+            assert "charge" in answers[0].lower() and not any(nlu.yes_no(a) for a in answers), answers
 
 
 @pytest.mark.parametrize("support", ["oracle", "test_checks_bare_money"])

@@ -39,6 +39,27 @@ TABLE = [
     ("The Water Bottle (1.5L, red) will be refunded at $5.00.", 5.00, "refund"),
     ("A credit card payment of $5.00 will be charged.", 5.00, "charge"),
     ("The difference of 5.00 dollars will be charged to your card.", 5.00, "charge"),
+    # each direction verb in every form, and the nouns of a movement
+    ("I'll deduct $5.00 from your gift card.", 5.00, "charge"),
+    ("We will deduct $5.00 from your gift card.", 5.00, "charge"),
+    ("Deducting $5.00 from the gift card now.", 5.00, "charge"),
+    ("$5.00 is to be deducted from your gift card.", 5.00, "charge"),
+    ("The gift card deducts $5.00 at once.", 5.00, "charge"),
+    ("A deduction of $5.00 will show on your gift card.", 5.00, "charge"),
+    ("We'll bill your Visa $5.00.", 5.00, "charge"),
+    ("We're billing $5.00 to your Visa.", 5.00, "charge"),
+    ("I'll debit $5.00 from your PayPal.", 5.00, "charge"),
+    ("We are debiting your PayPal $5.00.", 5.00, "charge"),
+    ("We'll charge $5.00 to your PayPal.", 5.00, "charge"),
+    ("You'll be paying $5.00 more for the new one.", 5.00, "charge"),
+    ("No, we'll charge $5.00 to your Visa.", 5.00, "charge"),  # a 'no' that answers negates nothing after it
+    ("I'm refunding $5.00 to your card.", 5.00, "refund"),
+    ("We are crediting $5.00 to your gift card.", 5.00, "refund"),
+    ("The store credits $5.00 to your gift card.", 5.00, "refund"),
+    ("We're reimbursing $5.00 to your PayPal.", 5.00, "refund"),
+    ("A reimbursement of $5.00 goes to your PayPal.", 5.00, "refund"),
+    ("You're getting $5.00 back on your card.", 5.00, "refund"),
+    ("You'll be receiving $5.00 on your card.", 5.00, "refund"),
     # no direction: a total, a way to pay, a policy, a promise to call back, an alternative
     ("The total is $5.00.", 5.00, None),
     ("Your order total is $5.00; you can pay with PayPal or a card.", 5.00, None),
@@ -49,8 +70,38 @@ TABLE = [
     ("Nothing will be charged or refunded; each item costs $5.00.", 5.00, None),
     ("Any difference from the $5.00 will be charged or refunded to your card.", 5.00, None),
     ("The Portable Charger costs $5.00.", 5.00, None),
+    # adjectives and things named after a direction word move no money
+    ("This item is refundable; it costs $5.00.", 5.00, None),
+    ("The Backpack is non-refundable and costs $5.00.", 5.00, None),
+    ("Reimbursable items cost $5.00 or more.", 5.00, None),
+    ("Deductible purchases start at $5.00.", 5.00, None),
+    ("Your billing address stays the same; the item costs $5.00.", 5.00, None),
+    ("Your bill is $5.00.", 5.00, None),
+    ("Pay with your debit card; the item costs $5.00.", 5.00, None),
+    ("The charging cable costs $5.00.", 5.00, None),
+    ("The Portable Charger (wireless charging pad) costs $5.00.", 5.00, None),
     # both ways for the one amount: contradictory for a return or a swap
     ("$5.00 will be charged to your Visa and refunded to your PayPal.", 5.00, "both"),
+]
+# sentences that deny money goes a way: a zero amount that way ('both': each way denied)
+DENIALS = [
+    ("There is no charge.", "charge"),
+    ("There's no charge for the exchange.", "charge"),
+    ("The exchange is free of charge.", "charge"),
+    ("It comes at no extra cost.", "charge"),
+    ("It comes at no cost to you.", "charge"),
+    ("You have nothing to pay.", "charge"),
+    ("There's nothing more to pay.", "charge"),
+    ("There's no need to pay anything.", "charge"),
+    ("You won't have to pay anything.", "charge"),
+    ("You don't need to pay anything.", "charge"),
+    ("You won't be charged.", "charge"),
+    ("We will not deduct anything from your gift card.", "charge"),
+    ("Your card won't be billed.", "charge"),
+    ("No refund will be issued.", "refund"),
+    ("Nothing will be refunded to your card.", "refund"),
+    ("You won't get anything back.", "refund"),
+    ("There will be no charge and no refund.", "both"),
 ]
 # two amounts in one sentence, each with its own direction
 PAIRS = [("$5.00 will be refunded and $3.00 charged to your card.", {5.00: "refund", 3.00: "charge"}),
@@ -81,6 +132,25 @@ def test_world_and_customer_read_the_same_direction(text, amount, said):
         assert accepted is (said in (way, None)), (way, text)
 
 
+@pytest.mark.parametrize("text,denied", DENIALS)
+def test_a_denied_direction_states_a_zero_amount_that_way(text, denied):
+    """'There's no charge' is no silence: the customer owed a charge disputes it, one owed a refund (or
+    nothing) takes it, as it takes silence; the world finds no amount stated either way."""
+    from simworld.environments.retail.vocab import money_claims
+
+    ways = {"charge", "refund"} if denied == "both" else {denied}
+    assert money_claims(text) == [(0.0, frozenset(ways))], text
+    world = get_world("retail")
+    for way in ("charge", "refund"):
+        assert not world.output_stated(f"{way} 5.00", text), (way, text)
+        assert money_matches(_expecting(way, 5.00), text) is (way not in ways), (way, text)
+        # said with its amount too, the money owed is agreed whatever else is denied
+        moved = {"charge": "charged", "refund": "refunded"}[way]
+        assert money_matches(_expecting(way, 5.00), f"{text} The difference of $5.00 will be {moved}.") is True
+    assert money_matches({"intent": "modify_items", "items": [_item(10.00)],
+                          "new_items": [_item(10.00, "1000000002")]}, text) is True  # nothing owed: agreed
+
+
 @pytest.mark.parametrize("text,ways", PAIRS)
 def test_each_amount_of_a_sentence_keeps_its_own_direction(text, ways):
     world = get_world("retail")
@@ -102,6 +172,22 @@ def test_the_customer_reads_money_with_the_worlds_reading():
         (120.0, frozenset({"charge", "refund"}))]
     assert vocab.money_claims("It will be refunded.") == [(None, frozenset({"refund"}))]
     assert vocab.money_claims("It will be charged or refunded.") == []
+
+
+def test_the_first_letter_shortcut_drops_no_direction_word():
+    """The scan tries direction words only where one of WAY_WORD_LETTERS starts a word: each sentence of
+    the tables reads the same without that shortcut, so no word of the list starts with another letter."""
+    import re
+
+    from simworld.environments.retail import vocab
+
+    unfiltered = re.compile(vocab._WAY.pattern.replace(f"(?=[{vocab.WAY_WORD_LETTERS}])", ""))
+    assert unfiltered.pattern != vocab._WAY.pattern
+    texts = [t for t, _, _ in TABLE] + [t for t, _ in DENIALS + PAIRS] + [t for _, t, _ in PROPOSALS]
+    for text in texts:
+        low = text.lower()
+        found = [(m.lastgroup, m.span()) for m in vocab._WAY.finditer(low)]
+        assert found == [(m.lastgroup, m.span()) for m in unfiltered.finditer(low)], text
 
 
 @pytest.mark.parametrize("text", ["Hi! How can I help you today?", "Which payment method should we use?",
@@ -332,6 +418,43 @@ PROPOSALS += [
                       f"Visa ending in 1111. Shall I change the payment of {_ORDER}?", True),
     ("pay to gift card", "Your gift card has $100.00, enough to cover the order. Shall I switch the payment of "
                          f"{_ORDER} to your gift card (gift_card_1234567)?", True),
+]
+
+# money said with other forms of the direction verbs, and denied ('no charge', 'nothing to pay'): a
+# denial of the way the owed money goes is turned down unless the proposal also says that money moves
+PROPOSALS += [
+    ("cancel", f"I'll cancel {_ORDER} (reason: no longer needed); we will be refunding $54.20 to your card. "
+               "Proceed?", True),
+    ("cancel", f"I'll cancel {_ORDER} (reason: no longer needed); we'll be deducting $54.20 from your card. "
+               "Proceed?", False),
+    ("cancel", f"I'll cancel {_ORDER} (reason: no longer needed); there's no charge for cancelling. Proceed?", True),
+    ("cancel", f"I'll cancel {_ORDER} (reason: no longer needed). No refund will be issued. Proceed?", False),
+    ("return", f"I'll return both items from {_ORDER}; there's no charge for returns, and $45.20 will be refunded "
+               "to PayPal. Proceed?", True),
+    ("return", f"I'm crediting $45.20 to your PayPal for the return of both items from {_ORDER}. Proceed?", True),
+    ("return", f"I'm deducting $45.20 from your PayPal for the return of both items from {_ORDER}. Proceed?", False),
+    ("return", f"I'll return both items from {_ORDER} to your PayPal; you won't get anything back. Proceed?", False),
+    ("return", "The Backpack and the Desk Lamp are refundable; I'll return both to your PayPal. Proceed?", True),
+    ("exchange+", "There's no charge for the exchange. Shall I exchange the red Backpack for the blue one?", False),
+    ("exchange+", "You won't have to pay anything. Shall I exchange the red Backpack for the blue one?", False),
+    ("exchange+", "The exchange is free of charge; the blue Backpack costs $35.50. Shall I proceed?", False),
+    ("exchange+", "There's no charge for the exchange itself; the price difference is $5.50. Shall I proceed?", True),
+    ("exchange+", "There's no fee for exchanges: $5.50 will be billed to your PayPal. Shall I proceed?", True),
+    ("exchange+", "I'll be crediting $5.50 to your PayPal for the exchange. Shall I proceed?", False),
+    ("exchange+", "We'll debit your PayPal $5.50 for the exchange. Shall I proceed?", True),
+    ("exchange-", "The exchange is free of charge. Shall I exchange the red Backpack for the green one?", True),
+    ("exchange-", "There's nothing to pay; you'll get $2.75 back. Shall I exchange the red Backpack for the green "
+                  "one?", True),
+    ("exchange-", "We'll be billing your PayPal $2.75 for the exchange. Shall I proceed?", False),
+    ("even", "There's no charge for this change. Shall I modify the item?", True),
+    ("even", "You have nothing to pay: there is no price difference. Shall I change the Backpack to gray?", True),
+    ("pay to PayPal", f"There's no charge to switch the payment of {_ORDER} to PayPal. Shall I proceed?", False),
+    ("pay to PayPal", f"There's no fee to switch the payment of {_ORDER} to PayPal: we'll bill your PayPal $54.20 "
+                      "and refund your original card. Shall I proceed?", True),
+    ("pay to gift card", f"Switching the payment of {_ORDER} to your gift card is free of charge. Shall I proceed?",
+     False),
+    ("pay to gift card", "We'll be deducting $54.20 from your gift card (balance $100.00) and refunding your original "
+                         f"card. Shall I switch the payment of {_ORDER}?", True),
 ]
 
 

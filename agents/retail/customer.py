@@ -602,20 +602,26 @@ def money_matches(request: dict[str, Any], text: str) -> bool:
     its required-output check uses. An amount stated with a direction must match the brief in amount
     and way (one such match is enough); where none has a direction, an amount said bare ('The total is
     $54.20.') must be the amount owed, unless it is plainly something else (:func:`bare_money`). A
-    payment change charges the new method and refunds the old one as much
+    denial ('there's no charge', 'nothing to pay'; or '$0.00 will be charged') states a zero amount
+    that way: it agrees when nothing goes that way, and is turned down when money the brief owes goes
+    that way and nothing else in the proposal (a direction word, or the amount said bare) says it does.
+    A payment change charges the new method and refunds the old one as much
     (:func:`payment_change_matches`).
     """
     intent = request["intent"]
     if intent not in _MONEY_INTENTS:
         return True
     owed = expected_money(request)
-    claims = [c for c in money_claims(text) if c[1]]
+    claims, denied = _moved_and_denied(text)
     if owed is None:  # a brief without the amount: a cancellation refunds, that much is known
-        return intent != "cancel" or not claims or any(ways == {"refund"} for _, ways in claims)
+        if intent != "cancel":
+            return True
+        refunds = any(ways == {"refund"} for _, ways in claims)
+        return refunds or not (claims or "refund" in denied)
     if intent == "modify_payment":
         return payment_change_matches(request, text, owed)
     if abs(owed) < 0.005:
-        if any(amount is not None and amount >= 0.005 for amount, _ in claims):
+        if any(amount is not None for amount, _ in claims):
             return False
         return _adds_up(bare_money(request, text), 0.0)
     way = "charge" if owed > 0 else "refund"
@@ -624,7 +630,25 @@ def money_matches(request: dict[str, Any], text: str) -> bool:
         return any(abs(amount - abs(owed)) < 0.005 and ways == {way} for amount, ways in stated)  # type: ignore[operator]
     if claims and not any(ways == {way} for _, ways in claims):  # a direction without an amount
         return False
-    return _adds_up(bare_money(request, text), abs(owed))
+    return _owed_said(bare_money(request, text), abs(owed), way in denied and not claims)
+
+
+def _moved_and_denied(text: str) -> tuple[list[vocab.Claim], set[str]]:
+    """The claims of `text` that move money (a direction, and an amount that is not zero, or none), and
+    the ways it says move nothing (:func:`money_claims`'s zero amounts)."""
+    moved, denied = [], set()
+    for amount, ways in money_claims(text):
+        if amount is not None and amount < 0.005:
+            denied |= ways
+        elif ways:
+            moved.append((amount, ways))
+    return moved, denied
+
+
+def _owed_said(amounts: list[float], owed: float, denied: bool) -> bool:
+    """Do the `amounts` said bare agree with `owed`? Where the way it goes is `denied` ('there's no
+    charge'), one of them must state it; else saying none is no objection."""
+    return _adds_up(amounts, owed) and (bool(amounts) or not denied)
 
 
 def _adds_up(amounts: list[float], wanted: float) -> bool:
@@ -721,10 +745,12 @@ def payment_change_matches(request: dict[str, Any], text: str, total: float) -> 
         if any(_way_on(ways, low, s, e) == "refund" for s, e in new) or \
                 any(_way_on(ways, low, s, e) == "charge" for s, e in old):
             return False
-    amounts = [amount for amount, ways in money_claims(text) if amount is not None and ways]
+    claims, denied = _moved_and_denied(text)
+    amounts = [amount for amount, _ in claims if amount is not None]
     if amounts:
         return any(abs(amount - total) < 0.005 for amount in amounts)
-    return _adds_up(bare_money(request, text), total)
+    charged = any("charge" in ways for _, ways in claims)
+    return _owed_said(bare_money(request, text), total, "charge" in denied and not charged)
 
 
 _ACTION = {
