@@ -66,6 +66,15 @@ class View:
         return [e for e in self.episode.events[index:] if visible_to(e, self.role)]
 
 
+def config_id(type_name: str, params: BaseModel) -> str:
+    """``TYPE`` or ``TYPE(k=v,...)``: an agent's type and the parameters that differ from their
+    defaults (what :attr:`Agent.agent_id` records, and what a replay without agents labels it)."""
+    extra = params.model_dump(exclude={"type"}, exclude_defaults=True)
+    if not extra:
+        return type_name
+    return type_name + "(" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + ")"
+
+
 class Agent:
     """Base class of agents. Subclasses set `Params` and implement `act`."""
 
@@ -80,10 +89,7 @@ class Agent:
     @property
     def agent_id(self) -> str:
         """A stable id of this agent's configuration, recorded in provenance."""
-        extra = self.params.model_dump(exclude={"type"}, exclude_defaults=True)
-        if not extra:
-            return self.type_name
-        return self.type_name + "(" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + ")"
+        return config_id(self.type_name, self.params)
 
     def provenance(self) -> dict[str, Any]:
         """Anything worth recording about how this agent produced its turns (models, usage)."""

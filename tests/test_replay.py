@@ -545,3 +545,21 @@ def test_an_altered_world_of_the_same_version_is_a_plain_mismatch(ledger_run):
     rec = _records(ledger_run)[0]
     result = replay_trajectory(_tampered(rec, lambda r: r["world"].update(fingerprint="1" * 32)), sc)
     assert (result.mismatch.where, result.mismatch.field, result.mismatch.cause) == ("world", "fingerprint", "")
+
+
+def test_a_negotiation_naming_a_default_agent_parameter_replays(tmp_path):
+    """The metrics' strategy label in replay (no agents made) is the agents' own id: parameters
+    written at their default value are left out, as the agent's ``agent_id`` leaves them out."""
+    import yaml
+
+    from simworld.scenario import scenario_from_data
+
+    data = yaml.safe_load((ROOT / "scenarios/negotiation/used_car.yaml").read_text())
+    data.pop("variations")
+    data["roles"]["buyer"]["agent"] = {"type": "boulware", "research": True}  # (True is the default)
+    data["roles"]["seller"]["agent"] = {"type": "linear", "research": False}
+    run = worlds.make_run(tmp_path / "run", scenario_from_data(data), 3)
+    groups = {r["outcome"]["metrics"]["group"] for r in iter_records(run)}
+    assert groups == {"buyer=boulware vs seller=linear(research=False)"}
+    results = list(replay_run(run))
+    assert len(results) == 3 and all(r.ok for r in results), [r.mismatch.describe() for r in results if not r.ok]

@@ -19,8 +19,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from simworld import registry
+from simworld.agent import config_id
 from simworld.environments.negotiation.analysis import analyse
 from simworld.environments.negotiation.space import utility_model
+from simworld.errors import SimworldError
 
 
 def agent_label(episode: Any, role: str) -> str:
@@ -30,9 +33,12 @@ def agent_label(episode: Any, role: str) -> str:
         return str(agent.agent_id)
     if role not in episode.sc.roles:
         return "absent"  # a party the scenario gives no role (the episode fails at its first turn)
-    spec = episode.sc.roles[role].agent.model_dump()
-    kind = spec.pop("type")
-    return kind + ("(" + ",".join(f"{k}={spec[k]}" for k in sorted(spec)) + ")" if spec else "")
+    spec = episode.sc.roles[role].agent
+    try:  # as the agent would have labelled itself: the parameters that differ from their defaults
+        return config_id(spec.type, registry.get_agent(spec.type).Params.model_validate(spec.model_dump()))
+    except (SimworldError, ValueError):  # (an agent this install lacks, or parameters it refuses)
+        extra = spec.model_dump(exclude={"type"})
+        return spec.type + ("(" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + ")" if extra else "")
 
 
 def _distance(p: tuple[float, float], q: tuple[float, float]) -> float:
