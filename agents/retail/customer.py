@@ -315,10 +315,9 @@ class Customer(Agent):
         if self.brief is None:
             self.brief = view.private
             self.requests = list(view.private.get("requests") or [])
-        events = view.episode.events
-        heard = [e.content for e in events[self.seen:]
-                 if e.speaker != self.role and e.content and e.role != "tool" and e.audience in (None, self.role)]
-        self.seen = len(events)
+        heard = [e.content for e in view.visible_since(self.seen)
+                 if e.speaker != self.role and e.content and e.role != "tool"]
+        self.seen = len(view.episode.events)
         if not self.requests:
             return self.message(self.say("bye") + " " + STOP)
         if not self.opened:

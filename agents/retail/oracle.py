@@ -339,9 +339,8 @@ class SupportOracle(Agent):
         if self.planner is None:
             self.tools = frozenset(t.name for t in view.tools)
             self.planner = planner_for(registry.get_world(view.episode.sc.world.type), tuple(sorted(self.tools)))
-        events = view.episode.events
-        new = events[self.seen:]
-        self.seen = len(events)
+        new = view.visible_since(self.seen)
+        self.seen = len(view.episode.events)
         self.decided_from = None
         heard: list[str] = []
         for ev in new:
@@ -349,8 +348,7 @@ class SupportOracle(Agent):
                 retry = self.absorb_result(ev.name or "", ev.content, ev.error)
                 if retry is not None:
                     return retry
-            elif ev.speaker != self.role and ev.content and ev.audience in (None, self.role) and ev.role == "user" \
-                    and ev.speaker != "world":
+            elif ev.speaker != self.role and ev.content and ev.role == "user" and ev.speaker != "world":
                 heard.append(ev.content)
         if heard:
             self.absorb_customer("\n".join(heard))
