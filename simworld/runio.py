@@ -420,6 +420,49 @@ def check_run_out(out: str) -> None:
         raise SimworldError(f"--out {out}: holds {shown} and no simworld run; use an empty or new --out directory")
 
 
+def run_is_live(run_dir: str | Path) -> bool | None:
+    """Whether a `simworld run` (or one of its workers) is writing to `run_dir` now: it holds the
+    directory's lock. None where locks are not available (the answer is unknown)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # every run creates the lock before it writes anything
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released by close: a run starting now waits for it
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def unfinished_run_state(run_dir: str | Path, status: str, episodes: int, not_recorded: int | None) -> str:
+    """How `score`, `export` and `replay` describe a run whose manifest says `status` (not
+    ``complete``), `not_recorded` of its `episodes` having no record (None: not known). A manifest
+    says ``running`` both while its run writes and after a run that could not rewrite it at the end
+    (killed, or stopped by a full disk): only a run holding the directory's lock is called running."""
+    finish = "(re-run its `simworld run` command to finish it)"
+    if not_recorded is None:
+        count = f"some of its {episodes:,} episodes may not be recorded yet; only those recorded so far are read"
+    else:
+        count = f"{not_recorded:,} of its episodes are not recorded yet"
+    if status == "running" and run_is_live(run_dir):
+        return f"the run is running: {count}"
+    if status == "running" or not_recorded is None:
+        return f"the run is {status} (or its `simworld run` was killed): {count}" + (
+            f" {finish}" if not_recorded is not None else "")
+    if not_recorded <= 0:
+        return f"the run is {status}: its last `simworld run` did not finish {finish}"
+    return f"the run is {status}: {count} {finish}"
+
 
 def unfinished_run_note(run_dir: str | Path) -> str | None:
     """One line for readers (score, export) of a run whose manifest says it is not complete
@@ -435,13 +478,9 @@ def unfinished_run_note(run_dir: str | Path) -> str | None:
         return None
     if status == "complete":
         return None
-    finish = "(re-run its `simworld run` command to finish it)"
-    if status == "running" or recorded is None:  # being written, or its writer was killed: no count yet
-        return (f"{run_dir}: the run is {status} (or its `simworld run` was killed): some of its {episodes:,} "
-                "episodes may not be recorded yet; only those recorded so far are read")
-    if recorded >= episodes:
-        return f"{run_dir}: the run is {status}: its last `simworld run` did not finish {finish}"
-    return f"{run_dir}: the run is {status}: {episodes - recorded:,} of its episodes are not recorded yet {finish}"
+    # a running manifest has no summary of its own yet: no count
+    not_recorded = None if status == "running" or recorded is None else episodes - recorded
+    return f"{run_dir}: {unfinished_run_state(run_dir, status, episodes, not_recorded)}"
 
 
 def shard_name(session: int, worker: int) -> str:

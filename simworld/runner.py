@@ -11,7 +11,8 @@
 * **Resume.** Re-running into the same directory skips episodes that have a record, repairs a torn
   last line, and re-runs episodes recorded as failed by their agent (`termination == "error"`).
   Each run appends to new shards (a *session*); readers keep the last record per episode id.
-  A directory holding a different resolved scenario is refused.
+  A directory holding a different resolved scenario is refused, and so are fewer episodes than
+  the run already has: a run's episode count never shrinks.
 * **Errors.** A full disk or an unwritable directory ends the run with one line; every record
   already written stays intact. An exception inside an episode (a bug in a world or agent, not an
   :class:`~simworld.episode.AgentFailure`) stops the run naming the episode.
@@ -138,6 +139,7 @@ class _Prior:
     latest: dict[int, EpisodeStats] = field(default_factory=dict)
     repaired: list[str] = field(default_factory=list)
     records: int = 0
+    torn: list[tuple[Path, int, int]] = field(default_factory=list)  # (shard, good end, size): cut by repair()
 
 
 class RunDir:
@@ -207,10 +209,10 @@ class RunDir:
             raise _os_problem("write", existing, exc) from None
 
     def scan(self, sc: Scenario) -> _Prior:
-        """Read earlier sessions' records (latest per episode) and cut torn or corrupt tails. A record
-        counts for episode i only if it has that episode's id and seed. Records made under another
-        scenario than `sc` (the run's scenario.yaml edited since) refuse the run, before anything is
-        cut or written: appending to them would mix two scenarios in one run."""
+        """Read earlier sessions' records (latest per episode) and find torn or corrupt tails (cut by
+        :meth:`repair`). A record counts for episode i only if it has that episode's id and seed.
+        Records made under another scenario than `sc` (the run's scenario.yaml edited since) refuse
+        the run: appending to them would mix two scenarios in one run."""
         prior = _Prior()
         foreign = foreign_jsonl(self.path)
         if foreign:
@@ -249,14 +251,13 @@ class RunDir:
             prior.latest[stats.index] = stats
             prior.records += 1
 
-        torn: list[tuple[Path, int, int]] = []
         for path in shard_paths(self.path):
             try:
                 good_end, size = scan_shard(path, keep)
             except OSError as exc:
                 raise _os_problem("read", path, exc) from None
             if good_end < size:
-                torn.append((path, good_end, size))
+                prior.torn.append((path, good_end, size))
         if other_scenarios:
             made_under, n = max(other_scenarios.items(), key=lambda kv: kv[1])
             which = f"its {n:,} records were" if n == seen else f"{n:,} of its {seen:,} records were"
@@ -267,23 +268,26 @@ class RunDir:
         if len(ignored) > _IGNORED_SHOWN:
             prior.repaired.append(f"{len(ignored) - _IGNORED_SHOWN:,} more records ignored as above "
                                   "(their episodes run again)")
-        for path, good_end, size in torn:
+        return prior
+
+    def repair(self, prior: _Prior) -> None:
+        """Cut the torn or corrupt tails `scan` found, noting each in `prior.repaired`."""
+        for path, good_end, size in prior.torn:
             try:
                 truncate_tail(path, good_end)
             except OSError as exc:
                 raise _os_problem("write", path, exc) from None
             prior.repaired.append(f"{path.name}: cut {size - good_end} bytes of a torn last line")
-        return prior
+        prior.torn = []
 
-    def read_manifest(self, notes: list[str] | None = None) -> dict[str, Any]:
-        """The manifest earlier sessions wrote, or {} for a new run. One that cannot be read or
-        is not of the shape `run` writes is set aside as ``manifest.json.damaged`` (noted in
-        `notes`) and the run goes on with a new one: its records are what matter."""
+    def load_manifest(self) -> tuple[dict[str, Any], Exception | None]:
+        """The manifest earlier sessions wrote ({} for a new run), or ({}, why) for one that cannot
+        be read or is not of the shape `run` writes. Changes nothing."""
         path = self.path / MANIFEST_FILE
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return {}, None
         except OSError as exc:
             raise _os_problem("read", path, exc) from None
         try:
@@ -293,17 +297,27 @@ class RunDir:
             int(manifest.get("episodes", 0) or 0)
             if not isinstance(manifest.get("sessions", []), list):
                 raise ValueError("sessions is not a list")
-            return manifest
+            return manifest, None
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-            damaged = path.with_name(MANIFEST_FILE + ".damaged")
-            try:
-                os.replace(path, damaged)
-            except OSError as exc2:
-                raise _os_problem("write", damaged, exc2) from None
-            if notes is not None:
-                notes.append(f"{MANIFEST_FILE}: unreadable ({one_line(exc)}); kept as {damaged.name}, "
-                             "a new one is written (earlier sessions' history starts again)")
-            return {}
+            return {}, exc
+
+    def read_manifest(self, notes: list[str] | None = None) -> dict[str, Any]:
+        """The manifest earlier sessions wrote, or {} for a new run. One that cannot be read or
+        is not of the shape `run` writes is set aside as ``manifest.json.damaged`` (noted in
+        `notes`) and the run goes on with a new one: its records are what matter."""
+        manifest, problem = self.load_manifest()
+        if problem is None:
+            return manifest
+        path = self.path / MANIFEST_FILE
+        damaged = path.with_name(MANIFEST_FILE + ".damaged")
+        try:
+            os.replace(path, damaged)
+        except OSError as exc:
+            raise _os_problem("write", damaged, exc) from None
+        if notes is not None:
+            notes.append(f"{MANIFEST_FILE}: unreadable ({one_line(problem)}); kept as {damaged.name}, "
+                         "a new one is written (earlier sessions' history starts again)")
+        return {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         path = self.path / MANIFEST_FILE
@@ -587,13 +601,17 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
     """Run (or resume) the episodes ``0..episodes-1`` of `sc` into the run directory `out`.
 
     `sc` is the resolved scenario (its `seed` is the run seed; see :func:`resolve_scenario`).
+    A run's episodes never shrink: `episodes` None means the scenario's `episodes` or, resuming,
+    the run's own count where that is larger; fewer episodes than the run already has (its
+    manifest's count, or every episode recorded) are refused with a SimworldError before anything
+    is written, so the manifest's count, its status, its summary and the records always agree.
     `on_start(total, already_done)` is called once before episodes run and `on_progress(n)` as
     episodes finish (for a progress bar). Ctrl-C or SIGTERM returns a result with status
     ``interrupted``. Raises SimworldError (bad directory, full disk) or EpisodeCrash; whatever was
     written before stays valid and a re-run resumes.
     """
-    n = sc.episodes if episodes is None else int(episodes)
-    if n < 0:
+    asked = None if episodes is None else int(episodes)
+    if asked is not None and asked < 0:
         raise SimworldError("--episodes must be ≥ 0")
     if workers < 1:
         raise SimworldError("--workers must be ≥ 1")
@@ -604,6 +622,9 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
     started = time.perf_counter()
     try:
         prior = rd.scan(sc)
+        n = _episodes_to_run(rd, sc, asked, prior)
+        rd.repair(prior)
+        manifest = rd.read_manifest(prior.repaired)
         summary = RunSummary()
         pending: list[int] = []
         retried = 0
@@ -616,7 +637,6 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                 summary.add(stats)
         skipped = n - len(pending)
         session = next_session(rd.path)
-        manifest = rd.read_manifest(prior.repaired)
         sessions = list(manifest.get("sessions", []))
         this_session = {"session": session, "started": _now(), "status": "running", "episodes": n,
                         "pending": len(pending), "retried": retried, "workers": workers,
@@ -627,7 +647,7 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
             "scenario": {"name": sc.name, "hash": sc.content_hash, "source": source, "file": SCENARIO_FILE},
             "seed": sc.seed,
             "overrides": overrides or {},
-            "episodes": max(n, int(manifest.get("episodes", 0) or 0)),
+            "episodes": n,  # never fewer than before: _episodes_to_run
             "created": manifest.get("created", _now()),
         }
         rd.write_manifest({**base, "status": "running", "sessions": sessions + [this_session]})
@@ -675,6 +695,22 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                          shards=[s for s in shards if s.exists()])
     finally:
         rd.close()
+
+
+def _episodes_to_run(rd: RunDir, sc: Scenario, asked: int | None, prior: _Prior) -> int:
+    """How many episodes this session's run has: `asked` (the scenario's count when None), never
+    fewer than the run directory already holds (its manifest's count and every recorded episode)."""
+    manifest, _ = rd.load_manifest()  # a damaged one is set aside later: the records still count
+    has = max(int(manifest.get("episodes", 0) or 0), max(prior.latest, default=-1) + 1)
+    if asked is None:
+        return max(sc.episodes, has)
+    if asked < has:
+        recorded = "all recorded" if len(prior.latest) >= has else f"{len(prior.latest):,} recorded"
+        default = " (or without --episodes)" if sc.episodes <= has else ""
+        raise SimworldError(f"--episodes {asked}: {rd.path} is a run of {has:,} episodes ({recorded}) and a run "
+                            f"never shrinks; resume it with --episodes {has}{default}, or use a new --out for a "
+                            f"run of {asked:,}")
+    return asked
 
 
 def _run_in_process(sc: Scenario, pending: list[int], shard: Path, concurrency: int | None,

@@ -563,3 +563,52 @@ def test_a_negotiation_naming_a_default_agent_parameter_replays(tmp_path):
     assert groups == {"buyer=boulware vs seller=linear(research=False)"}
     results = list(replay_run(run))
     assert len(results) == 3 and all(r.ok for r in results), [r.mismatch.describe() for r in results if not r.ok]
+
+
+def test_a_manifest_left_running_is_called_running_only_while_a_run_holds_the_directory(tmp_path):
+    """A run stopped by a full disk (or killed) cannot rewrite its manifest, which still says
+    `running`; replay, score and export say it may have been killed, unless a run holds the lock."""
+    import fcntl
+    import os
+
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 4)
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    del manifest["summary"]  # a run writes none until it ends
+    (run / "manifest.json").write_bytes(orjson.dumps({**manifest, "episodes": 6, "status": "running"}))
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("note: the run is running (or its `simworld run` was killed): 2 of its episodes are not recorded yet "
+            "(re-run its `simworld run` command to finish it)\n") in res.stdout
+    lock = os.open(run / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as `simworld run` holds it while it writes
+        res = cli("replay", str(run), "-q")
+        score = cli("score", str(run))
+    finally:
+        os.close(lock)
+    assert res.returncode == 0 and "note: the run is running: 2 of its episodes are not recorded yet\n" in res.stdout
+    assert score.stderr == (f"note: {run}: the run is running: some of its 6 episodes may not be recorded yet; only "
+                            "those recorded so far are read\n")
+
+
+def test_replay_counts_in_words_and_names_what_fork_at_needs(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 1)
+    res = cli("replay", str(run), "-q")
+    assert res.returncode == 0 and "replayed 1 episode (" in res.stdout, res.stdout + res.stderr
+    res = cli("replay", str(run), "--fork-at", "2")
+    assert res.returncode == 2 and res.stderr == ("error: --fork-at needs exactly one --episode and --out DIR, a "
+                                                  "directory for the forks (new, or one holding earlier forks; not "
+                                                  "a run directory)\n")
+
+
+def test_replay_of_a_complete_run_of_no_episodes_has_nothing_to_check(tmp_path):
+    run = worlds.make_run(tmp_path / "run", worlds.ledger_world.scenario_data(), 0)
+    res = cli("replay", str(run))
+    assert res.returncode == 0 and res.stderr == "", res.stdout + res.stderr
+    assert res.stdout == f"note: {run}: the run is complete with 0 episodes (it asked for none); nothing to replay\n"
+    # A run that asked for episodes and recorded none has nothing to show for them.
+    manifest = orjson.loads((run / "manifest.json").read_bytes())
+    (run / "manifest.json").write_bytes(orjson.dumps({**manifest, "episodes": 3, "status": "interrupted"}))
+    res = cli("replay", str(run))
+    assert res.returncode == 2 and "no trajectories to replay" in res.stderr
+    assert "note: the run is interrupted: 3 of its episodes are not recorded yet" in res.stdout

@@ -228,6 +228,12 @@ def test_full_disk_then_more_space(slow_scenario, reference, tmp_path):
     assert data.endswith(b"\n") and data.count(b"\n") > 5
     for line in data.splitlines():
         orjson.loads(line)
+    # The full disk kept the run from rewriting its manifest, still "running": replay must not call it running.
+    assert orjson.loads((full / "manifest.json").read_bytes())["status"] == "running"
+    replay = simworld("replay", full, "-q", check=0)
+    not_recorded = N - len(data.splitlines())
+    assert (f"note: the run is running (or its `simworld run` was killed): {not_recorded} of its episodes "
+            "are not recorded yet (re-run its `simworld run` command to finish it)") in replay.stdout, replay.stdout
     assert (tmp_path / "log.rc2").read_text().strip() == "0", (tmp_path / "log.err2").read_text()
     assert stripped(saved / "done") == reference
 
@@ -319,3 +325,37 @@ def test_a_resume_removes_what_a_killed_run_left_half_written(slow_scenario, ref
         sleeper.wait()
     assert not any(p.exists() for p in stale) and all(p.exists() for p in live)
     assert stripped(out) == reference
+
+
+def test_fewer_episodes_after_ctrl_c_are_refused_and_every_reader_says_the_run_is_unfinished(slow_scenario, reference,
+                                                                                             tmp_path):
+    """The QA report: `run -n N`, Ctrl-C, `run -n 10` marked the run complete with a summary of 10
+    while replay listed the rest MISSING. Now the smaller run is refused and the run stays
+    interrupted until the same command (or one without -n) finishes it."""
+    out = tmp_path / "run"
+    cmd = ("run", slow_scenario, "--episodes", N, "--out", out, "-q")
+    proc = start(*cmd)
+    wait_for_lines(out, proc, 20)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    recorded = len(list(iter_records(out)))
+    manifest = (out / "manifest.json").read_bytes()
+    assert orjson.loads(manifest)["status"] == "interrupted" and recorded < N
+    small = simworld("run", slow_scenario, "--episodes", 10, "--out", out, "-q", check=2)
+    assert small.stderr == (f"error: --episodes 10: {out} is a run of {N} episodes ({recorded} recorded) and a run "
+                            f"never shrinks; resume it with --episodes {N} (or without --episodes), or use a new --out "
+                            "for a run of 10\n")
+    assert (out / "manifest.json").read_bytes() == manifest and len(list(iter_records(out))) == recorded
+    replay = simworld("replay", out, "-q", check=0)
+    assert f"note: the run is interrupted: {N - recorded} of its episodes are not recorded yet" in replay.stdout
+    assert "MISSING" not in replay.stdout
+    score = simworld("score", out, check=0)
+    assert f"the run is interrupted: {N - recorded} of its episodes are not recorded yet" in score.stderr
+    export = simworld("export", out, "--no-dedup", "--out", tmp_path / "data.jsonl", check=0)
+    assert f"the run is interrupted: {N - recorded} of its episodes are not recorded yet" in export.stderr
+    simworld("run", slow_scenario, "--out", out, "-q", check=0)  # the scenario says fewer: the run's N stand
+    assert stripped(out) == reference
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["episodes"] == N and manifest["status"] == "complete" and manifest["summary"]["episodes"] == N
+    assert "note:" not in simworld("replay", out, "-q", check=0).stdout

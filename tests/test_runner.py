@@ -398,3 +398,54 @@ def test_many_records_that_are_not_their_episodes_own_are_one_line_each_up_to_a_
     assert result.new == 9
     assert len(result.repaired) == 6 and all("ignored a record of episode" in r for r in result.repaired[:5])
     assert result.repaired[5] == "4 more records ignored as above (their episodes run again)"
+
+
+# -- a run's episode count never shrinks: manifest, status, summary and records agree
+
+
+def test_fewer_episodes_than_the_run_has_are_refused_before_anything_is_written(tmp_path):
+    """`run -n 30` then `run -n 12`: one line, nothing written (not even a torn tail cut); the
+    scenario's default (10) resumes the run as the 30 it is, and manifest, summary and records agree."""
+    sc = scenario()
+    out = tmp_path / "run"
+    run_batch(sc, out, episodes=30)
+    with open(shard_paths(out)[0], "ab") as fh:
+        fh.write(b'{"schema_version":1,"episode_id":"ledger')  # a torn tail the refused run must leave
+    before = _files(out)
+    with pytest.raises(SimworldError, match=r"^--episodes 12: .+ is a run of 30 episodes \(all recorded\) and a run "
+                                            r"never shrinks; resume it with --episodes 30 \(or without --episodes\), "
+                                            r"or use a new --out for a run of 12$"):
+        run_batch(sc, out, episodes=12)
+    assert _files(out) == before
+    result = run_batch(sc, out)  # the scenario says 10
+    assert result.status == "complete" and result.requested == 30 and result.new == 0 and result.skipped == 30
+    assert any("torn last line" in note for note in result.repaired)
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["episodes"] == 30 and manifest["status"] == "complete"
+    assert manifest["summary"]["episodes"] == 30 == len(list(iter_records(out)))
+
+
+def test_with_a_damaged_manifest_the_records_say_how_many_episodes_the_run_has(tmp_path):
+    sc = scenario()
+    out = tmp_path / "run"
+    run_batch(sc, out, episodes=20)
+    (out / "manifest.json").write_bytes(b"{torn")
+    with pytest.raises(SimworldError, match=r"is a run of 20 episodes \(all recorded\)"):
+        run_batch(sc, out, episodes=8)
+    assert (out / "manifest.json").read_bytes() == b"{torn"  # set aside only by a run that goes ahead
+    result = run_batch(sc, out)
+    assert result.status == "complete" and result.requested == 20 and result.new == 0
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["episodes"] == 20 and manifest["summary"]["episodes"] == 20
+
+
+def test_resuming_without_episodes_finishes_the_run_an_interrupted_session_asked_for(tmp_path):
+    sc = scenario()  # 10 episodes by default
+    out = tmp_path / "run"
+    run_batch(sc, out, episodes=6)
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    (out / "manifest.json").write_bytes(orjson.dumps({**manifest, "episodes": 16, "status": "interrupted"}))
+    result = run_batch(sc, out)
+    assert result.status == "complete" and result.requested == 16 and result.new == 10 and result.skipped == 6
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["episodes"] == 16 and manifest["summary"]["episodes"] == 16 == len(list(iter_records(out)))

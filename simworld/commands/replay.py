@@ -34,7 +34,8 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
 
     if fork_at is not None:
         if len(episodes) != 1 or out is None:
-            raise SimworldError("--fork-at needs exactly one --episode and an --out run directory")
+            raise SimworldError("--fork-at needs exactly one --episode and --out DIR, a directory for the forks "
+                                "(new, or one holding earlier forks; not a run directory)")
         from simworld.runio import check_run_out
 
         check_run_out(out)  # ('' or a folder of other files: an unset shell variable, not a place for forks)
@@ -43,6 +44,7 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
     if sets or out:
         raise SimworldError("--set and --out apply with --fork-at")
     from simworld.replay import missing_episodes, replay_run
+    from simworld.runio import unfinished_run_state
 
     wanted = set(episodes) if episodes else None
     total = bad = events = versioned = 0
@@ -73,6 +75,9 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
     # manifest says were run that have no record. Both are expected only of an unfinished run.
     missing, status = missing_episodes(run, seen) if not wanted else ([], None)
     unfinished = status is not None and status != "complete"
+    if not total and not problems and status == "complete" and not missing:
+        click.echo(f"note: {run}: the run is complete with 0 episodes (it asked for none); nothing to replay")
+        return
     gaps = 0
     for kind, where in problems:
         if kind == "torn" and unfinished:
@@ -81,8 +86,7 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         gaps += 1
         click.echo(f"UNREADABLE {where}")
     if missing and unfinished:
-        click.echo(f"note: the run is {status}: {len(missing):,} of its episodes are not recorded yet "
-                   "(re-run its `simworld run` command to finish it)")
+        click.echo(f"note: {unfinished_run_state(run, status, len(missing) + total, len(missing))}")
     elif missing:
         gaps += len(missing)
         for eid in missing[:10]:
@@ -94,7 +98,7 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
     summary = f"{bad:,} mismatch{'es' if bad != 1 else ''}" if bad else "all match"
     if gaps:
         summary += f"; {gaps:,} unreadable or missing record{'s' if gaps != 1 else ''}"
-    click.echo(f"replayed {total:,} episodes ({events:,} events): {summary}")
+    click.echo(f"replayed {total:,} episode{'s' if total != 1 else ''} ({events:,} events): {summary}")
     if bad or gaps:
         sys.exit(1)
 
