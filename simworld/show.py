@@ -72,7 +72,7 @@ def select_records(records: Iterator[dict[str, Any]], episodes: tuple[str, ...] 
             raise SimworldError(f"no episode {missing[0]!r} in the run")
         return [found[e] for e in episodes]
     if failed:
-        # A record of the wrong shape counts as failed: it is shown, and says what is wrong with it.
+        # (`simworld show` skips records of the wrong shape before; any other counts as failed here.)
         records = (r for r in records if not (isinstance(r.get("outcome"), dict) and r["outcome"].get("success")))
     if sample is not None:
         rng = random.Random(seed)

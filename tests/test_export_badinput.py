@@ -117,19 +117,12 @@ def test_no_two_outputs_may_be_one_file(run, tmp_path):
 
 def _with_field(run: Path, tmp_path: Path, key: str, value) -> tuple[Path, str]:
     """A copy of `run` whose 4th record has `key` set to `value` (None: removed); (copy, its episode id)."""
-    copy_ = tmp_path / "damaged"
-    shutil.copytree(run, copy_)
-    shutil.rmtree(copy_ / "scores", ignore_errors=True)
-    shard = sorted(copy_.glob("trajectories-*.jsonl"))[0]
-    lines = shard.read_bytes().splitlines()
-    record = orjson.loads(lines[3])
+    record = orjson.loads(sorted(run.glob("trajectories-*.jsonl"))[0].read_bytes().splitlines()[3])
     if value is None:
         del record[key]
     else:
         record[key] = value
-    lines[3] = orjson.dumps(record)
-    shard.write_bytes(b"\n".join(lines) + b"\n")
-    return copy_, record.get("episode_id", "?")
+    return damaged_copy(run, tmp_path, 4, orjson.dumps(record))[0], record.get("episode_id", "?")
 
 
 BAD_FIELDS = [("seed", 1.5), ("seed", -3), ("seed", [1]), ("seed", None), ("variation", [1]), ("episode_index", "x"),
@@ -159,13 +152,13 @@ def test_records_replay_rejects_are_skipped_and_named(run, tmp_path, key, value)
 def test_records_as_run_writes_them_take_the_quick_check(tmp_path, case):
     """The check export makes of every record knows every field of a trajectory, and the records
     `run` writes pass it as they are (none is validated by pydantic on the way)."""
-    from simworld.export.pipeline import _RECORD_FIELDS, _REQUIRED_FIELDS, _trajectory_record
+    from simworld.export.pipeline import _RECORD_FIELDS, _REQUIRED_FIELDS, trajectory_record
     from simworld.types import Trajectory
 
     assert set(_RECORD_FIELDS) == set(Trajectory.model_fields)
     assert _REQUIRED_FIELDS == {k for k, f in Trajectory.model_fields.items() if f.is_required()}
     records = list(iter_records(worlds.make_run(tmp_path / "run", worlds.scenario_of(case), 6)))
-    assert records and all(_trajectory_record(r) is r for r in records)
+    assert records and all(trajectory_record(r) is r for r in records)
 
 
 def test_the_command_names_a_skipped_record(run, tmp_path):
@@ -173,6 +166,74 @@ def test_the_command_names_a_skipped_record(run, tmp_path):
     res = cli("export", str(damaged), "--no-dedup", "--out", str(tmp_path / "out.jsonl"))
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     assert f"skipped record {eid}: not a valid trajectory: seed: " in res.stderr
+
+
+def damaged_copy(run: Path, tmp_path: Path, line: int | None = None, text: bytes = b"", append: bytes = b"",
+                 status: str | None = None) -> tuple[Path, Path]:
+    """A copy of `run` whose shard's `line` (1-based) reads `text`, with `append` after its last
+    line and its manifest's `status` set; (copy, its shard)."""
+    copy_ = tmp_path / "damaged"
+    shutil.copytree(run, copy_)
+    shutil.rmtree(copy_ / "scores", ignore_errors=True)
+    shard = sorted(copy_.glob("trajectories-*.jsonl"))[0]
+    lines = shard.read_bytes().splitlines()
+    if line is not None:
+        lines[line - 1] = text
+    shard.write_bytes(b"\n".join(lines) + b"\n" + append)
+    if status is not None:
+        manifest = orjson.loads((copy_ / "manifest.json").read_bytes())
+        (copy_ / "manifest.json").write_bytes(orjson.dumps({**manifest, "status": status}))
+    return copy_, shard
+
+
+def test_a_line_that_holds_no_record_is_counted_and_named_as_score_names_it(run, tmp_path):
+    """A corrupt line is an episode the export leaves out: the card counts it and stderr names its
+    shard and line (score and replay name it too), where it used to be one sample fewer unsaid."""
+    damaged, shard = damaged_copy(run, tmp_path, 4, b"garbage{{{")
+    res = export([damaged], tmp_path / "out.jsonl", dedup=False)
+    where = f"{shard} line 4: not a JSON record"
+    assert res.written["train"] == 11 and res.card["malformed_records_skipped"] == 1
+    assert res.card["malformed_records"] == [where]
+    assert "Records skipped as not valid trajectories (or lines that hold no record): 1." in \
+        (tmp_path / "out.card.md").read_text()
+    assert export([damaged, run], tmp_path / "dpo.jsonl", fmt="dpo").card["malformed_records_skipped"] == 1
+    cmd = cli("export", str(damaged), "--no-dedup", "--out", str(tmp_path / "cli.jsonl"))
+    assert cmd.returncode == 0 and cmd.stderr == f"skipped record {where}\n", cmd.stderr
+    score = cli("score", str(damaged))
+    assert f"skipped record {shard.name} line 4: not a JSON record" in score.stdout, score.stdout
+
+
+TORN = b'{"schema_version":1,"episode_id":"x'
+
+
+def test_a_torn_last_line_is_damage_in_a_finished_run_and_a_write_under_way_in_an_unfinished_one(run, tmp_path):
+    """A run whose manifest says it is complete wrote every line whole: a torn one is damage, named.
+    A run still running (or killed) is cut mid-line by design: the episode is not recorded yet, as
+    the note about the unfinished run says, and its next `simworld run` cuts the line."""
+    damaged, shard = damaged_copy(run, tmp_path, append=TORN)
+    res = export([damaged], tmp_path / "a.jsonl", dedup=False)
+    assert res.written["train"] == 12 and res.card["malformed_records"] == [
+        f"{shard}: a torn last line of {len(TORN)} bytes (an interrupted write; the run's next `simworld run`, or a "
+        "fork's next fork, cuts it)"]
+    manifest = orjson.loads((damaged / "manifest.json").read_bytes())
+    (damaged / "manifest.json").write_bytes(orjson.dumps({**manifest, "status": "running"}))
+    res = export([damaged], tmp_path / "b.jsonl", dedup=False)
+    assert res.written["train"] == 12 and res.card["malformed_records_skipped"] == 0
+    cmd = cli("export", str(damaged), "--no-dedup", "--out", str(tmp_path / "c.jsonl"))
+    assert cmd.returncode == 0 and cmd.stderr.startswith(f"note: {damaged}: the run is running") \
+        and cmd.stderr.count("\n") == 1, cmd.stderr
+
+
+def test_a_record_that_is_no_trajectory_is_not_said_to_be_of_another_scenario(run, tmp_path):
+    """It has no scenario hash to differ: it is named as skipped, and that is all."""
+    damaged, _ = damaged_copy(run, tmp_path, append=b'{"episode_id": "x", "foo": 1}\n')
+    res = export([damaged], tmp_path / "a.jsonl", dedup=False)
+    assert "records_of_another_scenario" not in res.card
+    assert res.card["malformed_records"] == ["x: not a valid trajectory: scenario: Field required"]
+    cmd = cli("export", str(damaged), "--no-dedup", "--out", str(tmp_path / "b.jsonl"))
+    assert cmd.returncode == 0 and cmd.stderr.startswith("skipped record x: not a valid trajectory: scenario: "), \
+        cmd.stderr
+    assert "another scenario" not in cmd.stderr
 
 
 def test_a_value_a_trajectory_reads_is_exported_as_it_reads_it(run, tmp_path):

@@ -269,3 +269,28 @@ def test_content_and_call_arguments_are_truncated_like_results(hostile_run):
     assert all(visible(orjson.dumps(HOSTILE).decode()) in c for c in whole)
     out = show_piped(str(run), "--episode", ids[2]).decode()
     assert len(out) < 20_000 and "AAAA…[199,400morecharacters]" in re.sub(r"[\s│]", "", out)
+
+
+def test_cli_show_skips_what_is_no_trajectory_and_names_it_as_score_does(run, tmp_path):
+    """A corrupt line and a record of the wrong shape: listed neither as a row of None nor silently
+    left out, but skipped and named on stderr (the shard and line, the episode and why), exit 1."""
+    from test_export_badinput import damaged_copy
+
+    damaged, shard = damaged_copy(run, tmp_path, 4, b"garbage{{{", append=b'{"episode_id": "x", "foo": 1}\n')
+    corrupt = f"skipped record {shard} line 4: not a JSON record"
+    wrong = "skipped record x: not a valid trajectory: scenario: Field required"
+    ids = [r["episode_id"] for r in iter_records(run)]
+    listing = cli("show", str(damaged))
+    assert listing.returncode == 1 and "Traceback" not in listing.stderr, listing.stderr
+    assert sorted(listing.stderr.splitlines()) == sorted([corrupt, wrong])
+    assert "None" not in listing.stdout and " x " not in listing.stdout
+    assert all(i in listing.stdout for i in ids[:3] + ids[4:]) and ids[3] not in listing.stdout
+    for args in (["--failed"], ["--random", "20"]):
+        res = cli("show", str(damaged), *args)
+        assert res.returncode == 1 and sorted(res.stderr.splitlines()) == sorted([corrupt, wrong]), res.stderr
+        assert "None" not in res.stdout
+    one = cli("show", str(damaged), "--episode", "x")
+    assert one.returncode == 1 and sorted(one.stderr.splitlines()) == sorted(
+        [corrupt, "episode x: not a valid trajectory: scenario: Field required"]), one.stderr
+    healthy = cli("show", str(damaged), "--episode", ids[0])  # shown; the line that may have been its last named
+    assert healthy.returncode == 1 and ids[0] in healthy.stdout and healthy.stderr == corrupt + "\n"

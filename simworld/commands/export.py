@@ -28,7 +28,7 @@ FORMAT_CHOICES = ("llama3", "openai", "trl", "sharegpt", "dpo")
 @click.option("--validation", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of task instances held out for validation (split by task instance).")
 @click.option("--val-out", type=click.Path(path_type=str), default=None,
-              help="Validation file (default: OUT with .validation.jsonl).")
+              help="Validation file (default: OUT stem + .validation.jsonl); with --validation.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the train/validation split.")
 @click.option("--mix", multiple=True, metavar="FILE:FRACTION",
               help="Blend in external OpenAI-format conversations as this fraction of the output (repeatable; "
@@ -53,7 +53,9 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     OUT (and the validation split), plus a dataset card beside it (OUT stem + .card.md / .card.json).
     openai, trl, sharegpt and dpo lines hold only what their trainer reads; each sample's id, scores
     and provenance go in OUT stem + .meta.jsonl, line for line. Scores come from
-    RUN/scores/scores.jsonl when `simworld score` wrote it, else are computed.
+    RUN/scores/scores.jsonl when `simworld score` wrote it, else are computed. Files an earlier
+    export to OUT wrote beside it and this one does not (OUT stem + .validation.jsonl, .meta.jsonl,
+    .validation.meta.jsonl) are removed, and named.
     """
     from rich.console import Console
 
@@ -85,6 +87,9 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
+    if result.removed:
+        click.echo(f"note: removed {', '.join(map(str, result.removed))}: an earlier export to {out} wrote "
+                   f"{'them' if len(result.removed) > 1 else 'it'} and this one does not", err=True)
     for run in dict.fromkeys(runs):
         unfinished = unfinished_run_note(run)
         if unfinished:
@@ -106,8 +111,8 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         click.echo(f"skipped record {bad}", err=True)
     more = card["malformed_records_skipped"] - len(notes)
     if more > 0:
-        click.echo(f"skipped {more:,} more records that are not valid trajectories (simworld replay lists them)",
-                   err=True)
+        click.echo(f"skipped {more:,} more records that are not valid trajectories or lines that hold none "
+                   "(simworld replay lists them)", err=True)
     if card.get("call_texts_left_out"):
         click.echo(f"note: left out the text of {card['call_texts_left_out']:,} assistant turns that also call a "
                    "tool: the text holds <tool_call>, which LLaMA-Factory would read as the start of the call",

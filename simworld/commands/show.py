@@ -30,11 +30,14 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
 
     Without --episode, --failed or --random, lists the run's first episodes. Record content is shown,
     never obeyed: control characters in it are printed escaped (\\x1b), [markup] and :emoji: as written.
+    Records that are not valid trajectories, and shard lines that hold none, are skipped and named
+    on stderr (exit status 1), as `simworld score` names them.
     """
     from rich.console import Console
     from rich.text import Text
 
     from simworld.errors import SimworldError
+    from simworld.export.pipeline import skipped_lines, trajectory_record
     from simworld.export.source import ScoreLookup, compact_scores, open_run
     from simworld.replay import RECORD_ERRORS, record_problem
     from simworld.runio import iter_records
@@ -46,8 +49,23 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
         raise SimworldError(f"--format {fmt} needs --perspective ROLE")
     info = open_run(run)
     console = Console(highlight=False, markup=False, emoji=False)
-    records = select_records(iter_records(info.path), episodes, failed, sample, seed,
-                             limit if not sample and not episodes else None)
+    unreadable: list[tuple[str, str]] = []
+    skipped: list[str] = []  # what was read and cannot be shown: its episode id or line, and why
+
+    def trajectories():
+        for record in iter_records(info.path, problems=unreadable):
+            checked = trajectory_record(record)
+            if type(checked) is str:
+                skipped.append(visible(f"{record['episode_id']}: {checked}"))
+            else:
+                yield checked
+
+    # An episode asked for by id is named as damaged when it is (below); the others are skipped.
+    records = select_records(iter_records(info.path, problems=unreadable) if episodes else trajectories(),
+                             episodes, failed, sample, seed, limit if not sample and not episodes else None)
+    skipped += map(visible, skipped_lines(info.path, unreadable))
+    for where in skipped:
+        click.echo(f"skipped record {where}", err=True)
     lookup = ScoreLookup(info)
     stdout = click.get_text_stream("stdout")
     try:
@@ -56,14 +74,22 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
             console.print("show one with --episode ID", style="dim")
             for line in damaged_rows:
                 click.echo(line, err=True)
-            if damaged_rows:
+            if damaged_rows or skipped:
                 raise SystemExit(1)
             return
         if not records:
             console.print("no episodes match")
+            if skipped:
+                raise SystemExit(1)
             return
-        damaged = 0
+        damaged = len(skipped)
         for record in records:
+            checked = trajectory_record(record)
+            if type(checked) is str:
+                click.echo(visible(f"episode {record['episode_id']}: {checked}"), err=True)
+                damaged += 1
+                continue
+            record = checked
             try:
                 scores = compact_scores(lookup.get(record))
                 if perspective is not None:

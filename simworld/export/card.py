@@ -92,7 +92,8 @@ class CardStats:
         self.filtered: Counter[str] = Counter()
         """Samples left out, by reason (a record left out counts the samples it would have given)."""
         self.malformed_records = 0
-        """Records skipped as not valid trajectories (their samples cannot be told)."""
+        """Records skipped as not valid trajectories, and shard lines that hold no record (their samples
+        cannot be told)."""
         self.samples = 0
         self.mix: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
@@ -321,7 +322,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         out.append(f"Score file by other scorers ({', '.join(names) or 'none'}) than requested, scores computed "
                    f"from the records: {path}.")
     if card.get("malformed_records_skipped"):
-        out.append(f"Records skipped as not valid trajectories: {card['malformed_records_skipped']:,}.")
+        out.append("Records skipped as not valid trajectories (or lines that hold no record): "
+                   f"{card['malformed_records_skipped']:,}.")
     if card.get("call_texts_left_out"):
         out.append(f"Texts of turns that also call a tool left out (they hold `<tool_call>`): "
                    f"{card['call_texts_left_out']:,}.")

@@ -24,7 +24,7 @@ The first pass keeps (episode, score) per trajectory; the second holds only the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,10 @@ def _compare(chosen: dict[str, Any], rejected: dict[str, Any], gaps: Counter[str
             lower_on[name] += 1
 
 
-def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> ExportResult:
+def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path,
+               reads: Collection[tuple[int, int]] = ()) -> ExportResult:
+    """The preference pairs of `runs` to `out` (+ validation split, metadata files, card); `reads`:
+    the files the export reads, by identity, which it never removes."""
     stats = CardStats()
     for run in runs:
         stats.add_run(run)
@@ -95,7 +98,7 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
                 held.setdefault(hit[0], {})[hit[1]] = sample
     paths = output_paths(opts)
     metadata = metadata_paths(opts)
-    outputs = _Outputs(paths, metadata)
+    outputs = _Outputs(paths, metadata, reads)
     pairs = identical = unrelated = not_ours = no_valid_turn = left_out = 0
     rejected_stats = CardStats()
     gaps: Counter[str] = Counter()
@@ -150,4 +153,4 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path) -> Expor
         outputs.abort()
         raise
     return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards),
-                        metadata=metadata)
+                        metadata=metadata, removed=tuple(outputs.removed))

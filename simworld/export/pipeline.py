@@ -17,7 +17,7 @@ import datetime as dt
 import gc
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from simworld.export.source import (RunInfo, Sample, ScoreLookup, compact_scores
 from simworld.llama3.format import FAILED_CALL, contains_special_token, failed_call_ids
 from simworld.replay import RECORD_ERRORS, parse_record, record_problem
 from simworld.runio import (discard, install_together, iter_records, remove_stale_temporaries, temp_name,
-                            write_synced)
+                            unfinished_run_note, write_synced)
 
 
 @dataclass
@@ -72,6 +72,8 @@ class ExportResult:
     card_paths: tuple[Path, ...] = ()
     metadata: dict[str, Path] = field(default_factory=dict)
     """The metadata file of each output (``train``, ``validation``) of a trainer format, else empty."""
+    removed: tuple[Path, ...] = ()
+    """Files an earlier export to the same OUT wrote and this one did not, removed (:func:`output_family`)."""
 
 
 def validation_path(out: Path) -> Path:
@@ -101,6 +103,18 @@ def metadata_paths(opts: ExportOptions) -> dict[str, Path]:
     if opts.fmt not in SIDECAR_FORMATS:
         return {}
     return {key: metadata_path(path) for key, path in output_paths(opts).items()}
+
+
+def output_family(paths: dict[str, Path]) -> list[Path]:
+    """Every file an export to ``paths["train"]`` (OUT) may write, whatever its options: OUT, the
+    default validation split, the metadata files of both (and of a --val-out file) and the card.
+    An export owns these names: the ones it does not write this time go when it commits."""
+    out = paths["train"]
+    validation = validation_path(out)
+    family = [out, validation, metadata_path(out), metadata_path(validation), *card_paths(out)]
+    if "validation" in paths:
+        family += [paths["validation"], metadata_path(paths["validation"])]
+    return list(dict.fromkeys(family))
 
 
 def _sync_file_range() -> Any:
@@ -175,14 +189,23 @@ def _cannot_write(path: Path, exc: OSError) -> SimworldError:
 class _Outputs:
     """The export's files, written to temporaries and renamed into place together on commit (the
     data, its metadata files and the card), so that a failure leaves the previous export as it was
-    and no temporaries behind. `metadata`: the metadata file of each data file that has one."""
+    and no temporaries behind. `metadata`: the metadata file of each data file that has one.
 
-    def __init__(self, paths: dict[str, Path], metadata: dict[str, Path] | None = None) -> None:
+    The commit also removes what an earlier export to the same OUT wrote and this one does not (a
+    validation split, metadata files: :func:`output_family`), all or nothing with the renames, so
+    that no old split or metadata sits beside data it does not belong to (`removed` lists them).
+    `reads`: the identities (:func:`_file_id`) of the files the export reads, never removed."""
+
+    def __init__(self, paths: dict[str, Path], metadata: dict[str, Path] | None = None,
+                 reads: Collection[tuple[int, int]] = ()) -> None:
         metadata = metadata or {}
         # Every file streamed: the data (by split) and their metadata files (by split + META).
         self.files = {**paths, **{k + _META: p for k, p in metadata.items()}}
+        self.family = output_family(paths)
+        self.reads = reads
+        self.removed: list[Path] = []
         # What a killed export left (SIGKILL, SIGTERM: no clean-up ran) goes before we add ours.
-        remove_stale_temporaries([*self.files.values(), *card_paths(paths["train"])])
+        remove_stale_temporaries([*self.files.values(), *self.family])
         self.paths = paths
         self.tmp = {k: temp_name(p) for k, p in self.files.items()}
         self.fh: dict[str, _Streamed] = {}
@@ -234,10 +257,36 @@ class _Outputs:
         except OSError as exc:
             self.abort()
             raise _cannot_write(final, exc) from None
-        try:  # all or none: a failed rename puts back what the earlier ones replaced
-            install_together([(self.tmp[k], p) for k, p in self.files.items()] + self.staged)
-        except OSError as exc:
-            raise _cannot_write(Path(exc.filename), exc) from None
+        moves = [(self.tmp[k], p) for k, p in self.files.items()] + self.staged
+        aside: list[tuple[Path, Path]] = []  # (an earlier export's file, where it waits until all is in place)
+        try:  # all or none: a failed rename puts back what the earlier ones replaced, and what was set aside
+            for old in self._left_by_an_earlier_export(p for _, p in moves):
+                kept = temp_name(old, "old")
+                try:
+                    os.replace(old, kept)
+                    aside.append((old, kept))
+                except OSError as exc:
+                    raise SimworldError(f"cannot remove {old}, which an earlier export to {self.paths['train']} "
+                                        f"wrote and this one does not: {exc.strerror or exc}") from None
+            install_together(moves)
+        except BaseException as exc:
+            for old, kept in reversed(aside):
+                try:
+                    os.replace(kept, old)
+                except OSError:
+                    pass
+            discard(tmp for tmp, _ in moves)
+            if isinstance(exc, OSError):
+                raise _cannot_write(Path(exc.filename), exc) from None
+            raise
+        discard(kept for _, kept in aside)
+        self.removed = [old for old, _ in aside]
+
+    def _left_by_an_earlier_export(self, written: Iterator[Path]) -> list[Path]:
+        """The files of :func:`output_family` that exist and that this export neither writes nor reads."""
+        ours = {os.path.realpath(p) for p in written}
+        return [p for p in self.family if os.path.realpath(p) not in ours and os.path.isfile(p)
+                and _file_id(p) not in self.reads]
 
     def abort(self) -> None:
         for out in self.fh.values():
@@ -315,10 +364,10 @@ def _inputs(runs: Sequence[RunInfo], mixes: Sequence[tuple[Path, float]]) -> dic
     return found
 
 
-def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Sequence[Path] = (),
-                   mixes: Sequence[tuple[Path, float]] = (), metadata: dict[str, Path] | None = None) -> None:
+def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Sequence[Path],
+                   inputs: dict[tuple[int, int], str], metadata: dict[str, Path] | None = None) -> None:
     """Everything an export will write can be written, no two of them are one file, and none is a
-    file the export reads (the export would replace it)."""
+    file the export reads (`inputs`, :func:`_inputs`: the export would replace it)."""
     for key, path in paths.items():
         _check_out(path, runs, "--out" if key == "train" else "--val-out")
     for path in (metadata or {}).values():
@@ -328,7 +377,6 @@ def _check_outputs(paths: dict[str, Path], runs: Sequence[RunInfo], cards: Seque
     outputs = [*(("--out" if k == "train" else "--val-out", p) for k, p in paths.items()),
                *(("the metadata file", p) for p in (metadata or {}).values()),
                *(("the card", p) for p in cards)]
-    inputs = _inputs(runs, mixes)
     for what, path in outputs:
         read = inputs.get(_file_id(path))  # type: ignore[arg-type]
         if read is not None:
@@ -448,7 +496,7 @@ def _well_typed(record: dict[str, Any]) -> bool:
     return True
 
 
-def _trajectory_record(record: dict[str, Any]) -> dict[str, Any] | str:
+def trajectory_record(record: dict[str, Any]) -> dict[str, Any] | str:
     """`record` itself when it is well typed (:func:`_well_typed`); else, as `simworld replay` reads
     it (:func:`~simworld.replay.parse_record`), the record a Trajectory makes of it (``"5"`` for a
     seed becomes 5) or why it is not a trajectory."""
@@ -458,12 +506,29 @@ def _trajectory_record(record: dict[str, Any]) -> dict[str, Any] | str:
     return traj if isinstance(traj, str) else traj.model_dump()
 
 
-def _note_malformed(record: Any, reason: str, stats: CardStats) -> None:
+def _note_skipped(note: str, stats: CardStats) -> None:
+    """Count a record (or a line) the export skipped; the first 20 are named (`note`)."""
     stats.malformed_records += 1
     notes = stats.extra.setdefault("malformed_records", [])
     if len(notes) < 20:
-        eid = record.get("episode_id", "?") if isinstance(record, dict) else "?"
-        notes.append(f"{eid if isinstance(eid, str) else '?'}: {reason}")
+        notes.append(note)
+
+
+def _note_malformed(record: Any, reason: str, stats: CardStats) -> None:
+    eid = record.get("episode_id", "?") if isinstance(record, dict) else "?"
+    _note_skipped(f"{eid if isinstance(eid, str) else '?'}: {reason}", stats)
+
+
+def skipped_lines(run_dir: Path, problems: Sequence[tuple[str, str]]) -> list[str]:
+    """The lines of a run that :func:`~simworld.runio.iter_records` skipped (its `problems`) and
+    that are damage, each naming its shard (under `run_dir`) and why: every line that holds no
+    record, and a torn last line, unless the run is unfinished. That one is a write that was
+    cut short (or is still under way): its episode is not recorded yet, as the unfinished run's
+    note says (:func:`~simworld.runio.unfinished_run_note`), and its next `simworld run` cuts it."""
+    if not problems:
+        return []
+    unfinished = any(kind == "torn" for kind, _ in problems) and unfinished_run_note(run_dir) is not None
+    return [json_text(str(run_dir / where)) for kind, where in problems if not (kind == "torn" and unfinished)]
 
 
 def _skip_malformed(record: Any, exc: BaseException, stats: CardStats) -> None:
@@ -495,15 +560,16 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
         lookup = ScoreLookup(run)
         made_here = run.scenario.content_hash
         elsewhere = 0  # records made under another scenario than the run's scenario.yaml (edited since?)
+        unreadable: list[tuple[str, str]] = []
         try:
-            for record in iter_records(run.path):
-                if record.get("scenario_hash") != made_here:
-                    elsewhere += 1
-                checked = _trajectory_record(record)
+            for record in iter_records(run.path, problems=unreadable):
+                checked = trajectory_record(record)
                 if type(checked) is str:
                     _note_malformed(record, checked, stats)
                     continue
                 record = checked
+                if record["scenario_hash"] != made_here:
+                    elsewhere += 1
                 try:
                     reason = _filter_reason(record, opts) if filtering else None
                     if reason is None:
@@ -528,6 +594,8 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                     yield samples
         finally:  # (only this: a generator closed by Ctrl-C must not do work here)
             lookup.close()
+        for where in skipped_lines(run.path, unreadable):
+            _note_skipped(where, stats)
         stats.extra.setdefault("scores_computed_during_export", 0)
         stats.extra["scores_computed_during_export"] += lookup.computed
         if lookup.unreadable:
@@ -583,6 +651,9 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
                             "conversations' own system messages, which hold no date)")
     if not 0 <= opts.validation < 1:
         raise SimworldError("--validation must be a fraction in [0, 1)")
+    if opts.val_out is not None and not opts.validation:
+        raise SimworldError("--val-out applies with --validation FRACTION (without it there is no validation split "
+                            "to write)")
     if opts.min_score is not None and not 0 <= opts.min_score <= 1:  # (NaN too)
         raise SimworldError(f"--min-score {opts.min_score}: must be a mean score in [0, 1]")
     _check_output_names(opts)
@@ -590,7 +661,8 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     _check_filters(opts, runs)
     out = Path(opts.out)
     mixes = [parse_mix(m) for m in opts.mix]
-    _check_outputs(output_paths(opts), runs, card_paths(out), mixes, metadata_paths(opts))
+    reads = _inputs(runs, mixes)
+    _check_outputs(output_paths(opts), runs, card_paths(out), reads, metadata_paths(opts))
     if sum(f for _, f in mixes) >= 1:
         raise SimworldError("--mix fractions must add up to less than 1")
     for path, _ in mixes:  # validate every line before writing anything
@@ -599,7 +671,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     if opts.fmt == "dpo":
         from simworld.export.dpo import export_dpo
 
-        return export_dpo(runs, opts, out)
+        return export_dpo(runs, opts, out, reads)
     tokenizer = None
     if opts.tokenize:
         from simworld.export.masks import LlamaTokenizer
@@ -659,7 +731,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         return True
 
     gc_was_enabled = gc.isenabled()
-    outputs = _Outputs(paths, metadata)
+    outputs = _Outputs(paths, metadata, reads)
     try:  # (at once: from here on, an interrupt removes the temporaries)
         gc.disable()  # the loop makes no reference cycles; the cyclic collector would only rescan
         for group in _synthetic_groups(runs, opts, stats):
@@ -698,4 +770,4 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if gc_was_enabled:
             gc.enable()
     return ExportResult(outputs=paths, written=dict(outputs.count), card=card, card_paths=tuple(cards),
-                        metadata=metadata)
+                        metadata=metadata, removed=tuple(outputs.removed))
