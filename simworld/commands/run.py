@@ -59,7 +59,8 @@ class _ProgressBar:
 @click.option("--out", "-o", "out", required=True, metavar="DIR",
               help="Run directory (created; re-running the same command there resumes).")
 @click.option("--episodes", "-n", type=click.IntRange(min=0), default=None,
-              help="Number of episodes (default: the scenario's `episodes`).")
+              help="Number of episodes (default: the scenario's `episodes`, or a resumed run's own count if "
+                   "larger; a run never shrinks: fewer than it has is refused).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=None,
               help="Run seed, 0 to 2**64-1 (default: the scenario's `seed`).")
 @click.option("--workers", "-w", type=click.IntRange(min=1), default=1, show_default=True,
