@@ -1,4 +1,5 @@
-"""User-facing errors: each becomes one clear line and exit code 2 at the CLI."""
+"""User-facing errors (each becomes one clear line and exit code 2 at the CLI) and the helpers that
+word messages: `suggest`, `one_line`, `counted`."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ class SimworldError(Exception):
 
 
 class ScenarioError(SimworldError):
-    """A scenario failed validation. `problems` holds every problem, one line each."""
+    """A scenario failed validation. `problems` holds every problem, one line each.
+
+    ``str(exc)`` is every problem, one per line, each prefixed with `source` as ``simworld validate``
+    and the CLI print them (``FILE: path (line N): message``).
+    """
 
     def __init__(self, problems: list[str], source: str = "") -> None:
         self.problems = problems
         self.source = source
         head = f"{source}: " if source else ""
-        super().__init__(head + ("; ".join(problems) if len(problems) == 1 else f"{len(problems)} problems"))
+        super().__init__("\n".join(head + problem for problem in problems) or f"{head}invalid scenario")
 
 
 class UnknownName(SimworldError):
@@ -51,4 +56,15 @@ def one_line(exc: BaseException) -> str:
         err = exc.errors()[0]
         return f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    lines = text.splitlines()
+    more = len(lines) - 1
+    return lines[0] + (f" (and {counted(more, 'more problem')})" if more and isinstance(exc, ScenarioError) else "")
+
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """`n` with the noun in the number it takes: ``counted(1, "task")`` is ``"1 task"``,
+    ``counted(3141, "turn")`` ``"3,141 turns"``; `plural` where adding "s" is wrong
+    (``counted(2, "mismatch", "mismatches")``)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

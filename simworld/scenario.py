@@ -23,7 +23,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from simworld import registry
 from simworld.docs_text import doc_summary, summary
-from simworld.errors import ScenarioError, SimworldError, one_line, suggest
+from simworld.errors import ScenarioError, SimworldError, counted, one_line, suggest
 
 
 MAX_SEED = 2**64 - 1  # seeds are unsigned 64-bit (numpy SeedSequence entropy, orjson integers)
@@ -493,15 +493,22 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """
     try:
         return _load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    except (yaml.YAMLError, RecursionError) as exc:
+        where, problem = _yaml_problem(exc)
         raise ScenarioError([f"malformed YAML{where}: {problem}"], source) from None
-    except RecursionError:
-        raise ScenarioError(["malformed YAML: nested too deeply"], source) from None
     except _YamlProblem as exc:
         raise ScenarioError(exc.problems, source) from None
+
+
+def _yaml_problem(exc: Exception, one_line: bool = False) -> tuple[str, str]:
+    """(" (line N, column M)" or "", what is wrong) of a YAML parse error or a RecursionError; the
+    column alone for `one_line` text."""
+    if isinstance(exc, RecursionError):
+        return "", "nested too deeply"
+    mark = getattr(exc, "problem_mark", None)
+    where = "" if mark is None else f" (column {mark.column + 1})" if one_line else \
+        f" (line {mark.line + 1}, column {mark.column + 1})"
+    return where, getattr(exc, "problem", None) or str(exc).splitlines()[0]
 
 
 def format_path(path: tuple[Any, ...]) -> str:
@@ -594,53 +601,106 @@ def _split_path(dotted: str) -> list[str]:
     return parts
 
 
+class PathNotFound(KeyError):
+    """A dotted path that leads nowhere in the data; `reason` says why where a list index is the cause."""
+
+    def __init__(self, dotted: str, reason: str = "") -> None:
+        super().__init__(dotted)
+        self.reason = reason
+
+
+def _index_problem(node: list[Any], part: str, parent: list[str]) -> str:
+    """Why `part` does not index the list `node` (found at the path `parent`); "" when it does."""
+    n = len(node)
+    where = ".".join(parent) or "(top level)"
+    size = f"{where} has {counted(n, 'item')}" + (f" (0 to {n - 1})" if n else "")
+    if not part.isdigit():
+        return f"{where} is a list: {part!r} is not an index; {size}"
+    if int(part) < n:
+        return ""
+    return f"index {int(part)} is out of range: {size}; to add an item, set the whole list ({where}=[...])"
+
+
 def get_path(data: Any, dotted: str) -> Any:
+    """The value at `dotted` (list items by index). Raises PathNotFound (a KeyError)."""
     node = data
-    for part in _split_path(dotted):
-        if isinstance(node, list) and part.isdigit():
+    parts = _split_path(dotted)
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            problem = _index_problem(node, part, parts[:depth])
+            if problem:
+                raise PathNotFound(dotted, problem)
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
-            raise KeyError(dotted)
+            raise PathNotFound(dotted)
     return node
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set the value at `dotted`, making the mappings on the way; a list item only by an index it
+    has. Raises SimworldError saying why it cannot (a bad index, with the list's length)."""
     parts = _split_path(dotted)
     node: Any = data
-    for part in parts[:-1]:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            problem = _index_problem(node, part, parts[:depth])
+            if problem:
+                raise SimworldError(problem)
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
             continue
-        if not isinstance(node, dict):
-            raise SimworldError(f"--set {dotted}: {part!r} is not a mapping")
-        if not isinstance(node.get(part), (dict, list)):
-            node[part] = {}
-        node = node[part]
-    last = parts[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise SimworldError(f"--set {dotted}: cannot set inside a {type(node).__name__}")
+        if not isinstance(node, dict):  # (a list item that holds a scalar)
+            raise SimworldError(f"{'.'.join(parts[:depth])} is {node!r}, not a mapping: it has no {part!r}")
+        if last:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+
+
+def _shown_argument(item: str, limit: int = 80) -> str:
+    return repr(item if len(item) <= limit else item[:limit - 3] + "...")
+
+
+# A value that opens with one of these is YAML structure (a list, a mapping, a quoted string): when it
+# is malformed, the user mistyped it. Other values YAML cannot read are plain text, set as written.
+_YAML_OPENERS = ("[", "{", '"', "'")
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``--set PATH=VALUE`` arguments as ``{PATH: value}``; each VALUE is YAML (``[a, b]``,
+    ``{k: v}``, ``5``, ``true``), or the text as written where it is plain text that YAML cannot
+    read. A malformed path, or a malformed YAML list, mapping or quoted string, raises
+    SimworldError naming the argument."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise SimworldError(f"--set {item!r}: expected dotted.path=value")
+            raise SimworldError(f"--set {_shown_argument(item)}: expected dotted.path=value")
         key, raw = item.split("=", 1)
         key = key.strip()
+        if not key:
+            raise SimworldError(f"--set {_shown_argument(item)}: no path before '='; expected dotted.path=value "
+                                "(e.g. max_turns=20)")
+        if any(not part for part in key.split(".")):
+            raise SimworldError(f"--set {_shown_argument(item)}: the path {key!r} has an empty part; expected "
+                                "dotted.path=value (e.g. roles.support.agent.type=llm)")
         try:
             value = _load_yaml(raw)[0] if raw.strip() else ""
-        except (yaml.YAMLError, RecursionError):
-            value = raw
+        except (yaml.YAMLError, RecursionError) as exc:
+            if not raw.lstrip().startswith(_YAML_OPENERS):
+                value = raw
+            else:
+                where, problem = _yaml_problem(exc, one_line="\n" not in raw)
+                raise SimworldError(f"--set {_shown_argument(item)}: the value is malformed YAML{where}: "
+                                    f"{problem}") from None
         except _YamlProblem as exc:
             raise SimworldError(f"--set {key}: {exc.problems[0].removeprefix('(top level): ')}") from None
-        _split_path(key)
         out[key] = value
     return out
 
@@ -808,7 +868,8 @@ def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], proble
                          "first_speaker and max_turns vary per episode")
             continue
         if not _path_exists(data, path):
-            problems.add(vpath, f"path {path!r} does not exist in the scenario{_path_suggestion(data, path)}")
+            problems.add(vpath, f"path {path!r} does not exist in the scenario"
+                         f"{_missing_reason(data, path) or _path_suggestion(data, path)}")
             continue
         if isinstance(values, list) and not values:
             problems.add(vpath, "variation has no values")
@@ -851,6 +912,17 @@ def _path_suggestion(data: dict[str, Any], dotted: str) -> str:
             candidate = ".".join(parts[:i] + [fixed.split("'")[1]] + parts[i + 1:])
             return f"; did you mean {candidate!r}?" if _path_exists(data, candidate) else ""
         node = node[part]
+    return ""
+
+
+def _missing_reason(data: dict[str, Any], dotted: str) -> str:
+    """": index 9 is out of range: ..." when a list index is why `dotted` leads nowhere, else ""."""
+    try:
+        get_path(data, dotted)
+    except PathNotFound as exc:
+        return f": {exc.reason}" if exc.reason else ""
+    except SimworldError:
+        pass
     return ""
 
 
@@ -913,6 +985,9 @@ def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = Non
                     "agent: {type: ...}})"
                 raise ScenarioError([f"roles.{parts[1]} (from --set {key}): unknown role {parts[1]!r}{hint}"], source)
         for key, value in overrides.items():
+            if key.startswith(_VARIATION_KEY):
+                _set_variation(data, key, value, source)
+                continue
             # `--set X.agent.type=T` with another type replaces the agent: the file's parameters
             # belonged to the old type; the new one's come from further --set options.
             parts = key.split(".")
@@ -926,12 +1001,29 @@ def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = Non
             try:
                 set_path(data, key, value)
             except SimworldError as exc:
-                raise ScenarioError([str(exc)], source) from None
+                raise ScenarioError([f"--set {key}: {exc}"], source) from None
         variations = data.get("variations")
         if isinstance(variations, dict) and "variations" not in overrides:
             data["variations"] = {path: values for path, values in variations.items()
-                                  if not any(overridden_by(path, key) for key in overrides)}
+                                  if _VARIATION_KEY + path in overrides
+                                  or not any(overridden_by(path, key) for key in overrides)}
     return _validate(data, lines or {}, source, overrides)
+
+
+# `--set variations.PATH=[values]` sets the variation of PATH (a variation's key is a dotted path
+# itself, so the rest of the option's path is one key, not a path into a mapping).
+_VARIATION_KEY = "variations."
+
+
+def _set_variation(data: dict[str, Any], key: str, values: Any, source: str) -> None:
+    path = key[len(_VARIATION_KEY):]
+    if not isinstance(values, list):
+        raise ScenarioError([f"{key} (from --set {key}): a variation is a list of values, e.g. "
+                             f"--set '{key}=[A, B]'"], source)
+    if data.get("variations") is None:
+        data["variations"] = {}
+    if isinstance(data["variations"], dict):  # (otherwise validation reports what the file holds)
+        data["variations"][path] = values
 
 
 def overridden_by(variation_path: str, override_path: str) -> bool:

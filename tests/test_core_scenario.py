@@ -156,6 +156,39 @@ def test_set_wins_over_variations(tmp_path):
     assert sc.variations == {}
 
 
+def test_set_a_variation_by_its_dotted_key(tmp_path):
+    """QA: `--set variations.roles.user.agent.polite=[...]` was split into nested mappings and refused
+    as 'Input should be a valid list'; the rest of the path is the variation's own key."""
+    p = write(tmp_path, GOOD)
+    sc = load_scenario(p, parse_overrides(["variations.roles.user.agent.polite=[false]"]))
+    assert sc.variations == {"roles.user.agent.polite": [False]}
+    sc = load_scenario(p, parse_overrides(["variations.max_turns=[5, 6]", "variations.world.params.n_accounts=[3]"]))
+    assert sc.variations == {"roles.user.agent.polite": [True, False], "max_turns": [5, 6],
+                             "world.params.n_accounts": [3]}
+    # A variation set by --set stays even where another --set sets the same value.
+    sc = load_scenario(p, parse_overrides(["max_turns=9", "variations.max_turns=[5, 6]"]))
+    assert sc.max_turns == 9 and sc.variations["max_turns"] == [5, 6]
+    sc = scenario_from_data({k: v for k, v in ledger_world.scenario_data().items() if k != "variations"},
+                            overrides={"variations.max_turns": [7]})
+    assert sc.variations == {"max_turns": [7]}
+
+
+def test_scenario_error_text_holds_every_problem():
+    """QA: str(ScenarioError) was '<scenario>: 4 problems'; a Python caller saw none of them."""
+    from simworld.errors import one_line
+
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_data({"name": "x"})
+    assert info.value.problems == ["world: required field missing", "task: required field missing",
+                                   "roles: required field missing", "first_speaker: required field missing"]
+    assert str(info.value).splitlines() == [f"<scenario>: {p}" for p in info.value.problems]
+    assert one_line(info.value) == "<scenario>: world: required field missing (and 3 more problems)"
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_data({**ledger_world.scenario_data(), "max_turns": 0})
+    assert str(info.value) == "<scenario>: max_turns: Input should be greater than or equal to 1"
+    assert one_line(info.value) == str(info.value)
+
+
 def test_set_agent_type_replaces_the_agent(tmp_path):
     p = write(tmp_path, GOOD.replace("agent: {type: ledger_user}", "agent: {type: ledger_user, polite: false}"))
     sc = load_scenario(p, parse_overrides(["roles.user.agent.type=ledger_clerk"]))

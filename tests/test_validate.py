@@ -39,7 +39,7 @@ def test_ok_file(tmp_path, capsys):
     code, out, _ = validate(capsys, p)
     assert code == 0
     assert out == [f"{p}: OK: ledger_deposit: world ledger, task deposit, roles user (user: ledger_user), "
-                   "clerk (assistant: ledger_clerk), 1 variations"]
+                   "clerk (assistant: ledger_clerk), 1 variation"]
 
 
 def test_every_problem_at_once_in_file_order(tmp_path, capsys):
@@ -117,7 +117,8 @@ def test_set_is_validated_the_same_way(tmp_path, capsys):
     code, out, _ = validate(capsys, p, "--set", "nothing")
     assert code == 2 and out == ["error: --set 'nothing': expected dotted.path=value"]
     code, out, _ = validate(capsys, p, "--set", "a..b=1")
-    assert code == 2 and out == ["error: bad dotted path 'a..b'"]
+    assert code == 2 and out == ["error: --set 'a..b=1': the path 'a..b' has an empty part; expected "
+                                 "dotted.path=value (e.g. roles.support.agent.type=llm)"]
     code, out, _ = validate(capsys, p, "--set", "max_turns=5")
     assert code == 0 and out[0].startswith(f"{p}: OK")
 
@@ -177,6 +178,54 @@ def test_set_problems_are_blamed_on_the_set_with_suggestions(tmp_path, capsys):
     # A whole new role is still added by --set.
     code, out, _ = validate(capsys, p, "--set", "roles.extra={kind: user, agent: {type: ledger_user}}")
     assert code == 0 and "extra (user: ledger_user)" in out[0]
+
+
+def test_set_messages_name_the_real_problem(tmp_path, capsys):
+    """QA: a dotted variation key, an index past a list's end, a missing path and malformed YAML were
+    each reported as something else ('Input should be a valid list', 'cannot set inside a list',
+    'bad dotted path' without naming --set)."""
+    p = write(tmp_path, GOOD)
+    # The rest of the path after `variations.` is the variation's own (dotted) key.
+    code, out, _ = validate(capsys, p, "--set", "variations.roles.user.agent.polite=[true, maybe]")
+    assert code == 2 and out == [
+        f"{p}: variations.roles.user.agent.polite[1] (from --set variations.roles.user.agent.polite): value 'maybe' "
+        "is invalid: roles.user.agent.polite: Input should be a valid boolean, unable to interpret input"]
+    code, out, _ = validate(capsys, p, "--set", "variations.roles.clerk.agent.type=[ledger_clerk]")
+    assert code == 0 and out[0].endswith(", 2 variations")
+    code, out, _ = validate(capsys, p, "--set", "variations.max_turns=5")
+    assert code == 2 and out == [f"{p}: variations.max_turns (from --set variations.max_turns): a variation is a "
+                                 "list of values, e.g. --set 'variations.max_turns=[A, B]'"]
+    code, out, _ = validate(capsys, p, "--set", "scoring=[state_match, tool_validity]", "--set",
+                            "scoring.1=heuristics")
+    assert code == 0
+    code, out, _ = validate(capsys, p, "--set", "scoring=[state_match, tool_validity]", "--set",
+                            "scoring.7=heuristics")
+    assert code == 2 and out == [f"{p}: --set scoring.7: index 7 is out of range: scoring has 2 items (0 to 1); "
+                                 "to add an item, set the whole list (scoring=[...])"]
+    code, out, _ = validate(capsys, p, "--set", "roles.clerk.tools.first=deposit")
+    assert code == 2 and out == [f"{p}: --set roles.clerk.tools.first: roles.clerk.tools is a list: 'first' is not "
+                                 "an index; roles.clerk.tools has 3 items (0 to 2)"]
+    code, out, _ = validate(capsys, p, "--set", "=5")
+    assert code == 2 and out == ["error: --set '=5': no path before '='; expected dotted.path=value "
+                                 "(e.g. max_turns=20)"]
+    code, out, _ = validate(capsys, p, "--set", "roles.clerk.tools=[")
+    assert code == 2 and out == ["error: --set 'roles.clerk.tools=[': the value is malformed YAML (column 2): "
+                                 "expected the node content, but found '<stream end>'"]
+    code, out, _ = validate(capsys, p, "--set", "roles.clerk.persona={name: Ann")
+    assert code == 2 and out == ["error: --set 'roles.clerk.persona={name: Ann': the value is malformed YAML "
+                                 "(column 11): expected ',' or '}', but got '<stream end>'"]
+    # Plain text that YAML cannot read is still set as written.
+    code, out, _ = validate(capsys, p, "--set", "roles.clerk.persona=@ann: the clerk: helpful")
+    assert code == 0
+
+
+def test_variation_index_past_a_lists_end_is_a_problem_not_a_traceback(tmp_path, capsys):
+    p = write(tmp_path, GOOD.replace("variations:\n", "variations:\n  roles.clerk.tools.5: [deposit]\n"))
+    code, out, _ = validate(capsys, p)
+    assert code == 2 and out == [
+        f"{p}: variations.roles.clerk.tools.5 (line 23): path 'roles.clerk.tools.5' does not exist in the scenario: "
+        "index 5 is out of range: roles.clerk.tools has 3 items (0 to 2); to add an item, set the whole list "
+        "(roles.clerk.tools=[...])"]
 
 
 # --- setups that can never produce data (QA F12) and run-level variations (QA F11)

@@ -30,7 +30,7 @@ def command(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
     names, and exits with status 2 if there is any; prints an OK line per valid file otherwise.
     """
     from simworld import registry
-    from simworld.errors import ScenarioError, SimworldError
+    from simworld.errors import ScenarioError, SimworldError, counted
     from simworld.scenario import load_scenario, parse_overrides
 
     registry.load_builtins()  # a broken plugin is one error for the whole command, not per file
@@ -58,9 +58,9 @@ def command(files: tuple[str, ...], sets: tuple[str, ...]) -> None:
             click.echo(message if message.startswith(str(path)) else f"{path}: {message}")
             continue
         roles = ", ".join(f"{name} ({spec.kind}: {spec.agent.type})" for name, spec in sc.roles.items())
-        extra = f", {len(sc.variations)} variations" if sc.variations else ""
+        extra = f", {counted(len(sc.variations), 'variation')}" if sc.variations else ""
         click.echo(f"{path}: OK: {sc.name}: world {sc.world.type}, task {sc.task.type}, roles {roles}{extra}")
     if bad:
         total = len(paths)
-        click.echo(f"{bad} of {total} scenario file{'s' if total != 1 else ''} invalid", err=True)
+        click.echo(f"{bad:,} of {counted(total, 'scenario file')} invalid", err=True)
         raise SystemExit(2)
