@@ -157,7 +157,7 @@ def test_reset_seeds_and_episode_indexes(ledger):
     assert env.episode.spec == specs[1]
     env.reset(options={"episode": 5})
     assert env.episode.spec == specs[5]
-    env.reset(options={"spec": specs[3], "something": "ignored"})
+    env.reset(options={"spec": specs[3]})
     assert env.episode.spec == specs[3]
     fresh = ToolUseEnv(ledger)
     fresh.reset()
@@ -169,6 +169,30 @@ def test_reset_seeds_and_episode_indexes(ledger):
     for bad_seed in ("7", 1.5, True):
         with pytest.raises(SimworldError, match="seed must be an integer"):
             aec.reset(seed=bad_seed)
+
+
+def test_unknown_reset_options_are_refused_naming_the_accepted_ones(ledger):
+    """QA: options={"epsiode": 1} was ignored and the next episode played instead of episode 1."""
+    specs = episode_specs(ledger, 3, seed=11)
+    for env in (ToolUseEnv(ledger), SimworldAEC(ledger), make_parallel_env(ledger)):
+        env.reset(seed=11)
+        with pytest.raises(SimworldError) as info:
+            env.reset(options={"epsiode": 2})
+        assert str(info.value) == ("reset(options=...): unknown option 'epsiode'; did you mean 'episode'? "
+                                   "(accepted: 'episode', 'spec')")
+        with pytest.raises(SimworldError, match=r"^reset\(options=\.\.\.\): unknown option 'level' \(accepted: "):
+            env.reset(options={"episode": 2, "level": "hard"})
+        with pytest.raises(SimworldError, match=r"must be a dict, not list"):
+            env.reset(options=["episode", 2])
+        unwrapped = getattr(env, "aec_env", env)
+        assert unwrapped.episode.spec == specs[0]  # the refused resets changed nothing
+        env.reset()
+        assert unwrapped.episode.spec == specs[1]
+        env.reset(options={"episode": 2})
+        assert unwrapped.episode.spec == specs[2]
+        # PettingZoo's api_test checks the signature with options={"options": 1}: that probe is accepted.
+        env.reset(seed=0, options={"options": 1})
+        assert unwrapped.episode.spec == episode_specs(ledger, 1, seed=0)[0]
 
 
 def test_rewards_follow_the_outcome(ledger):

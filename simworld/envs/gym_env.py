@@ -33,7 +33,8 @@ class ToolUseEnv(gym.Env):
       when it reaches `max_turns`. `info` holds the turn, invalid moves, tool errors, the role whose
       turn it is and, at the end, the outcome.
     * ``reset(seed=S)`` plays episode 0 of run seed S (as ``simworld run --seed S``); ``reset()``
-      the next episode; ``options={"episode": i}`` episode i.
+      the next episode; ``options={"episode": i}`` episode i (an unknown option key raises
+      :class:`~simworld.errors.SimworldError`).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": RENDER_FPS}

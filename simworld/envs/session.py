@@ -192,13 +192,38 @@ class AgentDriver:
 # ----------------------------------------------------------------------------------------------
 
 
+RESET_OPTIONS = ("episode", "spec")
+"""The keys of ``reset(options=...)``: ``episode`` (an index of the run seed's episodes) or ``spec``
+(an :class:`~simworld.episode.EpisodeSpec`)."""
+
+# PettingZoo's api_test and parallel_api_test call reset(seed=0, options={"options": 1}) to check the
+# signature: a probe, not a request, so it must not fail the conformance test.
+_PETTINGZOO_PROBE = "options"
+
+
+def check_reset_options(options: Any) -> Mapping[str, Any]:
+    """`options` of a reset, checked: None or a mapping of RESET_OPTIONS keys; raises SimworldError
+    naming an unknown key (with the nearest accepted one) or a value that is no mapping."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise SimworldError(f"reset(options=...) must be a dict, not {type(options).__name__}")
+    for key in options:
+        if key not in RESET_OPTIONS and key != _PETTINGZOO_PROBE:
+            raise SimworldError(f"reset(options=...): unknown option {key!r}{suggest(str(key), RESET_OPTIONS)} "
+                                f"(accepted: {', '.join(map(repr, RESET_OPTIONS))})")
+    return options
+
+
 class EpisodeSession:
     """A scenario and its current engine episode, as the environments see it.
 
     Episodes are numbered like a run's: `start(seed=S)` begins episode 0 of run seed S (the same
     spec as episode 0 of ``simworld run --seed S``); `start()` without a seed continues with the
     next index (starting from the scenario's own seed). ``options={"episode": i}`` picks index i,
-    ``options={"spec": EpisodeSpec(...)}`` a spec directly; other option keys are ignored.
+    ``options={"spec": EpisodeSpec(...)}`` a spec directly; any other key raises SimworldError
+    (a misspelt key would otherwise play another episode than the one asked for), except
+    ``"options"``, the key PettingZoo's ``api_test`` passes to check that reset takes options.
     """
 
     def __init__(self, scenario: Any, max_chars: Mapping[str, int] | None = None,
@@ -237,7 +262,7 @@ class EpisodeSession:
 
     # -- episodes
     def start(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> Episode:
-        options = options if isinstance(options, Mapping) else {}
+        options = check_reset_options(options)
         spec = options.get("spec")
         if spec is not None and not isinstance(spec, EpisodeSpec):
             raise SimworldError(f"options['spec'] must be an EpisodeSpec, not {type(spec).__name__}")
