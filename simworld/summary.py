@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from simworld.errors import counted
+
 
 class EpisodeStats(NamedTuple):
     """What the summary needs from one trajectory (small: sent between processes)."""
@@ -206,10 +208,10 @@ class RunSummary:
         if self.errors:
             shown = "; ".join(f"{reason} ({count:,})" for reason, count in self.errors.most_common(3))
             more = len(self.errors) - 3
-            table.add_row("agent failures", shown + (f"; and {more} other reasons" if more > 0 else ""))
+            table.add_row("agent failures", shown + (f"; and {counted(more, 'other reason')}" if more > 0 else ""))
         if self.repeats:
             table.add_row("pass^k", ", ".join(f"{k} {v:.3f}" for k, v in self.pass_k().items())
-                          + f" (all k tries of a task succeed; {len(self.repeats):,} tasks)")
+                          + f" (all k tries of a task succeed; {counted(len(self.repeats), 'task')})")
         console.print(table)
         if self.groups:
             title, groups = self._group_table(console.width)
@@ -246,9 +248,9 @@ class RunSummary:
             table.add_row(*row)
         notes = []
         if len(groups) > len(shown):
-            notes.append(f"{len(groups) - len(shown)} more groups")
+            notes.append(counted(len(groups) - len(shown), "more group"))
         hidden = len(self.metric_names()) - len(names)
         if hidden:
-            notes.append(f"{hidden} more metrics")
+            notes.append(counted(hidden, "more metric"))
         title = "per group (means)" + (f"; {' and '.join(notes)} in manifest.json" if notes else "")
         return title, table

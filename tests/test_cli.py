@@ -71,6 +71,12 @@ def test_readme_demo_command(tmp_path):
     summary = orjson.loads((out / "manifest.json").read_bytes())["summary"]
     assert summary["episodes"] == 200 and summary["success_rate"] == 1.0
     assert summary["tool_calls"] == sum(len(e["tool_calls"]) for r in records for e in r["events"])
+    # docs/cli.md shows this command's summary: its numbers are this run's (the timing aside).
+    documented = (REPO / "docs" / "cli.md").read_text().split("The output ends with a summary:\n\n```\n")[1]
+    head, *rows = documented.split("```")[0].splitlines()
+    printed = [line.rstrip() for line in proc.stdout.splitlines()]
+    assert printed[0].startswith(head.split(" run in ")[0] + " run in ")
+    assert printed[1:] == rows
 
 
 def test_run_end_to_end(ledger_yaml, tmp_path):
@@ -237,3 +243,47 @@ def test_run_out_that_an_unset_variable_makes_is_refused(ledger_yaml, tmp_path):
     simworld("run", ledger_yaml, "-n", 2, "--out", ".", "-q", check=0, cwd=empty)
     again = simworld("run", ledger_yaml, "-n", 3, "--out", ".", "-q", check=0, cwd=empty)
     assert "2 already done" in again.stdout and len(list(iter_records(empty))) == 3
+
+
+def test_counts_agree_with_their_nouns(ledger_yaml, tmp_path):
+    """QA: '1 variations' (validate), '1 tasks' (pass^k of score and run)."""
+    from simworld.errors import counted
+
+    assert [counted(n, "task") for n in (0, 1, 2, 3141)] == ["0 tasks", "1 task", "2 tasks", "3,141 tasks"]
+    assert [counted(n, "mismatch", "mismatches") for n in (1, 2)] == ["1 mismatch", "2 mismatches"]
+    valid = simworld("validate", ledger_yaml, "--set", "variations.max_turns=[5, 6]", check=0)
+    assert valid.stdout.rstrip().endswith(", 1 variation")
+    run = simworld("run", ledger_yaml, "-n", 2, "--set", "repeats=2", "--out", tmp_path / "k", check=0)
+    assert "(all k tries of a task succeed; 1 task)" in run.stdout
+    simworld("run", ledger_yaml, "-n", 1, "--out", tmp_path / "one", check=0)
+    score = simworld("score", tmp_path / "one", check=0)
+    assert f"{tmp_path / 'one'}: scored 1 episode with " in score.stdout
+    assert "pass^k (all k tries of a task succeed; 1 task): pass^1 1.000" in score.stdout
+
+
+def test_score_with_scorer_points_to_the_file_it_wrote(ledger_yaml, tmp_path, monkeypatch):
+    """`simworld score --scorer` writes scores-NAMES.jsonl only: neither its --help nor the note on
+    columns left out for want of width may send the user to scores/summary.json."""
+    import io
+
+    from rich.console import Console
+
+    import simworld.commands.score as score_command
+    from simworld.cli import main
+
+    help_text = simworld("score", "--help", check=0).stdout
+    assert "scores-NAMES.jsonl  with --scorer" in help_text and "instead of the two files above" in help_text
+    simworld("run", ledger_yaml, "-n", 2, "--out", tmp_path / "r", check=0)
+    buf = io.StringIO()
+    monkeypatch.setattr(score_command, "output_console", lambda summary: Console(width=70, file=buf))
+    main(["score", str(tmp_path / "r"), "--scorer", "state_match", "--scorer", "tool_validity",
+          "--scorer", "heuristics"])
+    names = sorted(p.name for p in (tmp_path / "r" / "scores").iterdir())
+    assert names == ["scores-state_match+tool_validity+heuristics.jsonl"]
+    printed = lambda: " ".join(buf.getvalue().split())  # noqa: E731  (the note wraps at the width)
+    assert "not shown for want of width: " in printed()
+    assert "(see scores/scores-state_match+tool_validity+heuristics.jsonl)" in printed()
+    buf.seek(0)
+    buf.truncate()
+    main(["score", str(tmp_path / "r")])
+    assert "(see scores/summary.json)" in printed()

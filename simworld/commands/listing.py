@@ -51,10 +51,14 @@ def _rows(rows: list[tuple[str, ...]]) -> list[str]:
 
 def section_lines(what: str) -> list[str]:
     from simworld import registry
+    from simworld.errors import counted
 
     if what == "worlds":
-        return _rows([(name, f"{len(cls.tools)} tools, {len(registry.TASKS.get(name, {}))} tasks",
-                       doc_summary(cls, DOC_WIDTH)) for name, cls in sorted(registry.WORLDS.items())])
+        rows = []
+        for name, cls in sorted(registry.WORLDS.items()):
+            sizes = f"{counted(len(cls.tools), 'tool')}, {counted(len(registry.TASKS.get(name, {})), 'task')}"
+            rows.append((name, sizes, doc_summary(cls, DOC_WIDTH)))
+        return _rows(rows)
     if what == "tasks":
         return _rows([(f"{world}/{name}", doc_summary(cls, DOC_WIDTH))
                       for world, tasks in sorted(registry.TASKS.items()) for name, cls in sorted(tasks.items())])

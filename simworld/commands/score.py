@@ -41,17 +41,20 @@ def score_table(summary: dict[str, Any], width: int | None = None) -> tuple[Any,
     return table, scorers[len(shown):]
 
 
-def render_summary(summary: dict[str, Any], console: Any, fit: bool = True) -> None:
+def render_summary(summary: dict[str, Any], console: Any, fit: bool = True,
+                   details: str = "scores/summary.json") -> None:
     """The score table by task type and agent, then pass^k (over task success).
 
-    `fit`: leave out scorer columns that would not fit in the console's width (they are named)."""
+    `fit`: leave out scorer columns that would not fit in the console's width (they are named, with
+    `details`, the file under the run that holds them)."""
+    from simworld.errors import counted
+
     table, left_out = score_table(summary, console.width if fit else None)
     console.print(table)
     if left_out:
-        console.print(f"not shown for want of width: {', '.join(left_out)} (see scores/summary.json)",
-                      highlight=False)
+        console.print(f"not shown for want of width: {', '.join(left_out)} (see {details})", highlight=False)
     if summary["pass_k"]:
-        console.print(f"pass^k (all k tries of a task succeed; {summary['tasks']:,} tasks): "
+        console.print(f"pass^k (all k tries of a task succeed; {counted(summary['tasks'], 'task')}): "
                       + ", ".join(f"{k} {v:.3f}" for k, v in summary["pass_k"].items())
                       + ("" if len(summary["pass_k"]) > 1 else
                          "; each task was tried once: run with --set repeats=K for pass^k beyond k=1"), highlight=False)
@@ -78,14 +81,23 @@ def output_console(summary: dict[str, Any]) -> Any:
 def command(run: str, scorers: tuple[str, ...]) -> None:
     """Score the trajectories stored in RUN without re-running them.
 
-    Writes RUN/scores/scores.jsonl (one line per episode; scores-NAME.jsonl for --scorer) and
-    RUN/scores/summary.json; the trajectory shards are never rewritten. Prints the table by task
-    type and agent ("success": the task's success; "passed": success and every scorer passed), and
-    pass^k: the chance that k tries of the same task instance all succeed (tries are episodes that
-    share a task instance; a scenario's `repeats` makes them).
+    Writes under RUN/scores/ (the trajectory shards are never rewritten):
+
+    \b
+      scores.jsonl        one line of scores per episode
+      summary.json        the table below and pass^k
+      scores-NAMES.jsonl  with --scorer, unless it names the scenario's own
+                          scorers: the lines of those scorers (NAMES joined
+                          by '+'), instead of the two files above, which
+                          stay as they were
+
+    Prints the table by task type and agent ("success": the task's success; "passed": success and
+    every scorer passed), and pass^k: the chance that k tries of the same task instance all succeed
+    (tries are episodes that share a task instance; a scenario's `repeats` makes them).
     """
+    from simworld.errors import counted
     from simworld.runio import unfinished_run_note
-    from simworld.scoring.report import score_run
+    from simworld.scoring.report import SCORES_DIR, SCORES_FILE, SUMMARY_FILE, score_run
 
     summary, path = score_run(run, scorers)
     unfinished = unfinished_run_note(run)
@@ -93,6 +105,6 @@ def command(run: str, scorers: tuple[str, ...]) -> None:
         click.echo(f"note: {unfinished}", err=True)
     data = summary.as_dict()
     console = output_console(data)
-    console.print(f"{run}: scored {summary.total.episodes:,} episodes with {', '.join(summary.names)} -> {path}",
-                  highlight=False, soft_wrap=True)
-    render_summary(data, console)
+    console.print(f"{run}: scored {counted(summary.total.episodes, 'episode')} with {', '.join(summary.names)} "
+                  f"-> {path}", highlight=False, soft_wrap=True)
+    render_summary(data, console, details=f"{SCORES_DIR}/{SUMMARY_FILE if path.name == SCORES_FILE else path.name}")

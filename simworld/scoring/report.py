@@ -5,7 +5,8 @@
 
 * ``RUN/scores/scores.jsonl`` (``scores-<names>.jsonl`` for a ``--scorer`` subset): one line per
   episode, in the order :func:`~simworld.runio.iter_records` yields them;
-* ``RUN/scores/summary.json``: the table by task type and agent, and pass^k.
+* ``RUN/scores/summary.json``: the table by task type and agent, and pass^k, of the lines of
+  ``scores.jsonl`` (a ``--scorer`` subset writes no summary and leaves this one as it was).
 
 pass^k (tau-bench): for a task instance tried n times by one agent, c of them successful, the
 chance that k tries drawn without replacement all succeed, C(c, k) / C(n, k), averaged over the
