@@ -307,8 +307,9 @@ class LLMAgent(Agent):
             function = _field(c, "function")
             pairs.append((_field(function, "name"), _field(function, "arguments")))
         finish = _field(choice, "finish_reason")
-        return reply_from_chat(_field(message, "content"), pairs, view.tools,
-                               redact(str(finish))[:100] if finish else None)
+        reply = reply_from_chat(_field(message, "content"), pairs, view.tools,
+                                redact(str(finish))[:100] if finish else None)
+        return self._unless_cut_off(reply, response, choice)
 
     async def _complete(self, view: View, messages: list[Message], kwargs: dict[str, Any]) -> Message:
         from simworld.llama3.format import render_messages
@@ -325,7 +326,22 @@ class LLMAgent(Agent):
         if not isinstance(text, str):
             return Message(role="assistant", content=redact(str(text))[:2000],
                            invalid=f"the completion's text is a {type(text).__name__}, not a string")
-        return reply_from_text(text, view.tools)
+        return self._unless_cut_off(reply_from_text(text, view.tools), response, choice)
+
+    def _unless_cut_off(self, reply: Message, response: Any, choice: Any) -> Message:
+        """`reply`, or an invalid move when the server stopped it at `max_tokens`: text cut off
+        mid-sentence would reach the other party and the export as a finished turn, and a tool
+        call cut off is better explained by the limit than by its broken JSON. Reported by
+        ``finish_reason: length``, or by a completion as long as the limit (llama.cpp reports a
+        tool call it cut off with ``finish_reason: tool_calls``). Complete, valid tool calls stand."""
+        if reply.tool_calls and not reply.invalid:
+            return reply
+        used = _field(_field(response, "usage"), "completion_tokens")
+        limit = self.params.max_tokens
+        if _field(choice, "finish_reason") != "length" and not (isinstance(used, int) and used >= limit):
+            return reply
+        cut = f"the reply was cut off at max_tokens ({limit} tokens)"
+        return reply.model_copy(update={"invalid": f"{cut}: {reply.invalid}"[:1000] if reply.invalid else cut})
 
     # -- provenance
     def provenance(self) -> dict[str, Any]:
