@@ -40,7 +40,7 @@ import yaml
 import simworld
 from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
-from simworld.errors import SimworldError, one_line
+from simworld.errors import SimworldError, counted, one_line
 from simworld.interrupts import interrupt
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
                             remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
@@ -260,7 +260,8 @@ class RunDir:
                 prior.torn.append((path, good_end, size))
         if other_scenarios:
             made_under, n = max(other_scenarios.items(), key=lambda kv: kv[1])
-            which = f"its {n:,} records were" if n == seen else f"{n:,} of its {seen:,} records were"
+            which = (f"its {counted(n, 'record')} {'was' if n == 1 else 'were'}" if n == seen
+                     else f"{n:,} of its {counted(seen, 'record')} {'was' if n == 1 else 'were'}")
             raise SimworldError(f"{self.path}: {which} made under scenario {made_under[:12]}, but "
                                 f"{self.path / SCENARIO_FILE} is now {sc.content_hash[:12]}; restore it or use "
                                 "a new --out")
@@ -277,7 +278,7 @@ class RunDir:
                 truncate_tail(path, good_end)
             except OSError as exc:
                 raise _os_problem("write", path, exc) from None
-            prior.repaired.append(f"{path.name}: cut {size - good_end} bytes of a torn last line")
+            prior.repaired.append(f"{path.name}: cut {counted(size - good_end, 'byte')} of a torn last line")
         prior.torn = []
 
     def load_manifest(self) -> tuple[dict[str, Any], Exception | None]:
@@ -707,7 +708,7 @@ def _episodes_to_run(rd: RunDir, sc: Scenario, asked: int | None, prior: _Prior)
     if asked < has:
         recorded = "all recorded" if len(prior.latest) >= has else f"{len(prior.latest):,} recorded"
         default = " (or without --episodes)" if sc.episodes <= has else ""
-        raise SimworldError(f"--episodes {asked}: {rd.path} is a run of {has:,} episodes ({recorded}) and a run "
+        raise SimworldError(f"--episodes {asked}: {rd.path} is a run of {counted(has, 'episode')} ({recorded}) and a run "
                             f"never shrinks; resume it with --episodes {has}{default}, or use a new --out for a "
                             f"run of {asked:,}")
     return asked

@@ -255,7 +255,10 @@ def test_counts_agree_with_their_nouns(ledger_yaml, tmp_path):
     assert valid.stdout.rstrip().endswith(", 1 variation")
     run = simworld("run", ledger_yaml, "-n", 2, "--set", "repeats=2", "--out", tmp_path / "k", check=0)
     assert "(all k tries of a task succeed; 1 task)" in run.stdout
-    simworld("run", ledger_yaml, "-n", 1, "--out", tmp_path / "one", check=0)
+    one = simworld("run", ledger_yaml, "-n", 1, "--out", tmp_path / "one", check=0)
+    assert f"{tmp_path / 'one'}: 1 episode of " in one.stdout
+    replayed = simworld("replay", tmp_path / "one", check=0)
+    assert "replayed 1 episode (" in replayed.stdout and " events): all match" in replayed.stdout
     score = simworld("score", tmp_path / "one", check=0)
     assert f"{tmp_path / 'one'}: scored 1 episode with " in score.stdout
     assert "pass^k (all k tries of a task succeed; 1 task): pass^1 1.000" in score.stdout

@@ -30,7 +30,7 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
     recorded actions, and checks every tool result and notice, the final state hash and the
     outcome. Prints the first differing event of each mismatching episode and exits 1 if any.
     """
-    from simworld.errors import SimworldError
+    from simworld.errors import SimworldError, counted
 
     if fork_at is not None:
         if len(episodes) != 1 or out is None:
@@ -56,7 +56,7 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         events += result.events_checked
         if result.ok:
             if not quiet:
-                click.echo(f"ok {result.episode_id} ({result.events_checked} events)")
+                click.echo(f"ok {result.episode_id} ({counted(result.events_checked, 'event')})")
             continue
         bad += 1
         if result.mismatch.cause == "world version":
@@ -92,13 +92,13 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         for eid in missing[:10]:
             click.echo(f"MISSING {eid}: in the manifest, no record in the shards")
         if len(missing) > 10:
-            click.echo(f"MISSING {len(missing) - 10:,} more episodes")
+            click.echo(f"MISSING {len(missing) - 10:,} more {'episode' if len(missing) == 11 else 'episodes'}")
     if not total and not gaps:
         raise SimworldError(f"{run}: no trajectories to replay")
-    summary = f"{bad:,} mismatch{'es' if bad != 1 else ''}" if bad else "all match"
+    summary = counted(bad, "mismatch", "mismatches") if bad else "all match"
     if gaps:
-        summary += f"; {gaps:,} unreadable or missing record{'s' if gaps != 1 else ''}"
-    click.echo(f"replayed {total:,} episode{'s' if total != 1 else ''} ({events:,} events): {summary}")
+        summary += f"; {gaps:,} unreadable or missing {'record' if gaps == 1 else 'records'}"
+    click.echo(f"replayed {counted(total, 'episode')} ({counted(events, 'event')}): {summary}")
     if bad or gaps:
         sys.exit(1)
 
@@ -107,7 +107,7 @@ _FORK_SETTABLE = re.compile(r"^(roles\.[^.]+\.(agent(\..+)?|system_prompt|person
 
 
 def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...]) -> None:
-    from simworld.errors import SimworldError
+    from simworld.errors import SimworldError, counted
     from simworld.replay import fork_trajectory, load_run_scenario, parse_record
     from simworld.runio import iter_records, write_atomic
     from simworld.runner import scenario_yaml
@@ -149,7 +149,7 @@ def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...])
     if repaired:
         click.echo(f"repaired {repaired}", err=True)
     o = new.outcome
-    click.echo(f"forked {episode} at event {fork_at} -> {new.episode_id} in {out}: {len(new.events)} events, "
+    click.echo(f"forked {episode} at event {fork_at} -> {new.episode_id} in {out}: {counted(len(new.events), 'event')}, "
                f"{'success' if o.success else 'failure'} ({o.termination})")
 
 
@@ -157,6 +157,7 @@ def _append_fork(path: Path, line: bytes) -> str | None:
     """Append one fork record so the file stays whole lines: a write that fails (a full disk) is
     cut back, and a torn last line an earlier failure or crash left is cut before appending (the
     new record would otherwise be glued to it). Returns a note of what was cut, if anything."""
+    from simworld.errors import counted
     from simworld.runio import ShardWriter, truncate_tail
 
     note = None
@@ -174,7 +175,7 @@ def _append_fork(path: Path, line: bytes) -> str | None:
                 end = start
         if end < size:
             truncate_tail(path, end)
-            note = f"{path.name}: cut {size - end} bytes of a torn last line"
+            note = f"{path.name}: cut {counted(size - end, 'byte')} of a torn last line"
     writer = ShardWriter(path)
     try:
         writer.write(line)

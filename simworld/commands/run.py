@@ -85,6 +85,7 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
     """
     from rich.console import Console
 
+    from simworld.errors import counted
     from simworld.runio import check_run_out
     from simworld.runner import resolve_scenario, run_batch
     from simworld.scenario import parse_overrides
@@ -103,7 +104,7 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
             bar.stop()
     for note in result.repaired:
         err.print(f"repaired {note}")
-    head = (f"{out}: {result.requested:,} episodes of {sc.name} (seed {sc.seed}): {result.new:,} run in "
+    head = (f"{out}: {counted(result.requested, 'episode')} of {sc.name} (seed {sc.seed}): {result.new:,} run in "
             f"{result.elapsed_s:.1f}s ({result.episodes_per_s:,.0f} episodes/s after {result.setup_s:.1f}s of setup)")
     if result.skipped:
         head += f", {result.skipped:,} already done"
@@ -114,9 +115,9 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
     console.print(head, highlight=False, soft_wrap=True)
     result.summary.render(console)
     if result.summary.failed:
-        console.print(f"{result.summary.failed:,} episodes failed in their agent; re-run the same command to "
+        console.print(f"{counted(result.summary.failed, 'episode')} failed in their agent; re-run the same command to "
                       "retry them.", highlight=False)
     if result.status == "interrupted":
-        click.echo(f"Interrupted: {result.summary.episodes:,} of {result.requested:,} episodes are done; "
+        click.echo(f"Interrupted: {result.summary.episodes:,} of {counted(result.requested, 'episode')} are done; "
                    "re-run the same command to resume.", err=True)
         sys.exit(130)

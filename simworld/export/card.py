@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 import simworld
+from simworld.errors import counted
 from simworld.export.source import RunInfo, Sample, json_text
 from simworld.llama3.format import failed_call_ids
 
@@ -334,7 +335,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         out.append(f"Failed tool calls kept in the text and out of the loss (--mask-failed-calls): "
                    f"{card['failed_calls_masked']:,}.")
     for m in card["mix"]:
-        out.append(f"Mixed in `{m['file']}`: {m['samples']:,} samples ({m['achieved']:.1%} of the output, "
+        out.append(f"Mixed in `{m['file']}`: {counted(m['samples'], 'sample')} ({m['achieved']:.1%} of the output, "
                    f"{m['requested']:.1%} requested), tagged synthetic: false.")
     out.append("")
     if "dpo" in card:
@@ -344,7 +345,7 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
     out = ["## Preference pairs", "",
-           f"{dpo['pairs']:,} pairs from {dpo['groups']:,} groups (trajectories of one task instance, seed and "
+           f"{counted(dpo['pairs'], 'pair')} from {counted(dpo['groups'], 'group')} (trajectories of one task instance, seed and "
            f"perspective), {dpo['groups_with_a_score_gap']:,} of them with a score gap. Left out: "
            f"{dpo['skipped_identical']:,} whose conversations do not part, {dpo['skipped_no_common_prompt']:,} "
            f"with no prompt in common, {dpo['skipped_diverge_on_other_party']:,} that part on another party's turn, "
