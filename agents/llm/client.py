@@ -9,6 +9,8 @@ litellm fetches its cost map over the network at import and waits on retries).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import json
 import os
 import random
@@ -309,7 +311,8 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """The server's Retry-After (seconds), if the error carries one."""
+    """The server's wait before a retry (seconds), if the error carries one: ``retry-after-ms``
+    (OpenAI's), or ``Retry-After`` in seconds or as an HTTP date (RFC 9110 allows both)."""
     headers: Any = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         response = getattr(exc, "response", None)
@@ -317,10 +320,23 @@ def retry_after_s(exc: BaseException) -> float | None:
     if headers is None:
         return None
     try:
-        value = headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
+        millis, value = headers.get("retry-after-ms"), headers.get("retry-after")
+    except (TypeError, AttributeError):
         return None
+    for text, scale in ((millis, 0.001), (value, 1.0)):
+        try:
+            return max(0.0, float(text) * scale)
+        except (TypeError, ValueError):
+            continue
+    if value is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an obsolete date form without a zone: GMT, as HTTP dates are
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 _TRACEBACK = "Traceback (most recent call last)"
