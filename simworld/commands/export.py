@@ -59,6 +59,7 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     """
     from rich.console import Console
 
+    from simworld.errors import counted
     from simworld.export import ExportOptions, export_runs
     from simworld.runio import unfinished_run_note
 
@@ -94,6 +95,10 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         unfinished = unfinished_run_note(run)
         if unfinished:
             click.echo(f"note: {unfinished}", err=True)
+    if card["filtered"].get("agent_failed"):
+        click.echo(f"note: left out {counted(card['filtered']['agent_failed'], 'sample')} of episodes whose agent "
+                   "failed (a model call that kept failing, say): re-run their `simworld run` command to retry "
+                   "them", err=True)
     for problem in card.get("score_files_unreadable", ()):
         click.echo(f"note: cannot read {problem}; scores computed from the records", err=True)
     for path in card.get("score_files_stale", ()):

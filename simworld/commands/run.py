@@ -121,3 +121,5 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
         click.echo(f"Interrupted: {result.summary.episodes:,} of {counted(result.requested, 'episode')} are done; "
                    "re-run the same command to resume.", err=True)
         sys.exit(130)
+    if result.summary.failed:
+        sys.exit(1)  # (so that `simworld run ... && simworld export ...` does not go on with episodes to retry)

@@ -571,7 +571,12 @@ def _synthetic_groups(runs: Sequence[RunInfo], opts: ExportOptions, stats: CardS
                 if record["scenario_hash"] != made_here:
                     elsewhere += 1
                 try:
-                    reason = _filter_reason(record, opts) if filtering else None
+                    if (record.get("outcome") or {}).get("termination") == "error":
+                        # Its agent failed (a model call that kept failing): cut short by the failure,
+                        # not a conversation; the run's resume re-runs it.
+                        reason = "agent_failed"
+                    else:
+                        reason = _filter_reason(record, opts) if filtering else None
                     if reason is None:
                         line = lookup.get(record)
                         if "error" in line:  # a record it could not score
