@@ -104,9 +104,29 @@ def load_plugins() -> None:
                                 f"{type(exc).__name__}: {exc}") from exc
 
 
+def _claim(table: dict[str, Any], kind: str, name: str, obj: Any) -> None:
+    """Put `obj` in `table` under `name`; a name another module's object holds already is an error
+    (a plugin would silently replace a built-in, or two plugins each other, by load order). The same
+    definition again (a module imported once more, under another name too) takes its place."""
+    old = table.get(name)
+    if old is not None and old is not obj and (getattr(old, "__qualname__", None), _module_stem(old)) != (
+            getattr(obj, "__qualname__", None), _module_stem(obj)):
+        raise SimworldError(f"{kind} {name!r} is registered twice: by {_where(old)} and by {_where(obj)}; "
+                            "give one of them another name")
+    table[name] = obj
+
+
+def _module_stem(obj: Any) -> str:
+    return str(getattr(obj, "__module__", "")).rsplit(".", 1)[-1]
+
+
+def _where(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')}"
+
+
 def register_world(name: str) -> Callable[[T], T]:
     def deco(cls: T) -> T:
-        WORLDS[name] = cls
+        _claim(WORLDS, "world", name, cls)
         cls.name = name  # type: ignore[attr-defined]
         return cls
 
@@ -115,7 +135,7 @@ def register_world(name: str) -> Callable[[T], T]:
 
 def register_task(world: str, name: str) -> Callable[[T], T]:
     def deco(cls: T) -> T:
-        TASKS.setdefault(world, {})[name] = cls
+        _claim(TASKS.setdefault(world, {}), f"task of world {world!r}", name, cls)
         cls.name = name  # type: ignore[attr-defined]
         cls.world = world  # type: ignore[attr-defined]
         return cls
@@ -125,7 +145,7 @@ def register_task(world: str, name: str) -> Callable[[T], T]:
 
 def register_agent(name: str) -> Callable[[T], T]:
     def deco(cls: T) -> T:
-        AGENTS[name] = cls
+        _claim(AGENTS, "agent", name, cls)
         cls.type_name = name  # type: ignore[attr-defined]
         return cls
 
@@ -134,7 +154,7 @@ def register_agent(name: str) -> Callable[[T], T]:
 
 def register_scorer(name: str) -> Callable[[T], T]:
     def deco(fn: T) -> T:
-        SCORERS[name] = fn
+        _claim(SCORERS, "scorer", name, fn)
         return fn
 
     return deco

@@ -97,3 +97,36 @@ def test_every_later_lookup_says_it_too(tmp_path):
     assert out.stdout.splitlines() == ["simworld's built-in worlds could not be imported (No module named "
                                        "'simworld.environments'): reinstall simworld (pip install -e . in its "
                                        "checkout)"] * 2
+
+
+def test_a_plugin_taking_a_registered_name_is_one_line_naming_both(tmp_path):
+    """A plugin that registers a name a built-in (or another plugin) holds would replace it by load
+    order, silently: every scenario naming 'oracle' would run the plugin's agent."""
+    (tmp_path / "shadowing_plugin.py").write_text(
+        "from simworld.agent import Agent\n"
+        "from simworld.registry import register_agent\n\n\n"
+        "@register_agent('oracle')\n"
+        "class MyOracle(Agent):\n"
+        "    pass\n")
+    out = _simworld(tmp_path, [], "validate", "scenarios/retail/mixed.yaml", plugins="shadowing_plugin")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr == ("error: SIMWORLD_PLUGINS: cannot import plugin module 'shadowing_plugin': SimworldError: "
+                          "agent 'oracle' is registered twice: by simworld.agents.retail.oracle.SupportOracle and "
+                          "by shadowing_plugin.MyOracle; give one of them another name\n")
+
+
+def test_the_same_definition_registered_again_keeps_its_name():
+    from simworld import registry
+    from simworld.errors import SimworldError
+
+    registry.load_builtins()
+    oracle = registry.get_agent("oracle")
+    registry.register_agent("oracle")(oracle)  # (a module imported once more)
+    assert registry.get_agent("oracle") is oracle
+    try:
+        registry.register_scorer("state_match")(lambda traj, task: None)
+    except SimworldError as exc:
+        assert "scorer 'state_match' is registered twice" in str(exc)
+    else:
+        raise AssertionError("a second state_match scorer was taken")
+    assert registry.get_scorer("state_match").__name__ == "state_match"
