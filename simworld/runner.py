@@ -302,23 +302,18 @@ class RunDir:
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             return {}, exc
 
-    def read_manifest(self, notes: list[str] | None = None) -> dict[str, Any]:
-        """The manifest earlier sessions wrote, or {} for a new run. One that cannot be read or
-        is not of the shape `run` writes is set aside as ``manifest.json.damaged`` (noted in
-        `notes`) and the run goes on with a new one: its records are what matter."""
-        manifest, problem = self.load_manifest()
-        if problem is None:
-            return manifest
+    def set_aside_manifest(self, problem: Exception, notes: list[str]) -> None:
+        """Move a manifest :meth:`load_manifest` could not take (`problem`) aside as
+        ``manifest.json.damaged`` (noted in `notes`): the run goes on with a new one, its records
+        are what matter."""
         path = self.path / MANIFEST_FILE
         damaged = path.with_name(MANIFEST_FILE + ".damaged")
         try:
             os.replace(path, damaged)
         except OSError as exc:
             raise _os_problem("write", damaged, exc) from None
-        if notes is not None:
-            notes.append(f"{MANIFEST_FILE}: unreadable ({one_line(problem)}); kept as {damaged.name}, "
-                         "a new one is written (earlier sessions' history starts again)")
-        return {}
+        notes.append(f"{MANIFEST_FILE}: unreadable ({one_line(problem)}); kept as {damaged.name}, "
+                     "a new one is written (earlier sessions' history starts again)")
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         path = self.path / MANIFEST_FILE
@@ -623,9 +618,11 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
     started = time.perf_counter()
     try:
         prior = rd.scan(sc)
-        n = _episodes_to_run(rd, sc, asked, prior)
+        manifest, problem = rd.load_manifest()  # (a damaged one is set aside below: the records still count)
+        n = _episodes_to_run(rd.path, sc, asked, prior, manifest)
         rd.repair(prior)
-        manifest = rd.read_manifest(prior.repaired)
+        if problem is not None:
+            rd.set_aside_manifest(problem, prior.repaired)
         summary = RunSummary()
         pending: list[int] = []
         retried = 0
@@ -698,17 +695,17 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
         rd.close()
 
 
-def _episodes_to_run(rd: RunDir, sc: Scenario, asked: int | None, prior: _Prior) -> int:
+def _episodes_to_run(path: Path, sc: Scenario, asked: int | None, prior: _Prior, manifest: dict[str, Any]) -> int:
     """How many episodes this session's run has: `asked` (the scenario's count when None), never
-    fewer than the run directory already holds (its manifest's count and every recorded episode)."""
-    manifest, _ = rd.load_manifest()  # a damaged one is set aside later: the records still count
+    fewer than the run directory `path` already holds (its `manifest`'s count and every recorded
+    episode)."""
     has = max(int(manifest.get("episodes", 0) or 0), max(prior.latest, default=-1) + 1)
     if asked is None:
         return max(sc.episodes, has)
     if asked < has:
         recorded = "all recorded" if len(prior.latest) >= has else f"{len(prior.latest):,} recorded"
         default = " (or without --episodes)" if sc.episodes <= has else ""
-        raise SimworldError(f"--episodes {asked}: {rd.path} is a run of {counted(has, 'episode')} ({recorded}) and a run "
+        raise SimworldError(f"--episodes {asked}: {path} is a run of {counted(has, 'episode')} ({recorded}) and a run "
                             f"never shrinks; resume it with --episodes {has}{default}, or use a new --out for a "
                             f"run of {asked:,}")
     return asked
