@@ -37,8 +37,7 @@ def agent_label(episode: Any, role: str) -> str:
     try:  # as the agent would have labelled itself: the parameters that differ from their defaults
         return config_id(spec.type, registry.get_agent(spec.type).Params.model_validate(spec.model_dump()))
     except (SimworldError, ValueError):  # (an agent this install lacks, or parameters it refuses)
-        extra = spec.model_dump(exclude={"type"})
-        return spec.type + ("(" + ",".join(f"{k}={extra[k]}" for k in sorted(extra)) + ")" if extra else "")
+        return config_id(spec.type, spec)  # (every parameter the scenario gives: none has a default here)
 
 
 def _distance(p: tuple[float, float], q: tuple[float, float]) -> float:
