@@ -196,8 +196,8 @@ def iter_records(run_dir: str | Path, latest_only: bool = True,
             offset += end - start + 1
         seen.append(offset)
         if torn and problems is not None:
-            problems.append(("torn", f"{path.name}: a torn last line of {counted(torn[0], 'byte')} (an interrupted write; "
-                                     "the run's next `simworld run`, or a fork's next fork, cuts it)"))
+            problems.append(("torn", f"{path.name}: a torn last line of {counted(torn[0], 'byte')} (an interrupted "
+                                     "write; the run's next `simworld run`, or a fork's next fork, cuts it)"))
     if in_order and len(last) == lines:  # read them straight through
         last.clear()
         for path, size in zip(shards, seen):
@@ -451,7 +451,8 @@ def unfinished_run_state(run_dir: str | Path, status: str, episodes: int, not_re
     (killed, or stopped by a full disk): only a run holding the directory's lock is called running."""
     finish = "(re-run its `simworld run` command to finish it)"
     if not_recorded is None:
-        count = f"some of its {counted(episodes, 'episode')} may not be recorded yet; only those recorded so far are read"
+        count = (f"some of its {counted(episodes, 'episode')} may not be recorded yet; only those recorded so far "
+                 "are read")
     else:
         count = f"{not_recorded:,} of its episodes are not recorded yet"
     if status == "running" and run_is_live(run_dir):

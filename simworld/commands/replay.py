@@ -92,12 +92,12 @@ def command(run: str, episodes: tuple[str, ...], fork_at: int | None, out: str |
         for eid in missing[:10]:
             click.echo(f"MISSING {eid}: in the manifest, no record in the shards")
         if len(missing) > 10:
-            click.echo(f"MISSING {len(missing) - 10:,} more {'episode' if len(missing) == 11 else 'episodes'}")
+            click.echo(f"MISSING {counted(len(missing) - 10, 'more episode')}")
     if not total and not gaps:
         raise SimworldError(f"{run}: no trajectories to replay")
     summary = counted(bad, "mismatch", "mismatches") if bad else "all match"
     if gaps:
-        summary += f"; {gaps:,} unreadable or missing {'record' if gaps == 1 else 'records'}"
+        summary += f"; {counted(gaps, 'unreadable or missing record')}"
     click.echo(f"replayed {counted(total, 'episode')} ({counted(events, 'event')}): {summary}")
     if bad or gaps:
         sys.exit(1)
@@ -149,7 +149,8 @@ def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...])
     if repaired:
         click.echo(f"repaired {repaired}", err=True)
     o = new.outcome
-    click.echo(f"forked {episode} at event {fork_at} -> {new.episode_id} in {out}: {counted(len(new.events), 'event')}, "
+    click.echo(f"forked {episode} at event {fork_at} -> {new.episode_id} in {out}: "
+               f"{counted(len(new.events), 'event')}, "
                f"{'success' if o.success else 'failure'} ({o.termination})")
 
 
