@@ -209,6 +209,16 @@ def test_round_limit_and_rejecting_the_final_offer():
     assert m["invalid_moves"] == {"buyer": 1, "seller": 0} and m["rounds"] == 4
 
 
+def test_a_one_offer_limit_is_worded_in_the_singular():
+    ep = episode(**{"world.params.max_rounds": 1})
+    prompts = "\n".join(ep.view(role).system for role in ("buyer", "seller"))
+    assert "at most 1 offer in total;" in prompts and "At most 1 offer can be exchanged" in prompts
+    assert "1 offers" not in prompts
+    act(ep, call("make_offer", **OFFER))
+    [r] = act(ep, call("make_offer", **OFFER))
+    assert r.error and "round limit is reached (1 offer)" in r.content
+
+
 def test_reject_then_counter_in_one_turn():
     ep = episode()
     act(ep, call("make_offer", **OFFER))

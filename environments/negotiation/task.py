@@ -22,6 +22,7 @@ from simworld.environments.negotiation.space import (
 )
 from simworld.environments.negotiation.spec import BargainingTaskParams, PartySpec, Temperament
 from simworld.environments.negotiation.world import BargainingWorld, open_negotiation, party_name
+from simworld.errors import counted
 from simworld.registry import register_task
 from simworld.task import TaskGenerator, TaskInstance
 from simworld.world import State
@@ -88,7 +89,7 @@ def party_brief(space: OutcomeSpace, role: str, party: PartySpec, spec: dict[str
         "A deal scores from 0 to 100 for you: the weighted sum of how well each term suits you. "
         f"With no deal you score {r * 100:.0f}, so never accept terms that score less. "
         f"For example, {space.describe_outcome(example)} would score about {example_utility * 100:.0f}. "
-        f"At most {max_rounds} offers can be exchanged in total."
+        f"At most {counted(max_rounds, 'offer')} can be exchanged in total."
     )
     return "\n".join(lines)
 

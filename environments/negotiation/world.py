@@ -37,7 +37,7 @@ from pydantic import Field
 
 from simworld.environments.negotiation.space import OutcomeSpace, format_number
 from simworld.environments.negotiation.spec import BargainingParams, IssueSpec, Value
-from simworld.errors import suggest
+from simworld.errors import counted, suggest
 from simworld.registry import register_world
 from simworld.types import ToolSpec
 from simworld.world import State, Table, Tool, ToolContext, ToolError, World, WorldData
@@ -139,7 +139,8 @@ class BargainingWorld(World):
     """Multi-issue bargaining between two parties with private additive preferences."""
 
     Params = BargainingParams
-    version = 2  # 2: params gained temperaments, stock and policy limits (new defaults in the recorded params)
+    version = 3  # 2: params gained temperaments, stock and policy limits (new defaults in the recorded params);
+    # 3: a one-offer limit is worded "1 offer" in the prompts and the round-limit error
     _cache: ClassVar[OrderedDict[tuple[str, str, int], WorldData]] = OrderedDict()
     CACHE_SIZE: ClassVar[int] = 64
     tool_specs = _ToolSpecs()  # type: ignore[assignment]
@@ -211,7 +212,7 @@ def _system_prompt(p: BargainingParams, market_items: list[str]) -> str:
         "Act through your tools. make_offer proposes complete terms (a value for every issue) and "
         "ends your turn; accept_offer accepts the counterpart's standing offer and closes the deal; "
         "reject_offer declines it (then counter with make_offer or walk away); walk_away ends the "
-        f"negotiation without a deal. Offers alternate, with at most {p.max_rounds} offers in total; "
+        f"negotiation without a deal. Offers alternate, with at most {counted(p.max_rounds, 'offer')} in total; "
         f"after the last one the only choices are to accept it or walk away.{cost}{market} Write a short "
         "message to the counterpart alongside each move. Never reveal your exact limits."
     )
@@ -310,7 +311,7 @@ def _make_offer(ctx: ToolContext, terms: dict[str, Any]) -> dict[str, Any]:
     p = world.params
     space = world.space
     if v["offers"] >= p.max_rounds:
-        raise ToolError(f"the round limit is reached ({p.max_rounds} offers): accept the standing offer or "
+        raise ToolError(f"the round limit is reached ({counted(p.max_rounds, 'offer')}): accept the standing offer or "
                         "walk away")
     outcome = _outcome(p, space, terms)
     clean = space.terms(outcome)
