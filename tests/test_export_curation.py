@@ -526,7 +526,9 @@ def test_dpo_pairs_from_forks_and_from_other_agents_on_the_same_seed(tmp_path):
     res = export([hag, forks], tmp_path / "fork_dpo.jsonl", fmt="dpo")
     fork_pairs = worlds.read_samples(tmp_path / "fork_dpo.jsonl")
     assert [p["provenance"]["chosen"]["perspective"] for p in fork_pairs] == ["buyer"] * 3
-    assert res.card["dpo"]["skipped_diverge_on_other_party"] == 3  # the seller only saw other offers
+    # The seller's sides face different buyers: no pair credits the seller with the buyer's change.
+    assert res.card["dpo"]["skipped_counterpart_differs"] == 3
+    assert res.card["dpo"]["skipped_diverge_on_other_party"] == 0
     for p in fork_pairs:
         assert p["provenance"]["rejected"]["parent"] == p["provenance"]["chosen"]["episode_id"]
         assert [m["role"] for m in p["prompt"]] == ["system", "user"]  # the seller's opening offer

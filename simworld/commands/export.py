@@ -124,6 +124,12 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
                    err=True)
     if fmt == "dpo" and not sum(result.written.values()):
         console.print("note: no preference pairs: a pair needs two trajectories of the same task instance and "
-                      "seed whose scores differ, e.g. export a run of another agent made with the same --seed "
-                      "together with this one (simworld export RUN_A RUN_B --format dpo ...)",
-                      highlight=False, soft_wrap=True)
+                      "seed, played against the same other agents, whose scores differ, e.g. export a run of "
+                      "another agent made with the same --seed together with this one (simworld export RUN_A "
+                      "RUN_B --format dpo ...)", highlight=False, soft_wrap=True)
+    differs = card.get("dpo", {}).get("skipped_counterpart_differs", 0)
+    if differs:
+        click.echo(f"note: {counted(differs, 'group')} of one task instance, seed and perspective made no pair: "
+                   "their scores differ only between trajectories whose other roles' agents differ too, so the "
+                   "gap need not come from the perspective's own moves; pair runs that change one role's agent "
+                   "only", err=True)

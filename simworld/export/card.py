@@ -346,7 +346,9 @@ def render_markdown(card: dict[str, Any]) -> str:
 def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
     out = ["## Preference pairs", "",
            f"{counted(dpo['pairs'], 'pair')} from {counted(dpo['groups'], 'group')} (trajectories of one task "
-           f"instance, seed and perspective), {dpo['groups_with_a_score_gap']:,} of them with a score gap. Left out: "
+           f"instance, seed and perspective against the same other agents), {dpo['groups_with_a_score_gap']:,} of "
+           f"them with a score gap. Left out: {dpo.get('skipped_counterpart_differs', 0):,} whose score gap lies only "
+           f"between sides played against other agents, "
            f"{dpo['skipped_identical']:,} whose conversations do not part, {dpo['skipped_no_common_prompt']:,} "
            f"with no prompt in common, {dpo['skipped_diverge_on_other_party']:,} that part on another party's turn, "
            f"{dpo.get('skipped_no_valid_assistant_turn', 0):,} with a side whose every assistant turn was invalid.",

@@ -2,7 +2,10 @@
 
 Trajectories of one task instance played from the same episode seed (the same scenario run with
 other agents, or forks of one episode, which share their history up to the fork point) are
-grouped per perspective. For each group whose best and worst scores differ, and whose two
+grouped per perspective and per the agents of every other role: a pair's sides differ in the
+perspective's own agent only, so the other party did not cause its score gap (the card counts
+the task instances whose score gaps lie only between sides played against different agents, as
+``skipped_counterpart_differs``). For each group whose best and worst scores differ, and whose two
 conversations part at one of this perspective's own turns, one pair is written in TRL's
 conversational preference format: ``prompt`` (the messages both share), ``chosen`` (the
 continuation of the higher-scored trajectory) and ``rejected`` (the lower-scored one), messages as
@@ -28,6 +31,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from simworld.export.card import CardStats, card_files, scorer_values, tenth
 from simworld.export.curation import split_of
 from simworld.export.formats import trl_messages, turns_left_out
@@ -39,6 +44,13 @@ from simworld.export.source import RunInfo, Sample
 def _key(sample: Sample) -> tuple[Any, ...]:
     p = sample.provenance
     return (p["scenario"], p["instance_id"], p["seed"], sample.perspective)
+
+
+def _counterparts(sample: Sample) -> bytes:
+    """The agent configs of every role but the perspective (a pair's sides differ in its own only)."""
+    agents = orjson.loads(sample.provenance["agents"])
+    agents.pop(sample.perspective, None)
+    return orjson.dumps(agents, option=orjson.OPT_SORT_KEYS)
 
 
 def _parting(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
@@ -72,22 +84,36 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path,
     for run in runs:
         stats.add_run(run)
     # Samples are keyed by the run's position too, which needs no assumption about their ids.
-    groups: dict[tuple[Any, ...], list[tuple[float, tuple[int, str]]]] = {}
+    # A group is one task instance, seed and perspective played against the same other agents:
+    # against another counterpart, a score gap need not come from anything the perspective did.
+    tasks: dict[tuple[Any, ...], dict[bytes, list[tuple[float, tuple[int, str]]]]] = {}
     for ri, run in enumerate(runs):
         for sample in _synthetic_samples([run], opts, stats):
             if _has_special_tokens(sample):  # as every other format: a tokenizer would read turn boundaries
                 stats.filtered["special_tokens_in_text"] += 1
                 continue
-            groups.setdefault(_key(sample), []).append((float(sample.scores.get("value", 0.0)), (ri, sample.id)))
+            tasks.setdefault(_key(sample), {}).setdefault(_counterparts(sample), []).append(
+                (float(sample.scores.get("value", 0.0)), (ri, sample.id)))
+    groups = 0
+    counterpart_differs = 0  # task groups with a score gap only between sides of different counterparts
     wanted: dict[tuple[int, str], tuple[tuple[Any, ...], str]] = {}
-    for key, members in groups.items():
-        if len(members) < 2:
-            continue
-        members.sort(key=lambda m: (-m[0], m[1]))
-        (best, best_id), (worst, worst_id) = members[0], members[-1]
-        if best > worst:
-            wanted[best_id] = (key, "chosen")
-            wanted[worst_id] = (key, "rejected")
+    for task, by_counterparts in tasks.items():
+        groups += len(by_counterparts)
+        paired = False
+        for others, members in by_counterparts.items():
+            if len(members) < 2:
+                continue
+            members.sort(key=lambda m: (-m[0], m[1]))
+            (best, best_id), (worst, worst_id) = members[0], members[-1]
+            if best > worst:
+                key = (*task, others)
+                wanted[best_id] = (key, "chosen")
+                wanted[worst_id] = (key, "rejected")
+                paired = True
+        if not paired and len(by_counterparts) > 1:
+            values = [v for members in by_counterparts.values() for v, _ in members]
+            if max(values) > min(values):
+                counterpart_differs += 1
     held: dict[tuple[Any, ...], dict[str, Sample]] = {}
     ignored = CardStats()
     for ri, run in enumerate(runs):
@@ -138,7 +164,8 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path,
             _compare(chosen.scores, rejected.scores, gaps, lower_on)
             left_out += turns_left_out("dpo", chosen.messages) + turns_left_out("dpo", rejected.messages)
             pairs += 1
-        stats.extra["dpo"] = {"groups": len(groups), "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
+        stats.extra["dpo"] = {"groups": groups, "groups_with_a_score_gap": len(wanted) // 2, "pairs": pairs,
+                              "skipped_counterpart_differs": counterpart_differs,
                               "skipped_identical": identical, "skipped_no_common_prompt": unrelated,
                               "skipped_diverge_on_other_party": not_ours,
                               "skipped_no_valid_assistant_turn": no_valid_turn,
