@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -105,19 +106,34 @@ def load_plugins() -> None:
 
 
 def _claim(table: dict[str, Any], kind: str, name: str, obj: Any) -> None:
-    """Put `obj` in `table` under `name`; a name another module's object holds already is an error
-    (a plugin would silently replace a built-in, or two plugins each other, by load order). The same
-    definition again (a module imported once more, under another name too) takes its place."""
+    """Put `obj` in `table` under `name`; a name another definition holds already is an error (a
+    plugin would silently replace a built-in, or two plugins each other, by load order). The same
+    definition again (its module reloaded, or imported once more under another name, as
+    ``agents.retail.oracle`` beside ``simworld.agents.retail.oracle``) takes its place."""
     old = table.get(name)
-    if old is not None and old is not obj and (getattr(old, "__qualname__", None), _module_stem(old)) != (
-            getattr(obj, "__qualname__", None), _module_stem(obj)):
-        raise SimworldError(f"{kind} {name!r} is registered twice: by {_where(old)} and by {_where(obj)}; "
+    if old is not None and old is not obj and (_definition(old) is None or _definition(old) != _definition(obj)):
+        first, second = _where(old), _where(obj)
+        if first == second:  # one module name, two files (a module replaced by another of its name)
+            first, second = f"{first} ({_source(old)})", f"{second} ({_source(obj)})"
+        raise SimworldError(f"{kind} {name!r} is registered twice: by {first} and by {second}; "
                             "give one of them another name")
     table[name] = obj
 
 
-def _module_stem(obj: Any) -> str:
-    return str(getattr(obj, "__module__", "")).rsplit(".", 1)[-1]
+def _definition(obj: Any) -> tuple[str, str] | None:
+    """What identifies where `obj` was defined: its module's source file (whatever name the module
+    was imported under) and its qualified name; None for an object without a name to know it by.
+    The file, not the module's name, since a copy of a module (``myco/oracle.py`` made from
+    ``agents/retail/oracle.py``) can share its last name component and every qualified name."""
+    qualname = getattr(obj, "__qualname__", None)
+    return None if not isinstance(qualname, str) else (_source(obj), qualname)
+
+
+def _source(obj: Any) -> str:
+    """`obj`'s module's file, resolved; the module's name when it has none (code run with exec)."""
+    module = str(getattr(obj, "__module__", "") or "")
+    file = getattr(sys.modules.get(module), "__file__", None)
+    return os.path.realpath(file) if isinstance(file, str) and file else module
 
 
 def _where(obj: Any) -> str:
