@@ -484,6 +484,24 @@ def unfinished_run_note(run_dir: str | Path) -> str | None:
     return f"{run_dir}: {unfinished_run_state(run_dir, status, episodes, not_recorded)}"
 
 
+def manifest_plugins(manifest: Any) -> list[dict[str, str]]:
+    """The plugins a run's manifest says its sessions loaded (see :func:`simworld.runner.loaded_plugins`);
+    ``[]`` for a manifest from before they were recorded, or one whose field is damaged."""
+    plugins = manifest.get("plugins") if isinstance(manifest, dict) else None
+    if not isinstance(plugins, list):
+        return []
+    return [p for p in plugins if isinstance(p, dict) and all(isinstance(v, str) for v in p.values())
+            and isinstance(p.get("module"), str)]
+
+
+def run_plugins(run_dir: str | Path) -> list[dict[str, str]]:
+    """:func:`manifest_plugins` of the run directory `run_dir` (``[]`` when its manifest cannot be read)."""
+    try:
+        return manifest_plugins(orjson.loads((Path(run_dir) / MANIFEST_FILE).read_bytes()))
+    except (OSError, orjson.JSONDecodeError):
+        return []
+
+
 def shard_name(session: int, worker: int) -> str:
     """Shard file name of one worker in one session. Sessions sort in order of writing, so that
     "the last record per episode id" is the last one in sorted shard order."""

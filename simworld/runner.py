@@ -42,12 +42,14 @@ from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
 from simworld.errors import SimworldError, counted, one_line
 from simworld.interrupts import interrupt
-from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, next_session,
-                            remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail, write_atomic)
+from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, manifest_plugins,
+                            next_session, remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail,
+                            write_atomic)
 from simworld.replay import RECORD_ERRORS, record_problem
 from simworld.scenario import Scenario, load_scenario, parse_overrides
 from simworld.summary import EpisodeStats, RunSummary, episode_stats, trajectory_stats
 from simworld.types import Trajectory
+from simworld.world import ToolCrash
 
 try:
     import fcntl
@@ -360,7 +362,8 @@ def _crash(spec: EpisodeSpec, exc: BaseException) -> SimworldError:
 
         traceback.print_exception(exc)
     hint = "" if os.environ.get(DEBUG_ENV) else f" (set {DEBUG_ENV}=1 for the traceback)"
-    return EpisodeCrash(f"episode {spec.episode_id} crashed: {type(exc).__name__}: {exc}{hint}")
+    where = f" {exc}" if isinstance(exc, ToolCrash) else f": {type(exc).__name__}: {exc}"  # (names the tool and call)
+    return EpisodeCrash(f"episode {spec.episode_id} crashed{where}{hint}")
 
 
 def _record(traj: Trajectory) -> tuple[bytes, EpisodeStats]:
@@ -639,6 +642,8 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
         this_session = {"session": session, "started": _now(), "status": "running", "episodes": n,
                         "pending": len(pending), "retried": retried, "workers": workers,
                         "concurrency": concurrency, "command": command or [], "repaired": prior.repaired}
+        plugins = loaded_plugins()
+        this_session["plugins"] = plugins
         base = {
             "format": MANIFEST_FORMAT,
             "simworld_version": simworld.__version__,
@@ -647,6 +652,8 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
             "overrides": overrides or {},
             "episodes": n,  # never fewer than before: _episodes_to_run
             "created": manifest.get("created", _now()),
+            # every session's: the records of each need its plugins to be read again
+            "plugins": _union(manifest_plugins(manifest), plugins),
         }
         rd.write_manifest({**base, "status": "running", "sessions": sessions + [this_session]})
         new = 0
@@ -693,6 +700,30 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                          shards=[s for s in shards if s.exists()])
     finally:
         rd.close()
+
+
+def loaded_plugins() -> list[dict[str, str]]:
+    """The plugins this process loaded (:func:`simworld.registry.load_plugins`), as a run's manifest
+    records them: ``{"module": M, "source": "SIMWORLD_PLUGINS"}`` for each module named in
+    ``$SIMWORLD_PLUGINS``, ``{"entry_point": NAME, "module": VALUE, "source": "entry point",
+    "package": DIST, "version": V}`` for each ``simworld.plugins`` entry point."""
+    from importlib.metadata import entry_points
+
+    out = []
+    for ep in entry_points(group=registry.PLUGINS_ENTRY_POINTS):
+        dist = getattr(ep, "dist", None)
+        out.append({"entry_point": ep.name, "module": ep.value, "source": "entry point",
+                    **({"package": dist.name, "version": dist.version} if dist is not None else {})})
+    out += [{"module": name, "source": registry.PLUGINS_ENV} for name in registry.plugin_modules()]
+    return out
+
+
+def _union(*lists: list[dict[str, str]]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for item in (item for items in lists for item in items):
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _episodes_to_run(path: Path, sc: Scenario, asked: int | None, prior: _Prior, manifest: dict[str, Any]) -> int:

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import orjson
+from pydantic_core import to_jsonable_python
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from simworld.errors import SimworldError, suggest
-from simworld.export.source import RunInfo, ScoreLookup, compact_scores, perspective_dicts, training_view
+from simworld import registry
+from simworld.errors import ScenarioError, SimworldError, suggest
+from simworld.export.source import RunInfo, ScoreLookup, compact_scores, open_run, perspective_dicts, training_view
 from simworld.replay import RECORD_ERRORS, record_problem
+from simworld.runio import SCENARIO_FILE, run_plugins
+from simworld.scenario import Scenario, read_yaml
 
 ROLE_COLOURS = ("cyan", "green", "magenta", "yellow", "blue", "red")
 MAX_RESULT_CHARS = 600
@@ -178,7 +183,10 @@ def outcome_text(record: dict[str, Any], scores: dict[str, Any] | None,
              style="dim")
     if o.get("metrics"):
         t.append("\nmetrics " + visible(truncate(orjson.dumps(o["metrics"]).decode(), 400)), style="dim")
-    if scores:
+    if scores is None:
+        t.append("\nscores unavailable: not stored by simworld score, and not computable without the run's plugin",
+                 style="dim")
+    elif scores:
         t.append("\nscores ")
         t.append(_plain(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())))
     return t
@@ -211,8 +219,10 @@ def perspective_text(record: dict[str, Any], run: RunInfo, role: str, fmt: str, 
     return orjson.dumps(msgs, option=orjson.OPT_INDENT_2).decode()
 
 
-def listing(console: Console, records: list[dict[str, Any]], lookup: ScoreLookup | None) -> list[str]:
-    """Print the records as a table; returns one line per record too damaged to list (its id and why)."""
+def listing(console: Console, records: list[dict[str, Any]], lookup: ScoreLookup | None,
+            scorable: bool = True) -> list[str]:
+    """Print the records as a table (a score unavailable here as "-", see :func:`record_scores`);
+    returns one line per record too damaged to list (its id and why)."""
     table = Table(title="episodes", title_justify="left")
     for col in ("episode", "task", "outcome", "termination", "events", "score"):
         # Folded, never cut short with an ellipsis: an id is what --episode takes.
@@ -221,7 +231,8 @@ def listing(console: Console, records: list[dict[str, Any]], lookup: ScoreLookup
     for r in records:
         try:
             o = r.get("outcome") or {}
-            score = compact_scores(lookup.get(r))["value"] if lookup else None
+            scores = record_scores(lookup, r, scorable) if lookup else None
+            score = None if scores is None else scores["value"]
             row = (Text(_plain(r.get("episode_id", "?"))), Text(_plain((r.get("task") or {}).get("type", "?"))),
                    Text("success", style="green") if o.get("success") else Text("failure", style="red"),
                    Text(_plain(o.get("termination", ""))), str(len(r.get("events") or [])),
@@ -232,3 +243,113 @@ def listing(console: Console, records: list[dict[str, Any]], lookup: ScoreLookup
         table.add_row(*row)
     console.print(table)
     return damaged
+
+
+# ----------------------------------------------------------------------------------------------
+# A run made with a plugin that is not loaded here
+
+
+class ShownRun(NamedTuple):
+    """A run as `simworld show` reads it."""
+
+    info: RunInfo
+    missing: str
+    """What the run's scenario names that is not registered here, with its verb (``world 'bank' and
+    agent 'teller' are``); "" when everything is registered."""
+    load_hint: str
+    """How to load what is missing: the plugins the run's manifest records, or where plugins come from."""
+    scorable: bool
+    """Its scores can be computed here (its world and scorers are registered); else only those
+    `simworld score` stored are shown."""
+    world_known: bool
+
+    @property
+    def note(self) -> str:
+        """One line for a run made with a plugin that is not loaded here ("" for any other run)."""
+        if not self.missing:
+            return ""
+        scores = "" if self.scorable else ", scores only where `simworld score` stored them"
+        return visible(f"{self.info.path}: {self.missing} not registered here (the run was made with a plugin): "
+                       f"shown from its records{scores}; {self.load_hint}")
+
+
+def open_shown_run(path: str) -> ShownRun:
+    """The run directory `path` for `simworld show`, which only reads trajectories: a run made with a
+    plugin that is not loaded here (its world, task, agents or scorers unknown) is still shown, with
+    :attr:`ShownRun.note`. Anything else wrong with the run's scenario raises as :func:`open_run` does."""
+    try:
+        return ShownRun(open_run(path), "", "", True, True)
+    except ScenarioError:
+        sc = _scenario_as_written(path)
+        missing = _unregistered(sc) if sc is not None else ""
+        if not missing:
+            raise
+    world_known = sc.world.type in registry.WORLDS
+    scorable = world_known and all(name in registry.SCORERS for name in sc.scoring)
+    kinds = {role: spec.kind for role, spec in sc.roles.items()}
+    if scorable:
+        from simworld.scoring.report import scorer_names
+
+        scorers = scorer_names(sc)
+    else:
+        scorers = []  # (nothing is computed: only stored scores are shown)
+    info = RunInfo(Path(path), sc, kinds, registry.WORLDS.get(sc.world.type), sc.today, scorers)
+    plugins = plugins_text(run_plugins(path))
+    load = (f"its manifest records the plugins {plugins}" if plugins else
+            f"load the plugin that registers them ({registry.PLUGINS_ENV} or a {registry.PLUGINS_ENTRY_POINTS} "
+            "entry point)")
+    return ShownRun(info, missing, load, scorable, world_known)
+
+
+def _scenario_as_written(path: str) -> Scenario | None:
+    """The run's scenario.yaml checked for its shape only, not against the registries; None when it
+    has not the shape of a scenario either."""
+    try:
+        data, _ = read_yaml((Path(path) / SCENARIO_FILE).read_text(encoding="utf-8"), SCENARIO_FILE)
+        return Scenario.model_validate(to_jsonable_python(data))
+    except (OSError, UnicodeDecodeError, SimworldError, ValueError):  # (a ValidationError is a ValueError)
+        return None
+
+
+def _unregistered(sc: Scenario) -> str:
+    """What the scenario names that no registered world, task, agent or scorer is, with its verb:
+    ``"world 'bank' and agents 'teller' and 'client' are"``; "" for nothing."""
+    registry.load_builtins()
+    world, tasks = sc.world.type, registry.TASKS.get(sc.world.type, {})
+    by_kind = {
+        "world": [world] if world not in registry.WORLDS else [],
+        "task": [sc.task.type] if world in registry.WORLDS and sc.task.type not in tasks else [],
+        "agent": list(dict.fromkeys(r.agent.type for r in sc.roles.values() if r.agent.type not in registry.AGENTS)),
+        "scorer": list(dict.fromkeys(n for n in sc.scoring if n not in registry.SCORERS)),
+    }
+    parts = [f"{kind}{'s' if len(names) > 1 else ''} {_and([repr(n) for n in names])}"
+             for kind, names in by_kind.items() if names]
+    if not parts:
+        return ""
+    return f"{_and(parts)} {'is' if sum(map(len, by_kind.values())) == 1 else 'are'}"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def plugins_text(plugins: list[dict[str, str]]) -> str:
+    """The plugins a run's manifest records, as a person sets them up again:
+    ``SIMWORLD_PLUGINS=my_bank, entry point bank = my_bank (my-bank 0.2)``."""
+    modules = [p["module"] for p in plugins if p.get("source") == registry.PLUGINS_ENV]
+    out = [f"{registry.PLUGINS_ENV}={','.join(modules)}"] if modules else []
+    for p in plugins:
+        if "entry_point" in p:
+            package = " ".join(p[k] for k in ("package", "version") if p.get(k))
+            out.append(f"entry point {p['entry_point']} = {p['module']}{f' ({package})' if package else ''}")
+    return ", ".join(out)
+
+
+def record_scores(lookup: ScoreLookup, record: dict[str, Any], scorable: bool = True) -> dict[str, Any] | None:
+    """The record's scores as a sample carries them (:func:`compact_scores`); None when they are
+    unavailable: not stored by `simworld score` and not `scorable` here."""
+    computed = lookup.computed
+    line = lookup.get(record)
+    if not scorable and lookup.computed > computed:
+        return None
+    return compact_scores(line)

@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from simworld.types import TaskRecord, ToolCall
-from simworld.world import State, World
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from simworld.world import NoParams, State, World
 
 
 @dataclass

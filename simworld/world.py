@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 import networkx as nx
@@ -27,11 +28,27 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from simworld.errors import SimworldError, one_line, suggest
 from simworld.types import FieldDiff, ToolCall, ToolSpec
 
 
 class ToolError(Exception):
     """Raised by a tool for a failed call (bad id, policy violation). Becomes an error result."""
+
+
+class ToolCrash(Exception):
+    """A tool failed by a bug of its world, not by its input: it raised another exception than
+    :class:`ToolError` (the cause, chained), or answered what JSON cannot hold (a set, a NaN).
+
+    ``str()`` names the tool and the call: ``in tool get_balance (call get_balance{"acct":34}):
+    KeyError: 'boom'``; the runner stops the run with it as ``episode ID crashed in tool ...``.
+    """
+
+    def __init__(self, call: ToolCall, problem: str) -> None:
+        self.tool = call.name
+        self.problem = problem
+        args = orjson.dumps(call.arguments, default=repr, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        super().__init__(f"in tool {call.name} (call {call.name}{args if len(args) <= 80 else '{…}'}): {problem}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,6 +373,53 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _exception_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
+class _NotJson(Exception):
+    """A tool's answer JSON cannot hold; the message says why."""
+
+
+def _answer_json(out: Any) -> str:
+    """A tool's answer as JSON text; raises _NotJson for one JSON cannot hold. orjson writes NaN and
+    infinity as null, which would change what the world said: they are refused too."""
+    try:
+        text = orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as exc:
+        raise _NotJson(f"its answer is not JSON: {exc}") from None
+    if b"null" in text:  # (the walk only where a NaN may hide)
+        where = _non_finite(out, "")
+        if where is not None:
+            at = f"holds {where[1]} at {where[0]}" if where[0] else f"is {where[1]}"
+            raise _NotJson(f"its answer {at}, which JSON cannot hold (it would be recorded as null)")
+    return text.decode()
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, str] | None:
+    """(path, value) of the first NaN or infinity in a tool's answer, or None."""
+    if isinstance(value, float | np.floating):
+        return None if math.isfinite(value) else (path, str(float(value)))
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            index = np.argwhere(~np.isfinite(value))[0]
+            return f"{path}{''.join(f'[{i}]' for i in index)}", str(float(value[tuple(index)]))
+        return None
+    if is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = _non_finite(item, where)
+        if found is not None:
+            return found
+    return None
+
+
 def format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -373,8 +437,15 @@ def format_validation_error(exc: ValidationError) -> str:
 # World
 
 
+class NoParams(BaseModel):
+    """The parameters of a world or task generator without any: an empty model that refuses every key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class World:
-    """Base class of a world. Subclasses set `Params`, implement `build`, and register tools.
+    """Base class of a world. Subclasses set `Params` (a world without one takes no parameters:
+    :class:`NoParams`), implement `build`, and register tools.
 
     Example::
 
@@ -395,7 +466,7 @@ class World:
     build a different world (a new default included), sample other tasks, or a tool answers
     differently, so that `simworld replay` can tell a run recorded by another version from an
     altered record."""
-    Params: ClassVar[type[BaseModel]]
+    Params: ClassVar[type[BaseModel]] = NoParams
     tools: ClassVar[dict[str, Tool]]
     _cache: ClassVar[OrderedDict[tuple[str, str, int], tuple[WorldData, BaseModel]]] = OrderedDict()
     CACHE_SIZE: ClassVar[int] = 4
@@ -459,11 +530,10 @@ class World:
         return [cls.tools[n].spec for n in chosen]
 
     def call(self, state: State, call: ToolCall, rng: np.random.Generator, caller: str = "") -> ToolResult:
-        """Execute one tool call. Never raises for bad input: errors are results."""
+        """Execute one tool call. Never raises for bad input: errors are results. A bug of the tool
+        (an exception other than ToolError, an answer JSON cannot hold) raises :class:`ToolCrash`."""
         tool = self.tools.get(call.name)
         if tool is None:
-            from simworld.errors import suggest
-
             return ToolResult(f"Error: unknown tool {call.name!r}{suggest(call.name, self.tools)}", error=True)
         if not isinstance(call.arguments, dict):
             return ToolResult("Error: arguments must be a JSON object", error=True)
@@ -475,11 +545,17 @@ class World:
         before = state.snapshot() if tool.writes else None
         try:
             out = tool.fn(ctx, **args.__dict__)  # the validated field values, by name
+            content = out if isinstance(out, str) else _answer_json(out)
         except ToolError as exc:
             if before is not None:
                 state.restore(before)
             return ToolResult(f"Error: {exc}", error=True)
-        content = out if isinstance(out, str) else orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        except SimworldError:  # the scenario asks what the world cannot give: the user's to fix, not a bug
+            raise
+        except Exception as exc:
+            if before is not None:
+                state.restore(before)
+            raise ToolCrash(call, str(exc) if isinstance(exc, _NotJson) else _exception_text(exc)) from exc
         return ToolResult(content, end_turn=ctx.end_turn, end_episode=ctx.end_episode, notices=ctx.notices)
 
     def apply_plan(self, state: State, plan: Iterable[ToolCall], rng: np.random.Generator,

@@ -38,16 +38,23 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
 
     from simworld.errors import SimworldError
     from simworld.export.pipeline import skipped_lines, trajectory_record
-    from simworld.export.source import ScoreLookup, compact_scores, open_run
+    from simworld.export.source import ScoreLookup
     from simworld.replay import RECORD_ERRORS, record_problem
     from simworld.runio import iter_records
-    from simworld.show import listing, perspective_text, select_records, show_record, visible, visible_json
+    from simworld.show import (listing, open_shown_run, perspective_text, record_scores, select_records, show_record,
+                               visible, visible_json)
 
     if sum(bool(x) for x in (episodes, failed, sample)) > 1:
         raise SimworldError("use one of --episode, --failed and --random")
     if fmt != "pretty" and perspective is None:
         raise SimworldError(f"--format {fmt} needs --perspective ROLE")
-    info = open_run(run)
+    shown = open_shown_run(run)
+    info, scorable = shown.info, shown.scorable
+    if perspective is not None and not shown.world_known:
+        raise SimworldError(visible(f"--perspective needs the tools of world {info.scenario.world.type!r}, which is "
+                                    f"not registered here; {shown.load_hint}"))
+    if shown.note:
+        click.echo(f"note: {shown.note}", err=True)
     console = Console(highlight=False, markup=False, emoji=False)
     unreadable: list[tuple[str, str]] = []
     skipped: list[str] = []  # what was read and cannot be shown: its episode id or line, and why
@@ -70,7 +77,7 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
     stdout = click.get_text_stream("stdout")
     try:
         if not (episodes or failed or sample) and perspective is None:
-            damaged_rows = listing(console, records, lookup)
+            damaged_rows = listing(console, records, lookup, scorable)
             console.print("show one with --episode ID", style="dim")
             for line in damaged_rows:
                 click.echo(line, err=True)
@@ -91,9 +98,10 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
                 continue
             record = checked
             try:
-                scores = compact_scores(lookup.get(record))
+                scores = record_scores(lookup, record, scorable)
                 if perspective is not None:
-                    text = perspective_text(record, info, perspective, "llama3" if fmt == "pretty" else fmt, scores)
+                    text = perspective_text(record, info, perspective, "llama3" if fmt == "pretty" else fmt,
+                                            scores or {})
                     if fmt == "pretty":
                         console.rule(Text(visible(f"{record['episode_id']} as {perspective} (llama3)")))
                         console.print(Text(visible(text)), soft_wrap=True)
