@@ -61,6 +61,7 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
 
     from simworld.errors import counted
     from simworld.export import ExportOptions, export_runs
+    from simworld.export.card import TRAINER_MAX_LENGTH
     from simworld.runio import unfinished_run_note
 
     opts = ExportOptions(fmt=fmt, out=out, min_score=min_score, only_success=only_success, task_types=task_types,
@@ -85,8 +86,18 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     if card.get("invalid_turns_left_out"):
         notes.append(f"turns the environment rejected left out: {card['invalid_turns_left_out']:,}")
     for m in card["mix"]:
-        notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%})")
+        short = ", the file ran out" if m["exhausted"] else ""
+        notes.append(f"mixed {m['samples']:,} from {m['file']} ({m['achieved']:.1%}; {m['requested']:.1%} "
+                     f"asked{short})")
     console.print("; ".join(notes), highlight=False, soft_wrap=True)
+    tokens = card["tokens_per_sample"]
+    if tokens.get("samples"):
+        about = "~" if tokens["estimated"] else ""
+        over = tokens[f"longer_than_{TRAINER_MAX_LENGTH}"]
+        console.print(f"tokens per sample{' (estimated)' if tokens['estimated'] else ''}: p50 "
+                      f"{about}{tokens['p50']:,}, max {about}{tokens['max']:,}"
+                      + (f"; {counted(over, 'sample')} longer than {TRAINER_MAX_LENGTH:,}, TRL's default max_length "
+                         "(see the card)" if over else ""), highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
     if result.removed:
         click.echo(f"note: removed {', '.join(map(str, result.removed))}: an earlier export to {out} wrote "
@@ -99,6 +110,12 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
         click.echo(f"note: left out {counted(card['filtered']['agent_failed'], 'sample')} of episodes whose agent "
                    "failed (a model call that kept failing, say): re-run their `simworld run` command to retry "
                    "them", err=True)
+    for m in card["mix"]:
+        if m["exhausted"]:
+            left_out = f" ({m['left_out']:,} of its conversations left out, see the card)" if m["left_out"] else ""
+            click.echo(f"note: --mix {m['file']}:{m['requested']:g} ran out: {counted(m['samples'], 'conversation')} "
+                       f"mixed in ({m['achieved']:.1%} of the output){left_out}, not the {m['wanted']:,} that "
+                       f"{m['requested']:.1%} asks for; the file has no more", err=True)
     for problem in card.get("score_files_unreadable", ()):
         click.echo(f"note: cannot read {problem}; scores computed from the records", err=True)
     for path in card.get("score_files_stale", ()):

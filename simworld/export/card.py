@@ -1,7 +1,9 @@
 """The dataset card written beside every export (``<out stem>.card.md`` and ``.card.json``).
 
 Counts per scenario / task type / perspective / split, success and score distributions, turns and
-tool calls per sample, tool and tool-transition coverage against the world's tool graph (edges of
+tool calls per sample, the length of each sample in characters and tokens (:func:`sample_characters`;
+tokens counted with ``--tokenize``, else estimated) against trainers' default ``max_length``, tool
+and tool-transition coverage against the world's tool graph (edges of
 :meth:`~simworld.world.World.tool_transitions`) with what was never exercised, what the filters and
 the duplicate removal took out, the external data mixed in, and the exact command.
 """
@@ -9,6 +11,7 @@ the duplicate removal took out, the external data mixed in, and the exact comman
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from operator import add
 from pathlib import Path
@@ -18,8 +21,23 @@ import orjson
 
 import simworld
 from simworld.errors import counted
+from simworld.export.formats import trl_messages
 from simworld.export.source import RunInfo, Sample, json_text
 from simworld.llama3.format import failed_call_ids
+
+TRAINER_MAX_LENGTH = 1024
+"""The default ``max_length`` (in tokens) of TRL's ``SFTConfig`` and ``DPOConfig``: longer samples
+are cut to their first 1,024 tokens (``truncation_mode="keep_start"``)."""
+CHARS_PER_TOKEN = {"llama3": 4, "messages": 3}
+"""Characters (:func:`sample_characters`) per token of the token estimate without ``--tokenize``, so
+that it errs long. On the shipped scenarios' samples Meta's Llama 3 tokenizer gives 4.1 to 4.9 for
+the llama3 text, and, for the other formats' characters (which leave out the chat template's
+framing and the tool instructions it adds), 3.0 to 3.3 tokens of the text TRL's Llama 3.1 template
+renders (3.1 to 3.4 of the llama3 text)."""
+
+
+def chars_per_token(fmt: str) -> int:
+    return CHARS_PER_TOKEN.get(fmt, CHARS_PER_TOKEN["messages"])
 
 
 def _dist(counter: Counter[int]) -> dict[str, Any]:
@@ -51,6 +69,133 @@ def scorer_values(scores: dict[str, Any]) -> dict[str, float]:
     return {name: v for name, v in scores.items() if name not in ("value", "passed") and isinstance(v, (int, float))}
 
 
+class Lengths:
+    """Min, mean, p50, p90 and max of lengths (characters or tokens per sample) in fixed memory: a
+    length below 256 is counted as it is, a longer one in a bin 1/128 of an octave wide (a power
+    of two starts a bin), so p50 and p90 are within 0.4% (the middle of their bin); min, mean and
+    max are exact, and so is `over`, how many exceed `limit` (the unit's :data:`TRAINER_MAX_LENGTH`)."""
+
+    __slots__ = ("bins", "n", "total", "low", "high", "limit", "over")
+
+    def __init__(self, limit: int) -> None:
+        self.bins: Counter[int] = Counter()
+        self.n = self.total = self.high = self.over = 0
+        self.low = 1 << 62
+        self.limit = limit
+
+    def add(self, length: int) -> None:
+        shift = length.bit_length() - 8
+        self.bins[(shift << 8) | (length >> shift) if shift > 0 else length] += 1
+        self.n += 1
+        self.total += length
+        if length > self.high:
+            self.high = length
+        if length < self.low:
+            self.low = length
+        if length > self.limit:
+            self.over += 1
+
+    def merge(self, other: Lengths) -> None:
+        self.bins.update(other.bins)
+        self.n += other.n
+        self.total += other.total
+        self.high, self.low = max(self.high, other.high), min(self.low, other.low)
+        self.over += other.over
+
+    def _value(self, key: int) -> int:
+        shift, mantissa = key >> 8, key & 255
+        if not shift:
+            return key
+        low = mantissa << shift
+        return min(self.high, max(self.low, low + ((1 << shift) - 1) // 2))
+
+    def summary(self, per: int = 1) -> dict[str, Any]:
+        """The distribution, each length divided by `per` and rounded up (an estimate from another unit)."""
+        if not self.n:
+            return {"samples": 0}
+        keys = sorted(self.bins)
+
+        def pct(p: float) -> int:
+            target, acc = p * self.n, 0
+            for k in keys:
+                acc += self.bins[k]
+                if acc >= target:
+                    return self._value(k)
+            return self.high
+
+        def scaled(v: int) -> int:
+            return -(-v // per)
+
+        return {"samples": self.n, "min": scaled(self.low), "mean": round(self.total / self.n / per, 3),
+                "p50": scaled(pct(0.5)), "p90": scaled(pct(0.9)), "max": scaled(self.high)}
+
+
+_TOOLS_CHARS: dict[int, tuple[Any, int]] = {}
+
+
+def _tools_chars(tools: Any) -> int:
+    """Characters of tool definitions as JSON (``json.dumps``), or of a JSON string of them; cached
+    per tool list, which the samples of one run and role share."""
+    if not tools:
+        return 0
+    if isinstance(tools, str):
+        return len(tools)
+    hit = _TOOLS_CHARS.get(id(tools))
+    if hit is None or hit[0] is not tools:
+        if len(_TOOLS_CHARS) >= 256:
+            _TOOLS_CHARS.clear()
+        hit = _TOOLS_CHARS[id(tools)] = (tools, len(json.dumps(tools)))
+    return hit[1]
+
+
+def _arguments_chars(arguments: Any) -> int:
+    return len(arguments) if isinstance(arguments, str) else len(json.dumps(arguments))
+
+
+def sample_characters(fmt: str, line: dict[str, Any]) -> int:
+    """The length in characters of what a trainer tokenizes of a written line (described in the card
+    by :data:`LENGTH_MEASURES`): llama3, its `text`; sharegpt, its `system`, `conversations` values and
+    `tools`; the message formats (openai, trl, a DPO side), each message's content, each call's
+    name and arguments (JSON) and the tool definitions (JSON)."""
+    if fmt == "llama3":
+        return len(line["text"])
+    if fmt == "sharegpt":
+        return len(line["system"]) + sum(len(t["value"]) for t in line["conversations"]) + _tools_chars(line["tools"])
+    return messages_characters(line["messages"], line.get("tools"))
+
+
+def messages_characters(messages: list[dict[str, Any]], tools: Any) -> int:
+    """Characters of chat messages as a chat template receives them: see :func:`sample_characters`."""
+    n = _tools_chars(tools)
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            n += len(content)
+        for call in m.get("tool_calls") or ():
+            fn = call["function"]
+            n += len(fn["name"]) + _arguments_chars(fn.get("arguments"))
+    return n
+
+
+_AS_A_TEMPLATE_RECEIVES_THEM = (
+    "as a chat template receives them: each message's content, each tool call's name and arguments (JSON) and "
+    "the tool definitions (JSON); the template adds its own framing (role headers, end-of-turn tokens, and TRL's "
+    "Llama 3.1 template its system lines and tool instructions)")
+LENGTH_MEASURES = {
+    "llama3": "of `text`, the Llama 3 text a trainer tokenizes",
+    "sharegpt": "of `system`, the `conversations` values and `tools`, as LLaMA-Factory reads them; its chat "
+                "template adds its own framing (role headers, end-of-turn tokens)",
+    "messages": "of the messages " + _AS_A_TEMPLATE_RECEIVES_THEM,
+    "dpo": "of a pair's prompt and one completion (the chosen one; the rejected one under *Preference pairs*), "
+           + _AS_A_TEMPLATE_RECEIVES_THEM,
+}
+"""What the card's characters per sample measure, by format (openai and trl: ``messages``)."""
+
+
+def length_measure(fmt: str) -> str:
+    return LENGTH_MEASURES.get(fmt, LENGTH_MEASURES["messages"])
+
+
 def _turns_and_calls(messages: list[dict[str, Any]], tail: list[dict[str, Any]]) -> tuple[int, int, list[str]]:
     """(assistant turns, tool calls, the tools called in order, leaving out calls whose result was
     an error, in the view or in its `tail`). Calls of a turn the environment rejected were never
@@ -77,7 +222,9 @@ class CardStats:
 
     FOLD_AT = 4096
 
-    def __init__(self) -> None:
+    def __init__(self, fmt: str = "trl") -> None:
+        """`fmt`: the format of the lines counted (the unit of their lengths: :func:`sample_characters`)."""
+        self.chars_per_token = chars_per_token(fmt)
         self.by: dict[str, Counter[str]] = {k: Counter() for k in ("scenario", "task_type", "perspective", "split",
                                                                     "source")}
         self.success: Counter[str] = Counter()
@@ -103,6 +250,10 @@ class CardStats:
         for the last three: an external sample."""
         self._sequences: Counter[tuple[str, tuple[str, ...]]] = Counter()
         """(world, the tools called in order) of synthetic samples."""
+        self.characters: dict[str, Lengths] = {}
+        """Characters per sample (:func:`sample_characters`), by scenario (``external``: --mix)."""
+        self.tokens: dict[str, Lengths] = {}
+        """Tokens per sample, by scenario, when the export counts them (--tokenize)."""
         self._score_shape: tuple[Any, ...] = ()
         self._score_totals: list[Any] | None = None
         self._score_samples = 0
@@ -115,15 +266,30 @@ class CardStats:
         graph = run.world_cls.tool_transitions(names)
         entry["edges"].update((a, b) for a, b in graph.edges)
 
-    def add(self, sample: Sample, split: str, turns: int | None = None) -> None:
+    def add(self, sample: Sample, split: str, turns: int | None = None, characters: int | None = None,
+            tokens: int | None = None) -> None:
         """Count a written sample; `turns`: the assistant turns of its line as written (a format that
-        splits parallel calls writes one turn per call), else those of its messages."""
+        splits parallel calls writes one turn per call), else those of its messages; `characters`:
+        the line's length (:func:`sample_characters`), else that of the sample's ``--format trl``
+        messages (what a DPO side writes: prompt + completion); `tokens`: its token count, if known."""
         self.samples += 1
+        scenario = str(sample.provenance["scenario"]) if sample.synthetic else "external"
+        if characters is None:
+            characters = messages_characters(trl_messages(sample.messages, sample.tail), sample.tools_openai)
+        lengths = self.characters.get(scenario)
+        if lengths is None:
+            lengths = self.characters[scenario] = Lengths(TRAINER_MAX_LENGTH * self.chars_per_token)
+        lengths.add(characters)
+        if tokens is not None:
+            lengths = self.tokens.get(scenario)
+            if lengths is None:
+                lengths = self.tokens[scenario] = Lengths(TRAINER_MAX_LENGTH)
+            lengths.add(tokens)
         if not sample.synthetic:  # (its provenance has "" for scenario and task type: no scenario ran it)
             self._count(("external", "external", sample.perspective, split, None, None, None))
             return
         prov = sample.provenance
-        where = (str(prov["scenario"]), str(prov["task_type"]), sample.perspective, split)
+        where = (scenario, str(prov["task_type"]), sample.perspective, split)
         scores = sample.scores
         value = float(scores.get("value", 0.0))
         self.score_bins[tenth(value)] += 1
@@ -227,8 +393,28 @@ class CardStats:
             }
         return out
 
+    def lengths(self, scenario: str | None = None) -> dict[str, Any]:
+        """Characters and tokens per sample (of all samples counted, or of one scenario's): tokens as
+        counted, else estimated from the characters (:data:`CHARS_PER_TOKEN`, ``estimated`` true).
+        ``longer_than_1024``: samples over :data:`TRAINER_MAX_LENGTH` tokens (estimated alike)."""
+        per = self.chars_per_token
+        characters, tokens = Lengths(TRAINER_MAX_LENGTH * per), Lengths(TRAINER_MAX_LENGTH)
+        for name, part in self.characters.items():
+            if scenario is None or name == scenario:
+                characters.merge(part)
+        for name, part in self.tokens.items():
+            if scenario is None or name == scenario:
+                tokens.merge(part)
+        if tokens.n and tokens.n == characters.n:
+            counted = {**tokens.summary(), "estimated": False, f"longer_than_{TRAINER_MAX_LENGTH}": tokens.over}
+        else:
+            counted = {**characters.summary(per), "estimated": bool(characters.n),
+                       f"longer_than_{TRAINER_MAX_LENGTH}": characters.over}
+        return {"characters_per_sample": characters.summary(), "tokens_per_sample": counted}
+
     def outcomes(self) -> dict[str, Any]:
-        """Success, scores, turns and tool calls of the synthetic samples counted."""
+        """Success, scores, turns and tool calls of the synthetic samples counted, and the lengths of
+        all samples counted (:meth:`lengths`)."""
         self.fold()
         synth = sum(self.success.values())
         return {
@@ -238,6 +424,7 @@ class CardStats:
             "scorer_means": {k: round(self.scorer_sum[k] / self.scorer_n[k], 6) for k in sorted(self.scorer_n)},
             "assistant_turns_per_sample": _dist(self.turns),
             "tool_calls_per_sample": _dist(self.tool_calls),
+            **self.lengths(),
         }
 
     def as_dict(self, command: str, fmt: str, outputs: dict[str, str], duplicates: dict[str, int]) -> dict[str, Any]:
@@ -251,6 +438,11 @@ class CardStats:
             "samples": self.samples,
             "counts": {k: dict(sorted(v.items())) for k, v in self.by.items()},
             **self.outcomes(),
+            "length_measure": {"characters": length_measure(fmt),
+                               "tokens": "counted with Meta's Llama 3 tokenizer (--tokenize)" if self.tokens else
+                               f"estimated as characters / {self.chars_per_token}, rounded up, meant to err long "
+                               "(--format llama3 --tokenize counts them)"},
+            "lengths_by_scenario": {name: self.lengths(name) for name in sorted(self.characters)},
             "coverage": self.coverage(),
             "filtered": dict(sorted(self.filtered.items())),
             "malformed_records_skipped": self.malformed_records,
@@ -298,6 +490,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         if d.get("samples"):
             out.append(f"{title}: min {d['min']}, mean {d['mean']}, p50 {d['p50']}, p90 {d['p90']}, max {d['max']}")
     out.append("")
+    out += _sample_length(card)
     out += ["## Tool coverage", ""]
     for world, cov in card["coverage"].items():
         out.append(f"World **{world}**: {cov['tools_covered']}/{cov['tools_total']} tools and "
@@ -335,12 +528,63 @@ def render_markdown(card: dict[str, Any]) -> str:
         out.append(f"Failed tool calls kept in the text and out of the loss (--mask-failed-calls): "
                    f"{card['failed_calls_masked']:,}.")
     for m in card["mix"]:
+        ran_out = f"; the file ran out, {m['wanted']:,} were asked for" if m.get("exhausted") else ""
+        left_out = f"; {m['left_out']:,} of its conversations left out as duplicates or filtered" \
+            if m.get("left_out") else ""
         out.append(f"Mixed in `{m['file']}`: {counted(m['samples'], 'sample')} ({m['achieved']:.1%} of the output, "
-                   f"{m['requested']:.1%} requested), tagged synthetic: false.")
+                   f"{m['requested']:.1%} requested{ran_out}{left_out}), tagged synthetic: false.")
     out.append("")
     if "dpo" in card:
         out += _preference_pairs(card["dpo"])
     return "\n".join(out)
+
+
+def _length_row(name: str, d: dict[str, Any]) -> str:
+    return f"| {name} | {d['samples']:,} | {d['min']:,} | {d['p50']:,} | {d['p90']:,} | {d['max']:,} |"
+
+
+def _sample_length(card: dict[str, Any]) -> list[str]:
+    """The card's *Sample length* section: characters and tokens per sample, and how they sit with
+    trainers' default ``max_length`` (the usage warning)."""
+    chars, tokens = card["characters_per_sample"], card["tokens_per_sample"]
+    if not chars.get("samples"):
+        return []
+    measure = card["length_measure"]
+    estimated = tokens["estimated"]
+    unit = "tokens (estimated)" if estimated else "tokens"
+    out = ["## Sample length", "",
+           f"Characters {measure['characters']}. Tokens: {measure['tokens']}. p50 and p90 are within 0.4%.", "",
+           "| | samples | min | p50 | p90 | max |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+           _length_row("characters", chars), _length_row(unit, tokens)]
+    by_scenario = card.get("lengths_by_scenario", {})
+    if len(by_scenario) > 1:
+        for name, d in by_scenario.items():
+            out.append(_length_row(f"{name}: {unit}", d["tokens_per_sample"]))
+    out.append("")
+    key = f"longer_than_{TRAINER_MAX_LENGTH}"
+    over, longest = tokens[key], tokens["max"]
+    if over == tokens["samples"]:
+        how_many = "every sample is"
+    else:
+        how_many = f"{over:,} of {counted(tokens['samples'], 'sample')} {'is' if over == 1 else 'are'}"
+    rejected = card.get("dpo", {}).get("rejected", {}).get("tokens_per_sample", {})
+    if rejected.get("samples"):  # a pair is cut where either side is
+        over, longest = max(over, rejected[key]), max(longest, rejected["max"])
+        how_many = (f"of {counted(tokens['samples'], 'pair')}, {tokens[key]:,} chosen and {rejected[key]:,} "
+                    "rejected sides (prompt + completion) are")
+    about = "about " if estimated else ""
+    if over:
+        out += [f"**Warning: {how_many} longer than {TRAINER_MAX_LENGTH:,} tokens"
+                f"{' (estimated)' if estimated else ''}, the default `max_length` of TRL's `SFTConfig` and "
+                f"`DPOConfig`** (p50 {about}{tokens['p50']:,}, max {about}{longest:,} tokens). With that default "
+                f"TRL keeps the first {TRAINER_MAX_LENGTH:,} tokens of each (`truncation_mode=\"keep_start\"`): "
+                "the rest is not trained on, and a sample whose system prompt and tool definitions fill them "
+                f"keeps no assistant token at all. Set `max_length` to at least the longest sample ({about}"
+                f"{longest:,} tokens), or `None`, or filter the longest out.", ""]
+    else:
+        out += [f"Every sample fits in {TRAINER_MAX_LENGTH:,} tokens{' (estimated)' if estimated else ''}, the "
+                f"default `max_length` of TRL's `SFTConfig` and `DPOConfig` (longest: {about}{longest:,}).", ""]
+    return out
 
 
 def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
@@ -370,6 +614,9 @@ def _preference_pairs(dpo: dict[str, Any]) -> list[str]:
     for key, title in (("assistant_turns_per_sample", "assistant turns (mean)"),
                        ("tool_calls_per_sample", "tool calls (mean)")):
         rows.append((title, str(chosen[key].get("mean", "-")), str(rejected[key].get("mean", "-"))))
+    if "characters_per_sample" in chosen and "characters_per_sample" in rejected:
+        rows.append(("characters, prompt + completion (max)", f"{chosen['characters_per_sample'].get('max', 0):,}",
+                     f"{rejected['characters_per_sample'].get('max', 0):,}"))
     out += ["| | chosen | rejected |", "| --- | ---: | ---: |"] + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
     if dpo.get("score_gap_histogram"):
         out += ["| score gap (chosen - rejected) | pairs |", "| --- | ---: |"]

@@ -26,7 +26,7 @@ import orjson
 
 from simworld import registry
 from simworld.errors import DamagedRecord, SimworldError
-from simworld.export.card import CardStats, card_files, card_paths, jsonl_stem
+from simworld.export.card import CardStats, card_files, card_paths, jsonl_stem, sample_characters
 from simworld.export.curation import Deduplicator, iter_external, parse_mix, split_of
 from simworld.export.formats import (FORMATS, SIDECAR_FORMATS, Llama3Line, assistant_turns, format_line,
                                      llama3_line_parts, sample_metadata, sharegpt_texts_left_out, system_part,
@@ -682,7 +682,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         from simworld.export.masks import LlamaTokenizer
 
         tokenizer = LlamaTokenizer()
-    stats = CardStats()
+    stats = CardStats(opts.fmt)
     for run in runs:
         stats.add_run(run)
     if opts.mask_failed_calls:
@@ -696,7 +696,7 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
     paths = output_paths(opts)
     metadata = metadata_paths(opts)
     externals = [(path, frac, iter_external(path, opts.mix_today)) for path, frac in mixes]
-    mix_stats = [{"file": json_text(str(path)), "requested": frac, "samples": 0, "exhausted": False}
+    mix_stats = [{"file": json_text(str(path)), "requested": frac, "samples": 0, "exhausted": False, "left_out": 0}
                  for path, frac in mixes]
     total_frac = sum(f for _, f in mixes)
     synthetic_written = 0
@@ -726,7 +726,12 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         else:
             turns = None
         outputs.write(split, line, sample_metadata(sample) if metadata else None)
-        stats.add(sample, split, turns)
+        if fast is not None:  # the text is the system part's, then the conversation's
+            text = sample.rendered.text if sample.rendered is not None else orjson.loads(fast.text_json)
+            stats.add(sample, split, turns, fast.system.prefix_len + len(text))
+        else:
+            stats.add(sample, split, turns, sample_characters(opts.fmt, line),  # type: ignore[arg-type]
+                      len(line["tokens"]) if tokenizer is not None else None)  # type: ignore[index]
         if opts.mask_failed_calls:
             stats.extra["failed_calls_masked"] += _failed_calls(sample)
         if opts.fmt == "sharegpt":
@@ -734,6 +739,11 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
         if leaves_out_turns:
             stats.extra["invalid_turns_left_out"] += turns_left_out(opts.fmt, sample.messages)
         return True
+
+    def mix_wanted(frac: float) -> int:
+        """External samples make up `frac` of the output: frac / (1 - total) per synthetic one so far,
+        rounded to the nearest whole sample (a fraction of less than half a sample mixes in none)."""
+        return int(frac / (1 - total_frac) * synthetic_written + 0.5)
 
     gc_was_enabled = gc.isenabled()
     outputs = _Outputs(paths, metadata, reads)
@@ -750,19 +760,18 @@ def export_runs(run_dirs: Sequence[str | Path], opts: ExportOptions) -> ExportRe
                     continue
                 synthetic_written += 1
                 for k, (path, frac, it) in enumerate(externals):
-                    # External samples make up `frac` of the output: frac / (1 - total) per synthetic
-                    # one, rounded to the nearest whole sample (a fraction of less than half a sample
-                    # mixes in none).
-                    while not mix_stats[k]["exhausted"] and \
-                            mix_stats[k]["samples"] < int(frac / (1 - total_frac) * synthetic_written + 0.5):
+                    while not mix_stats[k]["exhausted"] and mix_stats[k]["samples"] < mix_wanted(frac):
                         ext = next(it, None)
                         if ext is None:
                             mix_stats[k]["exhausted"] = True
                         elif emit(ext, *render(ext)):
                             mix_stats[k]["samples"] += 1
+                        else:  # (a duplicate, or filtered: counted there too)
+                            mix_stats[k]["left_out"] += 1
         total = stats.samples
         for m in mix_stats:
             m["achieved"] = m["samples"] / total if total else 0.0
+            m["wanted"] = mix_wanted(m["requested"])  # (more than `samples` only when the file ran out)
         stats.mix = mix_stats
         duplicates = {"exact": dedup.removed_exact if dedup else 0, "near": dedup.removed_near if dedup else 0}
         card = stats.as_dict(opts.command, opts.fmt, card_outputs(paths, metadata), duplicates)
