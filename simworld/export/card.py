@@ -30,10 +30,10 @@ TRAINER_MAX_LENGTH = 1024
 are cut to their first 1,024 tokens (``truncation_mode="keep_start"``)."""
 CHARS_PER_TOKEN = {"llama3": 4, "messages": 3}
 """Characters (:func:`sample_characters`) per token of the token estimate without ``--tokenize``, so
-that it errs long. On the shipped scenarios' samples Meta's Llama 3 tokenizer gives 4.1 to 4.9 for
-the llama3 text, and, for the other formats' characters (which leave out the chat template's
-framing and the tool instructions it adds), 3.0 to 3.3 tokens of the text TRL's Llama 3.1 template
-renders (3.1 to 3.4 of the llama3 text)."""
+that it errs long. On the shipped scenarios' samples Meta's Llama 3 tokenizer gives 4.1 to 4.9
+characters a token of the llama3 text; the other formats' characters (which leave out the chat
+template's framing and the tool instructions it adds) are 3.0 to 3.5 per token of the text TRL's
+Llama 3.1 template renders (3.1 to 3.4 per token of the llama3 text)."""
 
 
 def chars_per_token(fmt: str) -> int:
