@@ -157,6 +157,11 @@ def test_dpo_measures_prompt_and_completion_of_each_side(runs, tmp_path):
         check_estimate(res.card["dpo"][side]["tokens_per_sample"], chars, PER_TOKEN["dpo"])
     md = (tmp_path / "d.card.md").read_text()
     assert "## Sample length" in md and "characters, prompt + completion (max)" in md
+    res = cli("export", str(runs["ledger"]), str(runs["sloppy"]), "--format", "dpo", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    tokens = json.loads((tmp_path / "d.card.json").read_text())["tokens_per_sample"]
+    assert f"tokens per pair (prompt + chosen) (estimated): p50 ~{tokens['p50']:,}, max ~{tokens['max']:,}\n" \
+        in res.stdout
 
 
 def test_the_summary_line_gives_tokens_per_sample(runs, tmp_path):

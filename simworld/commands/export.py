@@ -94,10 +94,12 @@ def command(runs: tuple[str, ...], fmt: str, out: str, min_score: float | None, 
     if tokens.get("samples"):
         about = "~" if tokens["estimated"] else ""
         over = tokens[f"longer_than_{TRAINER_MAX_LENGTH}"]
-        console.print(f"tokens per sample{' (estimated)' if tokens['estimated'] else ''}: p50 "
-                      f"{about}{tokens['p50']:,}, max {about}{tokens['max']:,}"
-                      + (f"; {counted(over, 'sample')} longer than {TRAINER_MAX_LENGTH:,}, TRL's default max_length "
-                         "(see the card)" if over else ""), highlight=False, soft_wrap=True)
+        unit = "pair" if fmt == "dpo" else "sample"
+        console.print(f"tokens per {'pair (prompt + chosen)' if fmt == 'dpo' else 'sample'}"
+                      f"{' (estimated)' if tokens['estimated'] else ''}: p50 {about}{tokens['p50']:,}, max "
+                      f"{about}{tokens['max']:,}" + (f"; {counted(over, unit)} longer than {TRAINER_MAX_LENGTH:,}, "
+                                                     "TRL's default max_length (see the card)" if over else ""),
+                      highlight=False, soft_wrap=True)
     console.print(f"card: {result.card_paths[0]}", highlight=False, soft_wrap=True)
     if result.removed:
         click.echo(f"note: removed {', '.join(map(str, result.removed))}: an earlier export to {out} wrote "
