@@ -68,3 +68,22 @@ def counted(n: int, noun: str, plural: str = "") -> str:
     ``counted(3141, "turn")`` ``"3,141 turns"``; `plural` where adding "s" is wrong
     (``counted(2, "mismatch", "mismatches")``)."""
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+DEBUG_ENV = "SIMWORLD_DEBUG"
+"""Set (to anything) for the traceback of a bug that a command reports in one line."""
+
+
+def bug_text(exc: BaseException) -> str:
+    """``Type: message`` of an exception that is a bug (a plugin's or simworld's), for a one-line
+    error. With ``$SIMWORLD_DEBUG`` set the traceback is printed to stderr first; otherwise the text
+    ends by saying how to get it."""
+    import os
+
+    text = f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
+    if os.environ.get(DEBUG_ENV):
+        import traceback
+
+        traceback.print_exception(exc)
+        return text
+    return f"{text} (set {DEBUG_ENV}=1 for the traceback)"

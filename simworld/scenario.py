@@ -808,6 +808,11 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     for i, name in enumerate(scoring if isinstance(scoring, list) else []):
         if isinstance(name, str) and name not in registry.SCORERS:
             problems.add(("scoring", i), f"unknown scorer {name!r}{suggest(name, registry.SCORERS)}")
+        elif isinstance(name, str):  # a scorer that cannot be called is seen by its signature, before any run
+            from simworld.scoring.base import scorer_problem
+
+            if (problem := scorer_problem(registry.SCORERS[name])) is not None:
+                problems.add(("scoring", i), f"scorer {name!r} {problem}")
 
 
 def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,

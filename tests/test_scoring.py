@@ -19,6 +19,7 @@ from simworld.errors import UnknownName
 from simworld.registry import register_scorer
 from simworld.runio import iter_records, temp_name
 from simworld.scoring import Score, ScoringContext, score_trajectory
+from simworld.scoring.base import ScorerFailure
 from simworld.scoring.report import SCORES_DIR, score_run
 from simworld.summary import pass_hat_k
 from simworld.types import Trajectory
@@ -205,7 +206,7 @@ def test_injected_arguments_and_unknown_names(monkeypatch):
     def bad(trajectory):
         return None
 
-    with pytest.raises(TypeError, match="cannot inject trajectory"):
+    with pytest.raises(ScorerFailure, match="scorer '_bad' asks for trajectory, which simworld cannot inject"):
         score_trajectory(traj, ["_bad"], ScoringContext(sc))
     with pytest.raises(ValueError):
         Score(value=1.5, passed=True)

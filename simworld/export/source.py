@@ -567,7 +567,7 @@ class ScoreLookup:
             return {"value": 0.0, "passed": False, "scores": {}, "error": traj}
         try:
             line = score_line(traj, self.run.scorers, self.ctx)
-        except (SimworldError, ValueError, TypeError) as exc:  # its world cannot be loaded from the record
+        except DamagedRecord as exc:  # its world cannot be loaded from the record (a scorer's bug stops the command)
             return {"value": 0.0, "passed": False, "scores": {}, "error": f"cannot be scored: {one_line(exc)}"}
         self.computed += 1
         return line

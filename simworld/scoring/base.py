@@ -16,6 +16,12 @@ Injectable names:
 * ``world``: the trajectory's World (loaded from its type, parameters and seed: per-world tools,
   such as a negotiation's issue-specific ``make_offer``, are the ones the episode had);
 * ``ctx``: the :class:`ScoringContext` (scenario, replayed states).
+
+A scorer that raises, returns anything but a valid :class:`Score` or None, or names a parameter
+that is not injectable is a bug in the scorer, not in the data: :func:`score_trajectory` raises
+:class:`ScorerFailure`, one line naming the scorer and the episode, and ``simworld score``,
+``export`` and ``show`` stop on it (exit 1, files already written left as they were). Only a record
+whose world cannot be built (:func:`world_of`) is a damaged record, skipped and reported as such.
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simworld import registry
-from simworld.errors import DamagedRecord, UnknownName, one_line
+from simworld.errors import DamagedRecord, SimworldError, UnknownName, bug_text, one_line
 from simworld.scenario import Scenario
 from simworld.types import Trajectory
 
@@ -63,11 +70,14 @@ def role_kinds(traj: Trajectory, scenario: Scenario | None = None) -> dict[str, 
 
 
 def world_of(world: dict[str, Any]) -> Any:
-    """The World instance a trajectory's ``world`` field names (generated once per process)."""
+    """The World instance a trajectory's ``world`` field names (generated once per process).
+
+    A world no run can have (unknown type, parameters its model refuses, a seed that is no number,
+    or a world that says it cannot be built so) is a :class:`~simworld.errors.DamagedRecord`."""
     try:
         cls = registry.get_world(str(world.get("type", "")))
         return cls.load(world.get("params") or {}, int(world.get("seed") or 0))
-    except (UnknownName, ValidationError) as exc:  # the record names a world no run of it can have
+    except (SimworldError, ValidationError, ValueError, TypeError, OverflowError) as exc:
         raise DamagedRecord(f"its world cannot be built: {one_line(exc)}") from None
 
 
@@ -88,36 +98,67 @@ class ScoringContext:
         from simworld.replay import replay_trajectory
 
         if self.scenario is None:
-            from simworld.errors import SimworldError
-
             raise SimworldError(f"{traj.episode_id}: scoring this needs the run's scenario.yaml")
         result = replay_trajectory(traj, self.scenario)
         self._replayed = (traj.episode_id, result)
         return result
 
 
+class ScorerFailure(SimworldError):
+    """A scorer raised, returned something that is not a valid :class:`Score` or None, or names a
+    parameter that cannot be injected: a bug in the scorer (a plugin's, usually), not in the data.
+    One line naming the scorer (and the episode); exit status 1, as for a crashing agent or tool."""
+
+    exit_code = 1
+
+
 _PARAMS: dict[Callable[..., Any], tuple[str, ...]] = {}
 INJECTABLE = ("traj", "task", "outcome", "events", "kinds", "world", "ctx")
 
 
-def _params(fn: Callable[..., Any]) -> tuple[str, ...]:
+def scorer_problem(fn: Callable[..., Any]) -> str | None:
+    """Why `fn` cannot be called as a scorer, from its signature alone (nothing is run), or None:
+    a parameter that is not injectable, or one that cannot be passed by name."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError) as exc:
+        return f"has no signature to inject arguments by ({one_line(exc)})"
+    unnamed = [("*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else "") + p.name
+               for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY)]
+    unknown = [p.name for p in params if p.name not in INJECTABLE]
+    if unnamed or unknown:
+        return (f"asks for {', '.join(unnamed or unknown)}, which simworld cannot inject (a scorer names each "
+                f"argument it wants, from: {', '.join(INJECTABLE)})")
+    return None
+
+
+def _params(name: str, fn: Callable[..., Any]) -> tuple[str, ...]:
     names = _PARAMS.get(fn)
     if names is None:
+        problem = scorer_problem(fn)
+        if problem is not None:
+            raise ScorerFailure(f"scorer {name!r} {problem}")
         names = tuple(inspect.signature(fn).parameters)
-        unknown = [n for n in names if n not in INJECTABLE]
-        if unknown:
-            raise TypeError(f"scorer {fn.__name__}: cannot inject {', '.join(unknown)} (known: {', '.join(INJECTABLE)})")
         _PARAMS[fn] = names
     return names
 
 
+def check_scorers(names: Iterable[str]) -> None:
+    """Raise :class:`ScorerFailure` for the first named scorer that cannot be called (before any work)."""
+    for name in names:
+        _params(name, registry.get_scorer(name))
+
+
 def score_trajectory(traj: Trajectory, names: Iterable[str], ctx: ScoringContext) -> dict[str, Score]:
-    """Run the named scorers on one trajectory; scorers that do not apply are left out."""
+    """Run the named scorers on one trajectory; scorers that do not apply are left out.
+
+    Raises :class:`ScorerFailure` when a scorer fails (see the module docstring), and
+    :class:`~simworld.errors.DamagedRecord` when the record names a world that cannot be built."""
     out: dict[str, Score] = {}
     kinds: dict[str, str] | None = None
     for name in names:
         fn = registry.get_scorer(name)
-        params = _params(fn)
+        params = _params(name, fn)
         kwargs: dict[str, Any] = {}
         for p in params:
             if p == "traj":
@@ -135,10 +176,30 @@ def score_trajectory(traj: Trajectory, names: Iterable[str], ctx: ScoringContext
                 kwargs[p] = ctx.world(traj)
             elif p == "ctx":
                 kwargs[p] = ctx
-        score = fn(**kwargs)
+        try:
+            score = fn(**kwargs)
+        except DamagedRecord:  # (from the world or the replay it asked ctx for: the record's fault)
+            raise
+        except Exception as exc:
+            raise ScorerFailure(f"scorer {name!r} failed on episode {traj.episode_id}: {bug_text(exc)}") from exc
         if score is not None:
-            out[name] = score
+            out[name] = _checked(name, traj.episode_id, score)
     return out
+
+
+def _checked(name: str, episode_id: str, score: Any) -> Score:
+    """`score` validated again (``model_construct`` or a changed attribute skip pydantic's checks),
+    with JSON details, as a score line must hold them."""
+    if not isinstance(score, Score):
+        raise ScorerFailure(f"scorer {name!r} returned {type(score).__name__} on episode {episode_id}, "
+                            "not a Score (or None where it does not apply)")
+    try:
+        valid = Score.model_validate({"value": score.value, "passed": score.passed, "details": score.details})
+        orjson.dumps(valid.details)
+    except (ValidationError, TypeError) as exc:  # (NaN and infinity are out of [0, 1] too)
+        raise ScorerFailure(f"scorer {name!r} returned an invalid Score on episode {episode_id}: "
+                            f"{one_line(exc)}") from None
+    return valid
 
 
 def summary_value(scores: dict[str, Score]) -> float:

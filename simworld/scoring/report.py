@@ -34,7 +34,7 @@ from simworld.replay import load_run_scenario, parse_record, record_problem
 from simworld.runio import (discard, install_together, iter_records, remove_stale_temporaries, temp_name,
                             write_synced)
 from simworld.scenario import Scenario
-from simworld.scoring.base import ScoringContext, all_passed, role_kinds, score_trajectory, summary_value
+from simworld.scoring.base import ScoringContext, all_passed, check_scorers, role_kinds, score_trajectory, summary_value
 from simworld.summary import pass_k_values
 from simworld.types import Trajectory
 
@@ -45,13 +45,13 @@ PASS_K_OF = "task success (outcome.success) over the tries of each task (repeat 
 
 
 def scorer_names(scenario: Scenario | None, requested: Iterable[str] = ()) -> list[str]:
-    """The scorers to run: those requested, else the scenario's `scoring`, else every registered one."""
+    """The scorers to run: those requested, else the scenario's `scoring`, else every registered one.
+    An unknown name, or a scorer whose parameters cannot be injected, is an error before any work."""
     registry.load_builtins()
     names = list(dict.fromkeys(requested)) or (list(scenario.scoring) if scenario is not None else [])
     if not names:
         names = sorted(registry.SCORERS)
-    for name in names:
-        registry.get_scorer(name)  # unknown name: one clear error before any work
+    check_scorers(names)
     return names
 
 
