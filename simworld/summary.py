@@ -94,6 +94,33 @@ def pass_k_values(tries: Iterable[tuple[int, int]], max_k: int = 8) -> dict[str,
     return out
 
 
+def pass_k_tasks(tries: Iterable[tuple[int, int]], max_k: int = 8) -> dict[str, int]:
+    """How many tasks each pass^k of :func:`pass_k_values` averages over: those tried at least k times."""
+    counts = [n for n, _ in tries]
+    return {f"pass^{k}": sum(n >= k for n in counts) for k in range(1, min(max(counts, default=0), max_k) + 1)}
+
+
+def pass_k_text(values: dict[str, float], tasks: dict[str, int], total: int) -> tuple[str, str]:
+    """(values, scope) as the run and score summaries print pass^k: ``pass^1 0.651, pass^2 0.492``
+    and ``21 tasks``. When some tasks have fewer tries than others (``--episodes`` not a multiple of
+    ``repeats``, records skipped), each pass^k over fewer tasks says over how many, and the scope says
+    that pass^k counts only the tasks tried at least k times."""
+    text = ", ".join(f"{k} {v:.3f}" + (f" over {counted(tasks[k], 'task')}" if tasks.get(k, total) != total else "")
+                     for k, v in values.items())
+    uneven = any(tasks.get(k, total) != total for k in values)
+    return text, counted(total, "task") + ("; pass^k is over the tasks tried at least k times" if uneven else "")
+
+
+def uneven_repeats_note(episodes: int, repeats: int) -> str | None:
+    """The note `run` prints when `episodes` is not a multiple of `repeats`, or None."""
+    short = episodes % repeats if repeats > 1 else 0
+    if not short:
+        return None
+    tried = "once" if short == 1 else f"{short} times"
+    return (f"{counted(episodes, 'episode')} {'is' if episodes == 1 else 'are'} not a multiple of repeats={repeats}: "
+            f"the last task is tried {tried}, not {repeats} times, so pass^k for k > {short} leaves it out")
+
+
 class _Means:
     __slots__ = ("n", "successes", "sums", "counts")
 
@@ -153,6 +180,10 @@ class RunSummary:
         """pass^k over the repeats of each task (empty without ``repeats``)."""
         return pass_k_values((n, c) for n, c in self.repeats.values())
 
+    def pass_k_tasks(self) -> dict[str, int]:
+        """How many tasks each pass^k is over (fewer for a k some tasks were not tried as often)."""
+        return pass_k_tasks((n, c) for n, c in self.repeats.values())
+
     @property
     def failed(self) -> int:
         """Episodes recorded as failed by their agent (retried by a resumed run)."""
@@ -181,7 +212,7 @@ class RunSummary:
             "tool_errors": self.tool_errors,
             "terminations": dict(sorted(self.terminations.items())),
             "failed": self.failed,
-            **({"pass_k": self.pass_k()} if self.repeats else {}),
+            **({"pass_k": self.pass_k(), "pass_k_tasks": self.pass_k_tasks()} if self.repeats else {}),
             "groups": {
                 g: {"episodes": m.n, "success_rate": round(m.successes / m.n, 6) if m.n else 0.0,
                     **{k: round(v, 6) for k in sorted(m.counts) if (v := m.mean(k)) is not None}}
@@ -210,8 +241,8 @@ class RunSummary:
             more = len(self.errors) - 3
             table.add_row("agent failures", shown + (f"; and {counted(more, 'other reason')}" if more > 0 else ""))
         if self.repeats:
-            table.add_row("pass^k", ", ".join(f"{k} {v:.3f}" for k, v in self.pass_k().items())
-                          + f" (all k tries of a task succeed; {counted(len(self.repeats), 'task')})")
+            values, scope = pass_k_text(self.pass_k(), self.pass_k_tasks(), len(self.repeats))
+            table.add_row("pass^k", f"{values} (all k tries of a task succeed; {scope})")
         console.print(table)
         if self.groups:
             title, groups = self._group_table(console.width)

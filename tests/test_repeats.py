@@ -148,7 +148,40 @@ def test_cli_run_takes_repeats_from_set(tmp_path):
     assert records[3]["task"]["instance_id"] != records[0]["task"]["instance_id"]
     assert "repeats: 3" in (out / "scenario.yaml").read_text()
     assert cli("replay", str(out)).returncode == 0
+    assert "note:" not in res.stderr  # (6 is a multiple of 3)
     scored = cli("score", str(out))
     assert "pass^3" in scored.stdout and "tried once" not in scored.stdout
+    assert "over" not in next(line for line in scored.stdout.splitlines() if line.startswith("pass^k"))
     bad = cli("run", str(MIXED), "--episodes", "2", "--set", "repeats=0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "repeats" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_episodes_not_a_multiple_of_repeats_are_said_so_and_pass_k_counts_its_tasks(tmp_path):
+    """7 episodes with repeats=3: the last task is tried once. pass^2 and pass^3 are over the two
+    tasks tried 3 times, and the lines say so instead of claiming all 3 tasks."""
+    out = tmp_path / "run"
+    res = cli("run", str(MIXED), "--episodes", "7", "--set", "repeats=3", "--out", str(out), "-q", "--seed", "1",
+              "--set", "roles.support.agent.type=noisy_oracle", "--set", "roles.support.agent.error_rate=0.5",
+              "--set", "max_turns=24")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ("note: 7 episodes are not a multiple of repeats=3: the last task is tried once, not 3 times, "
+                          "so pass^k for k > 1 leaves it out\n")
+    tries: dict[int, list[bool]] = defaultdict(list)
+    for r in iter_records(out):
+        tries[r["task_seed"]].append(r["outcome"]["success"])
+    counts = sorted((len(v), sum(v)) for v in tries.values())
+    assert [n for n, _ in counts] == [1, 3, 3] and any(0 < c < n for n, c in counts), counts  # (pass^k not trivial)
+    pass_k = {f"pass^{k}": round(sum(math.comb(c, k) / math.comb(n, k) for n, c in counts if n >= k)
+                                 / sum(n >= k for n, _ in counts), 6) for k in (1, 2, 3)}
+    values = (f"pass^1 {pass_k['pass^1']:.3f}, pass^2 {pass_k['pass^2']:.3f} over 2 tasks, "
+              f"pass^3 {pass_k['pass^3']:.3f} over 2 tasks")
+    scope = "3 tasks; pass^k is over the tasks tried at least k times"
+    # (the summary table may wrap the row: compare the words)
+    assert f"pass^k {values} (all k tries of a task succeed; {scope})" in " ".join(res.stdout.split())
+    manifest = orjson.loads((out / "manifest.json").read_bytes())["summary"]
+    assert manifest["pass_k"] == pass_k and manifest["pass_k_tasks"] == {"pass^1": 3, "pass^2": 2, "pass^3": 2}
+    scored = cli("score", str(out))
+    assert scored.returncode == 0, scored.stderr
+    assert f"pass^k (all k tries of a task succeed; {scope}): {values}" in " ".join(scored.stdout.split())
+    summary = orjson.loads((out / "scores" / "summary.json").read_bytes())
+    assert summary["pass_k"] == pass_k and summary["pass_k_tasks"] == manifest["pass_k_tasks"]

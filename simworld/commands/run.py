@@ -89,6 +89,7 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
     from simworld.runio import check_run_out
     from simworld.runner import resolve_scenario, run_batch
     from simworld.scenario import parse_overrides
+    from simworld.summary import uneven_repeats_note
 
     check_run_out(out)
     sc = resolve_scenario(scenario, sets, seed=seed, max_retries=max_retries)
@@ -114,6 +115,9 @@ def command(scenario: str, out: str, episodes: int | None, seed: int | None, wor
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(head, highlight=False, soft_wrap=True)
     result.summary.render(console)
+    uneven = uneven_repeats_note(result.requested, sc.repeats)
+    if uneven:
+        click.echo(f"note: {uneven}", err=True)
     if result.summary.failed:
         console.print(f"{counted(result.summary.failed, 'episode')} failed in their agent; re-run the same command to "
                       "retry them.", highlight=False)

@@ -47,15 +47,15 @@ def render_summary(summary: dict[str, Any], console: Any, fit: bool = True,
 
     `fit`: leave out scorer columns that would not fit in the console's width (they are named, with
     `details`, the file under the run that holds them)."""
-    from simworld.errors import counted
+    from simworld.summary import pass_k_text
 
     table, left_out = score_table(summary, console.width if fit else None)
     console.print(table)
     if left_out:
         console.print(f"not shown for want of width: {', '.join(left_out)} (see {details})", highlight=False)
     if summary["pass_k"]:
-        console.print(f"pass^k (all k tries of a task succeed; {counted(summary['tasks'], 'task')}): "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in summary["pass_k"].items())
+        values, scope = pass_k_text(summary["pass_k"], summary.get("pass_k_tasks") or {}, summary["tasks"])
+        console.print(f"pass^k (all k tries of a task succeed; {scope}): {values}"
                       + ("" if len(summary["pass_k"]) > 1 else
                          "; each task was tried once: run with --set repeats=K for pass^k beyond k=1"), highlight=False)
     for bad in summary.get("bad_records", []):

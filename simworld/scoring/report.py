@@ -35,7 +35,7 @@ from simworld.runio import (discard, install_together, iter_records, remove_stal
                             write_synced)
 from simworld.scenario import Scenario
 from simworld.scoring.base import ScoringContext, all_passed, check_scorers, role_kinds, score_trajectory, summary_value
-from simworld.summary import pass_k_values
+from simworld.summary import pass_k_tasks, pass_k_values
 from simworld.types import Trajectory
 
 SCORES_DIR = "scores"
@@ -131,12 +131,17 @@ class ScoreSummary:
         """pass^1..pass^8 over task success (as many k as the most-tried task allows)."""
         return pass_k_values((n, c) for n, c in self.tries.values())
 
+    def pass_k_tasks(self) -> dict[str, int]:
+        """How many tasks each pass^k is over: those tried at least k times."""
+        return pass_k_tasks((n, c) for n, c in self.tries.values())
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "scorers": self.names,
             "rows": [{"task_type": t, "agent": a, **row.as_dict()} for (t, a), row in sorted(self.rows.items())],
             "total": self.total.as_dict(),
             "pass_k": self.pass_k(),
+            "pass_k_tasks": self.pass_k_tasks(),
             "pass_k_of": PASS_K_OF,
             "tasks": len(self.tries),
             "bad_records": self.bad_records[:20],
