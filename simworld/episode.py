@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,29 +83,51 @@ def episode_id(name: str, run_seed: int, index: int) -> str:
 
 
 def episode_specs(sc: Scenario, episodes: int | None = None, seed: int | None = None,
-                  start: int = 0) -> list[EpisodeSpec]:
+                  start: int = 0, *, legacy_draw: bool = False) -> list[EpisodeSpec]:
     """The independent episode specs of a run: ids, seeds and drawn variations.
 
     With ``sc.repeats`` = K > 1, episode i belongs to task group i // K: its task and variation
     come from the seed of the group's first episode (`task_seed`), its agents and tools from its
     own seed. With K = 1 every episode is its own group (and `task_seed` stays None).
+
+    Each variation path draws its value from its own stream (:func:`draw_variation`), so a path
+    that ``--set`` removes or overrides leaves every other path's draws as they were.
+    `legacy_draw`: draw as runs of manifest format ``simworld.run/1`` did, one stream walking the
+    sorted paths (:func:`draw_variation_legacy`), to resume those runs as they began.
     """
     n = sc.episodes if episodes is None else episodes
     run_seed = sc.seed if seed is None else seed
     repeats = sc.repeats
+    draw = draw_variation_legacy if legacy_draw else draw_variation
     out = []
-    paths = sorted(sc.variations)
     for i in range(start, start + n):
         s = episode_seed(run_seed, i)
         task_seed = s if repeats == 1 else episode_seed(run_seed, i - i % repeats)
-        variation: dict[str, Any] = {}
-        if paths:
-            rng = np.random.default_rng(np.random.SeedSequence([task_seed, 1]))
-            for path in paths:
-                values = sc.variations[path]
-                variation[path] = values[int(rng.integers(len(values)))]
-        out.append(EpisodeSpec(episode_id=episode_id(sc.name, run_seed, i), index=i, seed=s, variation=variation,
+        out.append(EpisodeSpec(episode_id=episode_id(sc.name, run_seed, i), index=i, seed=s,
+                               variation=draw(sc.variations, task_seed) if sc.variations else {},
                                task_seed=None if repeats == 1 else task_seed))
+    return out
+
+
+def draw_variation(variations: dict[str, list[Any]], task_seed: int) -> dict[str, Any]:
+    """One value per path, each uniformly from the generator of ``SeedSequence([task_seed, 1,
+    crc32(path)])`` (the path's UTF-8 bytes; a hash that is the same in every process)."""
+    out: dict[str, Any] = {}
+    for path in sorted(variations):
+        values = variations[path]
+        rng = np.random.default_rng(np.random.SeedSequence([task_seed, 1, zlib.crc32(path.encode('utf-8', 'surrogatepass'))]))
+        out[path] = values[int(rng.integers(len(values)))]
+    return out
+
+
+def draw_variation_legacy(variations: dict[str, list[Any]], task_seed: int) -> dict[str, Any]:
+    """The draw of manifest format ``simworld.run/1``: one generator, ``SeedSequence([task_seed,
+    1])``, walks the sorted paths (removing a path re-draws every later one)."""
+    rng = np.random.default_rng(np.random.SeedSequence([task_seed, 1]))
+    out: dict[str, Any] = {}
+    for path in sorted(variations):
+        values = variations[path]
+        out[path] = values[int(rng.integers(len(values)))]
     return out
 
 

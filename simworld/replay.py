@@ -373,7 +373,8 @@ def missing_episodes(run_dir: str | Path, recorded: set[str]) -> tuple[list[str]
         return [], None
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise SimworldError(f"{path}: unreadable manifest (not the JSON `simworld run` writes)") from None
-    from simworld.episode import episode_specs
+    from simworld.episode import episode_id
 
-    specs = episode_specs(load_run_scenario(run_dir), episodes, seed)
-    return [s.episode_id for s in specs if s.episode_id not in recorded], status
+    name = load_run_scenario(run_dir).name  # (ids only: no variation to draw, whichever draw the run used)
+    ids = (episode_id(name, seed, i) for i in range(episodes))
+    return [eid for eid in ids if eid not in recorded], status

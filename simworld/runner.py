@@ -56,7 +56,11 @@ try:
 except ImportError:  # no advisory locks on this platform: concurrent runs into one directory are not detected
     fcntl = None  # type: ignore[assignment]
 
-MANIFEST_FORMAT = "simworld.run/1"
+MANIFEST_FORMAT = "simworld.run/2"
+"""/2: each variation path draws from its own stream (:func:`~simworld.episode.draw_variation`)."""
+LEGACY_DRAW_FORMAT = "simworld.run/1"
+"""The manifest format of runs that drew variations from one stream over the sorted paths: they
+resume with that draw (:func:`~simworld.episode.draw_variation_legacy`) and keep this format."""
 DEFAULT_LLM_CONCURRENCY = 8
 DEBUG_ENV = "SIMWORLD_DEBUG"
 
@@ -142,6 +146,7 @@ class _Prior:
     repaired: list[str] = field(default_factory=list)
     records: int = 0
     torn: list[tuple[Path, int, int]] = field(default_factory=list)  # (shard, good end, size): cut by repair()
+    variations: list[tuple[int, Any]] = field(default_factory=list)  # (index, variation) of a few records
 
 
 class RunDir:
@@ -250,6 +255,8 @@ class RunDir:
                                f"{record_problem(record, exc)} (an episode left with no valid record "
                                "runs again)")
                 return
+            if len(prior.variations) < _DRAW_EVIDENCE and record.get("variation"):
+                prior.variations.append((index, record["variation"]))
             prior.latest[stats.index] = stats
             prior.records += 1
 
@@ -334,13 +341,15 @@ class RunDir:
 # The local runner (one process)
 
 
-def specs_for(sc: Scenario, indices: Iterable[int], chunk: int = 256) -> Iterator[EpisodeSpec]:
-    """Episode specs for the given indices (ascending runs are generated together)."""
+def specs_for(sc: Scenario, indices: Iterable[int], chunk: int = 256,
+              legacy_draw: bool = False) -> Iterator[EpisodeSpec]:
+    """Episode specs for the given indices (ascending runs are generated together); `legacy_draw`:
+    see :func:`~simworld.episode.episode_specs`."""
     pending: list[int] = []
 
     def flush() -> Iterator[EpisodeSpec]:
         if pending:
-            yield from episode_specs(sc, len(pending), sc.seed, start=pending[0])
+            yield from episode_specs(sc, len(pending), sc.seed, start=pending[0], legacy_draw=legacy_draw)
             pending.clear()
 
     for i in indices:
@@ -371,14 +380,17 @@ def _record(traj: Trajectory) -> tuple[bytes, EpisodeStats]:
 
 
 def run_local(sc: Scenario, indices: Iterable[int], writer: ShardWriter, on_done: Callable[[EpisodeStats], None],
-              concurrency: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> None:
+              concurrency: int | None = None, should_stop: Callable[[], bool] = lambda: False,
+              legacy_draw: bool = False) -> None:
     """Run the episodes `indices` of `sc` in this process, appending each trajectory to `writer`.
 
     `concurrency` None picks: synchronous for all-scripted scenarios, else an asyncio loop with
-    DEFAULT_LLM_CONCURRENCY episodes in flight.
+    DEFAULT_LLM_CONCURRENCY episodes in flight. `legacy_draw`: the variation draw of a run of
+    manifest format ``simworld.run/1`` (:func:`~simworld.episode.episode_specs`).
     """
+    specs = specs_for(sc, indices, legacy_draw=legacy_draw)
     if concurrency is None and is_scripted(sc):
-        for spec in specs_for(sc, indices):
+        for spec in specs:
             if should_stop():
                 return
             try:
@@ -389,14 +401,12 @@ def run_local(sc: Scenario, indices: Iterable[int], writer: ShardWriter, on_done
             writer.write(line)
             on_done(stats)
         return
-    asyncio.run(_run_concurrent(sc, indices, writer, on_done, concurrency or DEFAULT_LLM_CONCURRENCY, should_stop))
+    asyncio.run(_run_concurrent(sc, specs, writer, on_done, concurrency or DEFAULT_LLM_CONCURRENCY, should_stop))
 
 
-async def _run_concurrent(sc: Scenario, indices: Iterable[int], writer: ShardWriter,
+async def _run_concurrent(sc: Scenario, specs: Iterator[EpisodeSpec], writer: ShardWriter,
                           on_done: Callable[[EpisodeStats], None], concurrency: int,
                           should_stop: Callable[[], bool]) -> None:
-    specs = specs_for(sc, indices)
-
     async def lane() -> None:
         for spec in specs:  # lanes share one iterator: each spec runs once
             if should_stop():
@@ -417,7 +427,7 @@ async def _run_concurrent(sc: Scenario, indices: Iterable[int], writer: ShardWri
 
 
 def _worker_main(worker: int, sc: Scenario, indices: list[int], shard: Path, concurrency: int | None,
-                 events: Any, stop: Any, parent_pid: int) -> None:
+                 events: Any, stop: Any, parent_pid: int, legacy_draw: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; lines are never torn by Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     registry.load_builtins()
@@ -439,7 +449,7 @@ def _worker_main(worker: int, sc: Scenario, indices: list[int], shard: Path, con
     writer = None
     try:
         writer = ShardWriter(shard)
-        run_local(sc, indices, writer, on_done, concurrency, should_stop)
+        run_local(sc, indices, writer, on_done, concurrency, should_stop, legacy_draw)
         writer.close()
         events.put(("stats", worker, batch))
         events.put(("done", worker, None))
@@ -464,12 +474,13 @@ def _mp_context() -> Any:
 
 
 def _run_workers(sc: Scenario, shares: list[list[int]], shards: list[Path], concurrency: int | None,
-                 on_done: Callable[[EpisodeStats], None], on_started: Callable[[], None]) -> None:
+                 on_done: Callable[[EpisodeStats], None], on_started: Callable[[], None], legacy_draw: bool) -> None:
     ctx = _mp_context()
     events = ctx.Queue()
     stop = ctx.Event()
     procs = [ctx.Process(target=_worker_main, name=f"simworld-worker-{k}",
-                         args=(k, sc, share, shards[k], concurrency, events, stop, os.getpid()), daemon=False)
+                         args=(k, sc, share, shards[k], concurrency, events, stop, os.getpid(), legacy_draw),
+                         daemon=False)
              for k, share in enumerate(shares)]
     for proc in procs:
         proc.start()
@@ -623,6 +634,7 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
         prior = rd.scan(sc)
         manifest, problem = rd.load_manifest()  # (a damaged one is set aside below: the records still count)
         n = _episodes_to_run(rd.path, sc, asked, prior, manifest)
+        legacy_draw = _legacy_draw(sc, manifest, prior)  # (before a damaged manifest is set aside)
         rd.repair(prior)
         if problem is not None:
             rd.set_aside_manifest(problem, prior.repaired)
@@ -645,7 +657,7 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
         plugins = loaded_plugins()
         this_session["plugins"] = plugins
         base = {
-            "format": MANIFEST_FORMAT,
+            "format": LEGACY_DRAW_FORMAT if legacy_draw else MANIFEST_FORMAT,  # a run keeps its draw
             "simworld_version": simworld.__version__,
             "scenario": {"name": sc.name, "hash": sc.content_hash, "source": source, "file": SCENARIO_FILE},
             "seed": sc.seed,
@@ -679,11 +691,12 @@ def run_batch(sc: Scenario, out: str | Path, episodes: int | None = None, worker
                     _preload_world(sc)
                 setup_s = time.perf_counter() - started
                 if w > 1:
-                    _run_workers(sc, [pending[k::w] for k in range(w)], shards, concurrency, on_done, announce)
+                    _run_workers(sc, [pending[k::w] for k in range(w)], shards, concurrency, on_done, announce,
+                                 legacy_draw)
                 else:
                     announce()
                     if pending:
-                        _run_in_process(sc, pending, shards[0], concurrency, on_done)
+                        _run_in_process(sc, pending, shards[0], concurrency, on_done, legacy_draw)
         except KeyboardInterrupt:
             status = "interrupted"
         except BaseException:
@@ -726,6 +739,23 @@ def _union(*lists: list[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
+_DRAW_EVIDENCE = 16
+
+
+def _legacy_draw(sc: Scenario, manifest: dict[str, Any], prior: _Prior) -> bool:
+    """Whether this run draws its variations as runs of manifest format ``simworld.run/1`` did: as
+    its manifest's format says, or, with no manifest to say (lost or damaged), as a few of its
+    records were drawn. A new run draws per path."""
+    fmt = manifest.get("format")
+    if isinstance(fmt, str):
+        return fmt == LEGACY_DRAW_FORMAT
+    legacy = per_path = 0
+    for index, variation in prior.variations:
+        legacy += episode_specs(sc, 1, sc.seed, start=index, legacy_draw=True)[0].variation == variation
+        per_path += episode_specs(sc, 1, sc.seed, start=index)[0].variation == variation
+    return legacy > per_path
+
+
 def _episodes_to_run(path: Path, sc: Scenario, asked: int | None, prior: _Prior, manifest: dict[str, Any]) -> int:
     """How many episodes this session's run has: `asked` (the scenario's count when None), never
     fewer than the run directory `path` already holds (its `manifest`'s count and every recorded
@@ -743,13 +773,13 @@ def _episodes_to_run(path: Path, sc: Scenario, asked: int | None, prior: _Prior,
 
 
 def _run_in_process(sc: Scenario, pending: list[int], shard: Path, concurrency: int | None,
-                    on_done: Callable[[EpisodeStats], None]) -> None:
+                    on_done: Callable[[EpisodeStats], None], legacy_draw: bool) -> None:
     try:
         writer = ShardWriter(shard)
     except OSError as exc:
         raise _os_problem("write", shard, exc) from None
     try:
-        run_local(sc, pending, writer, on_done, concurrency)
+        run_local(sc, pending, writer, on_done, concurrency, legacy_draw=legacy_draw)
     except BaseException as exc:
         with contextlib.suppress(OSError):  # the error already on its way is the one to report
             writer.close()

@@ -77,3 +77,28 @@ def test_score_gaps_against_another_counterpart_are_counted_and_named(runs, tmp_
     note = f"note: {counted(seller_gaps, 'group')} of one task instance, seed and perspective made no pair"
     assert note in done.stderr
     assert "other roles' agents differ" in done.stderr
+
+
+def test_a_run_of_another_agent_made_with_set_pairs_with_the_scenarios_own(tmp_path):
+    """`--set roles.support.agent={type: oracle}` drops noisy_support's error_rate axis; the other
+    axes keep their draws, so both runs play the same task instances and the noisy oracle's
+    mistakes pair against the oracle's clean runs."""
+    from simworld.runner import resolve_scenario, run_batch
+
+    path = worlds.ROOT / "scenarios" / "retail" / "noisy_support.yaml"
+    n = 40
+    run_batch(resolve_scenario(path), tmp_path / "noisy", episodes=n)
+    run_batch(resolve_scenario(path, ["roles.support.agent={type: oracle}"]), tmp_path / "oracle", episodes=n)
+    from simworld.runio import iter_records
+
+    tasks = [{r["episode_id"]: r["task"]["instance_id"] for r in iter_records(tmp_path / run)}
+             for run in ("noisy", "oracle")]
+    assert len(tasks[0]) == n and tasks[0] == tasks[1]
+    res = export([tmp_path / "noisy", tmp_path / "oracle"], tmp_path / "dpo.jsonl", fmt="dpo")
+    dpo = res.card["dpo"]
+    assert dpo["pairs"] >= n // 10 and dpo["skipped_counterpart_differs"] == 0
+    for p in worlds.read_samples(tmp_path / "dpo.jsonl"):
+        agents = {side: worlds.provenance_map(p["provenance"][side], "agents") for side in ("chosen", "rejected")}
+        assert agents["chosen"]["customer"] == agents["rejected"]["customer"]
+        assert {agents["chosen"]["support"].split("(")[0], agents["rejected"]["support"].split("(")[0]} == \
+            {"oracle", "noisy_oracle"}
