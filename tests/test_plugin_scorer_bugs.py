@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -165,3 +166,18 @@ def test_validate_refuses_a_scorer_whose_parameters_cannot_be_injected(work):
     assert out.stdout.splitlines()[0] == (
         f"ledger.yaml: scoring[1] (line {line}): scorer 'bad_inject' asks for trajectory, which simworld cannot "
         "inject (a scorer names each argument it wants, from: traj, task, outcome, events, kinds, world, ctx)")
+
+
+def test_a_record_whose_world_cannot_be_built_is_still_a_skipped_damaged_record(work):
+    """The one failure that is the data's: the record names a world no run has. It is skipped and
+    named, the other episodes are scored, and the scorers are not blamed."""
+    shard = next((work / "run").glob("trajectories-*.jsonl"))
+    record = orjson.loads(shard.read_bytes().splitlines()[0])
+    record["world"]["type"] = "atlantis"
+    with open(shard, "ab") as fh:
+        fh.write(orjson.dumps(record) + b"\n")
+    out = _simworld(work, "score", "run", "--scorer", "tool_validity", "--scorer", "fragile")  # (needs the world)
+    assert out.returncode == 0, out.stderr
+    assert f"skipped record {record['episode_id']}: not a trajectory of this run: its world cannot be built: " \
+           "unknown world 'atlantis'" in " ".join(out.stdout.split())  # (the line may wrap)
+    assert len((work / "run" / "scores" / "scores-tool_validity+fragile.jsonl").read_bytes().splitlines()) == 3

@@ -72,12 +72,20 @@ def role_kinds(traj: Trajectory, scenario: Scenario | None = None) -> dict[str, 
 def world_of(world: dict[str, Any]) -> Any:
     """The World instance a trajectory's ``world`` field names (generated once per process).
 
-    A world no run can have (unknown type, parameters its model refuses, a seed that is no number,
-    or a world that says it cannot be built so) is a :class:`~simworld.errors.DamagedRecord`."""
+    A world no run can have (unknown type, parameters its model refuses, a seed that is no number
+    of 0 or more, or one the world says it cannot be built with) is a
+    :class:`~simworld.errors.DamagedRecord`; any other exception of the world's build is its bug."""
     try:
         cls = registry.get_world(str(world.get("type", "")))
-        return cls.load(world.get("params") or {}, int(world.get("seed") or 0))
-    except (SimworldError, ValidationError, ValueError, TypeError, OverflowError) as exc:
+        params = cls.Params.model_validate(world.get("params") or {})
+        seed = int(world.get("seed") or 0)
+        if seed < 0:
+            raise ValueError(f"seed {seed} is negative")
+    except (UnknownName, ValueError, TypeError) as exc:  # (pydantic's ValidationError is a ValueError)
+        raise DamagedRecord(f"its world cannot be built: {one_line(exc)}") from None
+    try:
+        return cls.load(params, seed)
+    except SimworldError as exc:  # parameters the world says it cannot be built with
         raise DamagedRecord(f"its world cannot be built: {one_line(exc)}") from None
 
 
