@@ -63,6 +63,18 @@ def one_line(exc: BaseException) -> str:
     return lines[0] + (f" (and {counted(more, 'more problem')})" if more and isinstance(exc, ScenarioError) else "")
 
 
+def rounded(share: float, places: int, scale: float = 1.0) -> str:
+    """`share` x `scale` to `places` decimals, with more (up to four) where a share strictly between
+    0 and 1 would read as exactly 0 or 1: 24,999 of 25,000 is ``rounded(0.99996, 1, 100)`` =
+    ``"99.996"``, not ``"100.0"``, and a mean score of 0.99996 is not ``"1.000"``."""
+    text = f"{share * scale:.{places}f}"
+    extra = 0
+    while 0 < share < 1 and float(text) in (0.0, scale) and extra < 4:
+        extra += 1
+        text = f"{share * scale:.{places + extra}f}"
+    return text
+
+
 def counted(n: int, noun: str, plural: str = "") -> str:
     """`n` with the noun in the number it takes: ``counted(1, "task")`` is ``"1 task"``,
     ``counted(3141, "turn")`` ``"3,141 turns"``; `plural` where adding "s" is wrong

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from simworld.errors import counted
+from simworld.errors import counted, rounded
 
 
 class EpisodeStats(NamedTuple):
@@ -105,7 +105,7 @@ def pass_k_text(values: dict[str, float], tasks: dict[str, int], total: int) -> 
     and ``21 tasks``. When some tasks have fewer tries than others (``--episodes`` not a multiple of
     ``repeats``, records skipped), each pass^k over fewer tasks says over how many, and the scope says
     that pass^k counts only the tasks tried at least k times."""
-    text = ", ".join(f"{k} {v:.3f}" + (f" over {counted(tasks[k], 'task')}" if tasks.get(k, total) != total else "")
+    text = ", ".join(f"{k} {rounded(v, 3)}" + (f" over {counted(tasks[k], 'task')}" if tasks.get(k, total) != total else "")
                      for k, v in values.items())
     uneven = any(tasks.get(k, total) != total for k in values)
     return text, counted(total, "task") + ("; pass^k is over the tasks tried at least k times" if uneven else "")
@@ -230,7 +230,7 @@ class RunSummary:
         table.add_column(style="bold")
         table.add_column()
         table.add_row("episodes", f"{n:,}")
-        table.add_row("success", f"{self.successes:,} / {n:,} ({100 * self.success_rate:.1f}%)")
+        table.add_row("success", f"{self.successes:,} / {n:,} ({rounded(self.success_rate, 1, 100)}%)")
         table.add_row("tool calls", f"{self.tool_calls:,} ({per(self.tool_calls)})")
         table.add_row("turns", f"{self.turns:,} ({per(self.turns)})")
         table.add_row("invalid moves", f"{self.invalid_moves:,} ({per(self.invalid_moves)})")
@@ -272,10 +272,11 @@ class RunSummary:
         for name in names:
             table.add_column(name.replace("_", " "), justify="right")
         for group, means in shown:
-            row = [group, f"{means.n:,}", f"{100 * means.successes / means.n:.0f}%"]
+            row = [group, f"{means.n:,}", f"{rounded(means.successes / means.n, 0, 100)}%"]
             for name in names:
                 value = means.mean(name)
-                row.append("-" if value is None else f"{value:.3g}")
+                row.append("-" if value is None else rounded(value, 3) if f"{value:.3g}" == "1" and 0 < value < 1
+                           else f"{value:.3g}")
             table.add_row(*row)
         notes = []
         if len(groups) > len(shown):

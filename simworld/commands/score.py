@@ -14,6 +14,8 @@ def score_table(summary: dict[str, Any], width: int | None = None) -> tuple[Any,
     from rich.measure import Measurement
     from rich.table import Table
 
+    from simworld.errors import rounded
+
     scorers = sorted({k for row in summary["rows"] for k in row["scorers"]})
     rows = [*summary["rows"], {"task_type": "all", "agent": "", **summary["total"]}]
     probe = Console(width=100_000)
@@ -27,9 +29,9 @@ def score_table(summary: dict[str, Any], width: int | None = None) -> tuple[Any,
         for name in ("episodes", "success", "passed", "mean", *shown):
             table.add_column(name.replace("_", " "), justify="right", no_wrap=True)
         for i, row in enumerate(rows):
-            cells = [row["task_type"], row["agent"], f"{row['episodes']:,}", f"{100 * row['success_rate']:.1f}%",
-                     f"{100 * row['pass_rate']:.1f}%", f"{row['mean_value']:.3f}"]
-            cells += [f"{row['scorers'][n]:.3f}" if n in row["scorers"] else "-" for n in shown]
+            cells = [row["task_type"], row["agent"], f"{row['episodes']:,}", f"{rounded(row['success_rate'], 1, 100)}%",
+                     f"{rounded(row['pass_rate'], 1, 100)}%", rounded(row["mean_value"], 3)]
+            cells += [rounded(row["scorers"][n], 3) if n in row["scorers"] else "-" for n in shown]
             table.add_row(*cells, end_section=i == len(rows) - 2)
         return table
 
