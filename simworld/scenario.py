@@ -19,7 +19,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticCustomError, PydanticSerializationError, to_jsonable_python
 
 from simworld import registry
 from simworld.docs_text import doc_summary, summary
@@ -27,6 +27,9 @@ from simworld.errors import ScenarioError, SimworldError, counted, one_line, sug
 
 
 MAX_SEED = 2**64 - 1  # seeds are unsigned 64-bit (numpy SeedSequence entropy, orjson integers)
+
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+"""What a scenario's `name` may hold: it starts episode ids and sample ids, which split on '/'."""
 
 
 _EMPTY_VARIATION = " has no values"
@@ -60,8 +63,9 @@ class RoleSpec(_Strict):
     kind: Literal["user", "assistant"] = Field(description="'user' speaks as the user; 'assistant' "
                                                "is the tool-using side.")
     agent: AgentSpec = Field(description="Who plays the role: {type: AGENT, ...that agent's parameters}.")
-    tools: list[str] = Field(default_factory=list, description="World tools this role may call (default: none; "
-                             "a support role needs its lookup and write tools listed).")
+    tools: list[str] = Field(default_factory=list, description="World tools this role may call, each once "
+                             "(default: none; a support role needs its lookup and write tools listed).",
+                             json_schema_extra={"uniqueItems": True})
     system_prompt: str = Field(default="", description="The role's system prompt (default: the world's prompt "
                                "for the role's kind); the task's brief for the role is appended.")
     persona: str = Field(default="", description="Who plays the role, in words: appended to its system "
@@ -71,7 +75,8 @@ class RoleSpec(_Strict):
 class Scenario(_Strict):
     """A scenario file: one world, one task generator, the roles and their agents, how many episodes."""
 
-    name: str = Field(description="Names the run's episodes: episode ids are NAME-sSEED-INDEX.")
+    name: str = Field(description="Names the run's episodes: episode ids are NAME-sSEED-INDEX. Letters, digits, "
+                      "'_', '.' and '-' only.", json_schema_extra={"pattern": SCENARIO_NAME.pattern})
     description: str = Field(default="", description="Free text for people; not used by the run.")
     world: WorldSpec = Field(description="The world every episode runs in.")
     task: TaskSpec = Field(description="The task generator: each episode samples one task from the world.")
@@ -93,6 +98,15 @@ class Scenario(_Strict):
     variations: dict[str, list[Any]] = Field(default_factory=dict, description="dotted.path: [values]; each "
                                              "episode (each task group with repeats) draws one value per path, "
                                              "independently and uniformly, from its own seed.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_charset(cls, v: str) -> str:
+        if not SCENARIO_NAME.fullmatch(v):  # (a custom error: no "Value error, " before the message)
+            raise PydanticCustomError("scenario_name", f"name must be letters, digits, '_', '.' and '-' only, and "
+                                      "not empty: it starts every episode id (NAME-sSEED-INDEX) and sample id "
+                                      f"(RUN/EPISODE/ROLE); got {v!r}")
+        return v
 
     @field_validator("variations")
     @classmethod
@@ -392,7 +406,8 @@ _LineLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|fal
 
 
 class _YamlProblem(Exception):
-    """A well-formed YAML document that is refused (alias bomb, duplicate key)."""
+    """A well-formed YAML document that is refused (alias bomb, duplicate key, a scalar such as
+    ``2025-02-29`` that its type cannot hold)."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__(problems[0])
@@ -432,13 +447,39 @@ def _scalar_key(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     """The key as loaded (`1` and `0x1` are one key), or its text when it cannot be constructed."""
     try:
         return loader.construct_object(node)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *_SCALAR_FAILURES):
         return node.value
 
 
+# What PyYAML's scalar constructors raise, besides YAMLError, for text that matches a type's pattern
+# (or carries its explicit tag) and yet is no such value: `2025-02-29`, `!!int abc`, `!!bool maybe`.
+_SCALAR_FAILURES = (ValueError, KeyError, TypeError, AttributeError, OverflowError)
+_SCALAR_KINDS = {"tag:yaml.org,2002:timestamp": "date", "tag:yaml.org,2002:int": "integer",
+                 "tag:yaml.org,2002:float": "number", "tag:yaml.org,2002:bool": "boolean"}
+
+
+def _unconstructable(loader: yaml.SafeLoader, node: yaml.Node) -> str | None:
+    """Why a scalar node cannot be loaded as the type its text or tag gives it, or None."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in _SCALAR_KINDS:
+        return None
+    try:
+        loader.construct_object(node)
+    except _SCALAR_FAILURES as exc:
+        reason = f" ({one_line(exc)})" if type(exc) is ValueError else ""
+        return (f"{node.value!r} is not a valid {_SCALAR_KINDS[node.tag]}{reason}; quote it if it is meant as text")
+    return None
+
+
 def _compose_lines(loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ...],
-                   lines: dict[tuple[Any, ...], int], duplicates: list[str], checked: set[int]) -> None:
+                   lines: dict[tuple[Any, ...], int], refused: list[str], checked: set[int]) -> None:
+    """Record the line of every path under `node`; add to `refused` each duplicate key and each
+    scalar that cannot be constructed (both are refused before the document is constructed)."""
     lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.ScalarNode) and id(node) not in checked:  # (an aliased one is reported once)
+        checked.add(id(node))
+        bad = _unconstructable(loader, node)
+        if bad is not None:
+            refused.append(f"{format_path(path)} (line {node.start_mark.line + 1}): {bad}")
     if isinstance(node, yaml.MappingNode):
         first_seen: dict[Any, int] = {}
         check = id(node) not in checked  # an aliased mapping's duplicates are reported once
@@ -447,6 +488,9 @@ def _compose_lines(loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ..
             key = key_node.value
             line = key_node.start_mark.line + 1
             lines[path + (key,)] = line
+            bad = _unconstructable(loader, key_node) if check else None
+            if bad is not None:
+                refused.append(f"{format_path(path + (key,))} (line {line}): the key {bad}")
             if check and isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
                 ident = _scalar_key(loader, key_node)
                 try:
@@ -455,13 +499,13 @@ def _compose_lines(loader: yaml.SafeLoader, node: yaml.Node, path: tuple[Any, ..
                 except TypeError:  # unhashable: cannot be a key in the loaded data either
                     first = None
                 if first is not None:
-                    duplicates.append(f"{format_path(path + (key,))} (line {line}): duplicate key {key!r} "
-                                      f"(first at line {first})")
-            _compose_lines(loader, value_node, path + (key,), lines, duplicates, checked)
+                    refused.append(f"{format_path(path + (key,))} (line {line}): duplicate key {key!r} "
+                                   f"(first at line {first})")
+            _compose_lines(loader, value_node, path + (key,), lines, refused, checked)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _compose_lines(loader, item, path + (i,), lines, duplicates, checked)
+            _compose_lines(loader, item, path + (i,), lines, refused, checked)
 
 
 def _load_yaml(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
@@ -476,10 +520,10 @@ def _load_yaml(text: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
         if expanded - distinct > MAX_ALIAS_EXPANSION:
             raise _YamlProblem([f"(top level): YAML aliases expand the document by more than {MAX_ALIAS_EXPANSION:,} "
                                 "nodes (an alias bomb?); write the repeated parts out instead"])
-        duplicates: list[str] = []
-        _compose_lines(loader, node, (), lines, duplicates, set())
-        if duplicates:
-            raise _YamlProblem(duplicates)
+        refused: list[str] = []
+        _compose_lines(loader, node, (), lines, refused, set())
+        if refused:
+            raise _YamlProblem(refused)
         return loader.construct_document(node), lines
     finally:
         loader.dispose()
@@ -489,7 +533,9 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse a scenario's YAML: (data, {path: line}); every problem raises ScenarioError.
 
     Refuses what `yaml.safe_load` would accept but a scenario must not hold: duplicate keys (any
-    depth) and aliases that expand the document beyond MAX_ALIAS_EXPANSION nodes.
+    depth) and aliases that expand the document beyond MAX_ALIAS_EXPANSION nodes; and, with its path
+    and line, what `yaml.safe_load` fails on with a bare exception: a scalar its type cannot hold
+    (``2025-02-29``, ``!!int abc``).
     """
     try:
         return _load_yaml(text)
@@ -673,6 +719,9 @@ def _shown_argument(item: str, limit: int = 80) -> str:
 _YAML_OPENERS = ("[", "{", '"', "'")
 
 
+_LINE_NOTE = re.compile(r" \(line \d+\)(?=: )")
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``--set PATH=VALUE`` arguments as ``{PATH: value}``; each VALUE is YAML (``[a, b]``,
     ``{k: v}``, ``5``, ``true``), or the text as written where it is plain text that YAML cannot
@@ -700,7 +749,10 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
                 raise SimworldError(f"--set {_shown_argument(item)}: the value is malformed YAML{where}: "
                                     f"{problem}") from None
         except _YamlProblem as exc:
-            raise SimworldError(f"--set {key}: {exc.problems[0].removeprefix('(top level): ')}") from None
+            problem = exc.problems[0]
+            if "\n" not in raw.strip():  # (the line of a one-line value says nothing; a path inside it does)
+                problem = _LINE_NOTE.sub("", problem, count=1)
+            raise SimworldError(f"--set {key}: {problem.removeprefix('(top level): ')}") from None
         out[key] = value
     return out
 
@@ -713,11 +765,55 @@ def _check_semantics(sc: Scenario, problems: _Problems) -> None:
     _check_semantics_data(sc.model_dump(), problems)
 
 
-def _params_problems(model: type[BaseModel], value: Any, path: tuple[Any, ...], problems: _Problems) -> None:
+def _params_problems(model: type[BaseModel], value: Any, path: tuple[Any, ...], problems: _Problems) -> Any:
+    """The validated parameters, or None after adding their problems."""
     try:
-        model.model_validate(value if value is not None else {})
+        return model.model_validate(value if value is not None else {})
     except ValidationError as exc:
         _pydantic_problems(exc, problems, path, {path: list(model.model_fields)})
+        return None
+
+
+# An unknown name that is close to no registered one is most often a plugin's that is not loaded here
+# (a run dir handed over from a machine with the plugin, a scenario written for one).
+def _unknown_hint(name: str, known: Any, listing: str) -> str:
+    return suggest(name, known) or (" (not registered here: is it a plugin's? load the plugin with "
+                                    "SIMWORLD_PLUGINS=MODULE or a simworld.plugins entry point; "
+                                    f"simworld list {listing} shows the registered ones)")
+
+
+def _special_token_problems(data: dict[str, Any], problems: _Problems) -> None:
+    """A Llama 3 special token in scenario text that reaches the conversation: a role's system prompt
+    or persona (in every sample of the role), and any text of the world's or task's parameters
+    (briefs, issue wording, tool answers). Export drops every sample that holds one."""
+    from simworld.llama3.parse import special_token_in  # (the Llama 3 code loads only when a scenario is checked)
+
+    def check(path: tuple[Any, ...], text: str) -> None:
+        token = special_token_in(text)
+        if token is not None:
+            problems.add(path, f"holds the Llama 3 special token <|{token}|>, which is structure, not text: export "
+                         "drops every sample it reaches (special_tokens_in_text); write it some other way")
+
+    def walk(path: tuple[Any, ...], node: Any) -> None:
+        if isinstance(node, str):
+            check(path, node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str):
+                    check(path + (key,), key)
+                walk(path + (key,), value)
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(path + (i,), item)
+
+    roles = data.get("roles")
+    for role, spec in roles.items() if isinstance(roles, dict) else ():
+        for field in ("system_prompt", "persona"):
+            if isinstance(spec, dict) and isinstance(spec.get(field), str):
+                check(("roles", role, field), spec[field])
+    for section in ("world", "task"):
+        if isinstance(data.get(section), dict):
+            walk((section, "params"), data[section].get("params"))
 
 
 def agent_worlds(agent_cls: type) -> tuple[str, ...] | None:
@@ -751,7 +847,9 @@ def _agent_fit_problems(agent_cls: type, role: str, kind: Any, world_type: str |
 
 
 def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
-    """Check names against the registries on raw scenario data.
+    """Check names against the registries on raw scenario data, and what only the whole scenario can
+    show: a tool listed twice, a world's parameters against the roles (its Params model's
+    ``scenario_problems``), a Llama 3 special token in text that reaches the conversation.
 
     Works on data that failed the structural schema too (every part that has the right shape is
     checked), so that a file's problems are all reported at once.
@@ -767,33 +865,44 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     if isinstance(world_type, str):
         world_cls = registry.WORLDS.get(world_type)
         if world_cls is None:
-            problems.add(("world", "type"), f"unknown world {world_type!r}{suggest(world_type, registry.WORLDS)}")
+            problems.add(("world", "type"), f"unknown world {world_type!r}"
+                         f"{_unknown_hint(world_type, registry.WORLDS, 'worlds')}")
         elif isinstance(world.get("params", {}), dict):
-            _params_problems(world_cls.Params, world.get("params"), ("world", "params"), problems)
+            params = _params_problems(world_cls.Params, world.get("params"), ("world", "params"), problems)
+            # A world's parameters checked against the rest of the scenario (e.g. that they name its
+            # roles): the Params model's optional scenario_problems(data) -> [(path, message)].
+            scenario_problems = getattr(params, "scenario_problems", None)
+            for path, message in scenario_problems(data) if callable(scenario_problems) else ():
+                problems.add(tuple(path), message)
     if world_cls is not None and isinstance(task_type, str):
         tasks = registry.TASKS.get(world_type, {})
         task_cls = tasks.get(task_type)
         if task_cls is None:
             problems.add(("task", "type"), f"unknown task {task_type!r} for world {world_type!r}"
-                         f"{suggest(task_type, tasks)}")
+                         f"{_unknown_hint(task_type, tasks, 'tasks')}")
         elif isinstance(task.get("params", {}), dict):
             _params_problems(task_cls.Params, task.get("params"), ("task", "params"), problems)
     for role, spec in roles.items():
         if not isinstance(spec, dict):
             continue
         tools = spec.get("tools")
-        if world_cls is not None and isinstance(tools, list):
-            for i, tool in enumerate(tools):
-                if isinstance(tool, str) and tool not in world_cls.tools:
-                    problems.add(("roles", role, "tools", i),
-                                 f"unknown tool {tool!r}{suggest(tool, world_cls.tools)}")
+        first_at: dict[str, int] = {}
+        for i, tool in enumerate(tools if isinstance(tools, list) else ()):
+            if not isinstance(tool, str):
+                continue
+            if world_cls is not None and tool not in world_cls.tools:
+                problems.add(("roles", role, "tools", i), f"unknown tool {tool!r}{suggest(tool, world_cls.tools)}")
+            elif tool in first_at:  # (a model would be offered two definitions of one function)
+                problems.add(("roles", role, "tools", i), f"tool {tool!r} is listed twice (first at index "
+                             f"{first_at[tool]}); list each tool once")
+            first_at.setdefault(tool, i)
         agent = spec.get("agent")
         if not isinstance(agent, dict) or not isinstance(agent.get("type"), str):
             continue
         agent_cls = registry.AGENTS.get(agent["type"])
         if agent_cls is None:
             problems.add(("roles", role, "agent", "type"),
-                         f"unknown agent {agent['type']!r}{suggest(agent['type'], registry.AGENTS)}")
+                         f"unknown agent {agent['type']!r}{_unknown_hint(agent['type'], registry.AGENTS, 'agents')}")
         else:
             _params_problems(agent_cls.Params, agent, ("roles", role, "agent"), problems)
             _agent_fit_problems(agent_cls, role, spec.get("kind"), world_type if world_cls else None, problems)
@@ -807,12 +916,13 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     scoring = data.get("scoring")
     for i, name in enumerate(scoring if isinstance(scoring, list) else []):
         if isinstance(name, str) and name not in registry.SCORERS:
-            problems.add(("scoring", i), f"unknown scorer {name!r}{suggest(name, registry.SCORERS)}")
+            problems.add(("scoring", i), f"unknown scorer {name!r}{_unknown_hint(name, registry.SCORERS, 'scorers')}")
         elif isinstance(name, str):  # a scorer that cannot be called is seen by its signature, before any run
             from simworld.scoring.base import scorer_problem
 
             if (problem := scorer_problem(registry.SCORERS[name])) is not None:
                 problems.add(("scoring", i), f"scorer {name!r} {problem}")
+    _special_token_problems(data, problems)
 
 
 def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,

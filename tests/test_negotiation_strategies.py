@@ -14,7 +14,7 @@ from simworld.environments.negotiation.space import utility_model
 from simworld.environments.negotiation.world import NegotiationRecord, Offer
 from simworld.episode import episode_specs, run_episode_sync
 from simworld.errors import ScenarioError
-from simworld.scenario import load_scenario, scenario_from_data
+from simworld.scenario import Scenario, load_scenario, scenario_from_data
 from simworld.types import strip_timings
 
 STRATEGIES = ["boulware", "linear", "conceder", "tit_for_tat", "random_offer", "hardliner", "time_based"]
@@ -225,7 +225,9 @@ def test_role_without_preferences_fails_the_episode_with_a_reason():
     data = sc.model_dump(mode="json")
     data["roles"]["c"] = data["roles"].pop("b")
     data["first_speaker"] = "c"
-    sc = scenario_from_data(data)
+    with pytest.raises(ScenarioError, match="party 'b' is no role of this scenario"):
+        scenario_from_data(data)  # (validate refuses it; a Scenario built without validation still fails cleanly)
+    sc = Scenario.model_validate(data)
     t = run_episode_sync(sc, episode_specs(sc, 1)[0])
     assert t.outcome.termination == "error" and not t.outcome.success
     assert "role 'c' has no negotiation preferences" in t.outcome.error

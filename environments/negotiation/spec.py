@@ -54,8 +54,8 @@ class IssueSpec(_Strict):
                         "'a {value} warranty'. Default: '<label> <value>'.")
     decimals: int | None = Field(default=None, ge=0, le=6, description="Decimals a number is written with "
                                  "(default: as few as needed), e.g. 2 for prices in dollars and cents.")
-    labels: dict[Value, str] = Field(default_factory=dict, description="Display text of values, e.g. "
-                                     "{dealer: dealer financing, 0: no warranty}.")
+    labels: dict[Value, str] = Field(default_factory=dict, description="Display text of values of the issue, "
+                                     "e.g. {dealer: dealer financing, 0: no warranty}.")
 
     @model_validator(mode="after")
     def _shape(self) -> IssueSpec:
@@ -79,7 +79,35 @@ class IssueSpec(_Strict):
                 raise ValueError("values must be distinct")
         if self.phrase and "{value}" not in self.phrase:
             raise ValueError("phrase must contain {value}")
+        off = [key for key in self.labels if self.position(key) < 0]
+        if off:
+            raise _located(type(self).__name__, [
+                (("labels", key), f"{key!r} is not a value of the issue ({self._values_in_words()}); a label is the "
+                 "text of one of its values") for key in off])
         return self
+
+    def position(self, value: Any) -> int:
+        """Index of `value` on the issue's grid, or -1 (numeric text counts on a numeric issue: JSON
+        turns mapping keys into text). As :meth:`OutcomeSpace.position`, without building the grid."""
+        if isinstance(value, str) and self.numeric:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if self.values is not None:
+            keys = [_value_key(v) for v in self.values]
+            return keys.index(_value_key(value)) if _value_key(value) in keys else -1
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return -1
+        assert self.range is not None and self.step is not None
+        k = round((value - self.range[0]) / self.step)
+        return k if 0 <= k < self.size and _value_key(self.value_at(k)) == _value_key(value) else -1
+
+    def _values_in_words(self) -> str:
+        if self.range is not None:
+            return f"[{self.range[0]:g}, {self.range[1]:g}] in steps of {self.step:g}"
+        shown = ", ".join(map(str, (self.values or [])[:12]))
+        return f"values {shown}" + (", ..." if len(self.values or []) > 12 else "")
 
     @property
     def continuous(self) -> bool:
@@ -119,6 +147,15 @@ class IssueSpec(_Strict):
         return self.values is None or all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.values)
 
 
+def _located(title: str, problems: list[tuple[tuple[Any, ...], str]]) -> ValidationError:
+    """A ValidationError with each problem at its own location (relative to the model validated), so
+    that a scenario error names the YAML line of the offending key."""
+    # (no context is given, so pydantic keeps each message as written: braces included)
+    return ValidationError.from_exception_data(title, [
+        InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=None)
+        for loc, message in problems])
+
+
 def _value_key(v: Any) -> Any:
     """Dictionary key of an issue value: 6 and 6.0 are the same value, '6' is not."""
     if isinstance(v, float) and v.is_integer():
@@ -136,8 +173,8 @@ class ValueFunction(_Strict):
 
     prefer: Literal["low", "high"] | None = Field(default=None, description="'low' or 'high': linear in the "
                                                   "value (for text values, in listed order).")
-    peak: float | None = Field(default=None, description="The best value: 1 there, falling linearly to the far "
-                               "end of the issue.")
+    peak: float | None = Field(default=None, description="The best value, within the issue's values: 1 there, "
+                               "falling linearly to the far end of the issue.")
     table: dict[Value, float] | None = Field(default=None, description="Value -> score; on a continuous issue "
                                              "the points are interpolated linearly.")
 
@@ -274,7 +311,8 @@ class BargainingParams(_Strict):
     """``world.params`` of the bargaining world: issues, the two parties, protocol, information."""
 
     issues: dict[str, IssueSpec] = Field(description="The negotiated issues, in offer order.")
-    parties: dict[str, PartySpec] = Field(description="Exactly two parties, keyed by scenario role name.")
+    parties: dict[str, PartySpec] = Field(description="Exactly two parties: the scenario's two roles, each "
+                                          "keyed by its role name.")
     max_rounds: int = Field(default=10, ge=1, le=1000, description="Most offers in an episode (both "
                             "parties together); after the last one the responder can only accept or walk away.")
     deadline_cost: float = Field(default=0.0, ge=0.0, le=1.0, description="Utility each party loses per "
@@ -364,10 +402,26 @@ class BargainingParams(_Strict):
                     problems.append((where, "no value of the issue is within this limit and the other policies' "
                                      "limits on it"))
         if problems:
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                InitErrorDetails(type=PydanticCustomError("information", message.replace("{", "{{").replace("}", "}}")),
-                                 loc=loc, input=None) for loc, message in problems])
+            raise _located(type(self).__name__, problems)
         return self
+
+    def scenario_problems(self, scenario: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+        """(path, message) of each way the parties and the scenario's roles differ (scenario data as
+        in its file; see simworld.scenario): each party is a role, keyed by its name, and each role a
+        party, or no episode can run (a role's strategy has no preferences to negotiate by)."""
+        roles = scenario.get("roles")
+        if not isinstance(roles, dict) or not roles:
+            return []
+        from simworld.errors import suggest
+
+        parties, names = ", ".join(self.parties), ", ".join(map(str, roles))
+        problems: list[tuple[tuple[Any, ...], str]] = [
+            (("world", "params", "parties", party), f"party {party!r} is no role of this scenario (roles: {names})"
+             f"{suggest(party, roles)}; the parties are keyed by role name")
+            for party in self.parties if party not in roles]
+        problems += [(("roles", role), f"role {role!r} is not one of the parties in world.params.parties ({parties}): "
+                      "each role negotiates by its party's preferences") for role in roles if role not in self.parties]
+        return problems
 
     @model_validator(mode="after")
     def _preferences_fit_issues(self) -> BargainingParams:
@@ -375,11 +429,7 @@ class BargainingParams(_Strict):
 
         problems = check_preferences(self.issues, self.parties)
         if problems:
-            # Each problem at its own location (world.params.parties.<role>...), so a scenario error
-            # names the YAML line of the offending key.
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                InitErrorDetails(type=PydanticCustomError("preferences", message.replace("{", "{{").replace("}", "}}")),
-                                 loc=loc, input=None) for loc, message in problems])
+            raise _located(type(self).__name__, problems)  # (at world.params.parties.<role>...)
         return self
 
 
