@@ -255,7 +255,7 @@ def load_run_scenario(run_dir: str | Path) -> Scenario:
         raise SimworldError(f"{run_dir}: not a run directory")
     if not path.exists():
         raise SimworldError(f"{run_dir}: no {SCENARIO_FILE}; not a simworld run directory")
-    return load_scenario(path)
+    return load_scenario(path, recorded=True)
 
 
 def parse_record(record: dict[str, Any]) -> Trajectory | str:

@@ -19,7 +19,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
-from pydantic_core import PydanticCustomError, PydanticSerializationError, to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from simworld import registry
 from simworld.docs_text import doc_summary, summary
@@ -98,15 +98,6 @@ class Scenario(_Strict):
     variations: dict[str, list[Any]] = Field(default_factory=dict, description="dotted.path: [values]; each "
                                              "episode (each task group with repeats) draws one value per path, "
                                              "independently and uniformly, from its own seed.")
-
-    @field_validator("name")
-    @classmethod
-    def _name_charset(cls, v: str) -> str:
-        if not SCENARIO_NAME.fullmatch(v):  # (a custom error: no "Value error, " before the message)
-            raise PydanticCustomError("scenario_name", f"name must be letters, digits, '_', '.' and '-' only, and "
-                                      "not empty: it starts every episode id (NAME-sSEED-INDEX) and sample id "
-                                      f"(RUN/EPISODE/ROLE); got {v!r}")
-        return v
 
     @field_validator("variations")
     @classmethod
@@ -925,8 +916,15 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     _special_token_problems(data, problems)
 
 
+def _name_problem(data: dict[str, Any], problems: _Problems) -> None:
+    name = data.get("name")
+    if isinstance(name, str) and not SCENARIO_NAME.fullmatch(name):
+        problems.add(("name",), "name must be letters, digits, '_', '.' and '-' only, and not empty: it starts "
+                     f"every episode id (NAME-sSEED-INDEX) and sample id (RUN/EPISODE/ROLE); got {name!r}")
+
+
 def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
-              overrides: dict[str, Any] | None = None) -> Scenario:
+              overrides: dict[str, Any] | None = None, recorded: bool = False) -> Scenario:
     problems = _Problems(lines, {k: "" for k in (overrides or {})})
     if not isinstance(data, dict):
         raise ScenarioError(["(top level): a scenario must be a YAML mapping"], source)
@@ -944,6 +942,8 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
         _pydantic_problems(exc, problems, (), _known_fields(data), skip=_EMPTY_VARIATION)
     # Semantic checks run on whatever has the right shape, so every problem is listed at once.
     _check_semantics_data(data, problems)
+    if not recorded:  # a run recorded before names were restricted still reads under its own name
+        _name_problem(data, problems)
     variations = data.get("variations")
     if isinstance(variations, dict):
         _variation_problems(data, variations, problems)
@@ -1064,8 +1064,9 @@ def _settable(data: dict[str, Any], dotted: str) -> bool:
     return len(parts) >= 2 and parts[0] in ("world", "task") and parts[1] == "params"
 
 
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read, override and validate a scenario file. Raises ScenarioError / SimworldError."""
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None, *, recorded: bool = False) -> Scenario:
+    """Read, override and validate a scenario file. Raises ScenarioError / SimworldError.
+    `recorded`: the file is a run directory's own, which keeps the name it was run under."""
     p = Path(path)
     source = str(path)
     try:
@@ -1082,11 +1083,11 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     except OSError as exc:
         raise SimworldError(f"{source}: cannot read: {exc}") from None
     data, lines = read_yaml(text, source)
-    return scenario_from_data(data, lines, source, overrides)
+    return scenario_from_data(data, lines, source, overrides, recorded=recorded)
 
 
 def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = None, source: str = "<scenario>",
-                       overrides: dict[str, Any] | None = None) -> Scenario:
+                       overrides: dict[str, Any] | None = None, *, recorded: bool = False) -> Scenario:
     data = copy.deepcopy(data)
     if overrides:
         if not isinstance(data, dict):
@@ -1122,7 +1123,7 @@ def scenario_from_data(data: Any, lines: dict[tuple[Any, ...], int] | None = Non
             data["variations"] = {path: values for path, values in variations.items()
                                   if _VARIATION_KEY + path in overrides
                                   or not any(overridden_by(path, key) for key in overrides)}
-    return _validate(data, lines or {}, source, overrides)
+    return _validate(data, lines or {}, source, overrides, recorded)
 
 
 # `--set variations.PATH=[values]` sets the variation of PATH (a variation's key is a dotted path

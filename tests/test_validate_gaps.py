@@ -344,3 +344,24 @@ def test_a_located_bargaining_message_keeps_its_braces(tmp_path, capsys):
     text = HAGGLE.replace("weights: {price: 1.0}", 'weights: {price: 1.0, "{cost}": 1.0}')
     assert problems(tmp_path, capsys, text) == [
         "world.params.parties.seller.weights.{cost} (line 15): unknown issue '{cost}'"]
+
+
+def test_a_run_recorded_before_names_were_restricted_still_reads(tmp_path, monkeypatch, capsys):
+    """The name rule is for new scenarios: a run directory made under another name (here, by this
+    simworld with the rule lifted, as a version before it) still shows, replays and exports."""
+    import re
+
+    import simworld.scenario as scenario_module
+
+    path = tmp_path / "old.yaml"
+    path.write_text(LEDGER.replace("name: ledger_deposit", "name: my ledger run"))
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(scenario_module, "SCENARIO_NAME", re.compile(r".+"))
+        assert run_cli(capsys, "run", path, "--episodes", 2, "--out", run, "--quiet")[0] == 0
+    for args in (("show", run), ("replay", run), ("export", run, "--format", "llama3", "--out", tmp_path / "o.jsonl")):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, (args, err)
+        if args[0] == "show":
+            assert any("my ledger run-s0-000000" in line for line in out)
+    assert problems(tmp_path, capsys, path.read_text())[0].startswith("name (line 1): name must be letters")
