@@ -572,12 +572,15 @@ class _Problems:
     def add(self, path: tuple[Any, ...], message: str) -> None:
         dotted = format_path(path)
         where = ""
+        within: list[str] = []  # --set paths inside what the file holds at `path` (a problem of the whole)
         for name in self.overrides:
             # (a problem with a parent of an override path that the file does not hold came from --set too)
             if (dotted == name or dotted.startswith(name + ".") or dotted.startswith(name + "[")
                     or (name.startswith(dotted + ".") and path not in self.lines)):
                 where = f" (from --set {name})"
                 break
+            if name.startswith(dotted + ".") or name.startswith(dotted + "["):
+                within.append(name)
         lineno = 0
         if not where:
             probe = path
@@ -585,7 +588,7 @@ class _Problems:
                 probe = probe[:-1]
             if probe in self.lines:
                 lineno = self.lines[probe]
-                where = f" (line {lineno})"
+                where = f" (line {lineno}" + "".join(f", with --set {name}" for name in within) + ")"
         line = f"{dotted}{where}: {message}"
         if line not in self.items:
             self.items.append(line)
@@ -605,8 +608,24 @@ def _pydantic_problems(exc: ValidationError, problems: _Problems, prefix: tuple[
             problems.add(loc, f"unknown field {loc[-1]!r}{suggest(str(loc[-1]), names)}")
         elif kind == "missing":
             problems.add(loc, "required field missing")
+        elif kind == "value_error":  # a validator's own message, without pydantic's "Value error, " before it
+            problems.add(loc, str((err.get("ctx") or {}).get("error") or err.get("msg", "invalid value")))
         else:
-            problems.add(loc, err.get("msg", "invalid value"))
+            problems.add(loc, err.get("msg", "invalid value") + _number_as_text_hint(kind, err.get("input")))
+
+
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number_as_text_hint(kind: str, value: Any) -> str:
+    """YAML 1.1 (PyYAML) reads `1e12` as text, not a number: say so, and how to write it as one."""
+    if kind != "int_parsing" or not isinstance(value, str) or not _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return ""
+    x = float(value)
+    number = str(int(x)) if x.is_integer() and abs(x) < 1e18 else repr(x)
+    if "e" in number and "." not in number.split("e")[0]:
+        number = number.replace("e", ".0e")  # 1e-09 is text to YAML 1.1 too; 1.0e-09 is a number
+    return f" (YAML reads {value} as text; write the number as {number})"
 
 
 def _model_fields(model: type[BaseModel]) -> list[str]:

@@ -365,3 +365,28 @@ def test_a_run_recorded_before_names_were_restricted_still_reads(tmp_path, monke
         if args[0] == "show":
             assert any("my ledger run-s0-000000" in line for line in out)
     assert problems(tmp_path, capsys, path.read_text())[0].startswith("name (line 1): name must be letters")
+
+
+SCENARIO_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def test_a_problem_of_a_whole_the_file_holds_names_the_set_inside_it(capsys):
+    """The outcome space is checked over all issues (world.params.issues, a line of the file); the
+    value that made it too large came from --set: the line says both, and no "Value error, "."""
+    path = SCENARIO_DIR / "negotiation" / "supplier_contract.yaml"
+    code, out, err = run_cli(capsys, "validate", path, "--set", "world.params.issues.unit_price.step=1e-9")
+    assert code == 2
+    [line] = [x for x in out if "outcome space" in x]
+    assert "world.params.issues (line " in line and ", with --set world.params.issues.unit_price.step): the " \
+        "outcome space has 2,400,000,000,400 outcomes" in line and "Value error" not in line
+
+
+def test_an_exponent_number_yaml_reads_as_text_gets_a_hint(capsys):
+    path = SCENARIO_DIR / "retail" / "mixed.yaml"
+    code, out, err = run_cli(capsys, "validate", path, "--set", "world.params.n_orders=1e12")
+    assert code == 2
+    assert any(line.endswith("world.params.n_orders (from --set world.params.n_orders): Input should be a valid "
+                             "integer, unable to parse string as an integer (YAML reads 1e12 as text; write the "
+                             "number as 1000000000000)") for line in out + err), out + err
+    code, out, err = run_cli(capsys, "validate", path, "--set", "world.params.n_orders=1000000000000")
+    assert code == 2 and any("less than or equal to" in line for line in out + err)
