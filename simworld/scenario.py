@@ -86,7 +86,8 @@ class Scenario(_Strict):
     max_turns: int = Field(default=40, ge=1, le=10_000, description="Most actions in an episode (a message, "
                            "with or without tool calls, is one action); then it ends with termination max_turns.")
     scoring: list[str] = Field(default_factory=list, description="Scorers that simworld score and export run "
-                               "when none is named (default: every registered scorer; simworld list scorers).")
+                               "when none is named (default: every registered scorer; simworld list scorers).",
+                               json_schema_extra={"uniqueItems": True})
     episodes: int = Field(default=10, ge=0, description="Episodes of a run (simworld run --episodes overrides it).")
     repeats: int = Field(default=1, ge=1, description="Episodes per task: episode i tries the task (and the "
                          "variation) of group i // repeats again, with its own agent and tool randomness; "
@@ -924,7 +925,13 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     if isinstance(first, str) and isinstance(data.get("roles"), dict) and first not in roles:
         problems.add(("first_speaker",), f"unknown role {first!r}{suggest(first, roles)}")
     scoring = data.get("scoring")
+    scored_at: dict[str, int] = {}
     for i, name in enumerate(scoring if isinstance(scoring, list) else []):
+        if isinstance(name, str) and name in scored_at:
+            problems.add(("scoring", i), f"scorer {name!r} is listed twice (first at index {scored_at[name]}); "
+                         "list each scorer once")
+        elif isinstance(name, str):
+            scored_at[name] = i
         if isinstance(name, str) and name not in registry.SCORERS:
             problems.add(("scoring", i), f"unknown scorer {name!r}{_unknown_hint(name, registry.SCORERS, 'scorers')}")
         elif isinstance(name, str):  # a scorer that cannot be called is seen by its signature, before any run

@@ -257,6 +257,15 @@ def test_a_tool_listed_twice_is_refused(tmp_path, capsys):
         "roles.clerk.tools[3] (line 21): tool 'deposit' is listed twice (first at index 1); list each tool once"]
 
 
+def test_a_scorer_listed_twice_is_refused(tmp_path, capsys):
+    text = LEDGER + "scoring: [state_match, tool_validity, state_match]\n"
+    assert problems(tmp_path, capsys, text) == [
+        "scoring[2] (line 22): scorer 'state_match' is listed twice (first at index 0); list each scorer once"]
+    schema = json_schema()
+    with pytest.raises(jsonschema.ValidationError, match="non-unique"):
+        jsonschema.Draft202012Validator(schema).validate({**_ledger_data(), "scoring": ["state_match"] * 2})
+
+
 def test_the_schema_says_tools_are_unique_and_names_are_ids():
     schema = json_schema()
     data = _ledger_data()
