@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 
@@ -74,7 +76,7 @@ def command(run: str, episodes: tuple[str, ...], failed: bool, sample: int | Non
     for where in skipped:
         click.echo(f"skipped record {where}", err=True)
     lookup = ScoreLookup(info)
-    stdout = click.get_text_stream("stdout")
+    stdout = sys.stdout
     try:
         if not (episodes or failed or sample) and perspective is None:
             damaged_rows = listing(console, records, lookup, scorable)
