@@ -115,7 +115,8 @@ def draw_variation(variations: dict[str, list[Any]], task_seed: int) -> dict[str
     out: dict[str, Any] = {}
     for path in sorted(variations):
         values = variations[path]
-        rng = np.random.default_rng(np.random.SeedSequence([task_seed, 1, zlib.crc32(path.encode('utf-8', 'surrogatepass'))]))
+        key = zlib.crc32(path.encode("utf-8", "surrogatepass"))
+        rng = np.random.default_rng(np.random.SeedSequence([task_seed, 1, key]))
         out[path] = values[int(rng.integers(len(values)))]
     return out
 

@@ -105,7 +105,8 @@ def pass_k_text(values: dict[str, float], tasks: dict[str, int], total: int) -> 
     and ``21 tasks``. When some tasks have fewer tries than others (``--episodes`` not a multiple of
     ``repeats``, records skipped), each pass^k over fewer tasks says over how many, and the scope says
     that pass^k counts only the tasks tried at least k times."""
-    text = ", ".join(f"{k} {rounded(v, 3)}" + (f" over {counted(tasks[k], 'task')}" if tasks.get(k, total) != total else "")
+    text = ", ".join(f"{k} {rounded(v, 3)}"
+                     + (f" over {counted(tasks[k], 'task')}" if tasks.get(k, total) != total else "")
                      for k, v in values.items())
     uneven = any(tasks.get(k, total) != total for k in values)
     return text, counted(total, "task") + ("; pass^k is over the tasks tried at least k times" if uneven else "")

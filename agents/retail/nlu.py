@@ -151,7 +151,8 @@ def _find_whole(low: str, phrase: str, prefix: bool) -> bool:
 
 
 KEYWORDS = """
-cancel cancelled canceled cancelling canceling cancellation return returning returned refund refunded exchange exchanging swap
+cancel cancelled canceled cancelling canceling cancellation return returning returned refund refunded exchange
+exchanging swap
 change changed modify update switch address shipping default moved payment method status track tracking
 total items where mistake accident accidentally accidental longer anymore needed need wrong correct right
 proceed ahead sure yeah nope please thanks everything nothing instead profile account order orders
