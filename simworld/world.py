@@ -349,7 +349,10 @@ def _args_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
     for i, (pname, param) in enumerate(sig.parameters.items()):
         if i == 0:  # the ToolContext
             continue
-        ann = hints.get(pname, Any)
+        if pname not in hints:  # its schema would be {}: a model is told nothing of what to pass
+            raise TypeError(f"tool {name!r}: parameter {pname!r} has no type annotation; annotate it (Any takes "
+                            "any JSON value) so that the tool's schema says what it takes")
+        ann = hints[pname]
         default = param.default if param.default is not inspect.Parameter.empty else ...
         fields[pname] = (ann, default)
     model_name = "".join(part.capitalize() for part in name.split("_")) + "Args"

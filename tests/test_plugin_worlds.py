@@ -200,6 +200,22 @@ def restock(ctx: ToolContext, row: int, answer: str = "ok") -> object:
             "array_inf": {"prices": np.array([[1.0, np.inf]])}, "bare_inf": float("-inf"), "bytes": b"x"}[answer]
 
 
+def test_a_tool_parameter_without_a_type_is_refused_when_the_tool_is_declared(tmp_path):
+    """Its schema would be {} (anything): a model would be told nothing of what to pass."""
+    with pytest.raises(TypeError, match="tool 'peek_any': parameter 'row' has no type annotation; annotate it"):
+        @Shop.tool()
+        def peek_any(ctx: ToolContext, row) -> dict:  # noqa: ANN001
+            """Forgot the annotation."""
+            return {}
+    assert "peek_any" not in Shop.tools
+    (tmp_path / "unannotated.py").write_text(PLUGIN_SOURCE.replace("def peek(ctx, row: int)", "def peek(ctx, row)"))
+    res = simworld("list", "worlds", cwd=tmp_path, SIMWORLD_PLUGINS="unannotated", PYTHONPATH=str(tmp_path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == ("error: SIMWORLD_PLUGINS: cannot import plugin module 'unannotated': TypeError: "
+                                  "tool 'peek': parameter 'row' has no type annotation; annotate it (Any takes any "
+                                  "JSON value) so that the tool's schema says what it takes")
+
+
 def _call(answer: str) -> tuple[World, object, Exception | None]:
     world = Shop.load(None, 0)
     state = world.new_state()
