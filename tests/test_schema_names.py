@@ -202,6 +202,10 @@ def test_one_summariser_serves_the_list_and_the_schema():
     assert listed.endswith("…") and len(listed) <= DOC_WIDTH and full.startswith(listed[:-1])
     agents = {line.split()[0]: line for line in section_lines("agents")}
     assert "module docstring" not in agents["customer"] and agents["customer"].endswith("only when asked.")
+    # which world and role kind each agent plays, as validate and the schema know it
+    assert agents["customer"].split()[1:3] == ["retail,", "user"] and agents["oracle"].split()[1:3] == ["retail,",
+                                                                                                        "assistant"]
+    assert agents["llm"].split()[1:3] == ["any", "world"] and agents["boulware"].split()[1] == "bargaining"
 
     schema = json_schema()
     task_type = schema["$defs"]["TaskSpec"]["properties"]["type"]["anyOf"][0]

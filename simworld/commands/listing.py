@@ -71,11 +71,15 @@ def section_lines(what: str) -> list[str]:
                              summary(tool.description, 60)))
         return _rows(rows)
     if what == "agents":
+        from simworld.scenario import agent_kinds, agent_worlds
+
         rows = []
         for name, cls in sorted(registry.AGENTS.items()):
             params = [f for f in cls.Params.model_fields if f != "type"]
-            rows.append((name, clip(("params: " + ", ".join(params)) if params else "", 50),
-                         doc_summary(cls, DOC_WIDTH)))
+            worlds, kinds = agent_worlds(cls), agent_kinds(cls)
+            plays = " / ".join(worlds) if worlds else "any world"
+            rows.append((name, plays + (", " + " or ".join(kinds) if kinds else ""),
+                         clip(("params: " + ", ".join(params)) if params else "", 50), doc_summary(cls, DOC_WIDTH)))
         return _rows(rows)
     if what == "scorers":
         return _rows([(name, doc_summary(fn, DOC_WIDTH)) for name, fn in sorted(registry.SCORERS.items())])
