@@ -64,14 +64,13 @@ def one_line(exc: BaseException) -> str:
 
 
 def rounded(share: float, places: int, scale: float = 1.0) -> str:
-    """`share` x `scale` to `places` decimals, with more (up to four) where a share strictly between
-    0 and 1 would read as exactly 0 or 1: 24,999 of 25,000 is ``rounded(0.99996, 1, 100)`` =
+    """`share` x `scale` to `places` decimals, with as many more as it takes for a share strictly
+    between 0 and 1 not to read as exactly 0 or 1: 24,999 of 25,000 is ``rounded(0.99996, 1, 100)`` =
     ``"99.996"``, not ``"100.0"``, and a mean score of 0.99996 is not ``"1.000"``."""
     text = f"{share * scale:.{places}f}"
-    extra = 0
-    while 0 < share < 1 and float(text) in (0.0, scale) and extra < 4:
-        extra += 1
-        text = f"{share * scale:.{places + extra}f}"
+    while 0 < share < 1 and float(text) in (0.0, scale) and places < 17:  # (17: all a float holds)
+        places += 1
+        text = f"{share * scale:.{places}f}"
     return text
 
 

@@ -16,7 +16,7 @@ def test_rounded_adds_places_only_where_rounding_would_reach_a_bound():
     assert rounded(0.99996, 1, 100) == "99.996" and rounded(0.00004, 1, 100) == "0.004"
     assert rounded(1.0, 1, 100) == "100.0" and rounded(0.0, 1, 100) == "0.0" and rounded(0.5, 1, 100) == "50.0"
     assert rounded(0.99996, 3) == "0.99996" and rounded(0.9994, 3) == "0.999" and rounded(2.0, 3) == "2.000"
-    assert rounded(1 - 1e-12, 1, 100) == "100.00000"  # four places more at most: beyond that, rounding stands
+    assert rounded(1 - 1e-8, 1, 100) == "99.999999" and rounded(1e-9, 1, 100) == "0.0000001"
 
 
 def _render(table) -> str:
