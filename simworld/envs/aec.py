@@ -35,7 +35,8 @@ class SimworldAEC(AECEnv):
       `terminations` are set when the episode ends (a user stop, a tool ending it, a failure);
       `truncations` when it hits `max_turns`.
     * ``reset(seed=S)`` plays episode 0 of run seed S (the spec ``simworld run --seed S`` gives
-      episode 0); ``reset()`` the next episode; ``options={"episode": i}`` episode i (an unknown
+      episode 0 today; a run recorded as ``simworld.run/1`` drew variations another way: pass its
+      spec); ``reset()`` the next episode; ``options={"episode": i}`` episode i (an unknown
       option key raises :class:`~simworld.errors.SimworldError`).
 
     `episode` is the running engine episode; `trajectory()` its record. `agent_action()` is what

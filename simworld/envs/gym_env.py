@@ -32,7 +32,8 @@ class ToolUseEnv(gym.Env):
       (negotiation) or 1.0 if the task succeeded. `terminated` when the episode ends, `truncated`
       when it reaches `max_turns`. `info` holds the turn, invalid moves, tool errors, the role whose
       turn it is and, at the end, the outcome.
-    * ``reset(seed=S)`` plays episode 0 of run seed S (as ``simworld run --seed S``); ``reset()``
+    * ``reset(seed=S)`` plays episode 0 of run seed S (as ``simworld run --seed S`` draws it today;
+      a run recorded as ``simworld.run/1`` drew variations another way: pass its spec); ``reset()``
       the next episode; ``options={"episode": i}`` episode i (an unknown option key raises
       :class:`~simworld.errors.SimworldError`).
     """

@@ -219,7 +219,9 @@ class EpisodeSession:
     """A scenario and its current engine episode, as the environments see it.
 
     Episodes are numbered like a run's: `start(seed=S)` begins episode 0 of run seed S (the same
-    spec as episode 0 of ``simworld run --seed S``); `start()` without a seed continues with the
+    spec as episode 0 of ``simworld run --seed S``, with the per-path variation draw; an episode of
+    a run recorded as ``simworld.run/1`` is played by passing its spec, from
+    ``episode_specs(..., legacy_draw=True)``); `start()` without a seed continues with the
     next index (starting from the scenario's own seed). ``options={"episode": i}`` picks index i,
     ``options={"spec": EpisodeSpec(...)}`` a spec directly; any other key raises SimworldError
     (a misspelt key would otherwise play another episode than the one asked for), except
