@@ -596,6 +596,19 @@ class _Problems:
             self._order[line] = lineno
 
 
+class _SetOnly:
+    """The problems of a recorded scenario's new rules that --set brought in: the rest of the file
+    was run under the rules of its day and must still read."""
+
+    def __init__(self, problems: _Problems) -> None:
+        self.problems = problems
+
+    def add(self, path: tuple[Any, ...], message: str) -> None:
+        dotted = format_path(path)
+        if any(dotted == name or dotted.startswith((name + ".", name + "[")) for name in self.problems.overrides):
+            self.problems.add(path, message)
+
+
 def _pydantic_problems(exc: ValidationError, problems: _Problems, prefix: tuple[Any, ...] = (),
                        known: dict[tuple[Any, ...], list[str]] | None = None, skip: str = "\0") -> None:
     for err in exc.errors():
@@ -793,7 +806,7 @@ def _unknown_hint(name: str, known: Any, listing: str) -> str:
                                     f"simworld list {listing} shows the registered ones)")
 
 
-def _special_token_problems(data: dict[str, Any], problems: _Problems) -> None:
+def _special_token_problems(data: dict[str, Any], problems: _Problems | _SetOnly) -> None:
     """A Llama 3 special token in scenario text that reaches the conversation: a role's system prompt
     or persona (in every sample of the role), and any text of the world's or task's parameters
     (briefs, issue wording, tool answers). Export drops every sample that holds one."""
@@ -857,15 +870,19 @@ def _agent_fit_problems(agent_cls: type, role: str, kind: Any, world_type: str |
                      f"not {kind!r} (are two roles' kinds or agents swapped?)")
 
 
-def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
+def _check_semantics_data(data: dict[str, Any], problems: _Problems, recorded: bool = False) -> None:
     """Check names against the registries on raw scenario data, and what only the whole scenario can
-    show: a tool listed twice, a world's parameters against the roles (its Params model's
+    show: a tool or scorer listed twice, a world's parameters against the roles (its Params model's
     ``scenario_problems``), a Llama 3 special token in text that reaches the conversation.
 
     Works on data that failed the structural schema too (every part that has the right shape is
-    checked), so that a file's problems are all reported at once.
+    checked), so that a file's problems are all reported at once. `recorded`: the data is a run
+    directory's own scenario, which those whole-scenario rules (what a new run would waste) do not
+    lock out: they then apply only to what --set changes in it (a fork's new persona, scoring).
     """
     from simworld.world import World
+
+    whole = _SetOnly(problems) if recorded else problems
 
     registry.load_builtins()
     world = data.get("world") if isinstance(data.get("world"), dict) else {}
@@ -884,7 +901,7 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
             # roles): the Params model's optional scenario_problems(data) -> [(path, message)].
             scenario_problems = getattr(params, "scenario_problems", None)
             for path, message in scenario_problems(data) if callable(scenario_problems) else ():
-                problems.add(tuple(path), message)
+                whole.add(tuple(path), message)
     if world_cls is not None and isinstance(task_type, str):
         tasks = registry.TASKS.get(world_type, {})
         task_cls = tasks.get(task_type)
@@ -904,7 +921,7 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
             if world_cls is not None and tool not in world_cls.tools:
                 problems.add(("roles", role, "tools", i), f"unknown tool {tool!r}{suggest(tool, world_cls.tools)}")
             elif tool in first_at:  # (a model would be offered two definitions of one function)
-                problems.add(("roles", role, "tools", i), f"tool {tool!r} is listed twice (first at index "
+                whole.add(("roles", role, "tools", i), f"tool {tool!r} is listed twice (first at index "
                              f"{first_at[tool]}); list each tool once")
             first_at.setdefault(tool, i)
         agent = spec.get("agent")
@@ -928,7 +945,7 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
     scored_at: dict[str, int] = {}
     for i, name in enumerate(scoring if isinstance(scoring, list) else []):
         if isinstance(name, str) and name in scored_at:
-            problems.add(("scoring", i), f"scorer {name!r} is listed twice (first at index {scored_at[name]}); "
+            whole.add(("scoring", i), f"scorer {name!r} is listed twice (first at index {scored_at[name]}); "
                          "list each scorer once")
         elif isinstance(name, str):
             scored_at[name] = i
@@ -939,7 +956,7 @@ def _check_semantics_data(data: dict[str, Any], problems: _Problems) -> None:
 
             if (problem := scorer_problem(registry.SCORERS[name])) is not None:
                 problems.add(("scoring", i), f"scorer {name!r} {problem}")
-    _special_token_problems(data, problems)
+    _special_token_problems(data, whole)
 
 
 def _name_problem(data: dict[str, Any], problems: _Problems) -> None:
@@ -967,12 +984,12 @@ def _validate(data: Any, lines: dict[tuple[Any, ...], int], source: str,
     except ValidationError as exc:
         _pydantic_problems(exc, problems, (), _known_fields(data), skip=_EMPTY_VARIATION)
     # Semantic checks run on whatever has the right shape, so every problem is listed at once.
-    _check_semantics_data(data, problems)
+    _check_semantics_data(data, problems, recorded)
     if not recorded:  # a run recorded before names were restricted still reads under its own name
         _name_problem(data, problems)
     variations = data.get("variations")
     if isinstance(variations, dict):
-        _variation_problems(data, variations, problems)
+        _variation_problems(data, variations, problems, recorded)
     if problems.items or sc is None:
         raise ScenarioError(problems.in_file_order() or ["(top level): invalid scenario"], source)
     return sc
@@ -992,13 +1009,14 @@ RUN_LEVEL_FIELDS = {
 }
 
 
-def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], problems: _Problems) -> None:
+def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], problems: _Problems,
+                        recorded: bool = False) -> None:
     """Every problem of every variation at once: a missing path, no values, and each value that
     makes the scenario invalid where the scenario without variations is not (its own problems are
     reported once, not once per value)."""
     base = copy.deepcopy(data)
     base["variations"] = {}
-    base_errors = _scenario_errors(base)
+    base_errors = _scenario_errors(base, recorded)
     for path, values in variations.items():
         if not isinstance(path, str):
             continue
@@ -1021,12 +1039,12 @@ def _variation_problems(data: dict[str, Any], variations: dict[Any, Any], proble
             except SimworldError as exc:
                 problems.add(vpath + (i,), f"value {value!r} is invalid: {exc}")
                 continue
-            for error in _scenario_errors(trial):
+            for error in _scenario_errors(trial, recorded):
                 if error not in base_errors:
                     problems.add(vpath + (i,), f"value {value!r} is invalid: {error}")
 
 
-def _scenario_errors(data: dict[str, Any]) -> list[str]:
+def _scenario_errors(data: dict[str, Any], recorded: bool = False) -> list[str]:
     """The problems of scenario data without line numbers: structure (message only), then names."""
     errors: list[str] = []
     try:
@@ -1034,7 +1052,7 @@ def _scenario_errors(data: dict[str, Any]) -> list[str]:
     except ValidationError as exc:
         errors += [err.get("msg", "invalid value") for err in exc.errors()]
     names = _Problems({})
-    _check_semantics_data(data, names)
+    _check_semantics_data(data, names, recorded)
     return errors + names.items
 
 

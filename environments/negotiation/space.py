@@ -224,14 +224,8 @@ def value_scores(space: OutcomeSpace, i: int, function: Mapping[str, Any]) -> np
     if "peak" in function:
         if not spec.numeric:
             raise ValueError("peak needs a numeric issue")
-        x = np.array(grid, dtype=np.float64)
-        peak = float(function["peak"])
-        lo, hi = float(x.min()), float(x.max())
-        if not lo - 1e-9 * max(1.0, abs(lo)) <= peak <= hi + 1e-9 * max(1.0, abs(hi)):
-            # (the function would just fall towards one end: prefer low/high says that, a peak is a typo)
-            raise ValueError(f"peak {peak:g} is outside the issue's values [{lo:g}, {hi:g}]; the best value "
-                             "must be one the issue can take")
-        return -np.abs(x - peak)
+        # (a peak outside the issue's range is refused by validate only: BargainingParams.scenario_problems)
+        return -np.abs(np.array(grid, dtype=np.float64) - float(function["peak"]))
     pairs = _table_pairs(function["table"])
     if spec.continuous:
         xs = np.array([float(k) for k, _ in pairs])

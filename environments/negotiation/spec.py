@@ -79,11 +79,6 @@ class IssueSpec(_Strict):
                 raise ValueError("values must be distinct")
         if self.phrase and "{value}" not in self.phrase:
             raise ValueError("phrase must contain {value}")
-        off = [key for key in self.labels if self.position(key) < 0]
-        if off:
-            raise _located(type(self).__name__, [
-                (("labels", key), f"{key!r} is not a value of the issue ({self._values_in_words()}); a label is the "
-                 "text of one of its values") for key in off])
         return self
 
     def position(self, value: Any) -> int:
@@ -108,6 +103,13 @@ class IssueSpec(_Strict):
             return f"[{self.range[0]:g}, {self.range[1]:g}] in steps of {self.step:g}"
         shown = ", ".join(map(str, (self.values or [])[:12]))
         return f"values {shown}" + (", ..." if len(self.values or []) > 12 else "")
+
+    def bounds(self) -> tuple[float, float]:
+        """Lowest and highest value of a numeric issue."""
+        if self.range is not None:
+            return float(self.range[0]), float(self.range[1])
+        numbers = [float(v) for v in self.values or []]
+        return min(numbers), max(numbers)
 
     @property
     def continuous(self) -> bool:
@@ -173,7 +175,7 @@ class ValueFunction(_Strict):
 
     prefer: Literal["low", "high"] | None = Field(default=None, description="'low' or 'high': linear in the "
                                                   "value (for text values, in listed order).")
-    peak: float | None = Field(default=None, description="The best value, within the issue's values: 1 there, "
+    peak: float | None = Field(default=None, description="The best value, within the issue's range: 1 there, "
                                "falling linearly to the far end of the issue.")
     table: dict[Value, float] | None = Field(default=None, description="Value -> score; on a continuous issue "
                                              "the points are interpolated linearly.")
@@ -406,21 +408,48 @@ class BargainingParams(_Strict):
         return self
 
     def scenario_problems(self, scenario: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
-        """(path, message) of each way the parties and the scenario's roles differ (scenario data as
-        in its file; see simworld.scenario): each party is a role, keyed by its name, and each role a
-        party, or no episode can run (a role's strategy has no preferences to negotiate by)."""
+        """(path, message) of what a new scenario is refused for (scenario data as in its file; see
+        simworld.scenario), checked when a scenario is validated, not when a recorded run's world is
+        rebuilt, so runs recorded before these rules still replay and score:
+
+        - each party is a role, keyed by its name, and each role a party, or no episode can run (a
+          role's strategy has no preferences to negotiate by);
+        - a label names a value of its issue (else it is never shown);
+        - a utility's peak is within its issue's range (else the function just falls towards one
+          end: prefer low/high says that, a peak outside is a typo).
+        """
+        problems = self._label_problems() + self._peak_problems()
         roles = scenario.get("roles")
         if not isinstance(roles, dict) or not roles:
-            return []
+            return problems
         from simworld.errors import suggest
 
         parties, names = ", ".join(self.parties), ", ".join(map(str, roles))
-        problems: list[tuple[tuple[Any, ...], str]] = [
+        problems += [
             (("world", "params", "parties", party), f"party {party!r} is no role of this scenario (roles: {names})"
              f"{suggest(party, roles)}; the parties are keyed by role name")
             for party in self.parties if party not in roles]
         problems += [(("roles", role), f"role {role!r} is not one of the parties in world.params.parties ({parties}): "
                       "each role negotiates by its party's preferences") for role in roles if role not in self.parties]
+        return problems
+
+    def _label_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        return [(("world", "params", "issues", name, "labels", key), f"{key!r} is not a value of the issue "
+                 f"({issue._values_in_words()}); a label is the text of one of its values")
+                for name, issue in self.issues.items() for key in issue.labels if issue.position(key) < 0]
+
+    def _peak_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        for role, party in self.parties.items():
+            for name, function in party.utilities.items():
+                issue = self.issues.get(name)
+                if function.peak is None or issue is None or not issue.numeric:
+                    continue  # (an unknown issue or a peak on text values is the preferences' own problem)
+                lo, hi = issue.bounds()
+                if not lo - 1e-9 * max(1.0, abs(lo)) <= function.peak <= hi + 1e-9 * max(1.0, abs(hi)):
+                    problems.append((("world", "params", "parties", role, "utilities", name),
+                                     f"peak {function.peak:g} is outside the issue's range [{lo:g}, {hi:g}]; the "
+                                     "best value must be within it"))
         return problems
 
     @model_validator(mode="after")

@@ -131,8 +131,9 @@ def _fork(run: str, episode: str, fork_at: int, out: str, sets: tuple[str, ...])
     traj = parse_record(record)
     if isinstance(traj, str):
         raise SimworldError(f"{run}: episode {episode}: {traj}")
+    # (the parent's recorded scenario: the rules of a newer simworld apply only to what --set changes)
     agents_sc = scenario_from_data(scenario.model_dump(mode="json"), source=f"{run}/scenario.yaml",
-                                   overrides=overrides) if sets else scenario
+                                   overrides=overrides, recorded=True) if sets else scenario
     new = fork_trajectory(traj, scenario, fork_at, agents_sc)
     try:
         dest.mkdir(parents=True, exist_ok=True)
