@@ -493,3 +493,15 @@ def test_a_peak_between_an_issues_values_is_accepted(tmp_path, capsys, peak):
     (tmp_path / "ok.yaml").write_text(HAGGLE.replace("utilities: {price: {prefer: low}",
                                                      f"utilities: {{price: {{peak: {peak}}}"))
     assert run_cli(capsys, "validate", tmp_path / "ok.yaml")[0] == 0
+
+
+@pytest.mark.parametrize("text", [*(text for text, _ in OLD_RULES.values()),
+                                  LEDGER + "variations:\n  roles.user.persona: [calm, 'cross <|eot_id|>']\n"],
+                         ids=[*OLD_RULES, "variation_value"])
+def test_a_recorded_scenario_is_not_held_to_todays_rules_and_a_new_one_is(text):
+    import yaml
+
+    data = yaml.safe_load(text)
+    assert scenario_from_data(data, recorded=True).name == data["name"]
+    with pytest.raises(ScenarioError):
+        scenario_from_data(data)
