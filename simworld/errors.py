@@ -85,13 +85,26 @@ DEBUG_ENV = "SIMWORLD_DEBUG"
 """Set (to anything) for the traceback of a bug that a command reports in one line."""
 
 
-def bug_text(exc: BaseException) -> str:
-    """``Type: message`` of an exception that is a bug (a plugin's or simworld's), for a one-line
-    error. With ``$SIMWORLD_DEBUG`` set the traceback is printed to stderr first; otherwise the text
-    ends by saying how to get it."""
+class EpisodeCrash(SimworldError):
+    """An episode raised an unexpected exception (a bug in a world, task or agent): run, replayed,
+    forked or scored. One line naming the episode (and a crashing tool with its call); exit status 1."""
+
+    exit_code = 1
+
+
+def exception_text(exc: BaseException) -> str:
+    """``Type: message`` of `exc` on one line (its type alone when the message is empty)."""
+    return f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
+def bug_text(exc: BaseException, text: str | None = None) -> str:
+    """`text` (by default :func:`exception_text`) for a one-line error of an exception that is a bug
+    (a plugin's or simworld's). With ``$SIMWORLD_DEBUG`` set the traceback is printed to stderr
+    first; otherwise the text ends by saying how to get it."""
     import os
 
-    text = f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
+    if text is None:
+        text = exception_text(exc)
     if os.environ.get(DEBUG_ENV):
         import traceback
 

@@ -28,6 +28,7 @@ from simworld.errors import DamagedRecord, SimworldError, UnknownName, one_line
 from simworld.runio import iter_records
 from simworld.scenario import Scenario, load_scenario
 from simworld.types import Message, Trajectory
+from simworld.world import ToolCrash, episode_crash
 
 SCENARIO_FILE = "scenario.yaml"
 
@@ -216,7 +217,8 @@ def _result_of(events: list[Message], i: int) -> str:
 
 
 def replay_trajectory(traj: Trajectory, scenario: Scenario) -> ReplayResult:
-    """Re-execute one recorded episode; the result names the first difference, if any."""
+    """Re-execute one recorded episode; the result names the first difference, if any. A bug of the
+    world's tools raises :class:`~simworld.world.ToolCrash` (the world's to fix, not the record's)."""
     if traj.scenario_hash != scenario.content_hash:
         return ReplayResult(traj.episode_id, Mismatch("scenario", "hash", traj.scenario_hash, scenario.content_hash))
     ep = episode_for(traj, scenario)
@@ -285,7 +287,9 @@ def record_problem(record: Any, exc: BaseException) -> str:
 def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None, scenario: Scenario | None = None,
                problems: list[tuple[str, str]] | None = None) -> Iterator[ReplayResult]:
     """Replay the (latest) record of every episode of a run, or only of `episode_ids`. Lines of the
-    shards that hold no record are listed in `problems` (see :func:`~simworld.runio.iter_records`)."""
+    shards that hold no record are listed in `problems` (see :func:`~simworld.runio.iter_records`).
+    A bug of the world's tools stops it with an :class:`~simworld.errors.EpisodeCrash` naming the
+    episode, the tool and the call."""
     sc = scenario or load_run_scenario(run_dir)
     for record in iter_records(run_dir, problems=problems):
         eid = str(record.get("episode_id", ""))
@@ -299,6 +303,8 @@ def replay_run(run_dir: str | Path, episode_ids: set[str] | None = None, scenari
             yield replay_trajectory(traj, sc)
         except DamagedRecord as exc:
             yield ReplayResult(eid, Mismatch("record", f"not a trajectory of this run: {exc}"))
+        except ToolCrash as exc:  # the world's bug: no verdict on this record or any after it
+            raise episode_crash(traj.episode_id, exc, " on replay") from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,7 +326,8 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
     Before taking over, every agent is brought through the prefix's turns of its role
     (:meth:`~simworld.agent.Agent.observe`), so a scripted customer goes on with its script instead
     of starting it again. The new episode id is ``<parent>-fork<N>-<hash>``; ``provenance.parent``
-    and ``provenance.fork_at`` record where it came from.
+    and ``provenance.fork_at`` record where it came from. A bug of the world's tools, in the replayed
+    prefix or the fork's own turns, raises :class:`~simworld.errors.EpisodeCrash` (one line, exit 1).
     """
     n = len(traj.events)
     if not 0 <= fork_at < n:
@@ -342,6 +349,8 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
         ep = episode_for(base, agents_scenario, episode_id=new_id, make_agents=True)
     except DamagedRecord as exc:
         raise SimworldError(f"{traj.episode_id}: cannot fork: {exc}") from None
+    except ToolCrash as exc:  # (a task's gold plan runs the world's tools)
+        raise episode_crash(traj.episode_id, exc, " on replay") from exc
 
     def catch_up(taken: Message) -> None:
         role = ep.current
@@ -352,12 +361,18 @@ def fork_trajectory(traj: Trajectory, scenario: Scenario, fork_at: int, agents_s
                                 f"prefix: {exc}") from None
 
     # The fork's agents and prompts are its own; its world and task must be the parent's.
-    problem = _check_setup(traj, ep, ("world", "task")) or _apply(traj, ep, upto=fork_at, before_step=catch_up)
+    try:
+        problem = _check_setup(traj, ep, ("world", "task")) or _apply(traj, ep, upto=fork_at, before_step=catch_up)
+    except ToolCrash as exc:
+        raise episode_crash(traj.episode_id, exc, " on replay") from exc
     if problem is not None:
         raise SimworldError(f"{traj.episode_id}: cannot fork: replay differs at {problem.describe()}")
     if len(ep.events) != fork_at + 1:
         raise SimworldError(f"{traj.episode_id}: event {fork_at} is inside a turn")
-    new = asyncio.run(continue_episode(ep))
+    try:
+        new = asyncio.run(continue_episode(ep))
+    except ToolCrash as exc:  # in the fork's own turns: as a run stops on it
+        raise episode_crash(new_id, exc) from exc
     prov = new.provenance.model_copy(update={"parent": traj.episode_id, "fork_at": fork_at})
     return new.model_copy(update={"provenance": prov})
 

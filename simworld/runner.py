@@ -40,7 +40,7 @@ import yaml
 import simworld
 from simworld import registry
 from simworld.episode import EpisodeSpec, episode_id, episode_seed, episode_specs, run_episode, run_episode_sync
-from simworld.errors import SimworldError, counted, one_line
+from simworld.errors import EpisodeCrash, SimworldError, counted, one_line
 from simworld.interrupts import interrupt
 from simworld.runio import (LOCK_FILE, MANIFEST_FILE, SCENARIO_FILE, ShardWriter, foreign_jsonl, manifest_plugins,
                             next_session, remove_stale_temporaries, scan_shard, shard_name, shard_paths, truncate_tail,
@@ -49,7 +49,7 @@ from simworld.replay import RECORD_ERRORS, record_problem
 from simworld.scenario import Scenario, load_scenario, parse_overrides
 from simworld.summary import EpisodeStats, RunSummary, episode_stats, trajectory_stats
 from simworld.types import Trajectory
-from simworld.world import ToolCrash
+from simworld.world import episode_crash
 
 try:
     import fcntl
@@ -62,13 +62,6 @@ LEGACY_DRAW_FORMAT = "simworld.run/1"
 """The manifest format of runs that drew variations from one stream over the sorted paths: they
 resume with that draw (:func:`~simworld.episode.draw_variation_legacy`) and keep this format."""
 DEFAULT_LLM_CONCURRENCY = 8
-DEBUG_ENV = "SIMWORLD_DEBUG"
-
-
-class EpisodeCrash(SimworldError):
-    """An episode raised an unexpected exception (a bug in a world, task or agent)."""
-
-    exit_code = 1
 
 
 class RunInterrupted(SimworldError):
@@ -366,13 +359,7 @@ def _crash(spec: EpisodeSpec, exc: BaseException) -> SimworldError:
         error = SimworldError(f"episode {spec.episode_id}: {exc}")
         error.exit_code = exc.exit_code
         return error
-    if os.environ.get(DEBUG_ENV):
-        import traceback
-
-        traceback.print_exception(exc)
-    hint = "" if os.environ.get(DEBUG_ENV) else f" (set {DEBUG_ENV}=1 for the traceback)"
-    where = f" {exc}" if isinstance(exc, ToolCrash) else f": {type(exc).__name__}: {exc}"  # (names the tool and call)
-    return EpisodeCrash(f"episode {spec.episode_id} crashed{where}{hint}")
+    return episode_crash(spec.episode_id, exc)
 
 
 def _record(traj: Trajectory) -> tuple[bytes, EpisodeStats]:

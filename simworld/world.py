@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from simworld.errors import SimworldError, one_line, suggest
+from simworld.errors import EpisodeCrash, SimworldError, bug_text, exception_text, suggest
 from simworld.types import FieldDiff, ToolCall, ToolSpec
 
 
@@ -41,7 +41,7 @@ class ToolCrash(Exception):
     :class:`ToolError` (the cause, chained), or answered what JSON cannot hold (a set, a NaN).
 
     ``str()`` names the tool and the call: ``in tool get_balance (call get_balance{"acct":34}):
-    KeyError: 'boom'``; the runner stops the run with it as ``episode ID crashed in tool ...``.
+    KeyError: 'boom'``; a command stops on it with :func:`episode_crash`.
     """
 
     def __init__(self, call: ToolCall, problem: str) -> None:
@@ -49,6 +49,15 @@ class ToolCrash(Exception):
         self.problem = problem
         args = orjson.dumps(call.arguments, default=repr, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         super().__init__(f"in tool {call.name} (call {call.name}{args if len(args) <= 80 else '{…}'}): {problem}")
+
+
+def episode_crash(episode_id: str, exc: BaseException, when: str = "") -> EpisodeCrash:
+    """The one-line error (exit 1) for a bug `exc` raised inside an episode, `when` it happened (" on
+    replay"): ``episode ID crashed{when} in tool peek (call peek{"row":1}): KeyError: 'boom'`` for a
+    :class:`ToolCrash`, ``episode ID crashed{when}: Type: message`` for another exception, with the
+    ``$SIMWORLD_DEBUG`` hint (:func:`~simworld.errors.bug_text`)."""
+    where = f" {exc}" if isinstance(exc, ToolCrash) else f": {exception_text(exc)}"
+    return EpisodeCrash(bug_text(exc, f"episode {episode_id} crashed{when}{where}"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,10 +385,6 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _exception_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
-
-
 class _NotJson(Exception):
     """A tool's answer JSON cannot hold; the message says why."""
 
@@ -554,11 +559,13 @@ class World:
                 state.restore(before)
             return ToolResult(f"Error: {exc}", error=True)
         except SimworldError:  # the scenario asks what the world cannot give: the user's to fix, not a bug
+            if before is not None:  # (a caller that catches it, as an env user may, sees the state as it was)
+                state.restore(before)
             raise
         except Exception as exc:
             if before is not None:
                 state.restore(before)
-            raise ToolCrash(call, str(exc) if isinstance(exc, _NotJson) else _exception_text(exc)) from exc
+            raise ToolCrash(call, str(exc) if isinstance(exc, _NotJson) else exception_text(exc)) from exc
         return ToolResult(content, end_turn=ctx.end_turn, end_episode=ctx.end_episode, notices=ctx.notices)
 
     def apply_plan(self, state: State, plan: Iterable[ToolCall], rng: np.random.Generator,

@@ -20,8 +20,11 @@ Injectable names:
 A scorer that raises, returns anything but a valid :class:`Score` or None, or names a parameter
 that is not injectable is a bug in the scorer, not in the data: :func:`score_trajectory` raises
 :class:`ScorerFailure`, one line naming the scorer and the episode, and ``simworld score``,
-``export`` and ``show`` stop on it (exit 1, files already written left as they were). Only a record
-whose world cannot be built (:func:`world_of`) is a damaged record, skipped and reported as such.
+``export`` and ``show`` stop on it (exit 1, files already written left as they were). A tool of the
+world that crashes while a scorer replays the episode (``ctx.replayed()``) is the world's bug:
+:class:`~simworld.errors.EpisodeCrash` naming the episode, the tool and the call, and the commands
+stop on it alike. Only a record whose world cannot be built (:func:`world_of`) is a damaged record,
+skipped and reported as such.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from simworld import registry
 from simworld.errors import DamagedRecord, SimworldError, UnknownName, bug_text, one_line
 from simworld.scenario import Scenario
 from simworld.types import Trajectory
+from simworld.world import ToolCrash, episode_crash
 
 
 class Score(BaseModel):
@@ -160,8 +164,9 @@ def check_scorers(names: Iterable[str]) -> None:
 def score_trajectory(traj: Trajectory, names: Iterable[str], ctx: ScoringContext) -> dict[str, Score]:
     """Run the named scorers on one trajectory; scorers that do not apply are left out.
 
-    Raises :class:`ScorerFailure` when a scorer fails (see the module docstring), and
-    :class:`~simworld.errors.DamagedRecord` when the record names a world that cannot be built."""
+    Raises :class:`ScorerFailure` when a scorer fails (see the module docstring),
+    :class:`~simworld.errors.DamagedRecord` when the record names a world that cannot be built, and
+    :class:`~simworld.errors.EpisodeCrash` when a tool of the world crashes on the scorer's replay."""
     out: dict[str, Score] = {}
     kinds: dict[str, str] | None = None
     for name in names:
@@ -188,6 +193,8 @@ def score_trajectory(traj: Trajectory, names: Iterable[str], ctx: ScoringContext
             score = fn(**kwargs)
         except DamagedRecord:  # (from the world or the replay it asked ctx for: the record's fault)
             raise
+        except ToolCrash as exc:  # (in the replay it asked ctx for, or a tool it called: the world's bug, not its own)
+            raise episode_crash(traj.episode_id, exc, f" on replay for scorer {name!r}") from exc
         except Exception as exc:
             raise ScorerFailure(f"scorer {name!r} failed on episode {traj.episode_id}: {bug_text(exc)}") from exc
         if score is not None:
