@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from simworld.export.card import CardStats, card_files, scorer_values, tenth
+from simworld.export.card import CardStats, card_files, messages_characters, scorer_values, tenth
 from simworld.export.curation import split_of
 from simworld.export.formats import trl_messages, turns_left_out
 from simworld.export.pipeline import (ExportOptions, ExportResult, _has_special_tokens, _Outputs, _synthetic_samples,
@@ -159,8 +159,11 @@ def export_dpo(runs: Sequence[RunInfo], opts: ExportOptions, out: Path,
                 "provenance": {"chosen": chosen.provenance, "rejected": rejected.provenance},
                 "synthetic": True,
             })
-            stats.add(chosen, split, sum(1 for m in a if m["role"] == "assistant"))
-            rejected_stats.add(rejected, split, sum(1 for m in b if m["role"] == "assistant"))
+            # (the card's characters are those of the messages in hand: prompt + each side's completion)
+            stats.add(chosen, split, sum(1 for m in a if m["role"] == "assistant"),
+                      messages_characters(a, chosen.tools_openai))
+            rejected_stats.add(rejected, split, sum(1 for m in b if m["role"] == "assistant"),
+                               messages_characters(b, rejected.tools_openai))
             _compare(chosen.scores, rejected.scores, gaps, lower_on)
             left_out += turns_left_out("dpo", chosen.messages) + turns_left_out("dpo", rejected.messages)
             pairs += 1
