@@ -8,7 +8,6 @@ a readable reference and for the benchmark.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from simworld.environments.negotiation.kernels import (
     pareto_frontier,
     pareto_frontier_indexed,
 )
-from simworld.environments.negotiation.space import UtilityModel
+from simworld.environments.negotiation.space import ARRAY_CACHE, UtilityModel
 
 
 @dataclass(frozen=True)
@@ -85,23 +84,25 @@ def analyse_arrays(ua: np.ndarray, ub: np.ndarray, ra: float, rb: float,
     return Analysis(ua, ub, _order_frontier(ua, front), nash, ks, welfare, (float(ra), float(rb)))
 
 
-_ANALYSES: OrderedDict[tuple[str, str, float, float], Analysis] = OrderedDict()
-_ANALYSIS_CACHE = 32
-
-
 def analyse(a: UtilityModel, b: UtilityModel) -> Analysis:
-    """The analysis of party models `a` and `b` (same outcome space), cached per profile."""
+    """The analysis of party models `a` and `b` (same outcome space), cached per profile in the
+    shared array cache (`space.CACHE_BYTES`): it counts the frontier, and the utilities unless they
+    are those of cached models (then it is dropped with them)."""
     if a.space.names != b.space.names or a.space.size != b.space.size:
         raise ValueError("the two parties' utility specs describe different outcome spaces")
     key = (a.key, b.key, a.reservation, b.reservation)
-    cached = _ANALYSES.get(key)
+    cached = ARRAY_CACHE.get("analysis", key)
     if cached is not None:
-        _ANALYSES.move_to_end(key)
         return cached
     result = analyse_arrays(a.utilities, b.utilities, a.reservation, b.reservation, a.buckets)
-    _ANALYSES[key] = result
-    while len(_ANALYSES) > _ANALYSIS_CACHE:
-        _ANALYSES.popitem(last=False)
+    nbytes, uses = result.frontier.nbytes, []
+    for model in (a, b):
+        held = ARRAY_CACHE.peek("model", model.key)
+        if held is not None and held.utilities is model.utilities:
+            uses.append(("model", model.key))
+        else:
+            nbytes += model.utilities.nbytes
+    ARRAY_CACHE.put("analysis", key, result, nbytes, tuple(uses))
     return result
 
 

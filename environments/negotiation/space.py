@@ -9,7 +9,8 @@ a trajectory alone is enough to recompute every utility)::
      "reservation": r}
 
 :func:`utility_model` compiles a spec into per-issue value tables and the utility of every
-outcome (one kernel call), cached per spec.
+outcome (one kernel call), cached per spec in :data:`ARRAY_CACHE`, which bounds every per-outcome
+array the negotiation caches hold by one budget, :data:`CACHE_BYTES`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -63,6 +65,7 @@ class OutcomeSpace:
         for i in range(len(self.grids) - 2, -1, -1):
             strides[i] = strides[i + 1] * self.sizes[i + 1]
         self.strides = strides
+        self._shape = tuple(int(n) for n in self.sizes)
         self._radix = [(int(st), int(sz)) for st, sz in zip(strides, self.sizes)]
         self._texts: dict[int, tuple[list[str], list[bool]]] = {}
         self._values: dict[tuple[int, str], np.ndarray] = {}
@@ -100,13 +103,20 @@ class OutcomeSpace:
                 pass
         return d
 
-    @functools.cached_property
+    @property
     def digit_table(self) -> np.ndarray:
         """`digit_table[o, i]`: the digit of outcome o on issue i (the smallest unsigned type that
-        holds them; read-only). Built on first use: offer selection reads it."""
-        dtype = np.uint8 if self.sizes.max() <= 256 else np.uint16 if self.sizes.max() <= 65536 else np.int64
-        table = ((np.arange(self.size, dtype=np.int64)[:, None] // self.strides) % self.sizes).astype(dtype)
-        table.setflags(write=False)
+        holds them; read-only). Built on first use (offer selection reads it) and held in the shared
+        array cache, per grid shape: spaces with the same issue sizes share one."""
+        table = ARRAY_CACHE.get("digits", self._shape)
+        if table is None:
+            dtype = np.uint8 if self.sizes.max() <= 256 else np.uint16 if self.sizes.max() <= 65536 else np.uint32
+            table = np.empty((self.size, len(self.names)), dtype=dtype)
+            for start in range(0, self.size, 1 << 18):  # (in blocks: int64 temporaries of the whole table are 8x its size)
+                outcomes = np.arange(start, min(start + (1 << 18), self.size), dtype=np.int64)
+                table[start:start + len(outcomes)] = (outcomes[:, None] // self.strides) % self.sizes
+            table.setflags(write=False)
+            ARRAY_CACHE.put("digits", self._shape, table, table.nbytes)
         return table
 
     def digits(self, outcome: int) -> np.ndarray:
@@ -337,11 +347,132 @@ def value_tables(space: OutcomeSpace, weights: Any, functions: Mapping[str, Mapp
     return values
 
 
-_MODELS: OrderedDict[str, UtilityModel] = OrderedDict()
-_MODEL_CACHE = 64
-_MODEL_OUTCOMES = 1 << 25
-"""At most this many outcomes over all cached models (each costs 16 bytes: utility and index)."""
-_models_held = 0
+class ArrayCache:
+    """An LRU cache of values that hold per-outcome arrays, bounded by the bytes of those arrays all
+    together (`budget`) and by a number of entries of each kind (`limits`).
+
+    Over the budget, the least recently used entries are dropped, the kinds of the first group of
+    `evict` before those of the next, but never the `keep[kind]` most recently used entries of a
+    kind (what the running episode uses): so the cache holds at most the budget or, when those
+    alone are more, just those. An entry may *use* others (`put(..., uses=)`): it holds their
+    arrays too (an analysis holds its two models' utilities), so it is dropped with them and never
+    keeps arrays alive that the cache no longer counts.
+    """
+
+    def __init__(self, budget: int, limits: Mapping[str, int], keep: Mapping[str, int],
+                 evict: tuple[tuple[str, ...], ...]) -> None:
+        self.budget = budget
+        self.limits = dict(limits)
+        self.keep = {kind: keep.get(kind, 0) for kind in self.limits}
+        self.evict = evict
+        self.held = 0
+        """Bytes counted for the entries held."""
+        # Per kind, least recently used first: [value, bytes, uses, last use].
+        self._kinds: dict[str, OrderedDict[Any, list[Any]]] = {kind: OrderedDict() for kind in self.limits}
+        self._users: dict[tuple[str, Any], set[tuple[str, Any]]] = {}
+        self._clock = itertools.count()
+
+    def get(self, kind: str, key: Any) -> Any:
+        """The value held for (kind, key), now the most recently used, or None."""
+        entries = self._kinds[kind]
+        entry = entries.get(key)
+        if entry is None:
+            return None
+        entries.move_to_end(key)
+        entry[3] = next(self._clock)
+        return entry[0]
+
+    def peek(self, kind: str, key: Any) -> Any:
+        """`get` without making it recently used."""
+        entry = self._kinds[kind].get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, kind: str, key: Any, value: Any, nbytes: int, uses: tuple[tuple[str, Any], ...] = ()) -> None:
+        """Hold `value`, counting `nbytes` (the arrays it holds that no entry in `uses` holds), and
+        drop entries while over a limit."""
+        entries = self._kinds[kind]
+        if key in entries:
+            self._drop(kind, key)
+        if uses:
+            uses = tuple([u for u in uses if u[1] in self._kinds[u[0]]])
+            for u in uses:
+                users = self._users.get(u)
+                if users is None:
+                    users = self._users[u] = set()
+                users.add((kind, key))
+        entries[key] = [value, nbytes, uses, next(self._clock)]
+        self.held += nbytes
+        if len(entries) > self.limits[kind]:
+            self._drop(kind, next(iter(entries)))
+        while self.held > self.budget:
+            victim = self._victim()
+            if victim is None:
+                break
+            self._drop(*victim)
+
+    def _victim(self) -> tuple[str, Any] | None:
+        for group in self.evict:
+            oldest: tuple[int, str, Any] | None = None
+            for kind in group:
+                entries = self._kinds[kind]
+                if len(entries) > self.keep[kind]:
+                    key = next(iter(entries))
+                    if oldest is None or entries[key][3] < oldest[0]:
+                        oldest = (entries[key][3], kind, key)
+            if oldest is not None:
+                return oldest[1], oldest[2]
+        return None
+
+    def _drop(self, kind: str, key: Any) -> None:
+        _, nbytes, uses, _ = self._kinds[kind].pop(key)
+        self.held -= nbytes
+        me = (kind, key)
+        for u in uses:
+            users = self._users.get(u)
+            if users is not None:
+                users.discard(me)
+                if not users:
+                    del self._users[u]
+        if self._users:
+            for user_kind, user in self._users.pop(me, ()):
+                if user in self._kinds[user_kind]:
+                    self._drop(user_kind, user)
+
+    def clear(self) -> None:
+        for kind, entries in self._kinds.items():
+            while entries:
+                self._drop(kind, next(iter(entries)))
+
+    def items(self) -> list[tuple[str, Any, Any]]:
+        """(kind, key, value) of every entry held."""
+        return [(kind, key, entry[0]) for kind, entries in self._kinds.items() for key, entry in entries.items()]
+
+    def counts(self) -> dict[str, int]:
+        """Entries held, by kind."""
+        return {kind: len(entries) for kind, entries in self._kinds.items()}
+
+
+CACHE_BYTES = 1 << 29
+"""The most bytes of per-outcome arrays that the negotiation caches hold together, whatever the
+number of episodes (512 MiB): compiled utility models (utilities and their bucket index, 17 bytes
+an outcome), digit tables (1 to 36 bytes an outcome) and analyses' Pareto frontiers. Only what the
+running episode uses may stay beyond it: its two models, their analysis and the digit table
+(about 0.9 GB for five issues at `spec.MAX_OUTCOMES`, 1.6 GB for the most wasteful shapes)."""
+
+ARRAY_CACHE = ArrayCache(CACHE_BYTES, limits={"model": 64, "recent": 16, "analysis": 32, "digits": 16},
+                         keep={"model": 2, "analysis": 1, "digits": 1}, evict=(("model", "analysis"), ("digits",)))
+"""The shared cache: "model" (spec key -> UtilityModel), "recent" (id of a spec object -> (spec,
+model): no bytes of its own, dropped with its model), "analysis" (see `analysis.analyse`) and
+"digits" (issue sizes -> `OutcomeSpace.digit_table`, kept over models: every episode in the space
+uses it)."""
+
+
+def model_bytes(model: UtilityModel) -> int:
+    """Bytes of the arrays a utility model holds."""
+    return (model.utilities.nbytes + sum(a.nbytes for a in model.buckets) + model.tables.nbytes
+            + model.weights.nbytes)
+
+
 _SPACES: OrderedDict[str, OutcomeSpace] = OrderedDict()
 
 
@@ -356,32 +487,27 @@ def outcome_space(issues: Mapping[str, Mapping[str, Any]]) -> OutcomeSpace:
     return space
 
 
-_RECENT: OrderedDict[int, tuple[Mapping[str, Any], UtilityModel]] = OrderedDict()
-
-
 def utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None) -> UtilityModel:
     """Compile (or fetch) the utility model of a utility spec (see the module docstring).
 
     The same spec object (an episode's private info, asked for by the task, both agents and the
-    metrics) is answered from a small identity cache without re-hashing it. `profile`, the
+    metrics) is answered from the cache by identity without re-hashing it. `profile`, the
     party's profile the spec was made from (`PartyProfile.spec`), saves recompiling its value
     functions.
     """
-    recent = _RECENT.get(id(spec))
+    recent = ARRAY_CACHE.get("recent", id(spec))
     if recent is not None and recent[0] is spec and recent[1].reservation == spec["reservation"]:
-        return recent[1]
+        return recent[1]  # (its model needs no touch: the running episode's two are kept anyway)
     model = _utility_model(spec, profile)
-    _RECENT[id(spec)] = (spec, model)  # holding `spec` keeps its id from being reused
-    while len(_RECENT) > 16:
-        _RECENT.popitem(last=False)
+    # (holding `spec` keeps its id from being reused; dropped with the model, whose arrays it shares)
+    ARRAY_CACHE.put("recent", id(spec), (spec, model), 0, uses=(("model", model.key),))
     return model
 
 
 def _utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None) -> UtilityModel:
     key = spec_key({k: spec[k] for k in ("issues", "weights", "functions")})
-    cached = _MODELS.get(key)
+    cached = ARRAY_CACHE.get("model", key)
     if cached is not None:
-        _MODELS.move_to_end(key)
         if cached.reservation == spec["reservation"]:
             return cached
         return dataclasses.replace(cached, reservation=float(spec["reservation"]))
@@ -394,11 +520,7 @@ def _utility_model(spec: Mapping[str, Any], profile: PartyProfile | None = None)
         space = outcome_space(spec["issues"])
         weights, tables = compile_tables(space, spec["weights"], spec["functions"])
     model = _model(key, space, weights, tables, float(spec["reservation"]))
-    global _models_held
-    _MODELS[key] = model
-    _models_held += space.size
-    while len(_MODELS) > 1 and (len(_MODELS) > _MODEL_CACHE or _models_held > _MODEL_OUTCOMES):
-        _models_held -= _MODELS.popitem(last=False)[1].space.size
+    ARRAY_CACHE.put("model", key, model, model_bytes(model))
     return model
 
 
