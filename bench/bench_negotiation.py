@@ -71,6 +71,24 @@ nothing measurable (lease_renewal 1,093 -> 1,095 eps/s); stock and policy limits
 supplier_contract (the policy-limited utility over 10,000 outcomes is compiled per episode). The
 stock is drawn per episode (`stock.vary`), not by a variation: a variation per inventory value
 tripled the distinct variations, each validated once, and cost used_car 20%.
+
+Memory budget (2026-11-25): the caches' per-outcome arrays under one byte budget
+(`space.ARRAY_CACHE`; memory in bench/bench_negotiation_memory.py). Same trajectories (300
+episodes of each scenario, byte for byte). This script, --workers 1 --python-max 0 --repeat 1, four
+alternating runs of each version (CPU eps/s, best of four; the runs of one version spread by 4-8%
+on the loaded machine), and per-episode instructions (valgrind callgrind, the difference between
+runs of 50 or 100 and 250 or 400 episodes; run to run about +-0.5%), which the load does not move:
+
+| scenario          | before CPU eps/s | after CPU eps/s | instructions per episode, after / before |
+|-------------------|------------------|-----------------|------------------------------------------|
+| lease_renewal     |            1,087 |           1,047 |                                    1.004 |
+| refund_dispute    |            1,032 |           1,017 |                                    0.999 |
+| supplier_contract |              626 |             612 |                                    1.003 |
+| used_car          |              731 |             713 |                                    1.004 |
+
+The cache's bookkeeping is about 9 us per episode (timeit of one episode's gets and puts). Alone
+in a process (2,000 supplier_contract episodes after 50 to warm up, three alternating runs), user
+CPU was 3.35-3.49 s before and 3.30-3.37 s after.
 """
 
 from __future__ import annotations
