@@ -559,6 +559,11 @@ def format_path(path: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _inside(dotted: str, outer: str) -> bool:
+    """Is the dotted path `dotted` the path `outer` or within what it holds (`outer.x`, `outer[0]`)?"""
+    return dotted == outer or dotted.startswith((outer + ".", outer + "["))
+
+
 class _Problems:
     def __init__(self, lines: dict[tuple[Any, ...], int], overrides: dict[str, str] | None = None) -> None:
         self.lines = lines
@@ -576,11 +581,10 @@ class _Problems:
         within: list[str] = []  # --set paths inside what the file holds at `path` (a problem of the whole)
         for name in self.overrides:
             # (a problem with a parent of an override path that the file does not hold came from --set too)
-            if (dotted == name or dotted.startswith(name + ".") or dotted.startswith(name + "[")
-                    or (name.startswith(dotted + ".") and path not in self.lines)):
+            if _inside(dotted, name) or (name.startswith(dotted + ".") and path not in self.lines):
                 where = f" (from --set {name})"
                 break
-            if name.startswith(dotted + ".") or name.startswith(dotted + "["):
+            if _inside(name, dotted):
                 within.append(name)
         lineno = 0
         if not where:
@@ -605,7 +609,7 @@ class _SetOnly:
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
         dotted = format_path(path)
-        if any(dotted == name or dotted.startswith((name + ".", name + "[")) for name in self.problems.overrides):
+        if any(_inside(dotted, name) for name in self.problems.overrides):
             self.problems.add(path, message)
 
 
